@@ -1,0 +1,102 @@
+/* dense.c - the dense layer around its GEMMs: fused bias + activation epilogue,
+ * fused activation mask + bias gradient, and the layer's forward and backward.
+ */
+#ifndef FBP_T
+#define FBP_SELF "dense.c"
+#include "fbp_generic.h"
+#else
+
+#include "fbp_act.h"
+
+/* Column block of the bias-gradient reduction: each block of columns is summed
+ * over all rows, in row order, by one thread. */
+#ifndef FBP_COLBLK
+#define FBP_COLBLK 256
+#endif
+
+/* y (N, O) in place, b (O,) or NULL: y = act(y + b). One pass over y, right
+ * after the GEMM wrote it, instead of one pass for the bias and one for act. */
+void FN(fbp_bias_act)(fbp_idx N, fbp_idx O, const T *b, int act, T *y)
+{
+    int nt = fbp_threads_for(N * O);
+    (void)nt;
+#pragma omp parallel for if (nt > 1) num_threads(nt) schedule(static)
+    for (fbp_idx r = 0; r < N; r++) {
+        T *yr = y + r * O;
+        if (b)
+            for (fbp_idx j = 0; j < O; j++)
+                yr[j] = FN(fbp_act_apply)(act, yr[j] + b[j]);
+        else
+            for (fbp_idx j = 0; j < O; j++)
+                yr[j] = FN(fbp_act_apply)(act, yr[j]);
+    }
+}
+
+/* dy, y, dz (N, O), db (O,): dz = dy * act'(y) and db (+)= sum over rows of dz,
+ * in the same pass over dy. dz may alias dy; dz may be NULL with act NONE. */
+void FN(fbp_act_backward_bias_grad)(fbp_idx N, fbp_idx O, int act, const T *dy,
+                                    const T *y, T *dz, T *db, int accumulate)
+{
+    fbp_idx nb = fbp_nblocks(O, FBP_COLBLK);
+    int nt = fbp_threads_for(N * O);
+    if (nt > nb)
+        nt = (int)nb;
+    (void)nt;
+#pragma omp parallel for if (nt > 1) num_threads(nt) schedule(static)
+    for (fbp_idx cb = 0; cb < nb; cb++) {
+        fbp_idx o0 = cb * FBP_COLBLK;
+        fbp_idx w = O - o0 < FBP_COLBLK ? O - o0 : FBP_COLBLK;
+        T acc[FBP_COLBLK];
+        for (fbp_idx j = 0; j < w; j++)
+            acc[j] = (T)0;
+        for (fbp_idx r = 0; r < N; r++) {
+            const T *dyr = dy + r * O + o0;
+            if (act == FBP_ACT_NONE) {
+                for (fbp_idx j = 0; j < w; j++)
+                    acc[j] += dyr[j];
+                if (dz && dz != dy)
+                    for (fbp_idx j = 0; j < w; j++)
+                        dz[r * O + o0 + j] = dyr[j];
+            } else {
+                const T *yr = y + r * O + o0;
+                T *dzr = dz + r * O + o0;
+                for (fbp_idx j = 0; j < w; j++) {
+                    T v = FN(fbp_act_grad)(act, dyr[j], yr[j]);
+                    dzr[j] = v;
+                    acc[j] += v;
+                }
+            }
+        }
+        for (fbp_idx j = 0; j < w; j++)
+            db[o0 + j] = accumulate ? db[o0 + j] + acc[j] : acc[j];
+    }
+}
+
+/* x (N, I), W (I, O), b (O,) or NULL, y (N, O): y = act(x.W + b). */
+void FN(fbp_dense_forward)(fbp_idx N, fbp_idx I, fbp_idx O, const T *x, const T *W,
+                           const T *b, int act, T *y)
+{
+    FN(fbp_gemm)(0, 0, N, O, I, (T)1, x, I, W, O, (T)0, y, O);
+    FN(fbp_bias_act)(N, O, b, act, y);
+}
+
+/* dy, y, dz (N, O); x, dx (N, I); W, dW (I, O); db (O,).
+ * dz = dy * act'(y) (fused with db); dx = dz.W^T unless dx is NULL;
+ * dW (+)= x^T.dz. With act NONE, dz is not needed and dy is used as is. */
+void FN(fbp_dense_backward)(fbp_idx N, fbp_idx I, fbp_idx O, const T *dy, const T *x,
+                            const T *W, const T *y, int act, T *dz, T *dx, T *dW,
+                            T *db, int accumulate)
+{
+    const T *g = dy;
+    if (act == FBP_ACT_NONE) {
+        FN(fbp_act_backward_bias_grad)(N, O, act, dy, y, NULL, db, accumulate);
+    } else {
+        FN(fbp_act_backward_bias_grad)(N, O, act, dy, y, dz, db, accumulate);
+        g = dz;
+    }
+    if (dx)
+        FN(fbp_gemm)(0, 1, N, I, O, (T)1, g, O, W, O, (T)0, dx, I);
+    FN(fbp_gemm)(1, 0, I, O, N, (T)1, x, I, g, O, accumulate ? (T)1 : (T)0, dW, O);
+}
+
+#endif

@@ -1,0 +1,39 @@
+/* fbp_generic.h - compile the including file's kernels once per float type.
+ *
+ * A kernel file does:   #ifndef FBP_T / #define FBP_SELF "file.c" /
+ *                       #include "fbp_generic.h" / #else <kernels> #endif
+ * and writes its kernels once with T for the element type and FN(name) for the
+ * suffixed name (name_f32, name_f64). One source per concern, two instantiations.
+ */
+#include "fbp_internal.h"
+#include <math.h>
+
+#define T float
+#define FBP_T 1
+#define FN(name) name##_f32
+#define EXP expf
+#define LOG logf
+#define TANH tanhf
+#define SQRT sqrtf
+#include FBP_SELF
+#undef T
+#undef FN
+#undef EXP
+#undef LOG
+#undef TANH
+#undef SQRT
+
+#define T double
+#define FN(name) name##_f64
+#define EXP exp
+#define LOG log
+#define TANH tanh
+#define SQRT sqrt
+#include FBP_SELF
+#undef T
+#undef FN
+#undef EXP
+#undef LOG
+#undef TANH
+#undef SQRT
+#undef FBP_T

@@ -1,0 +1,56 @@
+/* fbp_internal.h - helpers shared by the kernel files; not part of the API.
+ *
+ * Threads: a kernel runs on several OpenMP threads only when its work is large
+ * enough to pay for the fork/join (FBP_PAR_MIN elements per thread), because on
+ * small arrays the join costs more than the loop and our idle workers would
+ * compete with BLAS's threads for the cores.
+ *
+ * Determinism: a reduction is cut into at most FBP_NBLK_MAX blocks whose size
+ * depends on n only; each block is summed in a fixed order by one thread and the
+ * partials are added in block order, so the thread count never changes a bit.
+ */
+#ifndef FBP_INTERNAL_H
+#define FBP_INTERNAL_H
+
+#include "fastbp.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#define FBP_PAR_MIN ((fbp_idx)32768)
+#define FBP_NBLK_MAX 64
+#define FBP_RED_MIN ((fbp_idx)4096) /* smallest block of a flat reduction */
+
+static inline int fbp_threads_for(fbp_idx work)
+{
+    if (work < 2 * FBP_PAR_MIN)
+        return 1;
+    int nt = fbp_get_num_threads();
+    fbp_idx cap = work / FBP_PAR_MIN;
+    if (cap < nt)
+        nt = (int)cap;
+    return nt < 1 ? 1 : nt;
+}
+
+/* Block size of a flat reduction over n items, a function of n alone. */
+static inline fbp_idx fbp_block_size(fbp_idx n, fbp_idx min_block)
+{
+    fbp_idx b = (n + FBP_NBLK_MAX - 1) / FBP_NBLK_MAX;
+    return b < min_block ? min_block : b;
+}
+
+static inline fbp_idx fbp_nblocks(fbp_idx n, fbp_idx bs)
+{
+    return n <= 0 ? 0 : (n + bs - 1) / bs;
+}
+
+static inline double fbp_sum_partials(const double *part, fbp_idx nb)
+{
+    double s = 0.0;
+    for (fbp_idx i = 0; i < nb; i++)
+        s += part[i];
+    return s;
+}
+
+#endif /* FBP_INTERNAL_H */

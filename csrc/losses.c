@@ -1,0 +1,146 @@
+/* losses.c - fused softmax + cross-entropy, and mean squared error.
+ *
+ * Softmax-xent touches each logit row once from memory: the row (which fits in
+ * cache) is scanned for its max, exponentiated into dz while summing, then
+ * scaled in place, so the loss and the gradient come out of one pass over z.
+ * log-sum-exp is exact: lse = max + log(sum exp(z - max)), no epsilon.
+ * Per-row losses are summed in double, in fixed row blocks (see fbp_internal.h).
+ */
+#ifndef FBP_T
+#define FBP_SELF "losses.c"
+#include "fbp_generic.h"
+#else
+
+/* Rows per loss block: a function of N and C only. */
+static inline fbp_idx FN(fbp_row_block)(fbp_idx N, fbp_idx C)
+{
+    fbp_idx min_rows = C > 0 ? FBP_RED_MIN / C : FBP_RED_MIN;
+    return fbp_block_size(N, min_rows < 1 ? 1 : min_rows);
+}
+
+/* zr, dzr (C,): dzr = exp(zr - max), returns the sum; *mx gets the max.
+ * If dzr aliases zr the logits are gone afterwards. */
+static inline T FN(fbp_exp_row)(fbp_idx C, const T *zr, T *dzr, T *mx)
+{
+    T m = zr[0];
+    for (fbp_idx c = 1; c < C; c++)
+        m = zr[c] > m ? zr[c] : m;
+    /* A NaN logit is skipped by the max but reaches the sum through exp. */
+    T s = (T)0;
+    for (fbp_idx c = 0; c < C; c++) {
+        T e = EXP(zr[c] - m);
+        dzr[c] = e;
+        s += e;
+    }
+    *mx = m;
+    return s;
+}
+
+/* z, dz (N, C); labels (N,) in [0, C). dz = (softmax(z) - onehot) / N. */
+double FN(fbp_softmax_xent_labels)(fbp_idx N, fbp_idx C, const T *z,
+                                   const int64_t *labels, T *dz)
+{
+    if (N <= 0)
+        return NAN;
+    fbp_idx bs = FN(fbp_row_block)(N, C), nb = fbp_nblocks(N, bs);
+    double part[FBP_NBLK_MAX];
+    int nt = fbp_threads_for(N * C);
+    if (nt > nb)
+        nt = (int)nb;
+    (void)nt;
+    const T invN = (T)1 / (T)N;
+#pragma omp parallel for if (nt > 1) num_threads(nt) schedule(static)
+    for (fbp_idx blk = 0; blk < nb; blk++) {
+        fbp_idx r1 = (blk + 1) * bs < N ? (blk + 1) * bs : N;
+        double acc = 0.0;
+        for (fbp_idx r = blk * bs; r < r1; r++) {
+            const T *zr = z + r * C;
+            T *dzr = dz + r * C;
+            fbp_idx lab = (fbp_idx)labels[r];
+            T zl = zr[lab]; /* read before dz (maybe z) is overwritten */
+            T m;
+            T s = FN(fbp_exp_row)(C, zr, dzr, &m);
+            acc += (double)m + log((double)s) - (double)zl;
+            T rs = (T)1 / s;
+            T pl = dzr[lab] * rs;
+            for (fbp_idx c = 0; c < C; c++)
+                dzr[c] = dzr[c] * rs * invN;
+            dzr[lab] = (pl - (T)1) * invN;
+        }
+        part[blk] = acc;
+    }
+    return fbp_sum_partials(part, nb) / (double)N;
+}
+
+/* z, t, dz (N, C); rows of t are class probabilities. dz = (softmax(z) - t) / N;
+ * loss_n = sum_c t_c (lse - z_c), terms with t_c == 0 skipped. */
+double FN(fbp_softmax_xent_probs)(fbp_idx N, fbp_idx C, const T *z, const T *t, T *dz)
+{
+    if (N <= 0)
+        return NAN;
+    fbp_idx bs = FN(fbp_row_block)(N, C), nb = fbp_nblocks(N, bs);
+    double part[FBP_NBLK_MAX];
+    int nt = fbp_threads_for(N * C);
+    if (nt > nb)
+        nt = (int)nb;
+    (void)nt;
+    const T invN = (T)1 / (T)N;
+#pragma omp parallel for if (nt > 1) num_threads(nt) schedule(static)
+    for (fbp_idx blk = 0; blk < nb; blk++) {
+        fbp_idx r1 = (blk + 1) * bs < N ? (blk + 1) * bs : N;
+        double acc = 0.0;
+        for (fbp_idx r = blk * bs; r < r1; r++) {
+            const T *zr = z + r * C, *tr = t + r * C;
+            T *dzr = dz + r * C;
+            double st = 0.0, stz = 0.0;
+            for (fbp_idx c = 0; c < C; c++)
+                if (tr[c] != (T)0) {
+                    st += (double)tr[c];
+                    stz += (double)tr[c] * (double)zr[c];
+                }
+            T m;
+            T s = FN(fbp_exp_row)(C, zr, dzr, &m);
+            acc += st * ((double)m + log((double)s)) - stz;
+            T rs = (T)1 / s;
+            for (fbp_idx c = 0; c < C; c++)
+                dzr[c] = (dzr[c] * rs - tr[c]) * invN;
+        }
+        part[blk] = acc;
+    }
+    return fbp_sum_partials(part, nb) / (double)N;
+}
+
+/* y, t, dy (N, D): returns 0.5 * sum((y - t)^2) / N; dy = (y - t) / N. */
+double FN(fbp_mse)(fbp_idx N, fbp_idx D, const T *y, const T *t, T *dy)
+{
+    if (N <= 0)
+        return NAN;
+    fbp_idx n = N * D, bs = fbp_block_size(n, FBP_RED_MIN), nb = fbp_nblocks(n, bs);
+    double part[FBP_NBLK_MAX];
+    int nt = fbp_threads_for(n);
+    if (nt > nb)
+        nt = (int)nb;
+    (void)nt;
+    const T invN = (T)1 / (T)N;
+#pragma omp parallel for if (nt > 1) num_threads(nt) schedule(static)
+    for (fbp_idx blk = 0; blk < nb; blk++) {
+        fbp_idx i0 = blk * bs, i1 = i0 + bs < n ? i0 + bs : n;
+        double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        fbp_idx i = i0;
+        for (; i + 8 <= i1; i += 8)
+            for (int k = 0; k < 8; k++) {
+                T d = y[i + k] - t[i + k];
+                dy[i + k] = d * invN;
+                acc[k] += (double)d * (double)d;
+            }
+        for (; i < i1; i++) {
+            T d = y[i] - t[i];
+            dy[i] = d * invN;
+            acc[0] += (double)d * (double)d;
+        }
+        part[blk] = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    }
+    return 0.5 * fbp_sum_partials(part, nb) / (double)N;
+}
+
+#endif

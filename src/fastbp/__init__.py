@@ -1,0 +1,49 @@
+"""fastbp: fast, deterministic backpropagation for dense neural networks.
+
+The hot paths are C kernels (csrc/) called through Cython (fastbp._core) with
+the GIL released; every matrix product goes to the BLAS that SciPy ships.
+``fastbp.reference`` holds a pure-NumPy twin of every kernel.
+"""
+__version__ = "0.1.0"
+
+from ._core import (
+    clip_by_global_norm,
+    clip_by_value,
+    dense_backward,
+    dense_forward,
+    get_num_threads,
+    global_norm,
+    has_openmp,
+    mse_loss,
+    relu_backward,
+    relu_forward,
+    set_num_threads,
+    sgd_update,
+    sigmoid_backward,
+    sigmoid_forward,
+    softmax_cross_entropy,
+    tanh_backward,
+    tanh_forward,
+)
+from ._config import show_config
+
+__all__ = [
+    "clip_by_global_norm",
+    "clip_by_value",
+    "dense_backward",
+    "dense_forward",
+    "get_num_threads",
+    "global_norm",
+    "has_openmp",
+    "mse_loss",
+    "relu_backward",
+    "relu_forward",
+    "set_num_threads",
+    "sgd_update",
+    "show_config",
+    "sigmoid_backward",
+    "sigmoid_forward",
+    "softmax_cross_entropy",
+    "tanh_backward",
+    "tanh_forward",
+]

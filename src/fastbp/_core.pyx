@@ -1,0 +1,588 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""fastbp._core: validation, dtype dispatch and GIL-free calls into csrc/.
+
+The C kernels trust their caller; this module is that caller. Every argument
+is checked here (dtype, ndim, shape, contiguity, overlap, label range) and a
+bad one raises TypeError or ValueError naming what was expected and what was
+given, before any C runs. Inputs that are not C-contiguous or aligned are
+copied; outputs (``out=`` buffers, in-place parameters) must already be
+C-contiguous, aligned and writeable, since a copy would silently lose the
+result.
+"""
+import operator
+
+import numpy as np
+cimport numpy as cnp
+from libc.stdint cimport int64_t
+from scipy.linalg.cython_blas cimport sgemm, dgemm
+
+cnp.import_array()
+
+cdef extern from "fastbp.h" nogil:
+    ctypedef Py_ssize_t fbp_idx
+    ctypedef void (*fbp_sgemm_fn)(char *, char *, int *, int *, int *, float *, float *,
+                                  int *, float *, int *, float *, float *, int *)
+    ctypedef void (*fbp_dgemm_fn)(char *, char *, int *, int *, int *, double *, double *,
+                                  int *, double *, int *, double *, double *, int *)
+    void fbp_set_blas(fbp_sgemm_fn, fbp_dgemm_fn)
+    void fbp_set_num_threads(int)
+    int fbp_get_num_threads()
+    int fbp_has_openmp()
+
+    void fbp_act_forward_f32(fbp_idx n, int act, const float *x, float *y)
+    void fbp_act_forward_f64(fbp_idx n, int act, const double *x, double *y)
+    void fbp_act_backward_f32(fbp_idx n, int act, const float *dy, const float *y, float *dx)
+    void fbp_act_backward_f64(fbp_idx n, int act, const double *dy, const double *y, double *dx)
+    void fbp_dense_forward_f32(fbp_idx N, fbp_idx I, fbp_idx O, const float *x, const float *W,
+                               const float *b, int act, float *y)
+    void fbp_dense_forward_f64(fbp_idx N, fbp_idx I, fbp_idx O, const double *x, const double *W,
+                               const double *b, int act, double *y)
+    void fbp_dense_backward_f32(fbp_idx N, fbp_idx I, fbp_idx O, const float *dy, const float *x,
+                                const float *W, const float *y, int act, float *dz, float *dx,
+                                float *dW, float *db, int accumulate)
+    void fbp_dense_backward_f64(fbp_idx N, fbp_idx I, fbp_idx O, const double *dy, const double *x,
+                                const double *W, const double *y, int act, double *dz, double *dx,
+                                double *dW, double *db, int accumulate)
+    double fbp_softmax_xent_labels_f32(fbp_idx N, fbp_idx C, const float *z, const int64_t *labels,
+                                       float *dz)
+    double fbp_softmax_xent_labels_f64(fbp_idx N, fbp_idx C, const double *z, const int64_t *labels,
+                                       double *dz)
+    double fbp_softmax_xent_probs_f32(fbp_idx N, fbp_idx C, const float *z, const float *t, float *dz)
+    double fbp_softmax_xent_probs_f64(fbp_idx N, fbp_idx C, const double *z, const double *t, double *dz)
+    double fbp_mse_f32(fbp_idx N, fbp_idx D, const float *y, const float *t, float *dy)
+    double fbp_mse_f64(fbp_idx N, fbp_idx D, const double *y, const double *t, double *dy)
+    void fbp_sgd_f32(fbp_idx n, float *p, const float *g, float lr, float wd)
+    void fbp_sgd_f64(fbp_idx n, double *p, const double *g, double lr, double wd)
+    void fbp_clip_value_f32(fbp_idx n, float *g, float limit)
+    void fbp_clip_value_f64(fbp_idx n, double *g, double limit)
+    double fbp_sumsq_f32(fbp_idx n, const float *x)
+    double fbp_sumsq_f64(fbp_idx n, const double *x)
+    double fbp_maxabs_f32(fbp_idx n, const float *x)
+    double fbp_maxabs_f64(fbp_idx n, const double *x)
+    void fbp_scale_f32(fbp_idx n, float *x, float s)
+    void fbp_scale_f64(fbp_idx n, double *x, double s)
+
+fbp_set_blas(<fbp_sgemm_fn>sgemm, <fbp_dgemm_fn>dgemm)
+
+# The Fortran BLAS that SciPy ships takes 32-bit integer dimensions.
+BLAS_INT_MAX = 2**31 - 1
+
+ACTIVATIONS = {None: 0, "relu": 1, "sigmoid": 2, "tanh": 3}
+
+
+# ---- validation helpers ------------------------------------------------------
+
+def _act_code(fn, activation):
+    try:
+        return ACTIVATIONS[activation]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"{fn}: unknown activation {activation!r}; expected one of "
+            "None, 'relu', 'sigmoid', 'tanh'") from None
+
+
+def _float_input(fn, name, x, ndim=None, dtype=None):
+    """x as an aligned C-contiguous float32/float64 ndarray (copied if needed)."""
+    if not isinstance(x, np.ndarray):
+        x = np.asarray(x)
+    dt = x.dtype
+    if dt.kind != "f" or dt.itemsize not in (4, 8):
+        raise TypeError(f"{fn}: {name} must be a float32 or float64 array, got dtype {dt}")
+    if not dt.isnative:
+        dt = dt.newbyteorder("=")
+    if dtype is not None and dt != dtype:
+        raise TypeError(
+            f"{fn}: {name} has dtype {dt} but the inputs are {np.dtype(dtype)}; "
+            "fastbp never casts silently, convert it with .astype()")
+    if ndim is not None and x.ndim != ndim:
+        raise ValueError(f"{fn}: {name} must be {ndim}-D, got {x.ndim}-D array of shape {x.shape}")
+    return np.require(x, dt, ["C", "A"])
+
+
+def _out_buffer(fn, name, out, shape, dtype):
+    """An output buffer given by the caller, or a new one."""
+    if out is None:
+        return np.empty(shape, dtype)
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{fn}: {name} must be a numpy.ndarray, got {type(out).__name__}")
+    if out.dtype != dtype:
+        raise TypeError(f"{fn}: {name} must have dtype {np.dtype(dtype)}, got {out.dtype}")
+    if out.shape != tuple(shape):
+        raise ValueError(f"{fn}: {name} must have shape {tuple(shape)}, got {out.shape}")
+    _writable_contiguous(fn, name, out)
+    return out
+
+
+def _writable_contiguous(fn, name, a):
+    if not (a.flags.c_contiguous and a.flags.aligned):
+        raise ValueError(f"{fn}: {name} must be C-contiguous and aligned to be written in place")
+    if not a.flags.writeable:
+        raise ValueError(f"{fn}: {name} is read-only")
+
+
+def _no_overlap(fn, out_name, out, inputs, allow_same=()):
+    """out must not share memory with the inputs, except identically with the
+    arrays in allow_same (the kernels that may run in place)."""
+    for name, a in inputs:
+        if a is None or a.size == 0 or out.size == 0:
+            continue
+        if any(a is s for s in allow_same) and a.ctypes.data == out.ctypes.data:
+            continue
+        if np.may_share_memory(out, a):
+            raise ValueError(f"{fn}: {out_name} overlaps {name} in memory")
+
+
+def _check_blas_dims(fn, dims):
+    for name, d in dims:
+        if d > BLAS_INT_MAX:
+            raise ValueError(
+                f"{fn}: {name} = {d} exceeds the BLAS 32-bit dimension limit {BLAS_INT_MAX}")
+
+
+def _real(fn, name, v):
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{fn}: {name} must be a real number, got {type(v).__name__}")
+    return float(v)
+
+
+cdef inline void *_p(object a):
+    return NULL if a is None else cnp.PyArray_DATA(<cnp.ndarray>a)
+
+
+# ---- threads -----------------------------------------------------------------
+
+def set_num_threads(n):
+    """Set the number of OpenMP threads fastbp's kernels use (n >= 1).
+
+    Results do not depend on it: reductions run in a fixed block order.
+    Without a call, fastbp follows OMP_NUM_THREADS / omp_get_max_threads()
+    (which threadpoolctl's ``threadpool_limits(user_api="openmp")`` sets).
+    """
+    if isinstance(n, (bool, np.bool_)):
+        raise TypeError("set_num_threads: n must be an integer, got bool")
+    try:
+        n = operator.index(n)
+    except TypeError:
+        raise TypeError(f"set_num_threads: n must be an integer, got {type(n).__name__}") from None
+    if n < 1:
+        raise ValueError(f"set_num_threads: n must be >= 1, got {n}")
+    fbp_set_num_threads(min(n, 1 << 16))
+
+
+def get_num_threads():
+    """The number of OpenMP threads fastbp's kernels use (1 without OpenMP)."""
+    return fbp_get_num_threads()
+
+
+def has_openmp():
+    """Whether the extension was built with OpenMP."""
+    return bool(fbp_has_openmp())
+
+
+# ---- activations ---------------------------------------------------------------
+
+def _act_forward(fn, int act, x, out):
+    x = _float_input(fn, "x", x)
+    out = _out_buffer(fn, "out", out, x.shape, x.dtype)
+    _no_overlap(fn, "out", out, [("x", x)], allow_same=(x,))
+    cdef fbp_idx n = x.size
+    cdef void *px = _p(x)
+    cdef void *po = _p(out)
+    if x.dtype == np.float32:
+        with nogil:
+            fbp_act_forward_f32(n, act, <float *>px, <float *>po)
+    else:
+        with nogil:
+            fbp_act_forward_f64(n, act, <double *>px, <double *>po)
+    return out
+
+
+def _act_backward(fn, int act, dy, y, out):
+    dy = _float_input(fn, "dy", dy)
+    y = _float_input(fn, "y", y, dtype=dy.dtype)
+    if y.shape != dy.shape:
+        raise ValueError(f"{fn}: dy and y must have the same shape, got {dy.shape} and {y.shape}")
+    out = _out_buffer(fn, "out", out, dy.shape, dy.dtype)
+    _no_overlap(fn, "out", out, [("dy", dy), ("y", y)], allow_same=(dy, y))
+    cdef fbp_idx n = dy.size
+    cdef void *pdy = _p(dy)
+    cdef void *py = _p(y)
+    cdef void *po = _p(out)
+    if dy.dtype == np.float32:
+        with nogil:
+            fbp_act_backward_f32(n, act, <float *>pdy, <float *>py, <float *>po)
+    else:
+        with nogil:
+            fbp_act_backward_f64(n, act, <double *>pdy, <double *>py, <double *>po)
+    return out
+
+
+def relu_forward(x, out=None):
+    """y = max(x, 0), NaN propagating. ``out`` may be ``x`` (in place)."""
+    return _act_forward("relu_forward", 1, x, out)
+
+
+def relu_backward(dy, y, out=None):
+    """dx = dy * (y > 0), y the forward output (gradient 0 at 0)."""
+    return _act_backward("relu_backward", 1, dy, y, out)
+
+
+def sigmoid_forward(x, out=None):
+    """y = 1 / (1 + exp(-x)). ``out`` may be ``x`` (in place)."""
+    return _act_forward("sigmoid_forward", 2, x, out)
+
+
+def sigmoid_backward(dy, y, out=None):
+    """dx = dy * y * (1 - y), y the forward output."""
+    return _act_backward("sigmoid_backward", 2, dy, y, out)
+
+
+def tanh_forward(x, out=None):
+    """y = tanh(x). ``out`` may be ``x`` (in place)."""
+    return _act_forward("tanh_forward", 3, x, out)
+
+
+def tanh_backward(dy, y, out=None):
+    """dx = dy * (1 - y**2), y the forward output."""
+    return _act_backward("tanh_backward", 3, dy, y, out)
+
+
+# ---- dense layer -----------------------------------------------------------------
+
+def dense_forward(x, W, b, activation=None, out=None):
+    """y = act(x @ W + b) with x (N, I), W (I, O), b (O,) or None -> y (N, O).
+
+    One GEMM through BLAS, then bias and activation in one fused pass.
+    """
+    fn = "dense_forward"
+    cdef int act = _act_code(fn, activation)
+    x = _float_input(fn, "x", x, ndim=2)
+    W = _float_input(fn, "W", W, ndim=2, dtype=x.dtype)
+    if b is not None:
+        b = _float_input(fn, "b", b, ndim=1, dtype=x.dtype)
+    cdef fbp_idx N = x.shape[0], I = x.shape[1], O = W.shape[1]
+    if W.shape[0] != I:
+        raise ValueError(f"{fn}: shapes {x.shape} (x) and {W.shape} (W) not aligned: "
+                         f"{I} (dim 1) != {W.shape[0]} (dim 0)")
+    if b is not None and b.shape[0] != O:
+        raise ValueError(f"{fn}: b must have shape ({O},) to match W {W.shape}, got {b.shape}")
+    _check_blas_dims(fn, [("N", N), ("I", I), ("O", O)])
+    out = _out_buffer(fn, "out", out, (N, O), x.dtype)
+    _no_overlap(fn, "out", out, [("x", x), ("W", W), ("b", b)])
+    cdef void *px = _p(x)
+    cdef void *pW = _p(W)
+    cdef void *pb = _p(b)
+    cdef void *py = _p(out)
+    if x.dtype == np.float32:
+        with nogil:
+            fbp_dense_forward_f32(N, I, O, <float *>px, <float *>pW, <float *>pb, act, <float *>py)
+    else:
+        with nogil:
+            fbp_dense_forward_f64(N, I, O, <double *>px, <double *>pW, <double *>pb, act, <double *>py)
+    return out
+
+
+def dense_backward(dy, x, W, y=None, activation=None, *, dx=None, dW=None, db=None,
+                   dz=None, accumulate=False, need_dx=True):
+    """Backward of dense_forward; returns (dx, dW, db).
+
+    dy, y (N, O) with y the forward output (needed unless activation is None),
+    x (N, I), W (I, O). dz = dy * act'(y) is formed in the pass that sums
+    db = dz.sum(0); then dx = dz @ W.T and dW = x.T @ dz through BLAS.
+
+    dx, dW, db: optional output buffers. accumulate=True adds into dW and db
+    (both must be given) instead of overwriting them. dz: optional (N, O)
+    workspace for the masked gradient; it may be ``dy`` itself to overwrite dy.
+    need_dx=False skips dx (the first layer) and returns None for it.
+    """
+    fn = "dense_backward"
+    cdef int act = _act_code(fn, activation)
+    dy = _float_input(fn, "dy", dy, ndim=2)
+    x = _float_input(fn, "x", x, ndim=2, dtype=dy.dtype)
+    W = _float_input(fn, "W", W, ndim=2, dtype=dy.dtype)
+    cdef fbp_idx N = x.shape[0], I = x.shape[1], O = W.shape[1]
+    if W.shape[0] != I:
+        raise ValueError(f"{fn}: shapes {x.shape} (x) and {W.shape} (W) not aligned: "
+                         f"{I} (dim 1) != {W.shape[0]} (dim 0)")
+    if dy.shape != (N, O):
+        raise ValueError(f"{fn}: dy must have shape {(N, O)} (x rows, W columns), got {dy.shape}")
+    if act:
+        if y is None:
+            raise ValueError(f"{fn}: y (the forward output) is required with activation {activation!r}")
+        y = _float_input(fn, "y", y, ndim=2, dtype=dy.dtype)
+        if y.shape != dy.shape:
+            raise ValueError(f"{fn}: y must have the shape of dy {dy.shape}, got {y.shape}")
+    else:
+        y = None
+    _check_blas_dims(fn, [("N", N), ("I", I), ("O", O)])
+    accumulate = bool(accumulate)
+    if accumulate and (dW is None or db is None):
+        raise ValueError(f"{fn}: accumulate=True needs the dW and db buffers to add into")
+    dt = dy.dtype
+    dW = _out_buffer(fn, "dW", dW, (I, O), dt)
+    db = _out_buffer(fn, "db", db, (O,), dt)
+    if need_dx:
+        dx = _out_buffer(fn, "dx", dx, (N, I), dt)
+    elif dx is not None:
+        raise ValueError(f"{fn}: dx given with need_dx=False")
+    if act:
+        dz = _out_buffer(fn, "dz", dz, (N, O), dt)
+    else:
+        dz = None
+    ins = [("dy", dy), ("x", x), ("W", W), ("y", y)]
+    _no_overlap(fn, "dW", dW, ins + [("db", db), ("dx", dx), ("dz", dz)])
+    _no_overlap(fn, "db", db, ins + [("dx", dx), ("dz", dz)])
+    if dx is not None:
+        _no_overlap(fn, "dx", dx, ins + [("dz", dz)])
+    if dz is not None:
+        _no_overlap(fn, "dz", dz, ins, allow_same=(dy,))
+    cdef void *pdy = _p(dy)
+    cdef void *px = _p(x)
+    cdef void *pW = _p(W)
+    cdef void *py = _p(y)
+    cdef void *pdz = _p(dz)
+    cdef void *pdx = _p(dx)
+    cdef void *pdW = _p(dW)
+    cdef void *pdb = _p(db)
+    cdef int acc = accumulate
+    if dt == np.float32:
+        with nogil:
+            fbp_dense_backward_f32(N, I, O, <float *>pdy, <float *>px, <float *>pW, <float *>py, act,
+                                   <float *>pdz, <float *>pdx, <float *>pdW, <float *>pdb, acc)
+    else:
+        with nogil:
+            fbp_dense_backward_f64(N, I, O, <double *>pdy, <double *>px, <double *>pW, <double *>py,
+                                   act, <double *>pdz, <double *>pdx, <double *>pdW, <double *>pdb, acc)
+    return dx, dW, db
+
+
+# ---- losses --------------------------------------------------------------------------
+
+def _labels(fn, target, fbp_idx N, fbp_idx C):
+    """Integer labels (N,) of any integer dtype, range-checked, as int64."""
+    t = target if isinstance(target, np.ndarray) else np.asarray(target)
+    if t.dtype.kind not in "iu":
+        raise TypeError(f"{fn}: 1-D targets must be integer class labels, got dtype {t.dtype}")
+    if t.shape[0] != N:
+        raise ValueError(f"{fn}: got {t.shape[0]} labels for {N} rows of logits")
+    if N:
+        lo, hi = int(t.min()), int(t.max())
+        if lo < 0 or hi >= C:
+            raise ValueError(f"{fn}: labels must be in [0, {C}), got values in [{lo}, {hi}]")
+    return np.require(t, np.int64, ["C", "A"])
+
+
+def softmax_cross_entropy(logits, target, out=None):
+    """Fused softmax + cross-entropy: returns (loss, dlogits).
+
+    logits (N, C); target is integer labels (N,) in [0, C) or class
+    probabilities (N, C) of the logits' dtype. loss is the batch mean of
+    -log softmax(logits)[target] (exact log-sum-exp); dlogits =
+    (softmax(logits) - t) / N, computed in the same pass. ``out`` (N, C) may be
+    ``logits`` itself to overwrite them with the gradient.
+    """
+    fn = "softmax_cross_entropy"
+    z = _float_input(fn, "logits", logits, ndim=2)
+    cdef fbp_idx N = z.shape[0], C = z.shape[1]
+    if C == 0 and N > 0:
+        raise ValueError(f"{fn}: logits must have at least one class, got shape {z.shape}")
+    t = target if isinstance(target, np.ndarray) else np.asarray(target)
+    cdef int labels
+    if t.ndim == 1:
+        t = _labels(fn, t, N, C)
+        labels = 1
+    elif t.ndim == 2:
+        t = _float_input(fn, "target", t, dtype=z.dtype)
+        if t.shape != z.shape:
+            raise ValueError(f"{fn}: probability targets must have the logits' shape {z.shape}, "
+                             f"got {t.shape}")
+        labels = 0
+    else:
+        raise ValueError(f"{fn}: target must be labels (N,) or probabilities (N, C), "
+                         f"got {t.ndim}-D array of shape {t.shape}")
+    out = _out_buffer(fn, "out", out, z.shape, z.dtype)
+    _no_overlap(fn, "out", out, [("logits", z), ("target", t)], allow_same=(z,))
+    cdef void *pz = _p(z)
+    cdef void *pt = _p(t)
+    cdef void *po = _p(out)
+    cdef double loss
+    if z.dtype == np.float32:
+        with nogil:
+            if labels:
+                loss = fbp_softmax_xent_labels_f32(N, C, <float *>pz, <int64_t *>pt, <float *>po)
+            else:
+                loss = fbp_softmax_xent_probs_f32(N, C, <float *>pz, <float *>pt, <float *>po)
+    else:
+        with nogil:
+            if labels:
+                loss = fbp_softmax_xent_labels_f64(N, C, <double *>pz, <int64_t *>pt, <double *>po)
+            else:
+                loss = fbp_softmax_xent_probs_f64(N, C, <double *>pz, <double *>pt, <double *>po)
+    return loss, out
+
+
+def mse_loss(pred, target, out=None):
+    """Mean squared error: returns (loss, dpred).
+
+    pred, target (N, ...) of one dtype; loss = 0.5 * sum((pred - target)**2) / N,
+    dpred = (pred - target) / N. ``out`` may be ``pred`` itself.
+    """
+    fn = "mse_loss"
+    y = _float_input(fn, "pred", pred)
+    if y.ndim == 0:
+        raise ValueError(f"{fn}: pred must have a batch dimension, got a 0-D array")
+    t = _float_input(fn, "target", target, dtype=y.dtype)
+    if t.shape != y.shape:
+        raise ValueError(f"{fn}: target must have the shape of pred {y.shape}, got {t.shape}")
+    out = _out_buffer(fn, "out", out, y.shape, y.dtype)
+    _no_overlap(fn, "out", out, [("pred", y), ("target", t)], allow_same=(y, t))
+    cdef fbp_idx N = y.shape[0]
+    cdef fbp_idx D = y.size // N if N else 0
+    cdef void *py = _p(y)
+    cdef void *pt = _p(t)
+    cdef void *po = _p(out)
+    cdef double loss
+    if y.dtype == np.float32:
+        with nogil:
+            loss = fbp_mse_f32(N, D, <float *>py, <float *>pt, <float *>po)
+    else:
+        with nogil:
+            loss = fbp_mse_f64(N, D, <double *>py, <double *>pt, <double *>po)
+    return loss, out
+
+
+# ---- optimizer and clipping ---------------------------------------------------------------
+
+def sgd_update(param, grad, lr, weight_decay=0.0):
+    """In place: param -= lr * (grad + weight_decay * param). Returns param."""
+    fn = "sgd_update"
+    if not isinstance(param, np.ndarray):
+        raise TypeError(f"{fn}: param must be a numpy.ndarray (updated in place), "
+                        f"got {type(param).__name__}")
+    p = _float_input(fn, "param", param)
+    if p is not param:
+        raise ValueError(f"{fn}: param must be C-contiguous, aligned and native-endian "
+                         "to be updated in place")
+    _writable_contiguous(fn, "param", p)
+    g = _float_input(fn, "grad", grad, dtype=p.dtype)
+    if g.shape != p.shape:
+        raise ValueError(f"{fn}: grad must have the shape of param {p.shape}, got {g.shape}")
+    _no_overlap(fn, "param", p, [("grad", g)])
+    cdef double clr = _real(fn, "lr", lr), cwd = _real(fn, "weight_decay", weight_decay)
+    cdef fbp_idx n = p.size
+    cdef void *pp = _p(p)
+    cdef void *pg = _p(g)
+    if p.dtype == np.float32:
+        with nogil:
+            fbp_sgd_f32(n, <float *>pp, <float *>pg, <float>clr, <float>cwd)
+    else:
+        with nogil:
+            fbp_sgd_f64(n, <double *>pp, <double *>pg, clr, cwd)
+    return param
+
+
+def _grad_list(fn, grads):
+    if isinstance(grads, np.ndarray):
+        grads = [grads]
+    elif isinstance(grads, dict):
+        grads = list(grads.values())
+    else:
+        try:
+            grads = list(grads)
+        except TypeError:
+            raise TypeError(f"{fn}: grads must be a list of arrays, got {type(grads).__name__}") from None
+    out = []
+    for i, g in enumerate(grads):
+        name = f"grads[{i}]"
+        if not isinstance(g, np.ndarray):
+            raise TypeError(f"{fn}: {name} must be a numpy.ndarray (clipped in place), "
+                            f"got {type(g).__name__}")
+        if g.dtype != np.float32 and g.dtype != np.float64:
+            raise TypeError(f"{fn}: {name} must be float32 or float64, got dtype {g.dtype}")
+        _writable_contiguous(fn, name, g)
+        out.append(g)
+    return out
+
+
+def clip_by_value(grads, limit):
+    """Clip every array of grads in place to [-limit, limit] (NaN stays NaN)."""
+    fn = "clip_by_value"
+    cdef double lim = _real(fn, "limit", limit)
+    if not lim >= 0:
+        raise ValueError(f"{fn}: limit must be >= 0, got {limit}")
+    cdef fbp_idx n
+    cdef void *pg
+    for g in _grad_list(fn, grads):
+        n = g.size
+        pg = _p(g)
+        if g.dtype == np.float32:
+            with nogil:
+                fbp_clip_value_f32(n, <float *>pg, <float>lim)
+        else:
+            with nogil:
+                fbp_clip_value_f64(n, <double *>pg, lim)
+
+
+cdef double _sumsq(object g):
+    cdef fbp_idx n = g.size
+    cdef void *pg = _p(g)
+    cdef double s
+    if g.dtype == np.float32:
+        with nogil:
+            s = fbp_sumsq_f32(n, <float *>pg)
+    else:
+        with nogil:
+            s = fbp_sumsq_f64(n, <double *>pg)
+    return s
+
+
+def global_norm(grads):
+    """The 2-norm of all arrays together, accumulated in float64 in a fixed order.
+
+    A sum of squares that overflows is recomputed scaled by the largest |g|,
+    so finite gradients always give the finite norm.
+    """
+    gs = _grad_list("global_norm", grads)
+    cdef double total = 0.0, m = 0.0, s
+    for g in gs:
+        total += _sumsq(g)
+    if total == np.inf:
+        for g in gs:
+            s = fbp_maxabs_f32(g.size, <float *>_p(g)) if g.dtype == np.float32 else \
+                fbp_maxabs_f64(g.size, <double *>_p(g))
+            m = s if (s > m or s != s) else m
+        if 0 < m < np.inf:
+            total = 0.0
+            for g in gs:
+                total += _sumsq(g / m)  # rare path: the copy is acceptable
+            return float(m * np.sqrt(total))
+    return float(np.sqrt(total))
+
+
+def clip_by_global_norm(grads, max_norm):
+    """Scale all arrays of grads in place so their global 2-norm is <= max_norm.
+
+    Returns the norm before clipping. A non-finite norm leaves the gradients
+    untouched (it is returned for the caller to act on, never spread as NaN).
+    """
+    fn = "clip_by_global_norm"
+    cdef double mx = _real(fn, "max_norm", max_norm)
+    if not mx >= 0:
+        raise ValueError(f"{fn}: max_norm must be >= 0, got {max_norm}")
+    gs = _grad_list(fn, grads)
+    cdef double total = global_norm(gs)
+    cdef double scale
+    cdef fbp_idx n
+    cdef void *pg
+    if np.isfinite(total) and total > mx:
+        scale = mx / total
+        for g in gs:
+            n = g.size
+            pg = _p(g)
+            if g.dtype == np.float32:
+                with nogil:
+                    fbp_scale_f32(n, <float *>pg, <float>scale)
+            else:
+                with nogil:
+                    fbp_scale_f64(n, <double *>pg, scale)
+    return total
