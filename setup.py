@@ -70,6 +70,7 @@ def _extensions():
     core = Extension(
         "fastbp._core",
         sources=sources,
+        depends=sorted(glob.glob("csrc/*.h")),
         include_dirs=[np.get_include(), "csrc"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION")],
         extra_compile_args=cflags,

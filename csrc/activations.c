@@ -43,17 +43,26 @@ void FN(fbp_act_backward)(fbp_idx n, int act, const T *dy, const T *y, T *dx)
     case FBP_ACT_RELU:
 #pragma omp parallel for if (nt > 1) num_threads(nt) schedule(static)
         for (fbp_idx i = 0; i < n; i++)
-            dx[i] = FN(fbp_act_grad)(FBP_ACT_RELU, dy[i], y[i]);
+        {
+            T m = FN(fbp_act_mask)(FBP_ACT_RELU, y[i]);
+            dx[i] = dy[i] * m;
+        }
         break;
     case FBP_ACT_SIGMOID:
 #pragma omp parallel for if (nt > 1) num_threads(nt) schedule(static)
         for (fbp_idx i = 0; i < n; i++)
-            dx[i] = FN(fbp_act_grad)(FBP_ACT_SIGMOID, dy[i], y[i]);
+        {
+            T m = FN(fbp_act_mask)(FBP_ACT_SIGMOID, y[i]);
+            dx[i] = dy[i] * m;
+        }
         break;
     case FBP_ACT_TANH:
 #pragma omp parallel for if (nt > 1) num_threads(nt) schedule(static)
         for (fbp_idx i = 0; i < n; i++)
-            dx[i] = FN(fbp_act_grad)(FBP_ACT_TANH, dy[i], y[i]);
+        {
+            T m = FN(fbp_act_mask)(FBP_ACT_TANH, y[i]);
+            dx[i] = dy[i] * m;
+        }
         break;
     default:
         if (dx != dy)

@@ -23,12 +23,9 @@ void FN(fbp_bias_act)(fbp_idx N, fbp_idx O, const T *b, int act, T *y)
 #pragma omp parallel for if (nt > 1) num_threads(nt) schedule(static)
     for (fbp_idx r = 0; r < N; r++) {
         T *yr = y + r * O;
-        if (b)
-            for (fbp_idx j = 0; j < O; j++)
-                yr[j] = FN(fbp_act_apply)(act, yr[j] + b[j]);
-        else
-            for (fbp_idx j = 0; j < O; j++)
-                yr[j] = FN(fbp_act_apply)(act, yr[j]);
+#define ROW(a) FN(fbp_bias_act_row)(O, b, a, yr)
+        FBP_ACT_DISPATCH(act, ROW)
+#undef ROW
     }
 }
 
@@ -60,11 +57,15 @@ void FN(fbp_act_backward_bias_grad)(fbp_idx N, fbp_idx O, int act, const T *dy,
             } else {
                 const T *yr = y + r * O + o0;
                 T *dzr = dz + r * O + o0;
-                for (fbp_idx j = 0; j < w; j++) {
-                    T v = FN(fbp_act_grad)(act, dyr[j], yr[j]);
-                    dzr[j] = v;
-                    acc[j] += v;
+#define ROW(a) FN(fbp_mask_acc_row)(w, a, dyr, yr, dzr, acc)
+#define ROW_INPLACE(a) FN(fbp_mask_acc_row_inplace)(w, a, yr, dzr, acc)
+                if (dzr == dyr) {
+                    FBP_ACT_DISPATCH(act, ROW_INPLACE)
+                } else {
+                    FBP_ACT_DISPATCH(act, ROW)
                 }
+#undef ROW
+#undef ROW_INPLACE
             }
         }
         for (fbp_idx j = 0; j < w; j++)

@@ -38,6 +38,44 @@ void fbp_set_num_threads(int n);
 int fbp_get_num_threads(void);
 int fbp_has_openmp(void);
 
+/* losses.c: labels (N,). Index of the first label outside [0, C), or -1. */
+fbp_idx fbp_first_bad_label(fbp_idx N, const int64_t *labels, int64_t C);
+
+/* ---- step.c: an MLP's whole training step ------------------------------------ */
+
+enum fbp_loss { FBP_LOSS_XENT = 0, FBP_LOSS_MSE = 1 };
+enum fbp_mode { FBP_STEP_FORWARD = 0, FBP_STEP_LOSS = 1, FBP_STEP_GRAD = 2, FBP_STEP_TRAIN = 3 };
+
+/* An MLP of L dense layers and its workspace, all buffers caller-owned (the
+ * model allocates them once). Elements are the step function's T.
+ * sizes (L+1,): widths, sizes[0] = I, sizes[L] = outputs. For l in [0, L):
+ *   W[l], dW[l], vW[l] (sizes[l], sizes[l+1]);  b[l], db[l], vb[l] (sizes[l+1],)
+ *   h[l], dh[l] (cap, sizes[l+1]): layer outputs and their gradients;
+ *   h[L-1] holds the logits (or regression outputs).
+ * vW/vb are NULL without momentum. */
+typedef struct fbp_mlp {
+    int L;
+    const fbp_idx *sizes;
+    int act;  /* hidden activation; the output layer is affine */
+    int loss; /* enum fbp_loss */
+    fbp_idx cap; /* rows the h/dh buffers hold */
+    void **W, **b, **dW, **db, **vW, **vb, **h, **dh;
+} fbp_mlp;
+
+/* Step options; scalars in double, applied in the step's T. */
+typedef struct fbp_step_opts {
+    int mode;          /* enum fbp_mode */
+    double lr, weight_decay, clip_norm /* <= 0: none */, momentum;
+    int count_correct; /* fill ncorrect (labels only) */
+} fbp_step_opts;
+
+/* Outputs of a step besides the parameter updates. */
+typedef struct fbp_step_out {
+    double loss;      /* mean loss + 0.5 wd sum ||W||^2, before the update */
+    double grad_norm; /* global gradient norm if clipping ran, else -1 */
+    int64_t ncorrect; /* rows whose argmax logit equals the label */
+} fbp_step_out;
+
 #define FBP_DECLARE(T, S)                                                           \
     /* Row-major C (M, N) = alpha * op(A) (M, K) . op(B) (K, N) + beta * C.        \
      * ta/tb nonzero transpose A/B; lda/ldb/ldc are row strides (elements). */     \
@@ -87,7 +125,15 @@ int fbp_has_openmp(void);
     /* x (n,): max |x| (NaN if any NaN). */                                        \
     double fbp_maxabs_##S(fbp_idx n, const T *x);                                  \
     /* x (n,) *= s. */                                                             \
-    void fbp_scale_##S(fbp_idx n, T *x, T s);
+    void fbp_scale_##S(fbp_idx n, T *x, T s);                                      \
+                                                                                    \
+    /* step.c. x (N, I) with N <= m->cap; labels (N,) in [0, C) for XENT, else     \
+     * targets t (N, sizes[L]). FORWARD fills h; LOSS adds the loss; GRAD fills    \
+     * dW, db (weight decay included); TRAIN also clips and updates the params.    \
+     * One call does it all: GEMMs through the BLAS table, everything else here. */ \
+    void fbp_mlp_step_##S(const fbp_mlp *m, fbp_idx N, const T *x,                 \
+                          const int64_t *labels, const T *t,                       \
+                          const fbp_step_opts *opt, fbp_step_out *out);
 
 FBP_DECLARE(float, f32)
 FBP_DECLARE(double, f64)

@@ -4,7 +4,11 @@
  * standalone kernels in activations.c. Masks are functions of the forward
  * OUTPUT y: relu' = (y > 0), sigmoid' = y (1 - y), tanh' = 1 - y^2.
  */
-static inline T FN(fbp_act_apply)(int act, T v)
+#ifndef FBP_INLINE
+#define FBP_INLINE static inline __attribute__((always_inline))
+#endif
+
+FBP_INLINE T FN(fbp_act_apply)(int act, T v)
 {
     switch (act) {
     case FBP_ACT_RELU:
@@ -18,17 +22,70 @@ static inline T FN(fbp_act_apply)(int act, T v)
     }
 }
 
-/* dy * act'(y), written as a product so a NaN in dy propagates. */
-static inline T FN(fbp_act_grad)(int act, T dy, T y)
+/* act'(y) from the forward output y. Callers form dy * m as a separate
+ * statement: written as one expression, GCC 12 turns the ReLU mask into a
+ * branch and gives up vectorizing the loop. A product (not a select) so a NaN
+ * in dy propagates through a zero mask. */
+FBP_INLINE T FN(fbp_act_mask)(int act, T y)
 {
     switch (act) {
     case FBP_ACT_RELU:
-        return dy * (T)(y > (T)0);
+        return (T)(y > (T)0);
     case FBP_ACT_SIGMOID:
-        return dy * (y * ((T)1 - y));
+        return y * ((T)1 - y);
     case FBP_ACT_TANH:
-        return dy * ((T)1 - y * y);
+        return (T)1 - y * y;
     default:
-        return dy;
+        return (T)1;
     }
 }
+
+/* The per-row loops of the fused epilogues. Always inlined and called with a
+ * constant act (see FBP_ACT_DISPATCH), so each activation gets its own
+ * branch-free, vectorizable loop instead of a switch per element. */
+FBP_INLINE void FN(fbp_bias_act_row)(fbp_idx O, const T *b, int act, T *yr)
+{
+    if (b)
+        for (fbp_idx j = 0; j < O; j++)
+            yr[j] = FN(fbp_act_apply)(act, yr[j] + b[j]);
+    else
+        for (fbp_idx j = 0; j < O; j++)
+            yr[j] = FN(fbp_act_apply)(act, yr[j]);
+}
+
+/* dzr = dyr * act'(yr); acc += dzr. restrict: the rows never overlap, and
+ * without it the compiler's runtime alias check sent the loop to its scalar
+ * fallback. The in-place case (the training step's) is its own function. */
+FBP_INLINE void FN(fbp_mask_acc_row)(fbp_idx w, int act, const T *restrict dyr,
+                                     const T *restrict yr, T *restrict dzr, T *restrict acc)
+{
+    for (fbp_idx j = 0; j < w; j++) {
+        T m = FN(fbp_act_mask)(act, yr[j]);
+        T v = dyr[j] * m;
+        dzr[j] = v;
+        acc[j] += v;
+    }
+}
+
+/* dzr = dzr * act'(yr); acc += dzr. */
+FBP_INLINE void FN(fbp_mask_acc_row_inplace)(fbp_idx w, int act, const T *restrict yr,
+                                             T *restrict dzr, T *restrict acc)
+{
+    for (fbp_idx j = 0; j < w; j++) {
+        T m = FN(fbp_act_mask)(act, yr[j]);
+        T v = dzr[j] * m;
+        dzr[j] = v;
+        acc[j] += v;
+    }
+}
+
+#ifndef FBP_ACT_DISPATCH
+/* Call CALL(a) with a replaced by the constant for act. */
+#define FBP_ACT_DISPATCH(act, CALL)                                                   \
+    switch (act) {                                                                    \
+    case FBP_ACT_RELU: CALL(FBP_ACT_RELU); break;                                     \
+    case FBP_ACT_SIGMOID: CALL(FBP_ACT_SIGMOID); break;                               \
+    case FBP_ACT_TANH: CALL(FBP_ACT_TANH); break;                                     \
+    default: CALL(FBP_ACT_NONE); break;                                               \
+    }
+#endif

@@ -7,6 +7,17 @@
  * Per-row losses are summed in double, in fixed row blocks (see fbp_internal.h).
  */
 #ifndef FBP_T
+#include "fbp_internal.h"
+
+/* labels (N,): a sequential scan, cheap next to any kernel that uses them. */
+fbp_idx fbp_first_bad_label(fbp_idx N, const int64_t *labels, int64_t C)
+{
+    for (fbp_idx i = 0; i < N; i++)
+        if (labels[i] < 0 || labels[i] >= C)
+            return i;
+    return -1;
+}
+
 #define FBP_SELF "losses.c"
 #include "fbp_generic.h"
 #else

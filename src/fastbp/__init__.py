@@ -26,8 +26,10 @@ from ._core import (
     tanh_forward,
 )
 from ._config import show_config
+from .model import MLP
 
 __all__ = [
+    "MLP",
     "clip_by_global_norm",
     "clip_by_value",
     "dense_backward",

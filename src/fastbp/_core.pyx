@@ -14,6 +14,7 @@ import operator
 import numpy as np
 cimport numpy as cnp
 from libc.stdint cimport int64_t
+from libc.stdlib cimport calloc, free
 from scipy.linalg.cython_blas cimport sgemm, dgemm
 
 cnp.import_array()
@@ -61,6 +62,33 @@ cdef extern from "fastbp.h" nogil:
     double fbp_maxabs_f64(fbp_idx n, const double *x)
     void fbp_scale_f32(fbp_idx n, float *x, float s)
     void fbp_scale_f64(fbp_idx n, double *x, double s)
+    fbp_idx fbp_first_bad_label(fbp_idx N, const int64_t *labels, int64_t C)
+
+    ctypedef struct fbp_mlp:
+        int L
+        const fbp_idx *sizes
+        int act
+        int loss
+        fbp_idx cap
+        void **W
+        void **b
+        void **dW
+        void **db
+        void **vW
+        void **vb
+        void **h
+        void **dh
+    ctypedef struct fbp_step_opts:
+        int mode
+        double lr, weight_decay, clip_norm, momentum
+        int count_correct
+    ctypedef struct fbp_step_out:
+        double loss, grad_norm
+        int64_t ncorrect
+    void fbp_mlp_step_f32(const fbp_mlp *m, fbp_idx N, const float *x, const int64_t *labels,
+                          const float *t, const fbp_step_opts *opt, fbp_step_out *out)
+    void fbp_mlp_step_f64(const fbp_mlp *m, fbp_idx N, const double *x, const int64_t *labels,
+                          const double *t, const fbp_step_opts *opt, fbp_step_out *out)
 
 fbp_set_blas(<fbp_sgemm_fn>sgemm, <fbp_dgemm_fn>dgemm)
 
@@ -586,3 +614,178 @@ def clip_by_global_norm(grads, max_norm):
                 with nogil:
                     fbp_scale_f64(n, <double *>pg, scale)
     return total
+
+
+# ---- the MLP training step ---------------------------------------------------------------
+
+LOSSES = {"softmax_cross_entropy": 0, "mse": 1}
+STEP_FORWARD, STEP_LOSS, STEP_GRAD, STEP_TRAIN = 0, 1, 2, 3
+
+
+cdef class MLPWorkspace:
+    """Everything an MLP step writes besides the parameters, allocated once.
+
+    Holds the layer outputs h[l] and their gradients dh[l] for batches of up to
+    ``cap`` rows, the gradients dW[l], db[l], and the C pointer table over them
+    and over the parameters (and momentum buffers) it was built with. The
+    arrays are kept referenced here so the pointers stay valid.
+    """
+    cdef fbp_mlp m
+    cdef fbp_idx *sizes_c
+    cdef void **table
+    cdef readonly list W, b, vW, vb, h, dh, dW, db
+    cdef readonly tuple sizes
+    cdef readonly object dtype
+    cdef readonly Py_ssize_t cap
+    cdef readonly int loss_code, act_code
+
+    def __cinit__(self, W, b, activation, loss, Py_ssize_t cap, vW=None, vb=None):
+        fn = "MLPWorkspace"
+        self.table = NULL
+        self.sizes_c = NULL
+        cdef Py_ssize_t L = len(W), l
+        if L < 1 or len(b) != L:
+            raise ValueError(f"{fn}: need one W and one b per layer, got {len(W)} and {len(b)}")
+        self.act_code = _act_code(fn, activation)
+        if loss not in LOSSES:
+            raise ValueError(f"{fn}: unknown loss {loss!r}; expected one of {sorted(LOSSES)}")
+        self.loss_code = LOSSES[loss]
+        if cap < 1:
+            raise ValueError(f"{fn}: cap must be >= 1, got {cap}")
+        dt = W[0].dtype if isinstance(W[0], np.ndarray) else None
+        if dt != np.float32 and dt != np.float64:
+            raise TypeError(f"{fn}: parameters must be float32 or float64 arrays, got {dt}")
+        sizes = [W[0].shape[0]] + [w.shape[1] if w.ndim == 2 else -1 for w in W]
+        for l in range(L):
+            for name, a, shape in ((f"W[{l}]", W[l], (sizes[l], sizes[l + 1])),
+                                   (f"b[{l}]", b[l], (sizes[l + 1],))):
+                if not isinstance(a, np.ndarray) or a.dtype != dt:
+                    raise TypeError(f"{fn}: {name} must be a {np.dtype(dt)} array")
+                if a.shape != shape:
+                    raise ValueError(f"{fn}: {name} must have shape {shape}, got {a.shape}")
+                _writable_contiguous(fn, name, a)
+        _check_blas_dims(fn, [("cap", cap)] + [(f"width {i}", s) for i, s in enumerate(sizes)])
+        momentum = vW is not None
+        if momentum:
+            for l in range(L):
+                if vW[l].shape != W[l].shape or vb[l].shape != b[l].shape or \
+                        vW[l].dtype != dt or vb[l].dtype != dt:
+                    raise ValueError(f"{fn}: momentum buffers must match the parameters")
+                _writable_contiguous(fn, f"vW[{l}]", vW[l])
+                _writable_contiguous(fn, f"vb[{l}]", vb[l])
+        self.W, self.b = list(W), list(b)
+        self.vW = list(vW) if momentum else None
+        self.vb = list(vb) if momentum else None
+        self.sizes = tuple(int(s) for s in sizes)
+        self.dtype = np.dtype(dt)
+        self.cap = cap
+        self.h = [np.zeros((cap, s), dt) for s in sizes[1:]]
+        self.dh = [np.zeros((cap, s), dt) for s in sizes[1:]]
+        self.dW = [np.zeros_like(w) for w in W]
+        self.db = [np.zeros_like(v) for v in b]
+
+        self.sizes_c = <fbp_idx *>calloc(L + 1, sizeof(fbp_idx))
+        self.table = <void **>calloc(8 * L, sizeof(void *))
+        if self.sizes_c == NULL or self.table == NULL:
+            raise MemoryError()
+        for l in range(L + 1):
+            self.sizes_c[l] = sizes[l]
+        groups = [self.W, self.b, self.dW, self.db, self.vW, self.vb, self.h, self.dh]
+        for g in range(8):
+            for l in range(L):
+                self.table[g * L + l] = NULL if groups[g] is None else _p(groups[g][l])
+        self.m.L = <int>L
+        self.m.sizes = self.sizes_c
+        self.m.act = self.act_code
+        self.m.loss = self.loss_code
+        self.m.cap = cap
+        self.m.W, self.m.b = self.table, self.table + L
+        self.m.dW, self.m.db = self.table + 2 * L, self.table + 3 * L
+        self.m.vW, self.m.vb = self.table + 4 * L, self.table + 5 * L
+        self.m.h, self.m.dh = self.table + 6 * L, self.table + 7 * L
+        if not momentum:
+            self.m.vW = NULL
+            self.m.vb = NULL
+
+    def __dealloc__(self):
+        free(self.table)
+        free(self.sizes_c)
+
+    @property
+    def has_momentum(self):
+        return self.vW is not None
+
+
+def mlp_step(MLPWorkspace ws, x, target, int mode, double lr=0.0, double weight_decay=0.0,
+             double clip_norm=0.0, double momentum=0.0, bint count_correct=False):
+    """One native call: forward, loss, backward and (mode TRAIN) the update.
+
+    x (N, I) with N <= ws.cap; target: int64 labels (N,) for softmax-xent (any
+    integer dtype is converted), or float targets (N, outputs). Returns
+    (loss, grad_norm, ncorrect); grad_norm is -1.0 unless clipping ran.
+    A well-formed call (C-contiguous x of the workspace dtype, int64 labels)
+    allocates no arrays.
+    """
+    fn = "mlp_step"
+    cdef cnp.ndarray xa, ta
+    cdef fbp_idx N, C = ws.sizes[len(ws.sizes) - 1]
+    if not isinstance(x, np.ndarray) or not cnp.PyArray_ISCARRAY_RO(<cnp.ndarray>x) or \
+            not cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>x):
+        x = _float_input(fn, "x", x, ndim=2, dtype=ws.dtype)
+    xa = <cnp.ndarray>x
+    if xa.dtype is not ws.dtype and xa.dtype != ws.dtype:
+        _float_input(fn, "x", x, ndim=2, dtype=ws.dtype)  # raises the dtype error
+    if cnp.PyArray_NDIM(xa) != 2 or cnp.PyArray_DIM(xa, 1) != ws.sizes[0]:
+        raise ValueError(f"{fn}: x must have shape (N, {ws.sizes[0]}), got {(<object>x).shape}")
+    N = cnp.PyArray_DIM(xa, 0)
+    if N > ws.cap:
+        raise ValueError(f"{fn}: batch of {N} rows exceeds the workspace capacity {ws.cap}")
+    if N == 0:
+        raise ValueError(f"{fn}: empty batch")
+    if momentum != 0.0 and not ws.has_momentum:
+        raise ValueError(f"{fn}: momentum != 0 needs a workspace built with momentum buffers")
+    cdef int use_labels = 0
+    cdef fbp_idx bad
+    if mode != STEP_FORWARD:
+        ta = target if isinstance(target, np.ndarray) else np.asarray(target)
+        if ws.loss_code == 0 and cnp.PyArray_NDIM(ta) == 1:
+            if cnp.PyArray_TYPE(ta) != cnp.NPY_INT64 or not cnp.PyArray_ISCARRAY_RO(ta):
+                if ta.dtype.kind not in "iu":
+                    raise TypeError(f"{fn}: labels must be integers, got dtype {ta.dtype}")
+                ta = np.require(ta, np.int64, ["C", "A"])
+            if cnp.PyArray_DIM(ta, 0) != N:
+                raise ValueError(f"{fn}: got {cnp.PyArray_DIM(ta, 0)} labels for {N} rows of x")
+            with nogil:
+                bad = fbp_first_bad_label(N, <int64_t *>cnp.PyArray_DATA(ta), C)
+            if bad >= 0:
+                raise ValueError(f"{fn}: labels must be in [0, {C}), got {target[bad]} at index {bad}")
+            use_labels = 1
+        else:
+            if cnp.PyArray_NDIM(ta) == 1 and C == 1:
+                ta = ta.reshape(-1, 1)
+            ta = _float_input(fn, "target", ta, dtype=ws.dtype)
+            if cnp.PyArray_NDIM(ta) != 2 or cnp.PyArray_DIM(ta, 0) != N or \
+                    cnp.PyArray_DIM(ta, 1) != C:
+                raise ValueError(f"{fn}: targets must have shape ({N}, {C}), "
+                                 f"got {(<object>ta).shape}")
+    else:
+        ta = None
+    cdef fbp_step_opts opt
+    opt.mode = mode
+    opt.lr = lr
+    opt.weight_decay = weight_decay
+    opt.clip_norm = clip_norm
+    opt.momentum = momentum
+    opt.count_correct = count_correct
+    cdef fbp_step_out out
+    cdef void *px = cnp.PyArray_DATA(xa)
+    cdef void *pt = NULL if ta is None else cnp.PyArray_DATA(ta)
+    cdef int64_t *plab = <int64_t *>pt if use_labels else NULL
+    cdef void *ptf = NULL if use_labels else pt
+    if ws.dtype.itemsize == 4:
+        with nogil:
+            fbp_mlp_step_f32(&ws.m, N, <float *>px, plab, <float *>ptf, &opt, &out)
+    else:
+        with nogil:
+            fbp_mlp_step_f64(&ws.m, N, <double *>px, plab, <double *>ptf, &opt, &out)
+    return out.loss, out.grad_norm, out.ncorrect

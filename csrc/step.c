@@ -1,0 +1,151 @@
+/* step.c - an MLP's whole training step in one call.
+ *
+ * forward:  h[l] = act(h[l-1].W[l] + b[l])            (GEMM + fused epilogue)
+ * loss:     fused softmax-xent (or mse) writes dh[L-1] in the loss pass
+ * backward: dz = dh[l] * act'(h[l]) with db[l] in the same pass (in place),
+ *           dh[l-1] = dz.W[l]^T, dW[l] = h[l-1]^T.dz   (GEMMs)
+ * update:   plain SGD folds the update into the dW GEMM through BLAS's beta:
+ *           W[l] = (1 - lr wd) W[l] - lr h[l-1]^T.dz, so dW is never written
+ *           and W is never read by a separate pass. Clipping and momentum need
+ *           the whole gradient first, so they materialize dW and update after.
+ * dh[l-1] is computed before W[l] changes, so the update cannot leak into the
+ * backward pass.
+ */
+#ifndef FBP_T
+#define FBP_SELF "step.c"
+#include "fbp_generic.h"
+#else
+
+#define P(arr, l) ((T *)m->arr[l])
+
+/* Rows of logits z (N, C) whose first maximal entry is the label. */
+static int64_t FN(fbp_count_correct)(fbp_idx N, fbp_idx C, const T *z, const int64_t *labels)
+{
+    int64_t hits = 0;
+    for (fbp_idx r = 0; r < N; r++) {
+        const T *zr = z + r * C;
+        fbp_idx best = 0;
+        for (fbp_idx c = 1; c < C; c++)
+            if (zr[c] > zr[best])
+                best = c;
+        hits += best == labels[r];
+    }
+    return hits;
+}
+
+/* dst (n,) += a * src. */
+static void FN(fbp_axpy)(fbp_idx n, T a, const T *src, T *dst)
+{
+    int nt = fbp_threads_for(n);
+    (void)nt;
+#pragma omp parallel for if (nt > 1) num_threads(nt) schedule(static)
+    for (fbp_idx i = 0; i < n; i++)
+        dst[i] += a * src[i];
+}
+
+/* p, g, v (n,): v = mu v + g; p -= lr v (the PyTorch convention). */
+static void FN(fbp_momentum)(fbp_idx n, T *p, const T *g, T *v, T lr, T mu)
+{
+    int nt = fbp_threads_for(n);
+    (void)nt;
+#pragma omp parallel for if (nt > 1) num_threads(nt) schedule(static)
+    for (fbp_idx i = 0; i < n; i++) {
+        v[i] = mu * v[i] + g[i];
+        p[i] -= lr * v[i];
+    }
+}
+
+void FN(fbp_mlp_step)(const fbp_mlp *m, fbp_idx N, const T *x, const int64_t *labels,
+                      const T *t, const fbp_step_opts *opt, fbp_step_out *out)
+{
+    const int L = m->L;
+    const fbp_idx *sz = m->sizes;
+    const T lr = (T)opt->lr, wd = (T)opt->weight_decay, mu = (T)opt->momentum;
+    out->loss = 0.0;
+    out->grad_norm = -1.0;
+    out->ncorrect = 0;
+
+    /* forward */
+    for (int l = 0; l < L; l++) {
+        const T *in = l ? P(h, l - 1) : x;
+        FN(fbp_gemm)(0, 0, N, sz[l + 1], sz[l], (T)1, in, sz[l], P(W, l), sz[l + 1], (T)0,
+                     P(h, l), sz[l + 1]);
+        FN(fbp_bias_act)(N, sz[l + 1], P(b, l), l < L - 1 ? m->act : FBP_ACT_NONE, P(h, l));
+    }
+    if (opt->mode == FBP_STEP_FORWARD)
+        return;
+
+    /* loss, with the output gradient written in the same pass */
+    const fbp_idx C = sz[L];
+    T *top = P(h, L - 1), *dtop = P(dh, L - 1);
+    if (m->loss == FBP_LOSS_XENT) {
+        if (opt->count_correct && labels)
+            out->ncorrect = FN(fbp_count_correct)(N, C, top, labels);
+        out->loss = labels ? FN(fbp_softmax_xent_labels)(N, C, top, labels, dtop)
+                           : FN(fbp_softmax_xent_probs)(N, C, top, t, dtop);
+    } else {
+        out->loss = FN(fbp_mse)(N, C, top, t, dtop);
+    }
+    if (opt->weight_decay != 0.0) {
+        double reg = 0.0;
+        for (int l = 0; l < L; l++)
+            reg += FN(fbp_sumsq)(sz[l] * sz[l + 1], P(W, l));
+        out->loss += 0.5 * opt->weight_decay * reg;
+    }
+    if (opt->mode == FBP_STEP_LOSS)
+        return;
+
+    /* backward (and, for plain SGD, the update) */
+    const int fused = opt->mode == FBP_STEP_TRAIN && !(opt->clip_norm > 0.0) &&
+                      opt->momentum == 0.0;
+    for (int l = L - 1; l >= 0; l--) {
+        const fbp_idx I = sz[l], O = sz[l + 1];
+        T *dz = P(dh, l);
+        const T *in = l ? P(h, l - 1) : x;
+        /* the output layer is affine: dz is the loss gradient as it is */
+        FN(fbp_act_backward_bias_grad)(N, O, l < L - 1 ? m->act : FBP_ACT_NONE, dz, P(h, l),
+                                       dz, P(db, l), 0);
+        if (l > 0)
+            FN(fbp_gemm)(0, 1, N, I, O, (T)1, dz, O, P(W, l), O, (T)0, P(dh, l - 1), I);
+        if (fused) {
+            FN(fbp_gemm)(1, 0, I, O, N, -lr, in, I, dz, O, (T)1 - lr * wd, P(W, l), O);
+            FN(fbp_axpy)(O, -lr, P(db, l), P(b, l));
+        } else {
+            FN(fbp_gemm)(1, 0, I, O, N, (T)1, in, I, dz, O, (T)0, P(dW, l), O);
+            if (wd != (T)0)
+                FN(fbp_axpy)(I * O, wd, P(W, l), P(dW, l));
+        }
+    }
+    if (opt->mode != FBP_STEP_TRAIN || fused)
+        return;
+
+    /* clip by global norm: a non-finite norm leaves the gradients as they are */
+    if (opt->clip_norm > 0.0) {
+        double ss = 0.0;
+        for (int l = 0; l < L; l++)
+            ss += FN(fbp_sumsq)(sz[l] * sz[l + 1], P(dW, l)) + FN(fbp_sumsq)(sz[l + 1], P(db, l));
+        double norm = sqrt(ss);
+        out->grad_norm = norm;
+        if (isfinite(norm) && norm > opt->clip_norm) {
+            T s = (T)(opt->clip_norm / norm);
+            for (int l = 0; l < L; l++) {
+                FN(fbp_scale)(sz[l] * sz[l + 1], P(dW, l), s);
+                FN(fbp_scale)(sz[l + 1], P(db, l), s);
+            }
+        }
+    }
+    for (int l = 0; l < L; l++) {
+        fbp_idx nW = sz[l] * sz[l + 1], nb = sz[l + 1];
+        if (opt->momentum != 0.0) {
+            FN(fbp_momentum)(nW, P(W, l), P(dW, l), P(vW, l), lr, mu);
+            FN(fbp_momentum)(nb, P(b, l), P(db, l), P(vb, l), lr, mu);
+        } else {
+            FN(fbp_sgd)(nW, P(W, l), P(dW, l), lr, (T)0);
+            FN(fbp_sgd)(nb, P(b, l), P(db, l), lr, (T)0);
+        }
+    }
+}
+
+#undef P
+
+#endif

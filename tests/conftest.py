@@ -1,0 +1,90 @@
+"""Shared fixtures and helpers for the fastbp test suite.
+
+The compiled kernels (fastbp._core) are compared against fastbp.reference,
+the pure-NumPy ground truth.
+"""
+
+import numpy as np
+import pytest
+
+import fastbp
+
+DTYPES = [np.float32, np.float64]
+ACTS = [None, "relu", "sigmoid", "tanh"]
+
+# (N, I, O): unit, batch 1, primes, single input, I > 256, wide, tall, square.
+SHAPES = [
+    (1, 1, 1),
+    (1, 7, 3),
+    (7, 5, 3),
+    (13, 1, 17),
+    (3, 257, 2),
+    (31, 11, 29),
+    (2, 3, 300),     # wide
+    (300, 4, 2),     # tall
+    (64, 64, 64),
+]
+# N * O = 153600 >= 2 * 32768 (FBP_PAR_MIN): the elementwise epilogues and the
+# bias-gradient reduction go multi-threaded; O > 256 gives two column blocks.
+BIG_SHAPE = (512, 64, 300)
+ALL_SHAPES = SHAPES + [BIG_SHAPE]
+
+
+def shape_id(shape):
+    return "x".join(map(str, shape))
+
+
+def tolerances(want, dtype):
+    """(rtol, atol) for comparing a result of dtype against want."""
+    want = np.asarray(want)
+    mag = float(np.max(np.abs(want))) if want.size else 0.0
+    if not np.isfinite(mag):
+        finite = np.abs(want[np.isfinite(want)])
+        mag = float(finite.max()) if finite.size else 0.0
+    if np.dtype(dtype) == np.float64:
+        return 1e-12, 1e-12 * mag
+    return 1e-5, 1e-6 * mag
+
+
+def assert_close(got, want, dtype, *, scale=1.0):
+    """got ~= want for results computed in dtype; also checks type and shape.
+
+    scale multiplies both tolerances (for long float32 reductions)."""
+    dtype = np.dtype(dtype)
+    assert isinstance(got, np.ndarray), type(got)
+    want = np.asarray(want)
+    assert got.dtype == dtype, f"dtype {got.dtype}, expected {dtype}"
+    assert got.shape == want.shape, f"shape {got.shape}, expected {want.shape}"
+    rtol, atol = tolerances(want, dtype)
+    np.testing.assert_allclose(got, want, rtol=rtol * scale, atol=atol * scale)
+
+
+def assert_loss_close(got, want, dtype):
+    assert type(got) is float, type(got)
+    rtol = 1e-12 if np.dtype(dtype) == np.float64 else 1e-5
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * 1e-2)
+
+
+def dense_data(rng, N, I, O, dtype, activation=None):
+    """x (N, I), W (I, O), b (O,), dy (N, O), and y = forward output (reference)."""
+    from fastbp import reference as ref
+
+    x = rng.standard_normal((N, I)).astype(dtype)
+    W = (rng.standard_normal((I, O)) / np.sqrt(I)).astype(dtype)
+    b = rng.standard_normal(O).astype(dtype)
+    dy = rng.standard_normal((N, O)).astype(dtype)
+    y = np.asarray(ref.dense_forward(x, W, b, activation), dtype=dtype)
+    return x, W, b, dy, y
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(20240611)
+
+
+@pytest.fixture
+def restore_threads():
+    """Restore fastbp's thread count after a test that changes it."""
+    old = fastbp.get_num_threads()
+    yield old
+    fastbp.set_num_threads(old)

@@ -1,0 +1,213 @@
+"""softmax_cross_entropy and mse_loss against fastbp.reference."""
+
+import math
+
+import numpy as np
+import pytest
+
+import fastbp
+from fastbp import reference as ref
+
+from conftest import DTYPES, assert_close, assert_loss_close
+
+LABEL_DTYPES = [np.int8, np.uint8, np.int32, np.int64, np.uint64]
+# (N, C); the last one is large enough for the kernel to go parallel.
+XENT_SHAPES = [(1, 1), (1, 5), (7, 3), (64, 10), (5, 1000), (300, 7), (256, 600)]
+
+
+def _logits(rng, N, C, dtype, scale=3.0):
+    return (scale * rng.standard_normal((N, C))).astype(dtype)
+
+
+def _probs(rng, N, C, dtype):
+    t = rng.dirichlet(np.ones(C), size=N)
+    if C > 1:
+        t[rng.random((N, C)) < 0.3] = 0  # some exact zeros
+        t /= np.maximum(t.sum(axis=1, keepdims=True), 1e-300)
+    return t.astype(dtype)
+
+
+# ---------------------------------------------------------------------------
+# softmax cross-entropy
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("shape", XENT_SHAPES, ids=str)
+@pytest.mark.parametrize("label_dtype", LABEL_DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_xent_labels_matches_reference(rng, dtype, label_dtype, shape):
+    N, C = shape
+    C = min(C, 127)  # int8 labels
+    z = _logits(rng, N, C, dtype)
+    labels = rng.integers(0, C, N).astype(label_dtype)
+    z0 = z.copy()
+    loss, dz = fastbp.softmax_cross_entropy(z, labels)
+    rloss, rdz = ref.softmax_cross_entropy(z0, labels)
+    assert_loss_close(loss, rloss, dtype)
+    assert_close(dz, rdz, dtype)
+    np.testing.assert_array_equal(z, z0)
+
+
+@pytest.mark.parametrize("shape", XENT_SHAPES, ids=str)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_xent_probs_matches_reference(rng, dtype, shape):
+    N, C = shape
+    z = _logits(rng, N, C, dtype)
+    t = _probs(rng, N, C, dtype)
+    loss, dz = fastbp.softmax_cross_entropy(z, t)
+    rloss, rdz = ref.softmax_cross_entropy(z, t)
+    assert_loss_close(loss, rloss, dtype)
+    assert_close(dz, rdz, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_xent_labels_equal_one_hot_probs(rng, dtype):
+    z = _logits(rng, 20, 6, dtype)
+    labels = rng.integers(0, 6, 20)
+    l1, g1 = fastbp.softmax_cross_entropy(z, labels)
+    l2, g2 = fastbp.softmax_cross_entropy(z, ref.one_hot(labels, 6, dtype))
+    assert_loss_close(l1, l2, dtype)
+    assert_close(g1, g2, dtype)
+
+
+@pytest.mark.parametrize("target", ["labels", "probs"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_xent_gradient_rows_sum_to_zero(rng, dtype, target):
+    N, C = 50, 31
+    z = _logits(rng, N, C, dtype)
+    t = rng.integers(0, C, N) if target == "labels" else _probs(rng, N, C, dtype)
+    _, dz = fastbp.softmax_cross_entropy(z, t)
+    tol = 1e-15 if dtype == np.float64 else 1e-7
+    np.testing.assert_allclose(dz.astype(np.float64).sum(axis=1), 0, atol=tol * C)
+
+
+@pytest.mark.parametrize("target", ["labels", "probs"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_xent_out_logits_in_place(rng, dtype, target):
+    N, C = 300, 500  # large enough to go parallel
+    z = _logits(rng, N, C, dtype)
+    t = rng.integers(0, C, N) if target == "labels" else _probs(rng, N, C, dtype)
+    rloss, rdz = ref.softmax_cross_entropy(z.copy(), t)
+    loss, dz = fastbp.softmax_cross_entropy(z, t, out=z)
+    assert dz is z
+    assert_loss_close(loss, rloss, dtype)
+    assert_close(z, rdz, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_xent_out_buffer(rng, dtype):
+    z = _logits(rng, 9, 4, dtype)
+    labels = rng.integers(0, 4, 9)
+    out = np.full_like(z, 3.0)
+    loss, dz = fastbp.softmax_cross_entropy(z, labels, out=out)
+    assert dz is out
+    assert_close(out, ref.softmax_cross_entropy(z, labels)[1], dtype)
+
+
+@pytest.mark.parametrize("target", ["labels", "probs"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_xent_huge_logits_finite(rng, dtype, target):
+    N, C = 8, 5
+    z = np.where(rng.random((N, C)) < 0.5, -1e4, 1e4).astype(dtype)
+    z[:, 0] = 1e4  # every row has a +1e4 entry
+    z[0] = -1e4    # and one row is all -1e4
+    t = rng.integers(0, C, N) if target == "labels" else _probs(rng, N, C, dtype)
+    loss, dz = fastbp.softmax_cross_entropy(z, t)
+    rloss, rdz = ref.softmax_cross_entropy(z, t)
+    assert math.isfinite(loss) and np.isfinite(dz).all()
+    assert_loss_close(loss, rloss, dtype)
+    assert_close(dz, rdz, dtype)
+
+
+@pytest.mark.parametrize("target", ["labels", "probs"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_xent_empty_batch(dtype, target):
+    z = np.zeros((0, 4), dtype)
+    t = np.zeros(0, np.int64) if target == "labels" else np.zeros((0, 4), dtype)
+    loss, dz = fastbp.softmax_cross_entropy(z, t)
+    assert type(loss) is float and math.isnan(loss)
+    assert dz.shape == (0, 4) and dz.dtype == np.dtype(dtype)
+
+
+@pytest.mark.parametrize("target", ["labels", "probs"])
+@pytest.mark.parametrize("nan_col", [0, 2])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_xent_nan_logits_give_nan_loss(rng, dtype, nan_col, target):
+    z = _logits(rng, 4, 3, dtype)
+    z[1, nan_col] = np.nan
+    t = np.array([2, 2, 0, 1]) if target == "labels" else _probs(rng, 4, 3, dtype)
+    loss, dz = fastbp.softmax_cross_entropy(z, t)
+    assert math.isnan(loss)
+    assert np.isnan(dz[1]).all()
+    assert np.isfinite(dz[[0, 2, 3]]).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_xent_loss_is_python_float(rng, dtype):
+    z = _logits(rng, 3, 4, dtype)
+    loss, _ = fastbp.softmax_cross_entropy(z, np.array([0, 1, 3]))
+    assert type(loss) is float
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_xent_labels_as_list(rng, dtype):
+    z = _logits(rng, 3, 4, dtype)
+    loss, dz = fastbp.softmax_cross_entropy(z, [0, 3, 1])
+    rloss, rdz = ref.softmax_cross_entropy(z, np.array([0, 3, 1]))
+    assert_loss_close(loss, rloss, dtype)
+    assert_close(dz, rdz, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_xent_non_contiguous_inputs(rng, dtype):
+    z = _logits(rng, 20, 12, dtype)[::2, ::3]
+    labels = rng.integers(0, 4, 20)[::2]
+    t = _probs(rng, 4, 10, dtype).T
+    for target in (labels, t):
+        loss, dz = fastbp.softmax_cross_entropy(z, target)
+        rloss, rdz = ref.softmax_cross_entropy(np.ascontiguousarray(z), target)
+        assert_loss_close(loss, rloss, dtype)
+        assert_close(dz, rdz, dtype)
+
+
+# ---------------------------------------------------------------------------
+# mse
+# ---------------------------------------------------------------------------
+
+MSE_SHAPES = [(1,), (17,), (5, 3), (40, 1), (4, 3, 5), (2000, 100)]
+
+
+@pytest.mark.parametrize("shape", MSE_SHAPES, ids=str)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_mse_matches_reference(rng, dtype, shape):
+    y = rng.standard_normal(shape).astype(dtype)
+    t = rng.standard_normal(shape).astype(dtype)
+    loss, dy = fastbp.mse_loss(y, t)
+    rloss, rdy = ref.mse_loss(y, t)
+    assert_loss_close(loss, rloss, dtype)
+    assert_close(dy, rdy, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_mse_out_and_in_place(rng, dtype):
+    y = rng.standard_normal((6, 4)).astype(dtype)
+    t = rng.standard_normal((6, 4)).astype(dtype)
+    rloss, rdy = ref.mse_loss(y, t)
+    out = np.full_like(y, 2.0)
+    loss, dy = fastbp.mse_loss(y, t, out=out)
+    assert dy is out
+    assert_close(out, rdy, dtype)
+    loss, dy = fastbp.mse_loss(y, t, out=y)
+    assert dy is y
+    assert_loss_close(loss, rloss, dtype)
+    assert_close(y, rdy, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_mse_empty_and_nan(rng, dtype):
+    loss, dy = fastbp.mse_loss(np.zeros((0, 3), dtype), np.zeros((0, 3), dtype))
+    assert type(loss) is float and math.isnan(loss)
+    assert dy.shape == (0, 3) and dy.dtype == np.dtype(dtype)
+    y = np.array([1.0, np.nan, 2.0], dtype)
+    loss, dy = fastbp.mse_loss(y, np.zeros(3, dtype))
+    assert math.isnan(loss)
+    np.testing.assert_array_equal(np.isnan(dy), [False, True, False])

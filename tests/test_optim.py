@@ -1,0 +1,183 @@
+"""sgd_update, clip_by_value, clip_by_global_norm, global_norm vs reference."""
+
+import math
+
+import numpy as np
+import pytest
+
+import fastbp
+from fastbp import reference as ref
+
+from conftest import DTYPES, assert_close
+
+SIZES = [(1,), (7,), (33, 5), (4, 3, 2), (300_000,)]
+
+
+def _close_norm(got, want, rtol=1e-12):
+    assert type(got) is float, type(got)
+    np.testing.assert_allclose(got, want, rtol=rtol)
+
+
+# ---------------------------------------------------------------------------
+# sgd
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("shape", SIZES, ids=str)
+@pytest.mark.parametrize("wd", [0.0, 1e-2])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sgd_matches_reference(rng, dtype, wd, shape):
+    p = rng.standard_normal(shape).astype(dtype)
+    g = rng.standard_normal(shape).astype(dtype)
+    g0 = g.copy()
+    want = ref.sgd_update(p.copy(), g, 0.1, wd)
+    got = fastbp.sgd_update(p, g, 0.1, wd)
+    assert got is p
+    assert_close(p, want, dtype)
+    np.testing.assert_array_equal(g, g0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sgd_weight_decay_uses_param(dtype):
+    # g == 0: p *= (1 - lr * wd)
+    q = np.full(4, 2.0, dtype)
+    fastbp.sgd_update(q, np.zeros(4, dtype), 0.5, weight_decay=0.1)
+    np.testing.assert_allclose(q, 2.0 * 0.95, rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sgd_numpy_scalars_and_ints(rng, dtype):
+    p = rng.standard_normal(10).astype(dtype)
+    g = rng.standard_normal(10).astype(dtype)
+    want = ref.sgd_update(p.copy(), g, 1, 0.0)
+    fastbp.sgd_update(p, g, np.int64(1), np.float32(0.0))
+    assert_close(p, want, dtype)
+
+
+# ---------------------------------------------------------------------------
+# clip_by_value
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("limit", [0.0, 0.5, 2.0, np.inf])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_clip_by_value_matches_reference(rng, dtype, limit):
+    gs = [rng.standard_normal(s).astype(dtype) for s in [(5,), (7, 3), (300_000,)]]
+    want = [g.copy() for g in gs]
+    ref.clip_by_value(want, limit)
+    assert fastbp.clip_by_value(gs, limit) is None
+    for g, w in zip(gs, want):
+        np.testing.assert_array_equal(g, w)
+        assert g.dtype == np.dtype(dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_clip_by_value_nan_stays_nan(dtype):
+    g = np.array([np.nan, 5.0, -5.0, 0.5, np.inf, -np.inf], dtype)
+    fastbp.clip_by_value([g], 1.0)
+    np.testing.assert_array_equal(g, [np.nan, 1.0, -1.0, 0.5, 1.0, -1.0])
+
+
+def test_clip_by_value_single_array_and_mixed_dtypes(rng):
+    a = rng.standard_normal(20).astype(np.float32) * 4
+    b = rng.standard_normal((4, 5)) * 4
+    wa, wb = a.copy(), b.copy()
+    ref.clip_by_value([wa, wb], 1.5)
+    fastbp.clip_by_value(a, 1.5)  # a bare array is a list of one
+    fastbp.clip_by_value([b], 1.5)
+    np.testing.assert_array_equal(a, wa)
+    np.testing.assert_array_equal(b, wb)
+
+
+# ---------------------------------------------------------------------------
+# clip_by_global_norm / global_norm
+# ---------------------------------------------------------------------------
+
+def _grads(rng, dtype, scale=1.0):
+    return [(scale * rng.standard_normal(s)).astype(dtype) for s in [(10,), (6, 7), (300_000,)]]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_clip_global_norm_scales_when_over(rng, dtype):
+    gs = _grads(rng, dtype)
+    want = [g.copy() for g in gs]
+    rnorm = ref.clip_by_global_norm(want, 5.0)
+    assert rnorm > 5.0
+    norm = fastbp.clip_by_global_norm(gs, 5.0)
+    _close_norm(norm, rnorm)
+    for g, w in zip(gs, want):
+        assert_close(g, w, dtype)
+    _close_norm(fastbp.global_norm(gs), 5.0, rtol=1e-12 if dtype == np.float64 else 1e-6)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_clip_global_norm_untouched_when_under(rng, dtype):
+    gs = _grads(rng, dtype)
+    before = [g.copy() for g in gs]
+    rnorm = ref.clip_by_global_norm([g.copy() for g in gs], 1e6)
+    norm = fastbp.clip_by_global_norm(gs, 1e6)
+    _close_norm(norm, rnorm)
+    for g, b in zip(gs, before):
+        assert g.tobytes() == b.tobytes()
+
+
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_clip_global_norm_non_finite_leaves_all_unchanged(rng, dtype, bad):
+    gs = _grads(rng, dtype, scale=100.0)       # norm >> max_norm
+    gs.append(rng.standard_normal(300_000))     # a float64 one too
+    gs[1][2, 3] = bad
+    before = [g.copy() for g in gs]
+    norm = fastbp.clip_by_global_norm(gs, 1.0)
+    assert type(norm) is float
+    assert not math.isfinite(norm)
+    assert math.isnan(norm) == math.isnan(bad)
+    for g, b in zip(gs, before):
+        assert g.tobytes() == b.tobytes()
+    assert math.isnan(fastbp.global_norm(gs)) == math.isnan(bad)
+
+
+@pytest.mark.parametrize("n", [5, 300_000])
+def test_clip_global_norm_huge_float64(rng, n):
+    g1 = rng.standard_normal(n) * 1e200         # squares overflow float64
+    g2 = rng.standard_normal((3, 4)) * 1e199
+    m = 1e200
+    want = m * float(np.linalg.norm(np.concatenate([g1 / m, (g2 / m).ravel()])))
+    assert math.isfinite(want)
+    _close_norm(fastbp.global_norm([g1, g2]), want)
+    o1, o2 = g1.copy(), g2.copy()
+    norm = fastbp.clip_by_global_norm([g1, g2], 2.0)
+    _close_norm(norm, want)
+    scale = 2.0 / want
+    assert_close(g1, o1 * scale, np.float64)
+    assert_close(g2, o2 * scale, np.float64)
+    _close_norm(fastbp.global_norm([g1, g2]), 2.0)
+
+
+def test_clip_global_norm_mixed_dtypes(rng):
+    gs = [rng.standard_normal(100).astype(np.float32),
+          rng.standard_normal((20, 30)),
+          rng.standard_normal(300_000).astype(np.float32)]
+    want = [g.copy() for g in gs]
+    rnorm = ref.clip_by_global_norm(want, 3.0)
+    norm = fastbp.clip_by_global_norm(gs, 3.0)
+    _close_norm(norm, rnorm)
+    for g, w in zip(gs, want):
+        assert_close(g, w, g.dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_global_norm(rng, dtype):
+    gs = _grads(rng, dtype)
+    want = math.sqrt(sum(float(np.sum(g.astype(np.float64) ** 2)) for g in gs))
+    before = [g.copy() for g in gs]
+    _close_norm(fastbp.global_norm(gs), want)
+    _close_norm(fastbp.global_norm(gs[0]), float(np.linalg.norm(gs[0].astype(np.float64))))
+    assert fastbp.global_norm([]) == 0.0
+    for g, b in zip(gs, before):
+        assert g.tobytes() == b.tobytes()
+
+
+def test_clip_global_norm_zero_max_norm(rng):
+    gs = _grads(rng, np.float64)
+    fastbp.clip_by_global_norm(gs, 0.0)
+    for g in gs:
+        np.testing.assert_array_equal(g, 0)

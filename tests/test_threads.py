@@ -1,0 +1,162 @@
+"""Thread-count determinism, set/get_num_threads, and GIL-free concurrency."""
+
+import math
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+import fastbp
+
+from conftest import DTYPES
+
+THREADS = [1, 2, 3]
+
+
+def _cases(dtype):
+    """name -> callable(rng) returning a tuple of outputs; sizes large enough
+    (>= 131072 elements) that every kernel goes parallel with 2+ threads."""
+    def dense_fwd(rng):
+        x = rng.standard_normal((512, 64)).astype(dtype)
+        W = rng.standard_normal((64, 512)).astype(dtype)
+        b = rng.standard_normal(512).astype(dtype)
+        return tuple(fastbp.dense_forward(x, W, b, a) for a in [None, "relu", "sigmoid", "tanh"])
+
+    def dense_bwd(rng):
+        x = rng.standard_normal((512, 64)).astype(dtype)
+        W = rng.standard_normal((64, 512)).astype(dtype)
+        dy = rng.standard_normal((512, 512)).astype(dtype)
+        out = []
+        for a in [None, "relu", "sigmoid", "tanh"]:
+            y = fastbp.dense_forward(x, W, None, a)
+            out += fastbp.dense_backward(dy, x, W, y, a)
+            dW = np.ones((64, 512), dtype)
+            db = np.ones(512, dtype)
+            out += fastbp.dense_backward(dy, x, W, y, a, dW=dW, db=db, accumulate=True)
+        return tuple(out)
+
+    def acts(rng):
+        x = rng.standard_normal(300_000).astype(dtype)
+        dy = rng.standard_normal(300_000).astype(dtype)
+        out = []
+        for n in ["relu", "sigmoid", "tanh"]:
+            y = getattr(fastbp, f"{n}_forward")(x)
+            out += [y, getattr(fastbp, f"{n}_backward")(dy, y)]
+        return tuple(out)
+
+    def xent_labels(rng):
+        z = (3 * rng.standard_normal((1024, 1000))).astype(dtype)
+        return fastbp.softmax_cross_entropy(z, rng.integers(0, 1000, 1024))
+
+    def xent_probs(rng):
+        z = (3 * rng.standard_normal((1024, 1000))).astype(dtype)
+        t = rng.dirichlet(np.ones(1000), 1024).astype(dtype)
+        return fastbp.softmax_cross_entropy(z, t)
+
+    def mse(rng):
+        y = rng.standard_normal((1000, 300)).astype(dtype)
+        return fastbp.mse_loss(y, rng.standard_normal((1000, 300)).astype(dtype))
+
+    def sgd(rng):
+        p = rng.standard_normal(300_000).astype(dtype)
+        return (fastbp.sgd_update(p, rng.standard_normal(300_000).astype(dtype), 0.1, 1e-3),)
+
+    def clip_value(rng):
+        g = rng.standard_normal(300_000).astype(dtype)
+        fastbp.clip_by_value([g], 0.7)
+        return (g,)
+
+    def clip_norm(rng):
+        gs = [rng.standard_normal(300_000).astype(dtype), rng.standard_normal((400, 500)).astype(dtype)]
+        n = fastbp.clip_by_global_norm(gs, 1.0)
+        return (n, fastbp.global_norm(gs), *gs)
+
+    def huge_norm(rng):
+        gs = [rng.standard_normal(300_000) * 1e200]
+        return (fastbp.global_norm(gs), fastbp.clip_by_global_norm(gs, 1.0), *gs)
+
+    return {f.__name__: f for f in [dense_fwd, dense_bwd, acts, xent_labels, xent_probs, mse,
+                                     sgd, clip_value, clip_norm, huge_norm]}
+
+
+CASE_NAMES = list(_cases(np.float64))
+
+
+def _same(a, b):
+    assert type(a) is type(b)
+    if isinstance(a, np.ndarray):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        assert a.tobytes() == b.tobytes()  # bitwise, NaN-safe
+    else:
+        assert (a == b) or (math.isnan(a) and math.isnan(b)), (a, b)
+
+
+@pytest.mark.parametrize("case", CASE_NAMES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bitwise_identical_across_thread_counts(restore_threads, dtype, case):
+    fn = _cases(dtype)[case]
+    results = {}
+    for nt in THREADS:
+        fastbp.set_num_threads(nt)
+        assert fastbp.get_num_threads() == nt
+        results[nt] = fn(np.random.default_rng(7))
+    for nt in THREADS[1:]:
+        assert len(results[nt]) == len(results[1])
+        for a, b in zip(results[1], results[nt]):
+            _same(a, b)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 7])
+def test_get_returns_what_was_set(restore_threads, n):
+    fastbp.set_num_threads(n)
+    assert fastbp.get_num_threads() == (n if fastbp.has_openmp() else 1)
+    fastbp.set_num_threads(np.int64(2))
+    assert fastbp.get_num_threads() == (2 if fastbp.has_openmp() else 1)
+
+
+@pytest.mark.parametrize("bad", [0, -1])
+def test_set_num_threads_value_error(restore_threads, bad):
+    fastbp.set_num_threads(2)
+    with pytest.raises(ValueError, match=rf"n must be >= 1, got {bad}"):
+        fastbp.set_num_threads(bad)
+    assert fastbp.get_num_threads() == (2 if fastbp.has_openmp() else 1)
+
+
+@pytest.mark.parametrize("bad", [1.5, "2", True, None, np.bool_(True)])
+def test_set_num_threads_type_error(restore_threads, bad):
+    with pytest.raises(TypeError, match="n must be an integer"):
+        fastbp.set_num_threads(bad)
+
+
+def test_threadpoolctl_info_runs():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    info = threadpoolctl.threadpool_info()
+    assert isinstance(info, list)
+    assert isinstance(fastbp.has_openmp(), bool)
+
+
+def test_concurrent_calls_match_sequential():
+    """4 Python threads at once on different data give the sequential results."""
+    def work(seed):
+        rng = np.random.default_rng(seed)
+        dtype = np.float32 if seed % 2 else np.float64
+        x = rng.standard_normal((256, 64)).astype(dtype)
+        W = rng.standard_normal((64, 512)).astype(dtype)
+        b = rng.standard_normal(512).astype(dtype)
+        out = []
+        for _ in range(3):
+            y = fastbp.dense_forward(x, W, b, "tanh")
+            loss, dz = fastbp.softmax_cross_entropy(y, rng.integers(0, 512, 256))
+            dx, dW, db = fastbp.dense_backward(dz, x, W, y, "tanh")
+            n = fastbp.clip_by_global_norm([dW, db], 0.5)
+            fastbp.sgd_update(W, dW, 0.1, 1e-4)
+            out += [y, loss, dx, dW, db, n, W.copy()]
+        return out
+
+    seeds = list(range(8))
+    sequential = [work(s) for s in seeds]
+    with ThreadPoolExecutor(max_workers=4) as ex:
+        concurrent = list(ex.map(work, seeds))
+    for seq, con in zip(sequential, concurrent):
+        for a, b in zip(seq, con):
+            _same(a, b)
