@@ -60,6 +60,9 @@ typedef struct fbp_mlp {
     int loss; /* enum fbp_loss */
     fbp_idx cap; /* rows the h/dh buffers hold */
     void **W, **b, **dW, **db, **vW, **vb, **h, **dh;
+    /* gather buffers of fbp_mlp_epoch: xb (cap, I), lb (cap,), tb (cap, sizes[L]) */
+    void *xb, *tb;
+    int64_t *lb;
 } fbp_mlp;
 
 /* Step options; scalars in double, applied in the step's T. */
@@ -133,7 +136,14 @@ typedef struct fbp_step_out {
      * One call does it all: GEMMs through the BLAS table, everything else here. */ \
     void fbp_mlp_step_##S(const fbp_mlp *m, fbp_idx N, const T *x,                 \
                           const int64_t *labels, const T *t,                       \
-                          const fbp_step_opts *opt, fbp_step_out *out);
+                          const fbp_step_opts *opt, fbp_step_out *out);      \
+    /* step.c. One epoch of TRAIN steps: X (n, I), labels (n,) or t (n, C),       \
+     * order (n,) a permutation of [0, n); batches of B <= cap rows in that       \
+     * order (the last one partial) are gathered into m->xb/lb/tb and stepped.    \
+     * out->loss is the row-weighted mean of the batch losses. */                  \
+    void fbp_mlp_epoch_##S(const fbp_mlp *m, fbp_idx n, const T *X,                \
+                           const int64_t *labels, const T *t, const int64_t *order, \
+                           fbp_idx B, const fbp_step_opts *opt, fbp_step_out *out);
 
 FBP_DECLARE(float, f32)
 FBP_DECLARE(double, f64)

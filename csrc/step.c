@@ -12,6 +12,7 @@
  * backward pass.
  */
 #ifndef FBP_T
+#include <string.h>
 #define FBP_SELF "step.c"
 #include "fbp_generic.h"
 #else
@@ -144,6 +145,34 @@ void FN(fbp_mlp_step)(const fbp_mlp *m, fbp_idx N, const T *x, const int64_t *la
             FN(fbp_sgd)(nb, P(b, l), P(db, l), lr, (T)0);
         }
     }
+}
+
+void FN(fbp_mlp_epoch)(const fbp_mlp *m, fbp_idx n, const T *X, const int64_t *labels,
+                       const T *t, const int64_t *order, fbp_idx B, const fbp_step_opts *opt,
+                       fbp_step_out *out)
+{
+    const fbp_idx I = m->sizes[0], C = m->sizes[m->L];
+    T *xb = (T *)m->xb, *tb = (T *)m->tb;
+    double total = 0.0;
+    int64_t hits = 0;
+    fbp_step_out o;
+    for (fbp_idx s = 0; s < n; s += B) {
+        fbp_idx rows = n - s < B ? n - s : B;
+        for (fbp_idx r = 0; r < rows; r++) {
+            fbp_idx src = (fbp_idx)order[s + r];
+            memcpy(xb + r * I, X + src * I, (size_t)I * sizeof(T));
+            if (labels)
+                m->lb[r] = labels[src];
+            else
+                memcpy(tb + r * C, t + src * C, (size_t)C * sizeof(T));
+        }
+        FN(fbp_mlp_step)(m, rows, xb, labels ? m->lb : NULL, labels ? NULL : tb, opt, &o);
+        total += o.loss * (double)rows;
+        hits += o.ncorrect;
+    }
+    out->loss = n > 0 ? total / (double)n : NAN;
+    out->grad_norm = o.grad_norm;
+    out->ncorrect = hits;
 }
 
 #undef P

@@ -27,9 +27,14 @@ from ._core import (
 )
 from ._config import show_config
 from .model import MLP
+from .gradcheck import gradient_check
+from . import layers, reference
 
 __all__ = [
     "MLP",
+    "gradient_check",
+    "layers",
+    "reference",
     "clip_by_global_norm",
     "clip_by_value",
     "dense_backward",

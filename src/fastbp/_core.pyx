@@ -78,6 +78,9 @@ cdef extern from "fastbp.h" nogil:
         void **vb
         void **h
         void **dh
+        void *xb
+        void *tb
+        int64_t *lb
     ctypedef struct fbp_step_opts:
         int mode
         double lr, weight_decay, clip_norm, momentum
@@ -89,6 +92,12 @@ cdef extern from "fastbp.h" nogil:
                           const float *t, const fbp_step_opts *opt, fbp_step_out *out)
     void fbp_mlp_step_f64(const fbp_mlp *m, fbp_idx N, const double *x, const int64_t *labels,
                           const double *t, const fbp_step_opts *opt, fbp_step_out *out)
+    void fbp_mlp_epoch_f32(const fbp_mlp *m, fbp_idx n, const float *X, const int64_t *labels,
+                           const float *t, const int64_t *order, fbp_idx B,
+                           const fbp_step_opts *opt, fbp_step_out *out)
+    void fbp_mlp_epoch_f64(const fbp_mlp *m, fbp_idx n, const double *X, const int64_t *labels,
+                           const double *t, const int64_t *order, fbp_idx B,
+                           const fbp_step_opts *opt, fbp_step_out *out)
 
 fbp_set_blas(<fbp_sgemm_fn>sgemm, <fbp_dgemm_fn>dgemm)
 
@@ -192,9 +201,9 @@ def set_num_threads(n):
         n = operator.index(n)
     except TypeError:
         raise TypeError(f"set_num_threads: n must be an integer, got {type(n).__name__}") from None
-    if n < 1:
-        raise ValueError(f"set_num_threads: n must be >= 1, got {n}")
-    fbp_set_num_threads(min(n, 1 << 16))
+    if not 1 <= n <= 4096:
+        raise ValueError(f"set_num_threads: n must be in [1, 4096], got {n}")
+    fbp_set_num_threads(n)
 
 
 def get_num_threads():
@@ -634,6 +643,7 @@ cdef class MLPWorkspace:
     cdef fbp_idx *sizes_c
     cdef void **table
     cdef readonly list W, b, vW, vb, h, dh, dW, db
+    cdef readonly object xb, lb, tb
     cdef readonly tuple sizes
     cdef readonly object dtype
     cdef readonly Py_ssize_t cap
@@ -683,6 +693,9 @@ cdef class MLPWorkspace:
         self.dh = [np.zeros((cap, s), dt) for s in sizes[1:]]
         self.dW = [np.zeros_like(w) for w in W]
         self.db = [np.zeros_like(v) for v in b]
+        self.xb = np.zeros((cap, sizes[0]), dt)
+        self.lb = np.zeros(cap, np.int64)
+        self.tb = np.zeros((cap, sizes[L]), dt)
 
         self.sizes_c = <fbp_idx *>calloc(L + 1, sizeof(fbp_idx))
         self.table = <void **>calloc(8 * L, sizeof(void *))
@@ -706,6 +719,9 @@ cdef class MLPWorkspace:
         if not momentum:
             self.m.vW = NULL
             self.m.vb = NULL
+        self.m.xb = _p(self.xb)
+        self.m.tb = _p(self.tb)
+        self.m.lb = <int64_t *>_p(self.lb)
 
     def __dealloc__(self):
         free(self.table)
@@ -789,3 +805,62 @@ def mlp_step(MLPWorkspace ws, x, target, int mode, double lr=0.0, double weight_
         with nogil:
             fbp_mlp_step_f64(&ws.m, N, <double *>px, plab, <double *>ptf, &opt, &out)
     return out.loss, out.grad_norm, out.ncorrect
+
+
+def mlp_epoch(MLPWorkspace ws, X, target, order, Py_ssize_t batch_size, double lr,
+              double weight_decay=0.0, double clip_norm=0.0, double momentum=0.0,
+              bint count_correct=False):
+    """One epoch of training steps in one native call; returns (loss, ncorrect).
+
+    X (n, I) C-contiguous of the workspace dtype; target int64 labels (n,) for
+    softmax-xent or float targets (n, outputs); order int64 (n,), a permutation
+    of range(n); batches of batch_size <= ws.cap rows are gathered in C.
+    """
+    fn = "mlp_epoch"
+    X = _float_input(fn, "X", X, ndim=2, dtype=ws.dtype)
+    cdef fbp_idx n = X.shape[0], C = ws.sizes[len(ws.sizes) - 1]
+    if X.shape[1] != ws.sizes[0]:
+        raise ValueError(f"{fn}: X must have shape (n, {ws.sizes[0]}), got {X.shape}")
+    if not 1 <= batch_size <= ws.cap:
+        raise ValueError(f"{fn}: batch_size must be in [1, {ws.cap}], got {batch_size}")
+    if momentum != 0.0 and not ws.has_momentum:
+        raise ValueError(f"{fn}: momentum != 0 needs a workspace built with momentum buffers")
+    order = np.asarray(order)
+    if order.dtype.kind not in "iu" or order.shape != (n,):
+        raise ValueError(f"{fn}: order must be integers of shape ({n},), got "
+                         f"{order.dtype} {order.shape}")
+    order = np.require(order, np.int64, ["C", "A"])
+    if fbp_first_bad_label(n, <int64_t *>_p(order), n) >= 0:
+        raise ValueError(f"{fn}: order must index rows in [0, {n})")
+    t = np.asarray(target)
+    cdef int use_labels = ws.loss_code == 0 and t.ndim == 1
+    cdef fbp_idx bad
+    if use_labels:
+        t = _labels(fn, t, n, C)
+    else:
+        if t.ndim == 1 and C == 1:
+            t = t.reshape(-1, 1)
+        t = _float_input(fn, "target", t, ndim=2, dtype=ws.dtype)
+        if t.shape != (n, C):
+            raise ValueError(f"{fn}: targets must have shape ({n}, {C}), got {t.shape}")
+    cdef fbp_step_opts opt
+    opt.mode = STEP_TRAIN
+    opt.lr = lr
+    opt.weight_decay = weight_decay
+    opt.clip_norm = clip_norm
+    opt.momentum = momentum
+    opt.count_correct = count_correct
+    cdef fbp_step_out out
+    cdef void *px = _p(X)
+    cdef void *pt = _p(t)
+    cdef int64_t *po = <int64_t *>_p(order)
+    cdef int64_t *plab = <int64_t *>pt if use_labels else NULL
+    cdef void *ptf = NULL if use_labels else pt
+    cdef fbp_idx B = batch_size
+    if ws.dtype.itemsize == 4:
+        with nogil:
+            fbp_mlp_epoch_f32(&ws.m, n, <float *>px, plab, <float *>ptf, po, B, &opt, &out)
+    else:
+        with nogil:
+            fbp_mlp_epoch_f64(&ws.m, n, <double *>px, plab, <double *>ptf, po, B, &opt, &out)
+    return out.loss, out.ncorrect

@@ -197,10 +197,10 @@ class MLP:
 
         X is converted once to the model's dtype. Each epoch visits the rows in a
         new permutation (if shuffle), in batches of batch_size, the last partial
-        batch included; batches are gathered with np.take into preallocated
-        buffers. history: "loss" (mean over the epoch's batches, each measured
+        batch included; one native call per epoch gathers each batch into the
+        workspace and runs its training step. history: "loss" (mean over the epoch's batches, each measured
         before its update), for classification "accuracy" (the same running
-        measure), with validation=(Xv, yv) "val_loss" and "val_accuracy" (or
+        measure, from the argmax of each batch's logits), with validation=(Xv, yv) "val_loss" and "val_accuracy" (or
         "val_r2"), with log_grad_norms "grad_norms" (per-parameter norms on the
         epoch's last batch).
         """
@@ -220,9 +220,6 @@ class MLP:
         if n == 0:
             raise ValueError("fit: X has no rows")
         B = min(int(batch_size), n)
-        xb = np.empty((B,) + X.shape[1:], self.dtype)
-        yb = np.empty((B,) + y.shape[1:], y.dtype)
-        ws = self._workspace(B, momentum != 0.0)
         classify = self.loss_name == "softmax_cross_entropy" and y.ndim == 1
         rng = np.random.default_rng(seed)
         hist = {"loss": []}
@@ -233,28 +230,18 @@ class MLP:
             hist["val_accuracy" if self.loss_name == "softmax_cross_entropy" else "val_r2"] = []
         if log_grad_norms:
             hist["grad_norms"] = []
-        step = _core.mlp_step
         clip = clip_norm or 0.0
         if clip_norm is not None and not clip_norm > 0:
             raise ValueError(f"fit: clip_norm must be > 0 or None, got {clip_norm}")
         bar = tqdm(range(epochs), disable=not progress, unit="epoch", leave=False)
         for _ in bar:
             order = rng.permutation(n) if shuffle else np.arange(n)
-            total, correct = 0.0, 0
-            for s in range(0, n, B):
-                idx = order[s:s + B]
-                m = idx.shape[0]
-                xm, ym = xb[:m], yb[:m]
-                np.take(X, idx, axis=0, out=xm)
-                np.take(y, idx, axis=0, out=ym)
-                if ws is not self._ws:  # params were replaced by the caller
-                    ws = self._workspace(B, momentum != 0.0)
-                loss, _, hits = step(ws, xm, ym, _core.STEP_TRAIN, lr, weight_decay, clip,
-                                     momentum, classify)
-                total += loss * m
-                correct += hits
-            hist["loss"].append(total / n)
-            post = {"loss": f"{total / n:.4f}"}
+            ws = self._workspace(B, momentum != 0.0)  # the params may have been replaced
+            # the whole epoch, batch gathering included, is one native call
+            mean_loss, correct = _core.mlp_epoch(ws, X, y, order, B, lr, weight_decay, clip,
+                                                 momentum, classify)
+            hist["loss"].append(mean_loss)
+            post = {"loss": f"{mean_loss:.4f}"}
             if classify:
                 hist["accuracy"].append(correct / n)
                 post["acc"] = f"{correct / n:.4f}"
@@ -264,7 +251,8 @@ class MLP:
                 hist[key].append(self.score(Xv, yv))
                 post[key] = f"{hist[key][-1]:.4f}"
             if log_grad_norms:
-                hist["grad_norms"].append(self.grad_norms(xb[:m], yb[:m], weight_decay))
+                last = order[(n - 1) // B * B:]
+                hist["grad_norms"].append(self.grad_norms(X[last], y[last], weight_decay))
             bar.set_postfix(post, refresh=False)
         bar.close()
         return hist
