@@ -118,8 +118,12 @@ def _act_code(fn, activation):
             "None, 'relu', 'sigmoid', 'tanh'") from None
 
 
-def _float_input(fn, name, x, ndim=None, dtype=None):
-    """x as an aligned C-contiguous float32/float64 ndarray (copied if needed)."""
+def _float_input(fn, name, x, ndim=None, dtype=None, blas=False):
+    """x as an aligned C-contiguous float32/float64 ndarray (copied if needed).
+
+    blas=True: x goes to a GEMM, whose Fortran BLAS takes 32-bit dimensions;
+    larger ones are refused here, before a copy could try to allocate them.
+    """
     if not isinstance(x, np.ndarray):
         x = np.asarray(x)
     dt = x.dtype
@@ -133,6 +137,11 @@ def _float_input(fn, name, x, ndim=None, dtype=None):
             "fastbp never casts silently, convert it with .astype()")
     if ndim is not None and x.ndim != ndim:
         raise ValueError(f"{fn}: {name} must be {ndim}-D, got {x.ndim}-D array of shape {x.shape}")
+    if blas:
+        for i, d in enumerate(x.shape):
+            if d > BLAS_INT_MAX:
+                raise ValueError(f"{fn}: {name} dimension {i} of size {d} exceeds the BLAS "
+                                 f"32-bit dimension limit {BLAS_INT_MAX}")
     return np.require(x, dt, ["C", "A"])
 
 
@@ -293,8 +302,8 @@ def dense_forward(x, W, b, activation=None, out=None):
     """
     fn = "dense_forward"
     cdef int act = _act_code(fn, activation)
-    x = _float_input(fn, "x", x, ndim=2)
-    W = _float_input(fn, "W", W, ndim=2, dtype=x.dtype)
+    x = _float_input(fn, "x", x, ndim=2, blas=True)
+    W = _float_input(fn, "W", W, ndim=2, dtype=x.dtype, blas=True)
     if b is not None:
         b = _float_input(fn, "b", b, ndim=1, dtype=x.dtype)
     cdef fbp_idx N = x.shape[0], I = x.shape[1], O = W.shape[1]
@@ -334,9 +343,9 @@ def dense_backward(dy, x, W, y=None, activation=None, *, dx=None, dW=None, db=No
     """
     fn = "dense_backward"
     cdef int act = _act_code(fn, activation)
-    dy = _float_input(fn, "dy", dy, ndim=2)
-    x = _float_input(fn, "x", x, ndim=2, dtype=dy.dtype)
-    W = _float_input(fn, "W", W, ndim=2, dtype=dy.dtype)
+    dy = _float_input(fn, "dy", dy, ndim=2, blas=True)
+    x = _float_input(fn, "x", x, ndim=2, dtype=dy.dtype, blas=True)
+    W = _float_input(fn, "W", W, ndim=2, dtype=dy.dtype, blas=True)
     cdef fbp_idx N = x.shape[0], I = x.shape[1], O = W.shape[1]
     if W.shape[0] != I:
         raise ValueError(f"{fn}: shapes {x.shape} (x) and {W.shape} (W) not aligned: "
@@ -747,7 +756,7 @@ def mlp_step(MLPWorkspace ws, x, target, int mode, double lr=0.0, double weight_
     cdef fbp_idx N, C = ws.sizes[len(ws.sizes) - 1]
     if not isinstance(x, np.ndarray) or not cnp.PyArray_ISCARRAY_RO(<cnp.ndarray>x) or \
             not cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>x):
-        x = _float_input(fn, "x", x, ndim=2, dtype=ws.dtype)
+        x = _float_input(fn, "x", x, ndim=2, dtype=ws.dtype, blas=True)
     xa = <cnp.ndarray>x
     if xa.dtype is not ws.dtype and xa.dtype != ws.dtype:
         _float_input(fn, "x", x, ndim=2, dtype=ws.dtype)  # raises the dtype error

@@ -304,3 +304,94 @@ def numerical_gradient(f, x, eps=None):
         x[idx] = old
         grad[idx] = (f_plus - f_minus) / (x_plus - x_minus)
     return grad
+
+
+# ---------------------------------------------------------------------------
+# Whole-network training step (twin of csrc/step.c and fastbp.MLP)
+# ---------------------------------------------------------------------------
+
+def _n_layers(params):
+    L = 0
+    while f"W{L + 1}" in params:
+        L += 1
+    return L
+
+
+def mlp_forward(params, x, activation, L=None):
+    """Forward pass of an MLP: list of layer outputs [h1, ..., hL].
+
+    params: dict W1, b1, ..., WL, bL with Wl (in, out).  Hidden layers apply
+    ``activation``; the last layer is affine (logits or regression values).
+    """
+    if L is None:
+        L = _n_layers(params)
+    hs, h = [], np.asarray(x)
+    for l in range(1, L + 1):
+        h = dense_forward(h, params[f"W{l}"], params[f"b{l}"], activation if l < L else None)
+        hs.append(h)
+    return hs
+
+
+def mlp_loss_and_grads(params, x, t, activation, loss, weight_decay=0.0):
+    """Loss and gradients of an MLP on the batch (x, t).
+
+    loss: "softmax_cross_entropy" (t integer labels (N,) or probabilities
+    (N, C)) or "mse" (t (N, C), or (N,) when C == 1).
+        total = mean loss + 0.5 * weight_decay * sum_l ||Wl||^2   (no biases)
+        grads[Wl] = dtotal/dWl (includes weight_decay * Wl), grads[bl] likewise.
+    Returns (total: float, grads dict keyed like params).
+    """
+    L = _n_layers(params)
+    x = np.asarray(x)
+    hs = mlp_forward(params, x, activation, L)
+    out = hs[-1]
+    if loss == "softmax_cross_entropy":
+        value, dh = softmax_cross_entropy(out, t)
+    elif loss == "mse":
+        t = np.asarray(t)
+        if t.ndim == 1 and out.shape[1] == 1:
+            t = t.reshape(-1, 1)
+        value, dh = mse_loss(out, t)
+    else:
+        raise ValueError(f"unknown loss {loss!r}")
+    if weight_decay:
+        value += 0.5 * weight_decay * sum(
+            float(np.sum(np.asarray(params[f"W{l}"], np.float64) ** 2)) for l in range(1, L + 1))
+    grads = {}
+    for l in range(L, 0, -1):
+        inp = hs[l - 2] if l > 1 else x
+        W = params[f"W{l}"]
+        dh, dW, db = dense_backward(dh, inp, W, hs[l - 1], activation if l < L else None)
+        if weight_decay:
+            dW = dW + W.dtype.type(weight_decay) * W
+        grads[f"W{l}"], grads[f"b{l}"] = dW, db
+    return float(value), {k: grads[k] for k in params}
+
+
+def mlp_train_step(params, x, t, lr, activation, loss, weight_decay=0.0, clip_norm=None,
+                   momentum=0.0, velocity=None):
+    """One SGD step of an MLP, in place; returns the loss before the update.
+
+    g = gradient (weight decay included); if clip_norm, the whole list of
+    gradients is rescaled to global norm <= clip_norm; then either
+        v = momentum * v + g;  p -= lr * v     (momentum != 0; velocity is a
+                                                dict keyed like params, zeros
+                                                when None, updated in place)
+    or  p -= lr * g.
+    """
+    value, grads = mlp_loss_and_grads(params, x, t, activation, loss, weight_decay)
+    keys = list(params)
+    if clip_norm is not None:
+        clip_by_global_norm([grads[k] for k in keys], clip_norm)
+    if momentum != 0.0:
+        if velocity is None:
+            velocity = {k: np.zeros_like(p) for k, p in params.items()}
+        for k in keys:
+            v = velocity[k]
+            v *= v.dtype.type(momentum)
+            v += grads[k]
+            sgd_update(params[k], v, lr)
+    else:
+        for k in keys:
+            sgd_update(params[k], grads[k], lr)
+    return value
