@@ -22,9 +22,15 @@
 #define FBP_NBLK_MAX 64
 #define FBP_RED_MIN ((fbp_idx)4096) /* smallest block of a flat reduction */
 
+/* Set while a training step runs on this OS thread: inside a step the BLAS
+ * owns the cores, and our epilogues (a few percent of the work) run on the
+ * calling thread, so no OpenMP worker of ours spins while the GEMM's threads
+ * need the cores. Thread-local, so concurrent Python threads stay independent. */
+extern _Thread_local int fbp_serial;
+
 static inline int fbp_threads_for(fbp_idx work)
 {
-    if (work < 2 * FBP_PAR_MIN)
+    if (fbp_serial || work < 2 * FBP_PAR_MIN)
         return 1;
     int nt = fbp_get_num_threads();
     fbp_idx cap = work / FBP_PAR_MIN;

@@ -12,6 +12,7 @@
 static fbp_sgemm_fn g_sgemm;
 static fbp_dgemm_fn g_dgemm;
 static int g_num_threads; /* 0: follow omp_get_max_threads() */
+_Thread_local int fbp_serial;
 
 void fbp_set_blas(fbp_sgemm_fn sgemm, fbp_dgemm_fn dgemm)
 {

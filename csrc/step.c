@@ -56,8 +56,9 @@ static void FN(fbp_momentum)(fbp_idx n, T *p, const T *g, T *v, T lr, T mu)
     }
 }
 
-void FN(fbp_mlp_step)(const fbp_mlp *m, fbp_idx N, const T *x, const int64_t *labels,
-                      const T *t, const fbp_step_opts *opt, fbp_step_out *out)
+static void FN(fbp_mlp_step_body)(const fbp_mlp *m, fbp_idx N, const T *x,
+                                  const int64_t *labels, const T *t, const fbp_step_opts *opt,
+                                  fbp_step_out *out)
 {
     const int L = m->L;
     const fbp_idx *sz = m->sizes;
@@ -145,6 +146,15 @@ void FN(fbp_mlp_step)(const fbp_mlp *m, fbp_idx N, const T *x, const int64_t *la
             FN(fbp_sgd)(nb, P(b, l), P(db, l), lr, (T)0);
         }
     }
+}
+
+void FN(fbp_mlp_step)(const fbp_mlp *m, fbp_idx N, const T *x, const int64_t *labels,
+                      const T *t, const fbp_step_opts *opt, fbp_step_out *out)
+{
+    const int was_serial = fbp_serial;
+    fbp_serial = 1; /* see fbp_internal.h: the BLAS owns the cores during a step */
+    FN(fbp_mlp_step_body)(m, N, x, labels, t, opt, out);
+    fbp_serial = was_serial;
 }
 
 void FN(fbp_mlp_epoch)(const fbp_mlp *m, fbp_idx n, const T *X, const int64_t *labels,

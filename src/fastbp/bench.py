@@ -1,0 +1,242 @@
+"""Training-step benchmark: fastbp against its GEMM floor, NumPy and PyTorch.
+
+A training step's matrix products already run at the BLAS's speed, so the floor
+of a step is the time of those products alone: per layer the forward product
+h·W, the weight gradient hᵀ·dz and (except for the first layer) the input
+gradient dz·Wᵀ, done with NumPy into preallocated outputs. Everything above the
+floor is overhead. All contenders run the same step (float32, ReLU hidden
+layers, softmax-cross-entropy, plain SGD) side by side in one process, in
+interleaved rounds, and the table reports medians and ratios.
+
+Used by ``python -m fastbp bench`` and by bench/bench_step.py.
+"""
+import json
+import os
+import platform
+import time
+
+import numpy as np
+
+SIZES = {
+    # name: (batch, widths)
+    "book": (100, [784, 50, 10]),
+    "small": (32, [784, 100, 10]),
+    "medium": (128, [784, 512, 512, 10]),
+    "large": (256, [784, 1024, 1024, 10]),
+    "wide": (512, [1024, 4096, 4096, 10]),
+}
+
+LR = 1e-4  # small, so repeated steps on one batch change the weights slowly
+
+
+def make_batch(size, dtype=np.float32, seed=0):
+    N, widths = SIZES[size]
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((N, widths[0])).astype(dtype)
+    labels = rng.integers(0, widths[-1], N).astype(np.int64)
+    return x, labels
+
+
+def _init_params(widths, dtype=np.float32, seed=0):
+    import fastbp
+
+    return fastbp.MLP(widths, "relu", dtype=dtype, seed=seed).params
+
+
+# ---- contenders: each returns a zero-argument callable doing one training step ----
+
+def fastbp_step(size, dtype=np.float32):
+    import fastbp
+
+    N, widths = SIZES[size]
+    x, labels = make_batch(size, dtype)
+    model = fastbp.MLP(widths, "relu", dtype=dtype, seed=0)
+    model.train_step(x, labels, LR)
+    return lambda: model.train_step(x, labels, LR)
+
+
+def numpy_step(size, dtype=np.float32):
+    from . import reference as ref
+
+    N, widths = SIZES[size]
+    x, labels = make_batch(size, dtype)
+    params = {k: v.copy() for k, v in _init_params(widths, dtype).items()}
+    return lambda: ref.mlp_train_step(params, x, labels, LR, "relu", "softmax_cross_entropy")
+
+
+def floor_step(size, dtype=np.float32):
+    """The step's GEMMs alone, with NumPy into preallocated outputs."""
+    N, widths = SIZES[size]
+    x, _ = make_batch(size, dtype)
+    rng = np.random.default_rng(1)
+    L = len(widths) - 1
+    W = [rng.standard_normal((widths[l], widths[l + 1])).astype(dtype) * 0.01 for l in range(L)]
+    h = [x] + [np.empty((N, w), dtype) for w in widths[1:]]
+    dz = [rng.standard_normal((N, w)).astype(dtype) for w in widths[1:]]
+    dW = [np.empty_like(w) for w in W]
+    dh = [np.empty((N, w), dtype) for w in widths[:-1]]
+    mm = np.matmul
+
+    def step():
+        for l in range(L):
+            mm(h[l], W[l], out=h[l + 1])
+        for l in range(L - 1, -1, -1):
+            mm(h[l].T, dz[l], out=dW[l])
+            if l > 0:
+                mm(dz[l], W[l].T, out=dh[l])
+    return step
+
+
+def torch_step(size, dtype=np.float32):
+    """PyTorch CPU eager: nn.Linear/ReLU, CrossEntropyLoss, optim.SGD."""
+    import torch
+
+    N, widths = SIZES[size]
+    x, labels = make_batch(size, dtype)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(labels)
+    layers = []
+    for l in range(len(widths) - 1):
+        layers.append(torch.nn.Linear(widths[l], widths[l + 1]))
+        if l < len(widths) - 2:
+            layers.append(torch.nn.ReLU())
+    net = torch.nn.Sequential(*layers)
+    if dtype == np.float64:
+        net = net.double()
+    opt = torch.optim.SGD(net.parameters(), lr=LR)
+    lossf = torch.nn.CrossEntropyLoss()
+
+    def step():
+        opt.zero_grad(set_to_none=False)
+        loss = lossf(net(xt), yt)
+        loss.backward()
+        opt.step()
+    step()
+    return step
+
+
+CONTENDERS = {"fastbp": fastbp_step, "floor": floor_step, "numpy": numpy_step,
+              "torch": torch_step}
+
+
+def have_torch():
+    try:
+        import torch  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+def time_steps(fns, repeat=None, min_time=0.25, rounds=7):
+    """Median seconds per call of each fn, measured in interleaved rounds."""
+    per_round = {}
+    for name, fn in fns.items():  # calibrate: enough calls per round for min_time/rounds
+        fn()
+        t0 = time.perf_counter()
+        fn()
+        dt = time.perf_counter() - t0
+        per_round[name] = repeat or max(1, int(min_time / rounds / max(dt, 1e-7)))
+    samples = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            k = per_round[name]
+            t0 = time.perf_counter()
+            for _ in range(k):
+                fn()
+            samples[name].append((time.perf_counter() - t0) / k)
+    return {name: float(np.median(s)) for name, s in samples.items()}
+
+
+def run(sizes=None, repeat=None, threads=None, with_torch=None):
+    """Time every contender at every size; returns a list of result rows."""
+    import fastbp
+
+    if threads is not None:
+        fastbp.set_num_threads(threads)
+    if with_torch is None:
+        with_torch = have_torch()
+    rows = []
+    for size in sizes or list(SIZES):
+        fns = {name: make(size) for name, make in CONTENDERS.items()
+               if name != "torch" or with_torch}
+        t = time_steps(fns, repeat)
+        row = {"size": size, "batch": SIZES[size][0], "widths": SIZES[size][1],
+               "ms": {k: v * 1e3 for k, v in t.items()}}
+        row["ratio_to_floor"] = {k: v / t["floor"] for k, v in t.items()}
+        rows.append(row)
+    return rows
+
+
+def format_table(rows):
+    has_torch = any("torch" in r["ms"] for r in rows)
+    head = f"{'size':<7} {'net':<22} {'floor ms':>9} {'fastbp ms':>10} {'fastbp/floor':>13} " \
+           f"{'numpy/floor':>12}" + (f" {'torch/floor':>12}" if has_torch else "") + \
+           f" {'vs numpy':>9}" + (f" {'vs torch':>9}" if has_torch else "")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        ms, q = r["ms"], r["ratio_to_floor"]
+        net = f"{r['batch']}x" + "-".join(map(str, r["widths"]))
+        line = f"{r['size']:<7} {net:<22} {ms['floor']:>9.3f} {ms['fastbp']:>10.3f} " \
+               f"{q['fastbp']:>12.2f}x {q['numpy']:>11.2f}x"
+        if has_torch:
+            line += f" {q['torch']:>11.2f}x" if "torch" in q else f" {'-':>12}"
+        line += f" {ms['numpy'] / ms['fastbp']:>8.2f}x"
+        if has_torch:
+            line += f" {ms['torch'] / ms['fastbp']:>8.2f}x" if "torch" in ms else f" {'-':>9}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def environment():
+    import scipy
+
+    import fastbp
+    from ._config import config
+
+    env = {"machine": platform.machine(), "processor": platform.processor(),
+           "cpus": os.cpu_count(), "fastbp": fastbp.__version__, "numpy": np.__version__,
+           "scipy": scipy.__version__, "config": config()}
+    if have_torch():
+        import torch
+        env["torch"] = torch.__version__
+        env["torch_threads"] = torch.get_num_threads()
+    return env
+
+
+def plot(rows, path):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    names = [n for n in ("fastbp", "numpy", "torch") if n in rows[0]["ratio_to_floor"]]
+    xs = np.arange(len(rows))
+    fig, ax = plt.subplots(figsize=(8, 4))
+    w = 0.8 / len(names)
+    for i, n in enumerate(names):
+        ax.bar(xs + i * w, [r["ratio_to_floor"][n] for r in rows], w, label=n)
+    ax.axhline(1.0, color="k", lw=0.8, ls="--", label="GEMM floor")
+    ax.set_xticks(xs + w * (len(names) - 1) / 2, [r["size"] for r in rows])
+    ax.set_ylabel("time / GEMM floor")
+    ax.set_title("Training step, float32, ReLU MLP + softmax-xent + SGD")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return True
+
+
+def main(args):
+    rows = run(args.sizes, args.repeat, args.threads)
+    print(format_table(rows))
+    if args.json:
+        os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump({"environment": environment(), "rows": rows}, f, indent=1)
+        print(f"wrote {args.json}")
+    if args.png:
+        os.makedirs(os.path.dirname(args.png) or ".", exist_ok=True)
+        if plot(rows, args.png):
+            print(f"wrote {args.png}")
+        else:
+            print("matplotlib is not installed: no chart")
+    return 0
