@@ -26,6 +26,12 @@ cdef extern from "fastbp.h" nogil:
     ctypedef void (*fbp_dgemm_fn)(char *, char *, int *, int *, int *, double *, double *,
                                   int *, double *, int *, double *, double *, int *)
     void fbp_set_blas(fbp_sgemm_fn, fbp_dgemm_fn)
+    void fbp_gemm_f32(int ta, int tb, fbp_idx M, fbp_idx N, fbp_idx K, float alpha,
+                      const float *A, fbp_idx lda, const float *B, fbp_idx ldb, float beta,
+                      float *C, fbp_idx ldc)
+    void fbp_gemm_f64(int ta, int tb, fbp_idx M, fbp_idx N, fbp_idx K, double alpha,
+                      const double *A, fbp_idx lda, const double *B, fbp_idx ldb, double beta,
+                      double *C, fbp_idx ldc)
     void fbp_set_num_threads(int)
     int fbp_get_num_threads()
     int fbp_has_openmp()
@@ -193,6 +199,38 @@ def _real(fn, name, v):
 
 cdef inline void *_p(object a):
     return NULL if a is None else cnp.PyArray_DATA(<cnp.ndarray>a)
+
+
+def gemm(a, b, out, bint trans_a=False, bint trans_b=False):
+    """out = op(a) @ op(b) through the BLAS the kernels use (scipy.linalg.cython_blas).
+
+    a, b, out C-contiguous arrays of one float dtype; op transposes when asked.
+    For benchmarks: the GEMM floor measured on our own BLAS.
+    """
+    fn = "gemm"
+    a = _float_input(fn, "a", a, ndim=2, blas=True)
+    b = _float_input(fn, "b", b, ndim=2, dtype=a.dtype, blas=True)
+    cdef fbp_idx M = a.shape[1] if trans_a else a.shape[0]
+    cdef fbp_idx K = a.shape[0] if trans_a else a.shape[1]
+    cdef fbp_idx Kb = b.shape[1] if trans_b else b.shape[0]
+    cdef fbp_idx N = b.shape[0] if trans_b else b.shape[1]
+    if K != Kb:
+        raise ValueError(f"{fn}: inner dimensions differ: {K} != {Kb}")
+    out = _out_buffer(fn, "out", out, (M, N), a.dtype)
+    _no_overlap(fn, "out", out, [("a", a), ("b", b)])
+    cdef fbp_idx lda = a.shape[1], ldb = b.shape[1]
+    cdef void *pa = _p(a)
+    cdef void *pb = _p(b)
+    cdef void *pc = _p(out)
+    if a.dtype == np.float32:
+        with nogil:
+            fbp_gemm_f32(trans_a, trans_b, M, N, K, 1, <float *>pa, lda, <float *>pb, ldb, 0,
+                         <float *>pc, N)
+    else:
+        with nogil:
+            fbp_gemm_f64(trans_a, trans_b, M, N, K, 1, <double *>pa, lda, <double *>pb, ldb, 0,
+                         <double *>pc, N)
+    return out
 
 
 # ---- threads -----------------------------------------------------------------

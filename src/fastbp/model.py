@@ -276,6 +276,13 @@ class MLP:
             raise ValueError(f"{fn}: targets must have shape ({n}, {C}), got {y.shape}")
         return y
 
+    def astype(self, dtype):
+        """A copy of this model (same class) with parameters cast to dtype."""
+        new = type(self)(self.sizes, self.activation, self.loss_name, dtype=dtype)
+        for k, v in self.params.items():
+            new.params[k][...] = v
+        return new
+
     # ---- persistence -------------------------------------------------------------------
     def save(self, path):
         """Save sizes, activation, loss, dtype and parameters to an .npz file."""

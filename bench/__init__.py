@@ -1,0 +1,1 @@
+"""fastbp benchmark suite (pytest-benchmark)."""

@@ -1,0 +1,601 @@
+"""fastbp.MLP against fastbp.reference: the native training step, loss,
+gradient and predict; zero allocation per step; init; fit; save/load; errors."""
+
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from fastbp import MLP
+from fastbp import reference as ref
+
+ACTIVATIONS = ["relu", "sigmoid", "tanh"]
+# (loss name, kind of target)
+TARGETS = [("softmax_cross_entropy", "labels"), ("softmax_cross_entropy", "probs"),
+           ("mse", "values")]
+TARGET_IDS = ["xent-labels", "xent-probs", "mse"]
+
+
+def make_batch(rng, sizes, kind, dtype, N=6):
+    x = rng.standard_normal((N, sizes[0])).astype(dtype)
+    C = sizes[-1]
+    if kind == "labels":
+        t = rng.integers(0, C, N).astype(np.int64)
+    elif kind == "probs":
+        e = np.exp(rng.standard_normal((N, C)))
+        t = (e / e.sum(axis=1, keepdims=True)).astype(dtype)
+    else:
+        t = rng.standard_normal((N, C)).astype(dtype)
+    return x, t
+
+
+def copy_params(model):
+    return {k: v.copy() for k, v in model.params.items()}
+
+
+def assert_params_close(got, want, rtol):
+    assert list(got) == list(want)
+    for k in want:
+        assert got[k].dtype == want[k].dtype, k
+        mag = float(np.max(np.abs(want[k]))) or 1.0
+        np.testing.assert_allclose(got[k], want[k], rtol=rtol, atol=rtol * mag, err_msg=k)
+
+
+def clip_that_clips(params, x, t, act, loss, wd):
+    """A clip_norm a third of the first step's gradient norm (so it does clip)."""
+    _, g = ref.mlp_loss_and_grads(params, x, t, act, loss, wd)
+    norm = np.sqrt(sum(float(np.sum(v.astype(np.float64) ** 2)) for v in g.values()))
+    assert norm > 0
+    return norm / 3
+
+
+def run_steps(sizes, act, loss, kind, dtype, wd, clip, mu, steps=3, lr=0.1, seed=0):
+    """steps train_steps of MLP and of the reference from the same start;
+    returns (model losses, reference losses, model params, reference params)."""
+    rng = np.random.default_rng(seed)
+    model = MLP(sizes, act, loss, dtype=dtype, seed=seed)
+    params = copy_params(model)
+    velocity = {k: np.zeros_like(v) for k, v in params.items()}
+    batches = [make_batch(rng, sizes, kind, dtype) for _ in range(steps)]
+    clip_norm = None
+    if clip:
+        clip_norm = clip_that_clips(params, *batches[0], act, loss, wd)
+    got, want = [], []
+    for x, t in batches:
+        got.append(model.train_step(x, t, lr, weight_decay=wd, clip_norm=clip_norm, momentum=mu))
+        want.append(ref.mlp_train_step(params, x, t, lr, act, loss, weight_decay=wd,
+                                       clip_norm=clip_norm, momentum=mu, velocity=velocity))
+    return got, want, model.params, params
+
+
+# ---------------------------------------------------------------------------
+# train_step vs reference.mlp_train_step
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mu", [0.0, 0.9], ids=["sgd", "momentum"])
+@pytest.mark.parametrize("clip", [False, True], ids=["noclip", "clip"])
+@pytest.mark.parametrize("wd", [0.0, 0.01], ids=["wd0", "wd.01"])
+@pytest.mark.parametrize("loss,kind", TARGETS, ids=TARGET_IDS)
+@pytest.mark.parametrize("act", ACTIVATIONS)
+def test_train_step_matches_reference_f64(act, loss, kind, wd, clip, mu):
+    got, want, p_got, p_want = run_steps([5, 8, 3], act, loss, kind, np.float64, wd, clip, mu)
+    for g, w in zip(got, want):
+        assert type(g) is float
+        np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-14)
+    assert_params_close(p_got, p_want, 1e-12)
+
+
+@pytest.mark.parametrize("loss,kind", TARGETS, ids=TARGET_IDS)
+@pytest.mark.parametrize("act", ACTIVATIONS)
+@pytest.mark.parametrize("opts", [(0.0, False, 0.0), (0.01, True, 0.9)], ids=["plain", "all"])
+def test_train_step_deeper_net(act, loss, kind, opts):
+    wd, clip, mu = opts
+    got, want, p_got, p_want = run_steps([7, 11, 5, 3], act, loss, kind, np.float64,
+                                         wd, clip, mu, steps=4)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
+    assert_params_close(p_got, p_want, 1e-11)
+
+
+@pytest.mark.parametrize("loss,kind", TARGETS, ids=TARGET_IDS)
+@pytest.mark.parametrize("act", ACTIVATIONS)
+@pytest.mark.parametrize("opts", [(0.0, False, 0.0), (0.01, True, 0.9)], ids=["plain", "all"])
+def test_train_step_float32(act, loss, kind, opts):
+    wd, clip, mu = opts
+    got, want, p_got, p_want = run_steps([7, 11, 5, 3], act, loss, kind, np.float32,
+                                         wd, clip, mu)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert_params_close(p_got, p_want, 1e-5)
+
+
+def test_train_step_really_updates_and_clip_and_momentum_matter():
+    """Guards against a vacuous comparison: the options change the result."""
+    base = run_steps([5, 8, 3], "tanh", "mse", "values", np.float64, 0.0, False, 0.0)[2]
+    for wd, clip, mu in [(0.01, False, 0.0), (0.0, True, 0.0), (0.0, False, 0.9)]:
+        other = run_steps([5, 8, 3], "tanh", "mse", "values", np.float64, wd, clip, mu)[2]
+        assert not np.allclose(other["W1"], base["W1"], rtol=1e-6, atol=0)
+    start = MLP([5, 8, 3], "tanh", "mse", dtype=np.float64, seed=0).params
+    assert not np.allclose(base["W1"], start["W1"], rtol=1e-6, atol=0)
+
+
+def test_train_step_returns_loss_before_update(rng):
+    model = MLP([4, 6, 3], "relu", dtype=np.float64, seed=3)
+    x, t = make_batch(rng, [4, 6, 3], "labels", np.float64)
+    before = model.loss(x, t, weight_decay=0.1)
+    assert model.train_step(x, t, 0.5, weight_decay=0.1) == pytest.approx(before, rel=1e-14)
+    assert model.loss(x, t, weight_decay=0.1) < before
+
+
+# ---------------------------------------------------------------------------
+# loss / gradient / predict
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("wd", [0.0, 0.05])
+@pytest.mark.parametrize("loss,kind", TARGETS, ids=TARGET_IDS)
+@pytest.mark.parametrize("act", ACTIVATIONS)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_loss_and_gradient_match_reference(act, loss, kind, wd, dtype):
+    rng = np.random.default_rng(1)
+    sizes = [7, 11, 5, 3]
+    model = MLP(sizes, act, loss, dtype=dtype, seed=2)
+    x, t = make_batch(rng, sizes, kind, dtype, N=9)
+    want_loss, want_g = ref.mlp_loss_and_grads(model.params, x, t, act, loss, wd)
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    got_loss = model.loss(x, t, weight_decay=wd)
+    assert type(got_loss) is float
+    np.testing.assert_allclose(got_loss, want_loss, rtol=tol)
+    g = model.gradient(x, t, weight_decay=wd)
+    assert list(g) == list(model.params)
+    for k in model.params:
+        assert g[k].shape == model.params[k].shape and g[k].dtype == model.dtype
+    assert_params_close(g, want_g, tol * (1 if dtype == np.float64 else 10))
+    norms = model.grad_norms(x, t, weight_decay=wd)
+    assert list(norms) == list(model.params)
+    for k in norms:
+        np.testing.assert_allclose(norms[k], np.linalg.norm(want_g[k].astype(np.float64)),
+                                   rtol=tol * 10)
+
+
+def test_gradient_is_a_copy(rng):
+    model = MLP([4, 6, 3], "relu", dtype=np.float64)
+    x, t = make_batch(rng, [4, 6, 3], "labels", np.float64)
+    g1 = model.gradient(x, t)
+    saved = {k: v.copy() for k, v in g1.items()}
+    model.gradient(2 * x, (t + 1) % 3)
+    for k in g1:
+        np.testing.assert_array_equal(g1[k], saved[k])
+
+
+@pytest.mark.parametrize("act", ACTIVATIONS)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_predict_matches_reference(act, dtype, rng):
+    sizes = [7, 11, 5, 3]
+    model = MLP(sizes, act, "mse", dtype=dtype, seed=4)
+    for p in model.params.values():           # non-zero biases
+        p += dtype(0.1) * rng.standard_normal(p.shape).astype(dtype)
+    x = rng.standard_normal((10, 7)).astype(dtype)
+    hs = ref.mlp_forward(model.params, x, act, 3)
+    assert len(hs) == 3 and [h.shape[1] for h in hs] == sizes[1:]
+    out = model.predict(x)
+    assert out.dtype == dtype and out.shape == (10, 3)
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    np.testing.assert_allclose(out, hs[-1], rtol=tol, atol=tol)
+    for got, want in zip(model._hidden(x), hs[:-1]):
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
+    if act == "relu":                            # the last layer is affine
+        assert (out < 0).any()
+
+
+# ---------------------------------------------------------------------------
+# zero allocation per step
+# ---------------------------------------------------------------------------
+
+N_ALLOC, SIZES_ALLOC = 256, [64, 128, 10]
+ALLOC_LIMIT = 4096
+
+
+def _alloc_setup():
+    rng = np.random.default_rng(0)
+    model = MLP(SIZES_ALLOC, "relu", dtype=np.float32, seed=0)
+    x = rng.standard_normal((N_ALLOC, SIZES_ALLOC[0])).astype(np.float32)
+    y = rng.integers(0, SIZES_ALLOC[-1], N_ALLOC).astype(np.int64)
+    # one batch-sized buffer (a hidden layer's outputs) is far above the limit
+    assert N_ALLOC * SIZES_ALLOC[1] * 4 > 16 * ALLOC_LIMIT
+    return model, x, y
+
+
+def _traced_growth(fn, calls=100):
+    """(peak growth, net growth) of traced memory over `calls` calls of fn."""
+    fn()                                    # warm-up, before tracing
+    tracemalloc.start()
+    try:
+        fn()                                # anything lazily created while tracing
+        base = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        for _ in range(calls):
+            fn()
+        cur, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return peak - base, cur - base
+
+
+@pytest.mark.parametrize("opts", [{}, {"weight_decay": 1e-3, "clip_norm": 1.0, "momentum": 0.9}],
+                         ids=["plain", "wd-clip-momentum"])
+def test_train_step_allocates_nothing(opts):
+    model, x, y = _alloc_setup()
+    peak, net = _traced_growth(lambda: model.train_step(x, y, 0.01, **opts))
+    assert peak < ALLOC_LIMIT, f"train_step: traced peak grew by {peak} bytes"
+    assert net < ALLOC_LIMIT
+
+
+def test_allocation_check_can_fail():
+    """The same measure flags a call that allocates arrays (gradient copies dW)."""
+    model, x, y = _alloc_setup()
+    peak, _ = _traced_growth(lambda: model.gradient(x, y), calls=5)
+    assert peak > ALLOC_LIMIT
+    assert peak >= SIZES_ALLOC[0] * SIZES_ALLOC[1] * 4     # at least one copy of dW1
+
+
+# ---------------------------------------------------------------------------
+# init and parameter ownership
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("act", ACTIVATIONS)
+def test_init_std_and_biases(act):
+    sizes = [400, 300, 50]
+    model = MLP(sizes, act, seed=0)
+    assert list(model.params) == ["W1", "b1", "W2", "b2"]
+    for l, (fi, fo) in enumerate(zip(sizes[:-1], sizes[1:]), start=1):
+        W, b = model.params[f"W{l}"], model.params[f"b{l}"]
+        assert W.shape == (fi, fo) and W.dtype == np.float32
+        want = np.sqrt(2 / fi) if act == "relu" else np.sqrt(2 / (fi + fo))
+        assert W.std() == pytest.approx(want, rel=0.03)
+        assert abs(W.mean()) < 0.05 * want
+        assert b.shape == (fo,) and not b.any()
+
+
+def test_init_explicit_and_seed():
+    a = MLP([5, 6, 2], "relu", seed=3)
+    b = MLP([5, 6, 2], "relu", seed=3)
+    c = MLP([5, 6, 2], "relu", seed=4)
+    for k in a.params:
+        np.testing.assert_array_equal(a.params[k], b.params[k])
+    assert not np.array_equal(a.params["W1"], c.params["W1"])
+    xav = MLP([5, 6, 2], "relu", seed=3, init="xavier")
+    np.testing.assert_allclose(xav.params["W1"] / a.params["W1"],
+                               np.sqrt(2 / 11) / np.sqrt(2 / 5), rtol=1e-6)
+    z = MLP([5, 6, 2], "tanh", seed=3, init=0.0)
+    assert not z.params["W1"].any()
+    d64 = MLP([5, 6, 2], "relu", seed=3, dtype=np.float64)
+    assert d64.params["W1"].dtype == np.float64
+    np.testing.assert_allclose(d64.params["W1"], a.params["W1"], rtol=1e-6)
+
+
+def test_params_writable_in_place(rng):
+    model = MLP([4, 6, 3], "tanh", "mse", dtype=np.float64)
+    x, t = make_batch(rng, [4, 6, 3], "values", np.float64)
+    model.train_step(x, t, 0.1)                      # workspace built
+    before = model.predict(x)
+    model.params["W1"][...] *= 2
+    model.params["b2"][...] += 0.5
+    after = model.predict(x)
+    assert not np.allclose(after, before)
+    np.testing.assert_allclose(after, ref.mlp_forward(model.params, x, "tanh")[-1], rtol=1e-12)
+    # the next step sees the in-place change too
+    params = copy_params(model)
+    got = model.train_step(x, t, 0.1)
+    want = ref.mlp_train_step(params, x, t, 0.1, "tanh", "mse")
+    assert got == pytest.approx(want, rel=1e-12)
+    assert_params_close(model.params, params, 1e-12)
+
+
+@pytest.mark.parametrize("mu", [0.0, 0.9])
+def test_replaced_param_is_honoured(rng, mu):
+    sizes = [4, 6, 3]
+    model = MLP(sizes, "relu", dtype=np.float64, seed=1)
+    x, t = make_batch(rng, sizes, "labels", np.float64)
+    model.train_step(x, t, 0.1, momentum=mu)         # workspace built on the old arrays
+    new_W1 = rng.standard_normal((4, 6))
+    model.params["W1"] = new_W1
+    params = copy_params(model)
+    velocity = {k: np.zeros_like(v) for k, v in params.items()}
+    if mu:
+        # the velocity of the first step carries over: rebuild it in the reference
+        v_model = model._velocity
+        for l in range(2):
+            velocity[f"W{l + 1}"][...] = v_model[0][l]
+            velocity[f"b{l + 1}"][...] = v_model[1][l]
+    got = model.train_step(x, t, 0.1, momentum=mu)
+    want = ref.mlp_train_step(params, x, t, 0.1, "relu", "softmax_cross_entropy",
+                              momentum=mu, velocity=velocity)
+    assert got == pytest.approx(want, rel=1e-12)
+    assert model.params["W1"] is new_W1              # updated in place, not replaced
+    assert_params_close(model.params, params, 1e-12)
+
+
+# ---------------------------------------------------------------------------
+# fit
+# ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def digits():
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+    X, y = load_digits(return_X_y=True)
+    return train_test_split(X / 16.0, y, test_size=0.25, stratify=y, random_state=0)
+
+
+def test_fit_digits(digits):
+    Xtr, Xte, ytr, yte = digits
+    model = MLP([64, 128, 10], "relu", dtype=np.float32, seed=0)
+    hist = model.fit(Xtr, ytr, epochs=30, batch_size=32, lr=0.1, progress=False)
+    assert model.score(Xte, yte) >= 0.96
+    assert len(hist["loss"]) == 30 and len(hist["accuracy"]) == 30
+    assert all(np.isfinite(hist["loss"]))
+    assert hist["loss"][-1] < 0.1 * hist["loss"][0]
+    assert np.mean(hist["loss"][-5:]) < np.mean(hist["loss"][:5])
+    assert hist["accuracy"][-1] > hist["accuracy"][0]
+    assert "val_loss" not in hist and "grad_norms" not in hist
+
+
+def test_fit_validation(digits):
+    Xtr, Xte, ytr, yte = digits
+    model = MLP([64, 32, 10], "tanh", dtype=np.float32, seed=0)
+    hist = model.fit(Xtr, ytr, epochs=3, lr=0.1, validation=(Xte, yte), progress=False)
+    assert len(hist["val_loss"]) == 3 and len(hist["val_accuracy"]) == 3
+    assert hist["val_accuracy"][-1] == model.score(Xte, yte)
+    assert hist["val_loss"][-1] == pytest.approx(model.loss(Xte, yte), rel=1e-6)
+    assert hist["val_accuracy"][-1] > 0.8
+
+
+def _tiny(seed=1):
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((10, 3))
+    y = rng.integers(0, 2, 10)
+    return MLP([3, 4, 2], "tanh", dtype=np.float64, seed=seed), X, y
+
+
+@pytest.mark.parametrize("opts", [{}, {"momentum": 0.9, "clip_norm": 0.05, "weight_decay": 0.01}],
+                         ids=["plain", "momentum-clip-wd"])
+def test_fit_uses_last_partial_batch(opts):
+    model, X, y = _tiny()
+    manual = _tiny()[0]
+    lr, seed = 0.5, 7
+    hist = model.fit(X, y, epochs=1, batch_size=4, lr=lr, seed=seed, progress=False, **opts)
+    perm = np.random.default_rng(seed).permutation(10)
+    losses, correct = [], 0
+    for s in (0, 4, 8):
+        idx = perm[s:s + 4]
+        correct += int(np.sum(manual.predict(X[idx]).argmax(axis=1) == y[idx]))
+        losses.append(manual.train_step(X[idx], y[idx], lr, **opts) * len(idx))
+    assert_params_close(model.params, manual.params, 1e-12)
+    assert hist["loss"][0] == pytest.approx(sum(losses) / 10, rel=1e-12)
+    assert hist["accuracy"][0] == correct / 10
+    # two steps only (the partial batch dropped) would give other weights
+    dropped = _tiny()[0]
+    for s in (0, 4):
+        dropped.train_step(X[perm[s:s + 4]], y[perm[s:s + 4]], lr, **opts)
+    assert not np.allclose(dropped.params["W1"], model.params["W1"], rtol=1e-6, atol=0)
+
+
+def test_fit_no_shuffle_and_int32_labels():
+    model, X, y = _tiny()
+    manual = _tiny()[0]
+    model.fit(X, y.astype(np.int32), epochs=2, batch_size=3, lr=0.3, shuffle=False,
+              progress=False)
+    for _ in range(2):
+        for s in range(0, 10, 3):
+            manual.train_step(X[s:s + 3], y[s:s + 3], 0.3)
+    assert_params_close(model.params, manual.params, 1e-12)
+
+
+def test_fit_regression_diabetes():
+    from sklearn.datasets import load_diabetes
+    from sklearn.model_selection import train_test_split
+    X, y = load_diabetes(return_X_y=True)
+    X = (X - X.mean(0)) / X.std(0)
+    y = (y - y.mean()) / y.std()
+    Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=0.25, random_state=0)
+    model = MLP([10, 16, 1], "tanh", "mse", dtype=np.float64, seed=0)
+    hist = model.fit(Xtr, ytr, epochs=40, batch_size=32, lr=0.01,
+                     validation=(Xte, yte), progress=False)
+    assert "accuracy" not in hist and "val_accuracy" not in hist
+    assert len(hist["val_r2"]) == 40
+    assert model.score(Xte, yte) > 0.3
+    assert hist["val_r2"][-1] == model.score(Xte, yte)
+    assert hist["loss"][-1] < hist["loss"][0]
+
+
+def test_fit_log_grad_norms():
+    model, X, y = _tiny()
+    seed, B = 3, 4
+    hist = model.fit(X, y, epochs=2, batch_size=B, lr=0.2, seed=seed, progress=False,
+                     log_grad_norms=True)
+    gn = hist["grad_norms"]
+    assert len(gn) == 2
+    assert all(list(d) == ["W1", "b1", "W2", "b2"] for d in gn)
+    assert all(isinstance(v, float) and v > 0 for d in gn for v in d.values())
+    rng = np.random.default_rng(seed)
+    rng.permutation(10)
+    last = rng.permutation(10)[8:]               # epoch 2's last (partial) batch
+    _, g = ref.mlp_loss_and_grads(model.params, X[last], y[last], "tanh",
+                                  "softmax_cross_entropy")
+    for k in g:
+        assert gn[-1][k] == pytest.approx(np.linalg.norm(g[k]), rel=1e-10)
+
+
+def test_fit_momentum_and_clip_run(digits):
+    Xtr, Xte, ytr, yte = digits
+    model = MLP([64, 32, 10], "sigmoid", dtype=np.float32, seed=0)
+    hist = model.fit(Xtr, ytr, epochs=4, lr=0.05, momentum=0.9, clip_norm=1.0,
+                     weight_decay=1e-4, progress=False)
+    assert all(np.isfinite(hist["loss"])) and hist["loss"][-1] < hist["loss"][0]
+    assert model.score(Xte, yte) > 0.8
+
+
+def test_fit_probability_targets():
+    model, X, y = _tiny()
+    manual = _tiny()[0]
+    P = np.eye(2)[y] * 0.8 + 0.1
+    hist = model.fit(X, P, epochs=1, batch_size=10, lr=0.3, shuffle=False, progress=False)
+    assert "accuracy" not in hist
+    want = manual.train_step(X, P, 0.3)
+    assert hist["loss"][0] == pytest.approx(want, rel=1e-12)
+    assert_params_close(model.params, manual.params, 1e-12)
+
+
+# ---------------------------------------------------------------------------
+# save / load
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("act,loss", [("relu", "softmax_cross_entropy"), ("sigmoid", "mse")])
+def test_save_load_roundtrip(tmp_path, rng, dtype, act, loss):
+    model = MLP([5, 7, 4, 3], act, loss, dtype=dtype, seed=9)
+    x, t = make_batch(rng, [5, 7, 4, 3], "labels" if loss != "mse" else "values", dtype)
+    for _ in range(3):
+        model.train_step(x, t, 0.1)          # biases non-zero, weights off their init
+    path = tmp_path / "model.npz"
+    model.save(path)
+    back = MLP.load(path)
+    assert (back.sizes, back.activation, back.loss_name, back.dtype) == \
+        (model.sizes, act, loss, np.dtype(dtype))
+    for k in model.params:
+        assert back.params[k].dtype == dtype
+        np.testing.assert_array_equal(back.params[k], model.params[k])
+    out = back.predict(x)
+    assert out.dtype == dtype
+    np.testing.assert_array_equal(out, model.predict(x))
+
+
+# ---------------------------------------------------------------------------
+# bad input
+# ---------------------------------------------------------------------------
+
+@pytest.fixture
+def clf():
+    rng = np.random.default_rng(0)
+    model = MLP([4, 5, 3], "relu", dtype=np.float32)
+    X = rng.standard_normal((10, 4)).astype(np.float32)
+    y = rng.integers(0, 3, 10).astype(np.int64)
+    return model, X, y
+
+
+def test_wrong_feature_width(clf):
+    model, X, y = clf
+    bad = np.zeros((10, 5), np.float32)
+    with pytest.raises(ValueError, match=r"x must have shape \(N, 4\)"):
+        model.train_step(bad, y, 0.1)
+    with pytest.raises(ValueError, match=r"X must have shape \(n, 4\)"):
+        model.fit(bad, y, progress=False)
+    with pytest.raises(ValueError, match="not aligned"):
+        model.predict(bad)
+    with pytest.raises(ValueError, match=r"X must have shape"):
+        model.fit(X[0], y[:1], progress=False)
+
+
+@pytest.mark.parametrize("bad_label", [3, 7, -1])
+def test_labels_out_of_range(clf, bad_label):
+    model, X, y = clf
+    y = y.copy()
+    y[4] = bad_label
+    before = {k: v.copy() for k, v in model.params.items()}
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 3\)"):
+        model.train_step(X, y, 0.1)
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 3\)"):
+        model.fit(X, y, progress=False)
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 3\)"):
+        model.loss(X, y)
+    for k in before:                       # nothing was trained on the bad batch
+        np.testing.assert_array_equal(model.params[k], before[k])
+
+
+def test_length_mismatch(clf):
+    model, X, y = clf
+    with pytest.raises(ValueError, match="X has 10 rows but y has 9"):
+        model.fit(X, y[:9], progress=False)
+    with pytest.raises(ValueError, match="got 9 labels for 10 rows"):
+        model.train_step(X, y[:9], 0.1)
+    with pytest.raises(ValueError, match="has 10 rows but y has 9"):
+        model.fit(X, y, validation=(X, y[:9]), progress=False)
+
+
+@pytest.mark.parametrize("sizes,exc,msg", [
+    ([5], ValueError, "at least an input and an output"),
+    ([], ValueError, "at least an input and an output"),
+    ([4, 0, 3], ValueError, "must be >= 1"),
+    ([4, -2, 3], ValueError, "must be >= 1"),
+    ([4, 2.5, 3], TypeError, "sizes must be a sequence of integers"),
+    ([4.0, 3], TypeError, "sizes must be a sequence of integers"),
+    ([4, True], TypeError, "sizes must be a sequence of integers"),
+    ([4, "3"], TypeError, "sizes must be a sequence of integers"),
+    (5, TypeError, "sizes must be a sequence of integers"),
+])
+def test_bad_sizes(sizes, exc, msg):
+    with pytest.raises(exc, match=msg):
+        MLP(sizes)
+
+
+def test_numpy_integer_sizes_accepted():
+    assert MLP(np.array([4, 5, 3])).sizes == [4, 5, 3]
+
+
+def test_unknown_activation_loss_dtype():
+    with pytest.raises(ValueError, match="unknown activation 'softplus'"):
+        MLP([3, 2], "softplus")
+    with pytest.raises(ValueError, match="unknown activation None"):
+        MLP([3, 2], None)
+    with pytest.raises(ValueError, match="unknown loss 'hinge'"):
+        MLP([3, 2], "relu", "hinge")
+    with pytest.raises(TypeError, match="dtype must be float32 or float64"):
+        MLP([3, 2], dtype=np.int32)
+    with pytest.raises(ValueError, match="init must be"):
+        MLP([3, 2], init="uniform")
+
+
+def test_float_labels_for_classification(clf):
+    model, X, y = clf
+    yf = y.astype(np.float32)
+    with pytest.raises(TypeError, match="labels must be integers"):
+        model.train_step(X, yf, 0.1)
+    with pytest.raises(TypeError, match="class labels must be integers"):
+        model.fit(X, yf, progress=False)
+
+
+@pytest.mark.parametrize("clip", [0, 0.0, -1.0])
+def test_bad_clip_norm(clf, clip):
+    model, X, y = clf
+    with pytest.raises(ValueError, match="clip_norm must be > 0"):
+        model.train_step(X, y, 0.1, clip_norm=clip)
+    with pytest.raises(ValueError, match="clip_norm must be > 0"):
+        model.fit(X, y, clip_norm=clip, progress=False)
+
+
+@pytest.mark.parametrize("kw,msg", [
+    ({"batch_size": 0}, "batch_size must be an integer >= 1"),
+    ({"batch_size": 2.5}, "batch_size must be an integer >= 1"),
+    ({"epochs": 0}, "epochs must be an integer >= 1"),
+    ({"epochs": -3}, "epochs must be an integer >= 1"),
+])
+def test_bad_fit_counts(clf, kw, msg):
+    model, X, y = clf
+    with pytest.raises(ValueError, match=msg):
+        model.fit(X, y, progress=False, **kw)
+
+
+def test_dtype_mismatch_in_train_step(clf):
+    model, X, y = clf
+    with pytest.raises(TypeError, match="dtype float64 but the inputs are float32"):
+        model.train_step(X.astype(np.float64), y, 0.1)
+    m64 = MLP([4, 5, 3], "tanh", "mse", dtype=np.float64)
+    with pytest.raises(TypeError, match="dtype float32 but the inputs are float64"):
+        m64.train_step(X.astype(np.float64), np.zeros((10, 3), np.float32), 0.1)
+
+
+def test_bad_regression_targets():
+    m = MLP([4, 5, 3], "tanh", "mse", dtype=np.float64)
+    X = np.zeros((6, 4))
+    with pytest.raises(ValueError, match=r"targets must have shape \(6, 3\)"):
+        m.train_step(X, np.zeros((6, 2)), 0.1)
+    with pytest.raises(ValueError, match=r"targets must have shape \(6, 3\)"):
+        m.fit(X, np.zeros((6, 2)), progress=False)
