@@ -13,10 +13,8 @@ FBP_INLINE T FN(fbp_act_apply)(int act, T v)
     switch (act) {
     case FBP_ACT_RELU:
         return v < (T)0 ? (T)0 : v; /* NaN stays NaN */
-    case FBP_ACT_SIGMOID: { /* e <= 1 never overflows; both halves keep the tails exact */
-        T e = EXP(-(v < (T)0 ? -v : v));
-        return v < (T)0 ? e / ((T)1 + e) : (T)1 / ((T)1 + e);
-    }
+    case FBP_ACT_SIGMOID:
+        return SIGMOID(v);
     case FBP_ACT_TANH:
         return TANH(v);
     default:

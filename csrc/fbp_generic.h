@@ -6,34 +6,47 @@
  * suffixed name (name_f32, name_f64). One source per concern, two instantiations.
  */
 #include "fbp_internal.h"
+#include "fbp_math.h"
 #include <math.h>
 
 #define T float
 #define FBP_T 1
 #define FN(name) name##_f32
 #define EXP expf
+#define EXP_NONPOS fbp_expf_nonpos /* x <= 0 only; vectorizable */
 #define LOG logf
 #define TANH tanhf
 #define SQRT sqrtf
+#define FABS fabsf
+#define SIGMOID fbp_sigmoid_f32
 #include FBP_SELF
 #undef T
 #undef FN
 #undef EXP
+#undef EXP_NONPOS
 #undef LOG
 #undef TANH
 #undef SQRT
+#undef FABS
+#undef SIGMOID
 
 #define T double
 #define FN(name) name##_f64
 #define EXP exp
+#define EXP_NONPOS exp
 #define LOG log
 #define TANH tanh
 #define SQRT sqrt
+#define FABS fabs
+#define SIGMOID fbp_sigmoid_f64
 #include FBP_SELF
 #undef T
 #undef FN
 #undef EXP
+#undef EXP_NONPOS
 #undef LOG
 #undef TANH
 #undef SQRT
+#undef FABS
+#undef SIGMOID
 #undef FBP_T

@@ -30,16 +30,20 @@ static inline fbp_idx FN(fbp_row_block)(fbp_idx N, fbp_idx C)
 }
 
 /* zr, dzr (C,): dzr = exp(zr - max), returns the sum; *mx gets the max.
- * If dzr aliases zr the logits are gone afterwards. */
+ * If dzr aliases zr the logits are gone afterwards. The max and the sum are
+ * OpenMP simd reductions: the compiler fixes their lane order when it builds
+ * the file, so they vectorize and still never depend on the thread count.
+ * A NaN logit may be skipped by the max, but it reaches the sum through exp. */
 static inline T FN(fbp_exp_row)(fbp_idx C, const T *zr, T *dzr, T *mx)
 {
     T m = zr[0];
-    for (fbp_idx c = 1; c < C; c++)
+#pragma omp simd reduction(max : m)
+    for (fbp_idx c = 0; c < C; c++)
         m = zr[c] > m ? zr[c] : m;
-    /* A NaN logit is skipped by the max but reaches the sum through exp. */
     T s = (T)0;
+#pragma omp simd reduction(+ : s)
     for (fbp_idx c = 0; c < C; c++) {
-        T e = EXP(zr[c] - m);
+        T e = EXP_NONPOS(zr[c] - m);
         dzr[c] = e;
         s += e;
     }

@@ -126,19 +126,30 @@ def have_torch():
         return False
 
 
-def time_steps(fns, repeat=None, min_time=0.25, rounds=7):
-    """Median seconds per call of each fn, measured in interleaved rounds."""
-    per_round = {}
-    for name, fn in fns.items():  # calibrate: enough calls per round for min_time/rounds
-        fn()
-        t0 = time.perf_counter()
-        fn()
-        dt = time.perf_counter() - t0
-        per_round[name] = repeat or max(1, int(min_time / rounds / max(dt, 1e-7)))
+def time_steps(fns, repeat=None, block=0.2, warmup=0.05, settle=0.3, rounds=5):
+    """Median seconds per call of each fn.
+
+    Contenders take turns in rounds; each turn sleeps ``settle`` seconds first,
+    so that the previous contender's BLAS and OpenMP workers (OpenBLAS spins
+    about 0.1 s after its last call; NumPy, SciPy and PyTorch each bring their
+    own pool) stop competing for the cores, then warms up and times a block
+    of calls lasting about ``block`` seconds (or ``repeat`` calls).
+    """
     samples = {name: [] for name in fns}
+    calls = {}
     for _ in range(rounds):
         for name, fn in fns.items():
-            k = per_round[name]
+            time.sleep(settle)
+            t0 = time.perf_counter()
+            fn()
+            while time.perf_counter() - t0 < warmup:
+                fn()
+            if name not in calls:
+                t0 = time.perf_counter()
+                fn()
+                dt = time.perf_counter() - t0
+                calls[name] = repeat or max(1, int(block / max(dt, 1e-7)))
+            k = calls[name]
             t0 = time.perf_counter()
             for _ in range(k):
                 fn()
