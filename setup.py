@@ -6,6 +6,7 @@ Flags: -O3, OpenMP when the compiler supports it (else one thread), no
   FASTBP_OPENMP=0                    build without OpenMP
   FASTBP_SANITIZE=address,undefined  build with ASan/UBSan (see README)
 """
+import functools
 import glob
 import os
 import subprocess
@@ -24,10 +25,11 @@ def _env_flag(name):
     return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no", "off")
 
 
-def _compiler_accepts(flags):
-    """Whether the C compiler builds and links an OpenMP probe with flags."""
+def _compiler_accepts(flags, omp=True):
+    """Whether the C compiler builds and links a probe (an OpenMP one if omp)."""
     cc = os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc"
-    src = "#include <omp.h>\nint main(void){return omp_get_max_threads() > 0 ? 0 : 1;}\n"
+    src = "#include <omp.h>\nint main(void){return omp_get_max_threads() > 0 ? 0 : 1;}\n" \
+        if omp else "int main(void){return 0;}\n"
     with tempfile.TemporaryDirectory() as tmp:
         c = os.path.join(tmp, "probe.c")
         with open(c, "w") as f:
@@ -40,8 +42,12 @@ def _compiler_accepts(flags):
 
 
 def _openmp_flags():
-    if os.environ.get("FASTBP_OPENMP", "1").strip() in ("0", "false", "no", "off"):
-        return [], []
+    """OpenMP flags, or without OpenMP at least -fopenmp-simd: the kernels'
+    `omp simd` reductions need no runtime and keep them vectorized."""
+    off = os.environ.get("FASTBP_OPENMP", "1").strip() in ("0", "false", "no", "off")
+    simd = ["-fopenmp-simd"] if _compiler_accepts(["-fopenmp-simd"], omp=False) else []
+    if off:
+        return simd, []
     if sys.platform == "darwin":  # Apple clang with Homebrew's libomp
         cand = (["-Xpreprocessor", "-fopenmp"], ["-lomp"])
     else:
@@ -50,7 +56,7 @@ def _openmp_flags():
         return cand
     print("fastbp: the compiler does not support OpenMP; building single-threaded",
           file=sys.stderr)
-    return [], []
+    return simd, []
 
 
 def _extensions():
@@ -79,4 +85,126 @@ def _extensions():
     return cythonize([core], compiler_directives={"language_level": 3})
 
 
-setup(ext_modules=_extensions())
+# ---- optional CUDA extension (FASTBP_CUDA=1) ------------------------------------
+# Inert unless FASTBP_CUDA=1. Then fastbp._cuda is built from src/fastbp/_cuda.pyx
+# and csrc/cuda/*.cu: nvcc compiles the .cu files (sm_80, sm_90 and compute_90
+# PTX), the Cython module is linked to them, the CUDA runtime and cuBLAS. nvcc is
+# $CUDA_HOME/bin/nvcc (or $CUDA_PATH's), else the one on PATH; headers and
+# libraries come from that toolkit or from NVIDIA's pip wheels (nvidia-cublas,
+# nvidia-cuda-runtime: site-packages/nvidia/cu13/..., or nvidia/cublas/... and
+# nvidia/cuda_runtime/... for CUDA 12), found by themselves.
+
+CUDA_GENCODE = ["-gencode", "arch=compute_80,code=sm_80",
+                "-gencode", "arch=compute_90,code=sm_90",
+                "-gencode", "arch=compute_90,code=compute_90"]
+
+
+@functools.lru_cache(maxsize=None)
+def _cuda_toolkit():
+    """(nvcc, CUDA major version, include dirs, library dirs, link args)."""
+    import re
+    import shutil
+    import site
+
+    home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")
+    nvcc = os.path.join(home, "bin", "nvcc") if home else None
+    if not (nvcc and os.path.isfile(nvcc)):
+        nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        sys.exit("FASTBP_CUDA=1: nvcc not found (set CUDA_HOME or put nvcc on PATH)")
+    version = subprocess.run([nvcc, "--version"], capture_output=True, text=True).stdout
+    major = int(re.search(r"release (\d+)\.", version).group(1))
+    # nvcc reports its real folder (_HERE_), also when PATH has a wrapper script
+    dry = subprocess.run([nvcc, "--dryrun", "-c", "-x", "cu", os.devnull, "-o", os.devnull],
+                         capture_output=True, text=True)
+    here = re.search(r"_HERE_=(.*)", dry.stdout + dry.stderr)
+    roots = [home, os.path.dirname(here.group(1).strip()) if here else None,
+             os.path.dirname(os.path.dirname(os.path.realpath(nvcc))), "/usr/local/cuda"]
+    # NVIDIA's wheels, in this environment or in the interpreter's own (pip's
+    # isolated builds hide the latter from sys.path)
+    sites = list(sys.path) + list(getattr(site, "getsitepackages", lambda: [])())
+    for base in (sys.prefix, sys.base_prefix):
+        for key in ("purelib", "platlib"):
+            sites.append(sysconfig.get_path(key, vars={"base": base, "platbase": base}))
+    for d in sites:
+        for sub in (f"cu{major}", "cublas", "cuda_runtime"):
+            roots.append(os.path.join(d or ".", "nvidia", sub))
+    roots = [os.path.abspath(r) for r in roots if r and os.path.isdir(r)]
+    roots = list(dict.fromkeys(roots))
+
+    def first(subdirs, pattern):
+        for r in roots:
+            for sd in subdirs:
+                hits = sorted(glob.glob(os.path.join(r, sd, pattern)), key=len)
+                if hits:
+                    return hits[0]
+        sys.exit(f"FASTBP_CUDA=1: {pattern} not found under {roots}; install the CUDA "
+                 f"toolkit or NVIDIA's wheels (pip install nvidia-cublas nvidia-cuda-runtime)")
+
+    inc = ["include", "targets/x86_64-linux/include", "targets/sbsa-linux/include"]
+    libs = ["lib64", "lib", "targets/x86_64-linux/lib", "targets/sbsa-linux/lib"]
+    include_dirs = [os.path.dirname(first(inc, h)) for h in ("cuda_runtime.h", "cublas_v2.h")]
+    link_args, library_dirs = [], []
+    for name in ("cudart", "cublas"):
+        path = first(libs, f"lib{name}.so*")  # the wheels ship only libcublas.so.13
+        library_dirs.append(os.path.dirname(path))
+        link_args.append(f"-l{name}" if path.endswith(".so") else f"-l:{os.path.basename(path)}")
+    library_dirs = list(dict.fromkeys(library_dirs))
+    # found at run time: the build's folders, or NVIDIA's wheels beside fastbp
+    for sub in (f"cu{major}", "cublas", "cuda_runtime"):
+        link_args.append(f"-Wl,-rpath,$ORIGIN/../nvidia/{sub}/lib")
+    return nvcc, major, list(dict.fromkeys(include_dirs)), library_dirs, link_args
+
+
+def _cuda_extensions():
+    if not _env_flag("FASTBP_CUDA"):
+        return []
+    _, _, _, library_dirs, link_args = _cuda_toolkit()
+    ext = Extension(
+        "fastbp._cuda",
+        sources=["src/fastbp/_cuda.pyx"] + sorted(glob.glob("csrc/cuda/*.cu")),
+        depends=sorted(glob.glob("csrc/cuda/*.h")),
+        include_dirs=["csrc/cuda"],
+        language="c++",
+        extra_compile_args=["-O2"],
+        library_dirs=library_dirs,
+        runtime_library_dirs=library_dirs,
+        extra_link_args=link_args,
+    )
+    return cythonize([ext], compiler_directives={"language_level": 3})
+
+
+def _cuda_cmdclass():
+    if not _env_flag("FASTBP_CUDA"):
+        return {}
+    from setuptools.command.build_ext import build_ext
+
+    class build_ext_cuda(build_ext):
+        """build_ext that first compiles an extension's .cu sources with nvcc."""
+
+        def build_extension(self, ext):
+            cu = [s for s in ext.sources if s.endswith(".cu")]
+            if cu:
+                ext.sources = [s for s in ext.sources if not s.endswith(".cu")]
+                ext.extra_objects = list(ext.extra_objects or []) + [
+                    self._nvcc(src, ext) for src in cu]
+            super().build_extension(ext)
+
+        def _nvcc(self, src, ext):
+            nvcc, _, include_dirs, _, _ = _cuda_toolkit()
+            obj = os.path.join(self.build_temp, "cuda", os.path.splitext(src)[0] + ".o")
+            deps = [src] + list(ext.depends)
+            if not self.force and os.path.exists(obj) and \
+                    all(os.path.getmtime(d) <= os.path.getmtime(obj) for d in deps):
+                return obj
+            os.makedirs(os.path.dirname(obj), exist_ok=True)
+            cmd = [nvcc, "-c", src, "-o", obj, "-O3", "-std=c++17", "-Xcompiler", "-fPIC",
+                   *CUDA_GENCODE, "-Icsrc/cuda"] + [f"-I{d}" for d in include_dirs]
+            print(" ".join(cmd), flush=True)
+            subprocess.run(cmd, check=True)
+            return obj
+
+    return {"build_ext": build_ext_cuda}
+
+
+setup(ext_modules=_extensions() + _cuda_extensions(), cmdclass=_cuda_cmdclass())
