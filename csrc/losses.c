@@ -29,17 +29,22 @@ static inline fbp_idx FN(fbp_row_block)(fbp_idx N, fbp_idx C)
     return fbp_block_size(N, min_rows < 1 ? 1 : min_rows);
 }
 
-/* zr, dzr (C,): dzr = exp(zr - max), returns the sum; *mx gets the max.
- * If dzr aliases zr the logits are gone afterwards. The max and the sum are
- * OpenMP simd reductions: the compiler fixes their lane order when it builds
- * the file, so they vectorize and still never depend on the thread count.
- * A NaN logit may be skipped by the max, but it reaches the sum through exp. */
-static inline T FN(fbp_exp_row)(fbp_idx C, const T *zr, T *dzr, T *mx)
+/* zr (C,): the row max. An OpenMP simd reduction: the compiler fixes its lane
+ * order when it builds the file, so it vectorizes and never depends on the
+ * thread count. A NaN logit may be skipped here; it reaches the sum via exp. */
+static inline T FN(fbp_row_max)(fbp_idx C, const T *zr)
 {
     T m = zr[0];
 #pragma omp simd reduction(max : m)
     for (fbp_idx c = 0; c < C; c++)
         m = zr[c] > m ? zr[c] : m;
+    return m;
+}
+
+/* zr, dzr (C,): dzr = exp(zr - m), returns the sum (a simd reduction, as above).
+ * If dzr aliases zr the logits are gone afterwards. */
+static inline T FN(fbp_exp_sum)(fbp_idx C, const T *zr, T m, T *dzr)
+{
     T s = (T)0;
 #pragma omp simd reduction(+ : s)
     for (fbp_idx c = 0; c < C; c++) {
@@ -47,11 +52,11 @@ static inline T FN(fbp_exp_row)(fbp_idx C, const T *zr, T *dzr, T *mx)
         dzr[c] = e;
         s += e;
     }
-    *mx = m;
     return s;
 }
 
-/* z, dz (N, C); labels (N,) in [0, C). dz = (softmax(z) - onehot) / N. */
+/* z, dz (N, C); labels (N,) in [0, C). dz = (softmax(z) - onehot) / N.
+ * loss_n = log(sum) + (max - z_label): no large terms that cancel. */
 double FN(fbp_softmax_xent_labels)(fbp_idx N, fbp_idx C, const T *z,
                                    const int64_t *labels, T *dz)
 {
@@ -72,10 +77,10 @@ double FN(fbp_softmax_xent_labels)(fbp_idx N, fbp_idx C, const T *z,
             const T *zr = z + r * C;
             T *dzr = dz + r * C;
             fbp_idx lab = (fbp_idx)labels[r];
-            T zl = zr[lab]; /* read before dz (maybe z) is overwritten */
-            T m;
-            T s = FN(fbp_exp_row)(C, zr, dzr, &m);
-            acc += (double)m + log((double)s) - (double)zl;
+            T m = FN(fbp_row_max)(C, zr);
+            double gap = (double)m - (double)zr[lab]; /* before dz (maybe z) is written */
+            T s = FN(fbp_exp_sum)(C, zr, m, dzr);
+            acc += log((double)s) + gap;
             T rs = (T)1 / s;
             T pl = dzr[lab] * rs;
             for (fbp_idx c = 0; c < C; c++)
@@ -88,7 +93,8 @@ double FN(fbp_softmax_xent_labels)(fbp_idx N, fbp_idx C, const T *z,
 }
 
 /* z, t, dz (N, C); rows of t are class probabilities. dz = (softmax(z) - t) / N;
- * loss_n = sum_c t_c (lse - z_c), terms with t_c == 0 skipped. */
+ * loss_n = sum_c t_c (lse - z_c) = (sum t) log(sum) + sum_c t_c (max - z_c),
+ * terms with t_c == 0 skipped (so a -inf logit with t_c == 0 costs nothing). */
 double FN(fbp_softmax_xent_probs)(fbp_idx N, fbp_idx C, const T *z, const T *t, T *dz)
 {
     if (N <= 0)
@@ -107,15 +113,15 @@ double FN(fbp_softmax_xent_probs)(fbp_idx N, fbp_idx C, const T *z, const T *t, 
         for (fbp_idx r = blk * bs; r < r1; r++) {
             const T *zr = z + r * C, *tr = t + r * C;
             T *dzr = dz + r * C;
-            double st = 0.0, stz = 0.0;
+            T m = FN(fbp_row_max)(C, zr);
+            double st = 0.0, gap = 0.0;
             for (fbp_idx c = 0; c < C; c++)
                 if (tr[c] != (T)0) {
                     st += (double)tr[c];
-                    stz += (double)tr[c] * (double)zr[c];
+                    gap += (double)tr[c] * ((double)m - (double)zr[c]);
                 }
-            T m;
-            T s = FN(fbp_exp_row)(C, zr, dzr, &m);
-            acc += st * ((double)m + log((double)s)) - stz;
+            T s = FN(fbp_exp_sum)(C, zr, m, dzr);
+            acc += (st != 0.0 ? st * log((double)s) : 0.0) + gap;
             T rs = (T)1 / s;
             for (fbp_idx c = 0; c < C; c++)
                 dzr[c] = (dzr[c] * rs - tr[c]) * invN;

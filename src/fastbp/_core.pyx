@@ -124,31 +124,45 @@ def _act_code(fn, activation):
             "None, 'relu', 'sigmoid', 'tanh'") from None
 
 
-def _float_input(fn, name, x, ndim=None, dtype=None, blas=False):
-    """x as an aligned C-contiguous float32/float64 ndarray (copied if needed).
+def _float_view(fn, name, x, ndim=None, dtype=None, blas=False, shape=None):
+    """x as a float32/float64 ndarray, checked but not yet copied.
 
-    blas=True: x goes to a GEMM, whose Fortran BLAS takes 32-bit dimensions;
-    larger ones are refused here, before a copy could try to allocate them.
+    dtype: the dtype the other inputs have (mixing is an error, never a cast).
+    shape: the exact shape required. blas=True: x goes to a GEMM, whose Fortran
+    BLAS takes 32-bit dimensions. All of it is checked before _contig can copy,
+    so a huge broadcast view is refused instead of allocated.
     """
     if not isinstance(x, np.ndarray):
         x = np.asarray(x)
     dt = x.dtype
     if dt.kind != "f" or dt.itemsize not in (4, 8):
         raise TypeError(f"{fn}: {name} must be a float32 or float64 array, got dtype {dt}")
-    if not dt.isnative:
-        dt = dt.newbyteorder("=")
-    if dtype is not None and dt != dtype:
+    if dtype is not None and dt.newbyteorder("=") != dtype:
         raise TypeError(
             f"{fn}: {name} has dtype {dt} but the inputs are {np.dtype(dtype)}; "
             "fastbp never casts silently, convert it with .astype()")
     if ndim is not None and x.ndim != ndim:
         raise ValueError(f"{fn}: {name} must be {ndim}-D, got {x.ndim}-D array of shape {x.shape}")
+    if shape is not None and x.shape != tuple(shape):
+        raise ValueError(f"{fn}: {name} must have shape {tuple(shape)}, got {x.shape}")
     if blas:
         for i, d in enumerate(x.shape):
             if d > BLAS_INT_MAX:
                 raise ValueError(f"{fn}: {name} dimension {i} of size {d} exceeds the BLAS "
                                  f"32-bit dimension limit {BLAS_INT_MAX}")
+    return x
+
+
+def _contig(x):
+    """An aligned, C-contiguous, native-endian x (copied only if needed; np.require
+    copies unless handed x's own dtype object)."""
+    dt = x.dtype if x.dtype.isnative else x.dtype.newbyteorder("=")
     return np.require(x, dt, ["C", "A"])
+
+
+def _float_input(fn, name, x, ndim=None, dtype=None, blas=False, shape=None):
+    """_float_view, then _contig: a checked input the C can read."""
+    return _contig(_float_view(fn, name, x, ndim, dtype, blas, shape))
 
 
 def _out_buffer(fn, name, out, shape, dtype):
@@ -198,7 +212,8 @@ def _real(fn, name, v):
 
 
 cdef inline void *_p(object a):
-    return NULL if a is None else cnp.PyArray_DATA(<cnp.ndarray>a)
+    # a checked cast: anything but an ndarray raises instead of reaching C
+    return NULL if a is None else cnp.PyArray_DATA(<cnp.ndarray?>a)
 
 
 def gemm(a, b, out, bint trans_a=False, bint trans_b=False):
@@ -283,9 +298,10 @@ def _act_forward(fn, int act, x, out):
 
 def _act_backward(fn, int act, dy, y, out):
     dy = _float_input(fn, "dy", dy)
-    y = _float_input(fn, "y", y, dtype=dy.dtype)
+    y = _float_view(fn, "y", y, dtype=dy.dtype)
     if y.shape != dy.shape:
         raise ValueError(f"{fn}: dy and y must have the same shape, got {dy.shape} and {y.shape}")
+    y = _contig(y)
     out = _out_buffer(fn, "out", out, dy.shape, dy.dtype)
     _no_overlap(fn, "out", out, [("dy", dy), ("y", y)], allow_same=(dy, y))
     cdef fbp_idx n = dy.size
@@ -342,14 +358,15 @@ def dense_forward(x, W, b, activation=None, out=None):
     cdef int act = _act_code(fn, activation)
     x = _float_input(fn, "x", x, ndim=2, blas=True)
     W = _float_input(fn, "W", W, ndim=2, dtype=x.dtype, blas=True)
-    if b is not None:
-        b = _float_input(fn, "b", b, ndim=1, dtype=x.dtype)
     cdef fbp_idx N = x.shape[0], I = x.shape[1], O = W.shape[1]
     if W.shape[0] != I:
         raise ValueError(f"{fn}: shapes {x.shape} (x) and {W.shape} (W) not aligned: "
                          f"{I} (dim 1) != {W.shape[0]} (dim 0)")
-    if b is not None and b.shape[0] != O:
-        raise ValueError(f"{fn}: b must have shape ({O},) to match W {W.shape}, got {b.shape}")
+    if b is not None:
+        b = _float_view(fn, "b", b, ndim=1, dtype=x.dtype)
+        if b.shape[0] != O:
+            raise ValueError(f"{fn}: b must have shape ({O},) to match W {W.shape}, got {b.shape}")
+        b = _contig(b)
     _check_blas_dims(fn, [("N", N), ("I", I), ("O", O)])
     out = _out_buffer(fn, "out", out, (N, O), x.dtype)
     _no_overlap(fn, "out", out, [("x", x), ("W", W), ("b", b)])
@@ -393,9 +410,10 @@ def dense_backward(dy, x, W, y=None, activation=None, *, dx=None, dW=None, db=No
     if act:
         if y is None:
             raise ValueError(f"{fn}: y (the forward output) is required with activation {activation!r}")
-        y = _float_input(fn, "y", y, ndim=2, dtype=dy.dtype)
+        y = _float_view(fn, "y", y, ndim=2, dtype=dy.dtype)
         if y.shape != dy.shape:
             raise ValueError(f"{fn}: y must have the shape of dy {dy.shape}, got {y.shape}")
+        y = _contig(y)
     else:
         y = None
     _check_blas_dims(fn, [("N", N), ("I", I), ("O", O)])
@@ -476,10 +494,11 @@ def softmax_cross_entropy(logits, target, out=None):
         t = _labels(fn, t, N, C)
         labels = 1
     elif t.ndim == 2:
-        t = _float_input(fn, "target", t, dtype=z.dtype)
+        t = _float_view(fn, "target", t, dtype=z.dtype)
         if t.shape != z.shape:
             raise ValueError(f"{fn}: probability targets must have the logits' shape {z.shape}, "
                              f"got {t.shape}")
+        t = _contig(t)
         labels = 0
     else:
         raise ValueError(f"{fn}: target must be labels (N,) or probabilities (N, C), "
@@ -515,9 +534,10 @@ def mse_loss(pred, target, out=None):
     y = _float_input(fn, "pred", pred)
     if y.ndim == 0:
         raise ValueError(f"{fn}: pred must have a batch dimension, got a 0-D array")
-    t = _float_input(fn, "target", target, dtype=y.dtype)
+    t = _float_view(fn, "target", target, dtype=y.dtype)
     if t.shape != y.shape:
         raise ValueError(f"{fn}: target must have the shape of pred {y.shape}, got {t.shape}")
+    t = _contig(t)
     out = _out_buffer(fn, "out", out, y.shape, y.dtype)
     _no_overlap(fn, "out", out, [("pred", y), ("target", t)], allow_same=(y, t))
     cdef fbp_idx N = y.shape[0]
@@ -548,9 +568,10 @@ def sgd_update(param, grad, lr, weight_decay=0.0):
         raise ValueError(f"{fn}: param must be C-contiguous, aligned and native-endian "
                          "to be updated in place")
     _writable_contiguous(fn, "param", p)
-    g = _float_input(fn, "grad", grad, dtype=p.dtype)
+    g = _float_view(fn, "grad", grad, dtype=p.dtype)
     if g.shape != p.shape:
         raise ValueError(f"{fn}: grad must have the shape of param {p.shape}, got {g.shape}")
+    g = _contig(g)
     _no_overlap(fn, "param", p, [("grad", g)])
     cdef double clr = _real(fn, "lr", lr), cwd = _real(fn, "weight_decay", weight_decay)
     cdef fbp_idx n = p.size
@@ -607,9 +628,9 @@ def clip_by_value(grads, limit):
                 fbp_clip_value_f64(n, <double *>pg, lim)
 
 
-cdef double _sumsq(object g):
+cdef double _sumsq(cnp.ndarray g):
     cdef fbp_idx n = g.size
-    cdef void *pg = _p(g)
+    cdef void *pg = cnp.PyArray_DATA(g)
     cdef double s
     if g.dtype == np.float32:
         with nogil:
@@ -620,27 +641,54 @@ cdef double _sumsq(object g):
     return s
 
 
+cdef double _maxabs(cnp.ndarray g):
+    cdef fbp_idx n = g.size
+    cdef void *pg = cnp.PyArray_DATA(g)
+    if g.dtype == np.float32:
+        return fbp_maxabs_f32(n, <float *>pg)
+    return fbp_maxabs_f64(n, <double *>pg)
+
+
 def global_norm(grads):
     """The 2-norm of all arrays together, accumulated in float64 in a fixed order.
 
     A sum of squares that overflows is recomputed scaled by the largest |g|,
-    so finite gradients always give the finite norm.
+    so finite gradients always give the finite norm. The arrays are only
+    read, so any float ndarrays will do (read-only, strided, 0-d).
     """
-    gs = _grad_list("global_norm", grads)
+    fn = "global_norm"
+    if isinstance(grads, np.ndarray):
+        grads = [grads]
+    elif isinstance(grads, dict):
+        grads = list(grads.values())
+    else:
+        try:
+            grads = list(grads)
+        except TypeError:
+            raise TypeError(f"{fn}: grads must be a list of arrays, got {type(grads).__name__}") from None
+    gs = []
+    for i, g in enumerate(grads):
+        if not isinstance(g, np.ndarray):
+            raise TypeError(f"{fn}: grads[{i}] must be a numpy.ndarray, got {type(g).__name__}")
+        gs.append(_float_input(fn, f"grads[{i}]", g))
+    return _global_norm(gs)
+
+
+cdef double _global_norm(list gs):
+    """global_norm of arrays already checked to be aligned C-contiguous floats."""
     cdef double total = 0.0, m = 0.0, s
     for g in gs:
         total += _sumsq(g)
     if total == np.inf:
         for g in gs:
-            s = fbp_maxabs_f32(g.size, <float *>_p(g)) if g.dtype == np.float32 else \
-                fbp_maxabs_f64(g.size, <double *>_p(g))
+            s = _maxabs(g)
             m = s if (s > m or s != s) else m
         if 0 < m < np.inf:
             total = 0.0
-            for g in gs:
-                total += _sumsq(g / m)  # rare path: the copy is acceptable
-            return float(m * np.sqrt(total))
-    return float(np.sqrt(total))
+            for g in gs:  # rare path: the scaled copies are acceptable
+                total += _sumsq(_contig(np.asarray(g / m, dtype=g.dtype)))
+            return m * np.sqrt(total)
+    return np.sqrt(total)
 
 
 def clip_by_global_norm(grads, max_norm):
@@ -654,7 +702,7 @@ def clip_by_global_norm(grads, max_norm):
     if not mx >= 0:
         raise ValueError(f"{fn}: max_norm must be >= 0, got {max_norm}")
     gs = _grad_list(fn, grads)
-    cdef double total = global_norm(gs)
+    cdef double total = _global_norm(gs)
     cdef double scale
     cdef fbp_idx n
     cdef void *pg
