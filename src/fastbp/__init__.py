@@ -29,9 +29,14 @@ from ._config import show_config
 from .model import MLP
 from .gradcheck import gradient_check
 from . import layers, reference
+from .blas import get_blas, set_blas
+
+if __import__("os").environ.get("FASTBP_BLAS"):
+    set_blas(__import__("os").environ["FASTBP_BLAS"])
 
 __all__ = [
     "MLP",
+    "get_blas",
     "gradient_check",
     "layers",
     "reference",
@@ -46,6 +51,7 @@ __all__ = [
     "relu_backward",
     "relu_forward",
     "set_num_threads",
+    "set_blas",
     "sgd_update",
     "show_config",
     "sigmoid_backward",

@@ -115,6 +115,10 @@ def cmd_train(args):
 def cmd_bench(args):
     from .bench import main as bench_main
 
+    if args.blas:
+        import fastbp
+        fastbp.set_blas(args.blas)
+
     return bench_main(args)
 
 
@@ -157,6 +161,8 @@ def build_parser():
     b.add_argument("--png", default="bench-results/step.png",
                    help="where to write the chart (needs matplotlib)")
     b.add_argument("--threads", type=int, default=None, help="fastbp's OpenMP threads")
+    b.add_argument("--blas", default=None, choices=["scipy", "scipy-openblas32"],
+                   help="the BLAS fastbp's GEMMs call (see fastbp.blas)")
     b.set_defaults(func=cmd_bench)
 
     i = sub.add_parser("info", help="print the build configuration")

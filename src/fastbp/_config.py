@@ -17,6 +17,7 @@ def config():
         "scipy": scipy.__version__,
         "openmp": _core.has_openmp(),
         "threads": _core.get_num_threads(),
+        "gemm": __import__("fastbp").get_blas(),
         "blas": [],
     }
     try:
@@ -29,7 +30,8 @@ def config():
     ours = (scipy_dir + os.sep, scipy_dir + ".libs" + os.sep)
     for pool in threadpool_info():
         path = os.path.abspath(pool.get("filepath", ""))
-        if pool.get("user_api") == "blas" and path.startswith(ours):
+        if pool.get("user_api") == "blas" and (path.startswith(ours) or
+                                               "scipy_openblas32" in path):
             info["blas"].append(
                 {k: pool.get(k) for k in ("internal_api", "version", "num_threads",
                                           "threading_layer", "architecture", "filepath")})
@@ -43,6 +45,7 @@ def show_config():
           f"scipy {info['scipy']})")
     print(f"  OpenMP:  {'on' if info['openmp'] else 'off (single-threaded build)'}")
     print(f"  threads: {info['threads']}")
+    print(f"  GEMM:    {info['gemm']}")
     if not info["blas"]:
         print("  BLAS:    scipy.linalg.cython_blas (install threadpoolctl for details)")
     for b in info["blas"]:

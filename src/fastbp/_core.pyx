@@ -107,6 +107,16 @@ cdef extern from "fastbp.h" nogil:
 
 fbp_set_blas(<fbp_sgemm_fn>sgemm, <fbp_dgemm_fn>dgemm)
 
+
+def _set_gemm(size_t sgemm_addr, size_t dgemm_addr):
+    """Point the kernels at other Fortran-ABI (32-bit integer) sgemm_/dgemm_,
+    given as addresses (see fastbp.blas); (0, 0) restores scipy.linalg.cython_blas.
+    Not thread-safe against kernels running at the same time."""
+    if sgemm_addr == 0 or dgemm_addr == 0:
+        fbp_set_blas(<fbp_sgemm_fn>sgemm, <fbp_dgemm_fn>dgemm)
+    else:
+        fbp_set_blas(<fbp_sgemm_fn>sgemm_addr, <fbp_dgemm_fn>dgemm_addr)
+
 # The Fortran BLAS that SciPy ships takes 32-bit integer dimensions.
 BLAS_INT_MAX = 2**31 - 1
 
@@ -959,3 +969,31 @@ def mlp_epoch(MLPWorkspace ws, X, target, order, Py_ssize_t batch_size, double l
         with nogil:
             fbp_mlp_epoch_f64(&ws.m, n, <double *>px, plab, <double *>ptf, po, B, &opt, &out)
     return out.loss, out.ncorrect
+
+
+def gemm_floor(MLPWorkspace ws, x):
+    """The GEMMs of one training step alone, through our BLAS, in one call.
+
+    A diagnostic for the benchmarks: (step time - this) is what our own code
+    and the Python call cost; (this - NumPy's floor) is what the BLAS that SciPy
+    ships costs against the one NumPy ships. Writes only workspace buffers.
+    """
+    x = _float_input("gemm_floor", "x", x, ndim=2, dtype=ws.dtype, blas=True)
+    cdef fbp_idx N = x.shape[0]
+    if x.shape[1] != ws.sizes[0] or not 1 <= N <= ws.cap:
+        raise ValueError(f"gemm_floor: x must have shape (N <= {ws.cap}, {ws.sizes[0]})")
+    cdef int L = ws.m.L, l
+    cdef const fbp_idx *sz = ws.m.sizes
+    cdef void *px = _p(x)
+    if ws.dtype.itemsize != 4:
+        raise TypeError("gemm_floor: float32 workspaces only")
+    with nogil:
+        for l in range(L):
+            fbp_gemm_f32(0, 0, N, sz[l + 1], sz[l], 1, <float *>(px if l == 0 else ws.m.h[l - 1]),
+                         sz[l], <float *>ws.m.W[l], sz[l + 1], 0, <float *>ws.m.h[l], sz[l + 1])
+        for l in range(L - 1, -1, -1):
+            if l > 0:
+                fbp_gemm_f32(0, 1, N, sz[l], sz[l + 1], 1, <float *>ws.m.dh[l], sz[l + 1],
+                             <float *>ws.m.W[l], sz[l + 1], 0, <float *>ws.m.dh[l - 1], sz[l])
+            fbp_gemm_f32(1, 0, sz[l], sz[l + 1], N, 1, <float *>(px if l == 0 else ws.m.h[l - 1]),
+                         sz[l], <float *>ws.m.dh[l], sz[l + 1], 0, <float *>ws.m.dW[l], sz[l + 1])

@@ -87,6 +87,20 @@ def floor_step(size, dtype=np.float32):
     return step
 
 
+def floor_ours_step(size, dtype=np.float32):
+    """The same GEMMs through the BLAS fastbp uses (SciPy's), in one native
+    call: a diagnostic that splits fastbp's gap to the floor into our own
+    overhead and the difference between the two BLAS builds."""
+    import fastbp
+    from . import _core
+
+    N, widths = SIZES[size]
+    x, labels = make_batch(size, dtype)
+    model = fastbp.MLP(widths, "relu", dtype=dtype, seed=0)
+    ws = model._workspace(N)
+    return lambda: _core.gemm_floor(ws, x)
+
+
 def torch_step(size, dtype=np.float32):
     """PyTorch CPU eager: nn.Linear/ReLU, CrossEntropyLoss, optim.SGD."""
     import torch
@@ -237,7 +251,10 @@ def plot(rows, path):
 
 
 def main(args):
+    import fastbp
+
     rows = run(args.sizes, args.repeat, args.threads)
+    print(f"fastbp GEMMs through: {fastbp.get_blas()}; floor: NumPy's matmul")
     print(format_table(rows))
     if args.json:
         os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
