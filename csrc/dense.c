@@ -14,6 +14,40 @@
 #define FBP_COLBLK 256
 #endif
 
+/* Rows [r0, r1) of y (N, O): y = act(y + b). */
+FBP_INLINE int FN(fbp_bias_act_rows_body)(fbp_idx r0, fbp_idx r1, fbp_idx O, const T *b,
+                                         int act, T *y)
+{
+    for (fbp_idx r = r0; r < r1; r++) {
+        T *yr = y + r * O;
+#define ROW(a) FN(fbp_bias_act_row)(O, b, a, yr)
+        FBP_ACT_DISPATCH(act, ROW)
+#undef ROW
+    }
+    return 0;
+}
+
+/* fbp_bias_act_rows: the baseline and the AVX2+FMA copies of the body above, and the switch. */
+static int FN(fbp_bias_act_rows_base)(fbp_idx r0, fbp_idx r1, fbp_idx O, const T *b, int act, T *y)
+{
+    return FN(fbp_bias_act_rows_body)(r0, r1, O, b, act, y);
+}
+#ifdef FBP_HAVE_DISPATCH
+static FBP_TARGET_AVX2 int FN(fbp_bias_act_rows_avx2)(fbp_idx r0, fbp_idx r1, fbp_idx O, const T *b, int act, T *y)
+{
+    return FN(fbp_bias_act_rows_body)(r0, r1, O, b, act, y);
+}
+#endif
+static inline int FN(fbp_bias_act_rows)(fbp_idx r0, fbp_idx r1, fbp_idx O, const T *b, int act, T *y)
+{
+#ifdef FBP_HAVE_DISPATCH
+    if (fbp_avx2)
+        return FN(fbp_bias_act_rows_avx2)(r0, r1, O, b, act, y);
+#endif
+    return FN(fbp_bias_act_rows_base)(r0, r1, O, b, act, y);
+}
+
+
 /* y (N, O) in place, b (O,) or NULL: y = act(y + b). One pass over y, right
  * after the GEMM wrote it, instead of one pass for the bias and one for act. */
 void FN(fbp_bias_act)(fbp_idx N, fbp_idx O, const T *b, int act, T *y)
@@ -21,12 +55,8 @@ void FN(fbp_bias_act)(fbp_idx N, fbp_idx O, const T *b, int act, T *y)
     int nt = fbp_threads_for(N * O);
     (void)nt;
 #pragma omp parallel for if (nt > 1) num_threads(nt) schedule(static)
-    for (fbp_idx r = 0; r < N; r++) {
-        T *yr = y + r * O;
-#define ROW(a) FN(fbp_bias_act_row)(O, b, a, yr)
-        FBP_ACT_DISPATCH(act, ROW)
-#undef ROW
-    }
+    for (fbp_idx r = 0; r < N; r++)
+        FN(fbp_bias_act_rows)(r, r + 1, O, b, act, y);
 }
 
 /* dy, y, dz (N, O), db (O,): dz = dy * act'(y) and db (+)= sum over rows of dz,

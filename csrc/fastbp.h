@@ -38,6 +38,14 @@ void fbp_set_num_threads(int n);
 int fbp_get_num_threads(void);
 int fbp_has_openmp(void);
 
+/* Detect the CPU once (AVX2+FMA copies of the exp-heavy workers); returns
+ * whether they are used. enable = 0 forces the baseline copies. */
+int fbp_init_cpu(int enable);
+
+/* src, dst (nbytes,): memcpy on our threads, in 1 MiB chunks. The floor that
+ * the benchmarks hold memory-bound kernels against. */
+void fbp_copy(size_t nbytes, const void *src, void *dst);
+
 /* losses.c: labels (N,). Index of the first label outside [0, C), or -1. */
 fbp_idx fbp_first_bad_label(fbp_idx N, const int64_t *labels, int64_t C);
 

@@ -18,6 +18,20 @@
 #include <omp.h>
 #endif
 
+/* Runtime dispatch for the exp-heavy workers. Wheels target plain x86-64
+ * (SSE2); a worker marked FBP_DISPATCH is compiled twice, once as is and once
+ * for AVX2+FMA, and fbp_avx2 (set once by fbp_init_cpu at import, from
+ * __builtin_cpu_supports) picks the copy: about 2x on softmax and sigmoid on
+ * CPUs that have AVX2, nothing changes elsewhere, no -march=native needed.
+ * (GCC's target_clones resolver picked the baseline on a CPU with AVX2 here,
+ * so the choice is made explicitly.) Build with -DFBP_NO_DISPATCH to drop it. */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && \
+    !defined(FBP_NO_DISPATCH)
+#define FBP_HAVE_DISPATCH 1
+#define FBP_TARGET_AVX2 __attribute__((target("avx2,fma")))
+#endif
+extern int fbp_avx2;
+
 #define FBP_PAR_MIN ((fbp_idx)32768)
 #define FBP_NBLK_MAX 64
 #define FBP_RED_MIN ((fbp_idx)4096) /* smallest block of a flat reduction */

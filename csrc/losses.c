@@ -22,6 +22,10 @@ fbp_idx fbp_first_bad_label(fbp_idx N, const int64_t *labels, int64_t C)
 #include "fbp_generic.h"
 #else
 
+#ifndef FBP_INLINE
+#define FBP_INLINE static inline __attribute__((always_inline))
+#endif
+
 /* Rows per loss block: a function of N and C only. */
 static inline fbp_idx FN(fbp_row_block)(fbp_idx N, fbp_idx C)
 {
@@ -32,7 +36,7 @@ static inline fbp_idx FN(fbp_row_block)(fbp_idx N, fbp_idx C)
 /* zr (C,): the row max. An OpenMP simd reduction: the compiler fixes its lane
  * order when it builds the file, so it vectorizes and never depends on the
  * thread count. A NaN logit may be skipped here; it reaches the sum via exp. */
-static inline T FN(fbp_row_max)(fbp_idx C, const T *zr)
+FBP_INLINE T FN(fbp_row_max)(fbp_idx C, const T *zr)
 {
     T m = zr[0];
 #pragma omp simd reduction(max : m)
@@ -43,7 +47,7 @@ static inline T FN(fbp_row_max)(fbp_idx C, const T *zr)
 
 /* zr, dzr (C,): dzr = exp(zr - m), returns the sum (a simd reduction, as above).
  * If dzr aliases zr the logits are gone afterwards. */
-static inline T FN(fbp_exp_sum)(fbp_idx C, const T *zr, T m, T *dzr)
+FBP_INLINE T FN(fbp_exp_sum)(fbp_idx C, const T *zr, T m, T *dzr)
 {
     T s = (T)0;
 #pragma omp simd reduction(+ : s)
@@ -55,8 +59,97 @@ static inline T FN(fbp_exp_sum)(fbp_idx C, const T *zr, T m, T *dzr)
     return s;
 }
 
-/* z, dz (N, C); labels (N,) in [0, C). dz = (softmax(z) - onehot) / N.
- * loss_n = log(sum) + (max - z_label): no large terms that cancel. */
+/* Rows [r0, r1) of z, dz (N, C) with labels: writes dz, returns the rows' loss
+ * sum. loss_n = log(sum) + (max - z_label): no large terms that cancel. */
+FBP_INLINE double FN(fbp_xent_rows_labels_body)(fbp_idx r0, fbp_idx r1, fbp_idx C,
+                                                const T *z, const int64_t *labels, T *dz,
+                                                T invN)
+{
+    double acc = 0.0;
+    for (fbp_idx r = r0; r < r1; r++) {
+        const T *zr = z + r * C;
+        T *dzr = dz + r * C;
+        fbp_idx lab = (fbp_idx)labels[r];
+        T m = FN(fbp_row_max)(C, zr);
+        double gap = (double)m - (double)zr[lab]; /* before dz (maybe z) is written */
+        T s = FN(fbp_exp_sum)(C, zr, m, dzr);
+        acc += log((double)s) + gap;
+        T rs = (T)1 / s;
+        T pl = dzr[lab] * rs;
+        for (fbp_idx c = 0; c < C; c++)
+            dzr[c] = dzr[c] * rs * invN;
+        dzr[lab] = (pl - (T)1) * invN;
+    }
+    return acc;
+}
+
+/* Rows [r0, r1) with probability targets t (N, C): loss_n = sum_c t_c (lse - z_c)
+ * = (sum t) log(sum) + sum_c t_c (max - z_c), terms with t_c == 0 skipped (so a
+ * -inf logit with t_c == 0 costs nothing). */
+FBP_INLINE double FN(fbp_xent_rows_probs_body)(fbp_idx r0, fbp_idx r1, fbp_idx C,
+                                               const T *z, const T *t, T *dz, T invN)
+{
+    double acc = 0.0;
+    for (fbp_idx r = r0; r < r1; r++) {
+        const T *zr = z + r * C, *tr = t + r * C;
+        T *dzr = dz + r * C;
+        T m = FN(fbp_row_max)(C, zr);
+        double st = 0.0, gap = 0.0;
+        for (fbp_idx c = 0; c < C; c++)
+            if (tr[c] != (T)0) {
+                st += (double)tr[c];
+                gap += (double)tr[c] * ((double)m - (double)zr[c]);
+            }
+        T s = FN(fbp_exp_sum)(C, zr, m, dzr);
+        acc += (st != 0.0 ? st * log((double)s) : 0.0) + gap;
+        T rs = (T)1 / s;
+        for (fbp_idx c = 0; c < C; c++)
+            dzr[c] = (dzr[c] * rs - tr[c]) * invN;
+    }
+    return acc;
+}
+
+/* fbp_xent_rows_labels: the baseline and the AVX2+FMA copies of the body above, and the switch. */
+static double FN(fbp_xent_rows_labels_base)(fbp_idx r0, fbp_idx r1, fbp_idx C, const T *z, const int64_t *labels, T *dz, T invN)
+{
+    return FN(fbp_xent_rows_labels_body)(r0, r1, C, z, labels, dz, invN);
+}
+#ifdef FBP_HAVE_DISPATCH
+static FBP_TARGET_AVX2 double FN(fbp_xent_rows_labels_avx2)(fbp_idx r0, fbp_idx r1, fbp_idx C, const T *z, const int64_t *labels, T *dz, T invN)
+{
+    return FN(fbp_xent_rows_labels_body)(r0, r1, C, z, labels, dz, invN);
+}
+#endif
+static inline double FN(fbp_xent_rows_labels)(fbp_idx r0, fbp_idx r1, fbp_idx C, const T *z, const int64_t *labels, T *dz, T invN)
+{
+#ifdef FBP_HAVE_DISPATCH
+    if (fbp_avx2)
+        return FN(fbp_xent_rows_labels_avx2)(r0, r1, C, z, labels, dz, invN);
+#endif
+    return FN(fbp_xent_rows_labels_base)(r0, r1, C, z, labels, dz, invN);
+}
+
+/* fbp_xent_rows_probs: the baseline and the AVX2+FMA copies of the body above, and the switch. */
+static double FN(fbp_xent_rows_probs_base)(fbp_idx r0, fbp_idx r1, fbp_idx C, const T *z, const T *t, T *dz, T invN)
+{
+    return FN(fbp_xent_rows_probs_body)(r0, r1, C, z, t, dz, invN);
+}
+#ifdef FBP_HAVE_DISPATCH
+static FBP_TARGET_AVX2 double FN(fbp_xent_rows_probs_avx2)(fbp_idx r0, fbp_idx r1, fbp_idx C, const T *z, const T *t, T *dz, T invN)
+{
+    return FN(fbp_xent_rows_probs_body)(r0, r1, C, z, t, dz, invN);
+}
+#endif
+static inline double FN(fbp_xent_rows_probs)(fbp_idx r0, fbp_idx r1, fbp_idx C, const T *z, const T *t, T *dz, T invN)
+{
+#ifdef FBP_HAVE_DISPATCH
+    if (fbp_avx2)
+        return FN(fbp_xent_rows_probs_avx2)(r0, r1, C, z, t, dz, invN);
+#endif
+    return FN(fbp_xent_rows_probs_base)(r0, r1, C, z, t, dz, invN);
+}
+
+/* z, dz (N, C); labels (N,) in [0, C). dz = (softmax(z) - onehot) / N. */
 double FN(fbp_softmax_xent_labels)(fbp_idx N, fbp_idx C, const T *z,
                                    const int64_t *labels, T *dz)
 {
@@ -72,29 +165,12 @@ double FN(fbp_softmax_xent_labels)(fbp_idx N, fbp_idx C, const T *z,
 #pragma omp parallel for if (nt > 1) num_threads(nt) schedule(static)
     for (fbp_idx blk = 0; blk < nb; blk++) {
         fbp_idx r1 = (blk + 1) * bs < N ? (blk + 1) * bs : N;
-        double acc = 0.0;
-        for (fbp_idx r = blk * bs; r < r1; r++) {
-            const T *zr = z + r * C;
-            T *dzr = dz + r * C;
-            fbp_idx lab = (fbp_idx)labels[r];
-            T m = FN(fbp_row_max)(C, zr);
-            double gap = (double)m - (double)zr[lab]; /* before dz (maybe z) is written */
-            T s = FN(fbp_exp_sum)(C, zr, m, dzr);
-            acc += log((double)s) + gap;
-            T rs = (T)1 / s;
-            T pl = dzr[lab] * rs;
-            for (fbp_idx c = 0; c < C; c++)
-                dzr[c] = dzr[c] * rs * invN;
-            dzr[lab] = (pl - (T)1) * invN;
-        }
-        part[blk] = acc;
+        part[blk] = FN(fbp_xent_rows_labels)(blk * bs, r1, C, z, labels, dz, invN);
     }
     return fbp_sum_partials(part, nb) / (double)N;
 }
 
-/* z, t, dz (N, C); rows of t are class probabilities. dz = (softmax(z) - t) / N;
- * loss_n = sum_c t_c (lse - z_c) = (sum t) log(sum) + sum_c t_c (max - z_c),
- * terms with t_c == 0 skipped (so a -inf logit with t_c == 0 costs nothing). */
+/* z, t, dz (N, C); rows of t are class probabilities. dz = (softmax(z) - t) / N. */
 double FN(fbp_softmax_xent_probs)(fbp_idx N, fbp_idx C, const T *z, const T *t, T *dz)
 {
     if (N <= 0)
@@ -109,24 +185,7 @@ double FN(fbp_softmax_xent_probs)(fbp_idx N, fbp_idx C, const T *z, const T *t, 
 #pragma omp parallel for if (nt > 1) num_threads(nt) schedule(static)
     for (fbp_idx blk = 0; blk < nb; blk++) {
         fbp_idx r1 = (blk + 1) * bs < N ? (blk + 1) * bs : N;
-        double acc = 0.0;
-        for (fbp_idx r = blk * bs; r < r1; r++) {
-            const T *zr = z + r * C, *tr = t + r * C;
-            T *dzr = dz + r * C;
-            T m = FN(fbp_row_max)(C, zr);
-            double st = 0.0, gap = 0.0;
-            for (fbp_idx c = 0; c < C; c++)
-                if (tr[c] != (T)0) {
-                    st += (double)tr[c];
-                    gap += (double)tr[c] * ((double)m - (double)zr[c]);
-                }
-            T s = FN(fbp_exp_sum)(C, zr, m, dzr);
-            acc += (st != 0.0 ? st * log((double)s) : 0.0) + gap;
-            T rs = (T)1 / s;
-            for (fbp_idx c = 0; c < C; c++)
-                dzr[c] = (dzr[c] * rs - tr[c]) * invN;
-        }
-        part[blk] = acc;
+        part[blk] = FN(fbp_xent_rows_probs)(blk * bs, r1, C, z, t, dz, invN);
     }
     return fbp_sum_partials(part, nb) / (double)N;
 }

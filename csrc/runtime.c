@@ -13,6 +13,19 @@ static fbp_sgemm_fn g_sgemm;
 static fbp_dgemm_fn g_dgemm;
 static int g_num_threads; /* 0: follow omp_get_max_threads() */
 _Thread_local int fbp_serial;
+int fbp_avx2;
+
+int fbp_init_cpu(int enable)
+{
+#ifdef FBP_HAVE_DISPATCH
+    __builtin_cpu_init();
+    fbp_avx2 = enable && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+    (void)enable;
+    fbp_avx2 = 0;
+#endif
+    return fbp_avx2;
+}
 
 void fbp_set_blas(fbp_sgemm_fn sgemm, fbp_dgemm_fn dgemm)
 {
@@ -38,6 +51,19 @@ int fbp_has_openmp(void)
 #else
     return 0;
 #endif
+}
+
+void fbp_copy(size_t nbytes, const void *src, void *dst)
+{
+    const size_t chunk = (size_t)1 << 20;
+    fbp_idx nch = (fbp_idx)((nbytes + chunk - 1) / chunk);
+    int nt = fbp_threads_for((fbp_idx)(nbytes / sizeof(float)));
+    (void)nt;
+#pragma omp parallel for if (nt > 1) num_threads(nt) schedule(static)
+    for (fbp_idx c = 0; c < nch; c++) {
+        size_t off = (size_t)c * chunk, len = nbytes - off < chunk ? nbytes - off : chunk;
+        memcpy((char *)dst + off, (const char *)src + off, len);
+    }
 }
 
 #define BLAS_S g_sgemm

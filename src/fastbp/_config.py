@@ -17,6 +17,7 @@ def config():
         "scipy": scipy.__version__,
         "openmp": _core.has_openmp(),
         "threads": _core.get_num_threads(),
+        "avx2_kernels": _core.cpu_dispatch(),
         "gemm": __import__("fastbp").get_blas(),
         "blas": [],
     }
@@ -45,6 +46,7 @@ def show_config():
           f"scipy {info['scipy']})")
     print(f"  OpenMP:  {'on' if info['openmp'] else 'off (single-threaded build)'}")
     print(f"  threads: {info['threads']}")
+    print(f"  kernels: {'AVX2+FMA copies (runtime dispatch)' if info['avx2_kernels'] else 'baseline x86-64 / portable'}")
     print(f"  GEMM:    {info['gemm']}")
     if not info["blas"]:
         print("  BLAS:    scipy.linalg.cython_blas (install threadpoolctl for details)")

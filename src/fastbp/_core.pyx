@@ -35,6 +35,8 @@ cdef extern from "fastbp.h" nogil:
     void fbp_set_num_threads(int)
     int fbp_get_num_threads()
     int fbp_has_openmp()
+    void fbp_copy(size_t nbytes, const void *src, void *dst)
+    int fbp_init_cpu(int enable)
 
     void fbp_act_forward_f32(fbp_idx n, int act, const float *x, float *y)
     void fbp_act_forward_f64(fbp_idx n, int act, const double *x, double *y)
@@ -106,6 +108,22 @@ cdef extern from "fastbp.h" nogil:
                            const fbp_step_opts *opt, fbp_step_out *out)
 
 fbp_set_blas(<fbp_sgemm_fn>sgemm, <fbp_dgemm_fn>dgemm)
+import os as _os
+_AVX2 = bool(fbp_init_cpu(_os.environ.get("FASTBP_DISPATCH", "1").strip() not in ("0", "off")))
+
+
+def set_cpu_dispatch(bint enable):
+    """Use the AVX2+FMA copies of the exp-heavy kernels when the CPU has them
+    (the default; FASTBP_DISPATCH=0 at import turns it off). Returns whether
+    they are now used. Results of the two copies agree to rounding, not bitwise."""
+    global _AVX2
+    _AVX2 = bool(fbp_init_cpu(enable))
+    return _AVX2
+
+
+def cpu_dispatch():
+    """Whether the AVX2+FMA copies of the exp-heavy kernels are in use."""
+    return _AVX2
 
 
 def _set_gemm(size_t sgemm_addr, size_t dgemm_addr):
@@ -224,6 +242,25 @@ def _real(fn, name, v):
 cdef inline void *_p(object a):
     # a checked cast: anything but an ndarray raises instead of reaching C
     return NULL if a is None else cnp.PyArray_DATA(<cnp.ndarray?>a)
+
+
+def copy(src, dst):
+    """dst[...] = src with our threads (a parallel memcpy): the floor that the
+    benchmarks hold memory-bound kernels against. Both C-contiguous, same nbytes."""
+    if not (isinstance(src, np.ndarray) and isinstance(dst, np.ndarray)):
+        raise TypeError("copy: src and dst must be numpy arrays")
+    if not src.flags.c_contiguous:
+        raise ValueError("copy: src must be C-contiguous")
+    _writable_contiguous("copy", "dst", dst)
+    if src.nbytes != dst.nbytes:
+        raise ValueError(f"copy: src has {src.nbytes} bytes, dst {dst.nbytes}")
+    _no_overlap("copy", "dst", dst, [("src", src)])
+    cdef size_t n = src.nbytes
+    cdef void *ps = cnp.PyArray_DATA(<cnp.ndarray>src)
+    cdef void *pd = cnp.PyArray_DATA(<cnp.ndarray>dst)
+    with nogil:
+        fbp_copy(n, ps, pd)
+    return dst
 
 
 def gemm(a, b, out, bint trans_a=False, bint trans_b=False):
