@@ -88,10 +88,14 @@ def test_cuda_build_compiles_and_links(tmp_path):
         assert "sm_80" in elfs and "sm_90" in elfs, elfs
         ptx = subprocess.run(["cuobjdump", "--list-ptx", so], capture_output=True, text=True).stdout
         assert "sm_90" in ptx, ptx
-    # the module loads (its libraries resolve) and answers without a device too
-    code = "from fastbp import _cuda; print(_cuda.device_count())"
+    # the module loads (its libraries resolve) and answers without a device too;
+    # loaded from its file, since an installed fastbp would shadow lib/fastbp
+    code = ("import importlib.util, sys, fastbp; "
+            f"spec = importlib.util.spec_from_file_location('fastbp._cuda', {so!r}); "
+            "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); "
+            "print(m.device_count())")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       env=dict(os.environ, PYTHONPATH=str(lib)), cwd=str(tmp_path))
+                       env=_env(), cwd=str(tmp_path))
     assert r.returncode == 0, r.stderr
     assert int(r.stdout.strip()) >= 0
 

@@ -160,3 +160,31 @@ def test_concurrent_calls_match_sequential():
     for seq, con in zip(sequential, concurrent):
         for a, b in zip(seq, con):
             _same(a, b)
+
+
+def test_threadpoolctl_limits_our_threads_when_not_set():
+    """Without set_num_threads, fastbp follows OpenMP's setting, which is what
+    threadpoolctl's threadpool_limits(user_api="openmp") changes. A fresh
+    process, since other tests here call set_num_threads."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("threadpoolctl")
+    code = ("import fastbp\n"
+            "from threadpoolctl import threadpool_limits\n"
+            "n0 = fastbp.get_num_threads()\n"
+            "with threadpool_limits(limits=1, user_api='openmp'):\n"
+            "    n1 = fastbp.get_num_threads()\n"
+            "print(n0, n1, fastbp.get_num_threads(), fastbp.has_openmp())\n")
+    here = os.path.dirname(os.path.dirname(os.path.abspath(fastbp.__file__)))
+    env = dict(os.environ, OMP_NUM_THREADS="3",
+               PYTHONPATH=os.pathsep.join([here, os.environ.get("PYTHONPATH", "")]))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    n0, n1, n2, omp = out.stdout.split()
+    if omp == "True":
+        assert (n0, n1, n2) == ("3", "1", "3")  # OMP_NUM_THREADS honoured, then limited
+    else:
+        assert (n0, n1, n2) == ("1", "1", "1")
