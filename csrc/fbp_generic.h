@@ -15,7 +15,7 @@
 #define EXP expf
 #define EXP_NONPOS fbp_expf_nonpos /* x <= 0 only; vectorizable */
 #define LOG logf
-#define TANH tanhf
+#define TANH fbp_tanh_f32 /* vectorizable; libm tanhf is a scalar call */
 #define SQRT sqrtf
 #define FABS fabsf
 #define SIGMOID fbp_sigmoid_f32
