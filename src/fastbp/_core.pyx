@@ -633,16 +633,21 @@ def sgd_update(param, grad, lr, weight_decay=0.0):
     return param
 
 
-def _grad_list(fn, grads):
+def _as_list(fn, grads):
+    """grads as a list: one array, a dict's values, or any iterable of arrays."""
     if isinstance(grads, np.ndarray):
-        grads = [grads]
-    elif isinstance(grads, dict):
-        grads = list(grads.values())
-    else:
-        try:
-            grads = list(grads)
-        except TypeError:
-            raise TypeError(f"{fn}: grads must be a list of arrays, got {type(grads).__name__}") from None
+        return [grads]
+    if isinstance(grads, dict):
+        return list(grads.values())
+    try:
+        return list(grads)
+    except TypeError:
+        raise TypeError(f"{fn}: grads must be a list of arrays, got {type(grads).__name__}") from None
+
+
+def _grad_list(fn, grads):
+    """grads as a list of float arrays that can be written in place."""
+    grads = _as_list(fn, grads)
     out = []
     for i, g in enumerate(grads):
         name = f"grads[{i}]"
@@ -704,15 +709,7 @@ def global_norm(grads):
     read, so any float ndarrays will do (read-only, strided, 0-d).
     """
     fn = "global_norm"
-    if isinstance(grads, np.ndarray):
-        grads = [grads]
-    elif isinstance(grads, dict):
-        grads = list(grads.values())
-    else:
-        try:
-            grads = list(grads)
-        except TypeError:
-            raise TypeError(f"{fn}: grads must be a list of arrays, got {type(grads).__name__}") from None
+    grads = _as_list(fn, grads)
     gs = []
     for i, g in enumerate(grads):
         if not isinstance(g, np.ndarray):
