@@ -6,14 +6,15 @@ import pytest
 from fastbp import bench
 from bench.benchutil import have_torch, run
 
-CONTENDERS = ["fastbp", "floor", "numpy"] + (["torch"] if have_torch() else [])
+CONTENDERS = ["fastbp", "floor", "numpy", "floor_ours"] + (["torch"] if have_torch() else [])
 
 
 @pytest.mark.parametrize("contender", CONTENDERS)
 @pytest.mark.parametrize("size", list(bench.SIZES))
 def test_step(benchmark, settle, size, contender):
-    step = bench.CONTENDERS[contender](size)
-    run(benchmark, step, f"step-{size}", contender)
+    """floor_ours: the same GEMMs through fastbp's own BLAS (a diagnostic)."""
+    make = bench.CONTENDERS.get(contender) or bench.DIAGNOSTICS[contender]
+    run(benchmark, make(size), f"step-{size}", contender)
 
 
 @pytest.mark.parametrize("size", ["book", "small", "medium"])

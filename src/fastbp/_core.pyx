@@ -263,38 +263,6 @@ def copy(src, dst):
     return dst
 
 
-def gemm(a, b, out, bint trans_a=False, bint trans_b=False):
-    """out = op(a) @ op(b) through the BLAS the kernels use (scipy.linalg.cython_blas).
-
-    a, b, out C-contiguous arrays of one float dtype; op transposes when asked.
-    For benchmarks: the GEMM floor measured on our own BLAS.
-    """
-    fn = "gemm"
-    a = _float_input(fn, "a", a, ndim=2, blas=True)
-    b = _float_input(fn, "b", b, ndim=2, dtype=a.dtype, blas=True)
-    cdef fbp_idx M = a.shape[1] if trans_a else a.shape[0]
-    cdef fbp_idx K = a.shape[0] if trans_a else a.shape[1]
-    cdef fbp_idx Kb = b.shape[1] if trans_b else b.shape[0]
-    cdef fbp_idx N = b.shape[0] if trans_b else b.shape[1]
-    if K != Kb:
-        raise ValueError(f"{fn}: inner dimensions differ: {K} != {Kb}")
-    out = _out_buffer(fn, "out", out, (M, N), a.dtype)
-    _no_overlap(fn, "out", out, [("a", a), ("b", b)])
-    cdef fbp_idx lda = a.shape[1], ldb = b.shape[1]
-    cdef void *pa = _p(a)
-    cdef void *pb = _p(b)
-    cdef void *pc = _p(out)
-    if a.dtype == np.float32:
-        with nogil:
-            fbp_gemm_f32(trans_a, trans_b, M, N, K, 1, <float *>pa, lda, <float *>pb, ldb, 0,
-                         <float *>pc, N)
-    else:
-        with nogil:
-            fbp_gemm_f64(trans_a, trans_b, M, N, K, 1, <double *>pa, lda, <double *>pb, ldb, 0,
-                         <double *>pc, N)
-    return out
-
-
 # ---- threads -----------------------------------------------------------------
 
 def set_num_threads(n):
@@ -871,6 +839,18 @@ cdef class MLPWorkspace:
         return self.vW is not None
 
 
+cdef inline fbp_step_opts _step_opts(int mode, double lr, double weight_decay, double clip_norm,
+                                     double momentum, bint count_correct):
+    cdef fbp_step_opts opt
+    opt.mode = mode
+    opt.lr = lr
+    opt.weight_decay = weight_decay
+    opt.clip_norm = clip_norm
+    opt.momentum = momentum
+    opt.count_correct = count_correct
+    return opt
+
+
 def mlp_step(MLPWorkspace ws, x, target, int mode, double lr=0.0, double weight_decay=0.0,
              double clip_norm=0.0, double momentum=0.0, bint count_correct=False):
     """One native call: forward, loss, backward and (mode TRAIN) the update.
@@ -925,13 +905,8 @@ def mlp_step(MLPWorkspace ws, x, target, int mode, double lr=0.0, double weight_
                                  f"got {(<object>ta).shape}")
     else:
         ta = None
-    cdef fbp_step_opts opt
-    opt.mode = mode
-    opt.lr = lr
-    opt.weight_decay = weight_decay
-    opt.clip_norm = clip_norm
-    opt.momentum = momentum
-    opt.count_correct = count_correct
+    cdef fbp_step_opts opt = _step_opts(mode, lr, weight_decay, clip_norm, momentum,
+                                        count_correct)
     cdef fbp_step_out out
     cdef void *px = cnp.PyArray_DATA(xa)
     cdef void *pt = NULL if ta is None else cnp.PyArray_DATA(ta)
@@ -982,13 +957,8 @@ def mlp_epoch(MLPWorkspace ws, X, target, order, Py_ssize_t batch_size, double l
         t = _float_input(fn, "target", t, ndim=2, dtype=ws.dtype)
         if t.shape != (n, C):
             raise ValueError(f"{fn}: targets must have shape ({n}, {C}), got {t.shape}")
-    cdef fbp_step_opts opt
-    opt.mode = STEP_TRAIN
-    opt.lr = lr
-    opt.weight_decay = weight_decay
-    opt.clip_norm = clip_norm
-    opt.momentum = momentum
-    opt.count_correct = count_correct
+    cdef fbp_step_opts opt = _step_opts(STEP_TRAIN, lr, weight_decay, clip_norm, momentum,
+                                        count_correct)
     cdef fbp_step_out out
     cdef void *px = _p(X)
     cdef void *pt = _p(t)

@@ -130,6 +130,7 @@ def torch_step(size, dtype=np.float32):
 
 CONTENDERS = {"fastbp": fastbp_step, "floor": floor_step, "numpy": numpy_step,
               "torch": torch_step}
+DIAGNOSTICS = {"floor_ours": floor_ours_step}  # not in the table; see docs/performance.md
 
 
 def have_torch():
