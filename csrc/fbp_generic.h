@@ -13,7 +13,7 @@
 #define FBP_T 1
 #define FN(name) name##_f32
 #define EXP expf
-#define EXP_NONPOS fbp_expf_nonpos /* x <= 0 only; vectorizable */
+#define EXP_NONPOS_NONAN fbp_expf_nonpos_nonan /* x <= 0 or -inf, no NaN; vectorizable */
 #define LOG logf
 #define TANH fbp_tanh_f32 /* vectorizable; libm tanhf is a scalar call */
 #define SQRT sqrtf
@@ -23,7 +23,7 @@
 #undef T
 #undef FN
 #undef EXP
-#undef EXP_NONPOS
+#undef EXP_NONPOS_NONAN
 #undef LOG
 #undef TANH
 #undef SQRT
@@ -33,7 +33,7 @@
 #define T double
 #define FN(name) name##_f64
 #define EXP exp
-#define EXP_NONPOS exp
+#define EXP_NONPOS_NONAN exp
 #define LOG log
 #define TANH tanh
 #define SQRT sqrt
@@ -43,7 +43,7 @@
 #undef T
 #undef FN
 #undef EXP
-#undef EXP_NONPOS
+#undef EXP_NONPOS_NONAN
 #undef LOG
 #undef TANH
 #undef SQRT

@@ -4,8 +4,8 @@
  * exp(z - max z), sigmoid exp(-|x|). glibc's expf is a scalar call, which
  * left the softmax several times slower than one pass over its memory.
  * fbp_expf_nonpos is branch-free C (Cody-Waite reduction, Cephes' degree-6
- * polynomial, 2^n built from exponent bits in two steps so subnormal results
- * stay right), within 1 ulp of exp for every float x <= 0 (checked
+ * polynomial, 2^n built from exponent bits so subnormal results stay
+ * right), within 1 ulp of exp for every float x <= 0 (checked
  * exhaustively by tools/check_expf.c); exp(-inf) = 0 and NaN stays NaN.
  * double keeps libm's exp.
  * Deterministic and portable: no fast-math, no target-specific code.
@@ -17,42 +17,56 @@
 #include <stdint.h>
 #include <string.h>
 
-static inline float fbp_pow2i_f32(int32_t n) /* 2^n for n in [-126, 127] */
-{
-    uint32_t bits = (uint32_t)(n + 127) << 23;
-    float f;
-    memcpy(&f, &bits, sizeof f);
-    return f;
-}
-
 /* Every floating-point operation is unconditional and every select is on
  * integers: with a float compare (x < -104 ? 0 : ...) GCC branched around the
- * arithmetic, and with trapping math on it then refused to vectorize. */
-static inline __attribute__((always_inline)) float fbp_expf_nonpos(float x)
+ * arithmetic, and with trapping math on it then refused to vectorize.
+ * The polynomial is evaluated in Estrin's form: its shorter dependency chain
+ * measured 10% faster than Horner's here (0.56 vs 0.62 ns per float, one Zen 2
+ * core, AVX2; glibc's libmvec expf takes 0.51 there).
+ *
+ * fbp_expf_nonpos_nonan: x <= 0 or -inf, never NaN (a NaN comes out as 0).
+ * The softmax uses it after checking each row for NaN once: the NaN mask costs
+ * three of its ~22 vector operations, 9% of the loop. */
+static inline __attribute__((always_inline)) float fbp_expf_nonpos_nonan(float x)
 {
-    uint32_t xb;                              /* x < -1000 and -inf become -1000 */
+    uint32_t xb;
     memcpy(&xb, &x, sizeof xb);
-    uint32_t ax = xb & 0x7FFFFFFFu;           /* |x| bits; NaN is above 0x7F800000 */
-    uint32_t big = (uint32_t)0 - (uint32_t)((ax > 0x447A0000u) & (ax <= 0x7F800000u));
-    xb = (xb & ~big) | (0xC47A0000u & big);   /* a blend, not a branch GCC can thread */
+    /* unsigned min on the bits: x < -104 and -inf become -104, +0 and -0 stay */
+    xb = xb < 0xC2D00000u ? xb : 0xC2D00000u;
     memcpy(&x, &xb, sizeof x);
     float t = x * 1.44269504088896341f + 12582912.0f; /* 1.5 * 2^23: round to nearest */
-    float n = t - 12582912.0f;                /* n = round(x / ln 2) */
+    float n = t - 12582912.0f;                /* n = round(x / ln 2), in [-150, 0] */
     float r = x - n * 0.693359375f;           /* Cody-Waite: ln 2 = hi + lo */
     r = r - n * -2.12194440e-4f;
-    float p = 1.9875691500e-4f;               /* Cephes expf polynomial on [-ln2/2, ln2/2] */
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * (r * r) + r + 1.0f;
-    uint32_t tb;                              /* n as an integer, from t's low bits */
+    float r2 = r * r;                         /* Cephes expf polynomial on [-ln2/2, ln2/2] */
+    float a = 1.6666665459e-1f * r + 5.0000001201e-1f;
+    float b = 8.3334519073e-3f * r + 4.1665795894e-2f;
+    float c = 1.9875691500e-4f * r + 1.3981999507e-3f;
+    float p = (c * r2 + b) * r2 + a;
+    p = p * r2 + r + 1.0f;
+    /* t's low bits hold n; (t_bits + 151) << 23 are the bits of 2^(n + 24),
+     * normal for every n >= -150. p 2^(n+24) is exact and the one rounding is
+     * the multiplication by 2^-24, so subnormal results are right. */
+    uint32_t tb;
     memcpy(&tb, &t, sizeof tb);
-    int32_t ni = (int32_t)(tb - 0x4B400000u);
-    ni = ni < -152 ? -152 : (ni > 0 ? 0 : ni); /* -152: p 2^n rounds to 0 */
-    int32_t n1 = ni / 2, n2 = ni - n1;        /* each in [-76, 0]: two normal factors */
-    return p * fbp_pow2i_f32(n1) * fbp_pow2i_f32(n2); /* 0 for x < -104, NaN for NaN */
+    uint32_t sb = (tb + 151u) << 23;
+    float s;
+    memcpy(&s, &sb, sizeof s);
+    return p * s * 5.9604644775390625e-8f;    /* 0 for x <= -104 */
+}
+
+/* exp(x) for x <= 0, -inf and NaN (kept) */
+static inline __attribute__((always_inline)) float fbp_expf_nonpos(float x)
+{
+    uint32_t xb, rb;
+    memcpy(&xb, &x, sizeof xb);
+    /* all ones for NaN of either sign (x86's default NaN is negative) */
+    uint32_t nan = (uint32_t)0 - (uint32_t)((int32_t)(xb & 0x7FFFFFFFu) > 0x7F800000);
+    float res = fbp_expf_nonpos_nonan(x);
+    memcpy(&rb, &res, sizeof rb);
+    rb |= nan;
+    memcpy(&res, &rb, sizeof res);
+    return res;
 }
 
 /* sigmoid(v) = r or e r with e = exp(-|v|) <= 1, r = 1 / (1 + e): neither

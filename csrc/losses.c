@@ -33,30 +33,58 @@ static inline fbp_idx FN(fbp_row_block)(fbp_idx N, fbp_idx C)
     return fbp_block_size(N, min_rows < 1 ? 1 : min_rows);
 }
 
-/* zr (C,): the row max. An OpenMP simd reduction: the compiler fixes its lane
- * order when it builds the file, so it vectorizes and never depends on the
- * thread count. A NaN logit may be skipped here; it reaches the sum via exp. */
+/* zr (C,): the row max, or NaN when the row holds a NaN. OpenMP simd
+ * reductions: the compiler fixes their lane order when it builds the file, so
+ * they vectorize and never depend on the thread count. */
 FBP_INLINE T FN(fbp_row_max)(fbp_idx C, const T *zr)
 {
     T m = zr[0];
-#pragma omp simd reduction(max : m)
-    for (fbp_idx c = 0; c < C; c++)
+    int nan = 0;
+#pragma omp simd reduction(max : m) reduction(| : nan)
+    for (fbp_idx c = 0; c < C; c++) {
         m = zr[c] > m ? zr[c] : m;
-    return m;
+        nan |= zr[c] != zr[c];
+    }
+    return nan ? (T)NAN : m;
 }
 
-/* zr, dzr (C,): dzr = exp(zr - m), returns the sum (a simd reduction, as above).
- * If dzr aliases zr the logits are gone afterwards. */
+/* A row whose max is not finite (a NaN, +inf, or every logit -inf) has a NaN
+ * loss and a NaN gradient, as exp(z - max) gives in exact arithmetic; every
+ * other row has z - max <= 0 or -inf and no NaN, so the exp needs no NaN mask. */
+FBP_INLINE int FN(fbp_row_nonfinite)(fbp_idx C, T m, T *dzr)
+{
+    if (m - m == (T)0)
+        return 0;
+    for (fbp_idx c = 0; c < C; c++)
+        dzr[c] = (T)NAN;
+    return 1;
+}
+
+/* zr, dzr (C,): dzr = exp(zr - m) for a finite row max m, returns the sum (a
+ * simd reduction, as above). If dzr aliases zr the logits are gone afterwards. */
 FBP_INLINE T FN(fbp_exp_sum)(fbp_idx C, const T *zr, T m, T *dzr)
 {
     T s = (T)0;
 #pragma omp simd reduction(+ : s)
     for (fbp_idx c = 0; c < C; c++) {
-        T e = EXP_NONPOS(zr[c] - m);
+        T e = EXP_NONPOS_NONAN(zr[c] - m);
         dzr[c] = e;
         s += e;
     }
     return s;
+}
+
+/* zr_next (C,): the row after this one, asked for while this row is computed.
+ * A row is about a page and the hardware prefetchers stop at page boundaries,
+ * so without it every row's max pass waited on memory: 2.27 -> 2.13 ms at
+ * (4096, 1000) float32 on 2 threads. Asking for the dz row too, with write
+ * intent, was slower (2.29 ms), in one burst and spread over the row alike. */
+FBP_INLINE void FN(fbp_prefetch_row)(fbp_idx C, const T *zr_next)
+{
+    const char *p = (const char *)zr_next;
+    size_t bytes = (size_t)C * sizeof(T);
+    for (size_t off = 0; off < bytes; off += 64)
+        __builtin_prefetch(p + off, 0, 3);
 }
 
 /* Rows [r0, r1) of z, dz (N, C) with labels: writes dz, returns the rows' loss
@@ -71,13 +99,19 @@ FBP_INLINE double FN(fbp_xent_rows_labels_body)(fbp_idx r0, fbp_idx r1, fbp_idx 
         T *dzr = dz + r * C;
         fbp_idx lab = (fbp_idx)labels[r];
         T m = FN(fbp_row_max)(C, zr);
+        if (r + 1 < r1) /* after the max pass: asked before it, it slowed that pass */
+            FN(fbp_prefetch_row)(C, zr + C);
+        if (FN(fbp_row_nonfinite)(C, m, dzr)) {
+            acc += NAN;
+            continue;
+        }
         double gap = (double)m - (double)zr[lab]; /* before dz (maybe z) is written */
         T s = FN(fbp_exp_sum)(C, zr, m, dzr);
         acc += log((double)s) + gap;
-        T rs = (T)1 / s;
+        T rs = (T)1 / s, k = rs * invN; /* one multiply per element */
         T pl = dzr[lab] * rs;
         for (fbp_idx c = 0; c < C; c++)
-            dzr[c] = dzr[c] * rs * invN;
+            dzr[c] *= k;
         dzr[lab] = (pl - (T)1) * invN;
     }
     return acc;
@@ -94,6 +128,12 @@ FBP_INLINE double FN(fbp_xent_rows_probs_body)(fbp_idx r0, fbp_idx r1, fbp_idx C
         const T *zr = z + r * C, *tr = t + r * C;
         T *dzr = dz + r * C;
         T m = FN(fbp_row_max)(C, zr);
+        if (r + 1 < r1)
+            FN(fbp_prefetch_row)(C, zr + C);
+        if (FN(fbp_row_nonfinite)(C, m, dzr)) {
+            acc += NAN;
+            continue;
+        }
         double st = 0.0, gap = 0.0;
         for (fbp_idx c = 0; c < C; c++)
             if (tr[c] != (T)0) {

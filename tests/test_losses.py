@@ -141,6 +141,48 @@ def test_xent_nan_logits_give_nan_loss(rng, dtype, nan_col, target):
     assert np.isfinite(dz[[0, 2, 3]]).all()
 
 
+@pytest.mark.parametrize("target", ["labels", "probs"])
+@pytest.mark.parametrize("col", [0, 5, 17, 36])  # in the vector body and in the tail
+@pytest.mark.parametrize("bad", ["nan", "-nan", "+inf", "all -inf"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_xent_nonfinite_rows_are_nan_wide(rng, dtype, bad, col, target):
+    """Rows wide enough for the vectorized exp: a NaN of either sign, a +inf
+    logit, or a row of -inf make that row's loss and gradient NaN (as
+    exp(z - max) does in exact arithmetic) and leave the other rows exact."""
+    N, C = 5, 37
+    z = _logits(rng, N, C, dtype)
+    if bad == "all -inf":
+        z[2] = -np.inf
+    else:
+        z[2, col] = {"nan": np.nan, "-nan": np.copysign(np.nan, -1.0), "+inf": np.inf}[bad]
+    t = rng.integers(0, C, N) if target == "labels" else _probs(rng, N, C, dtype)
+    for inplace in (False, True):
+        zz = z.copy()
+        loss, dz = fastbp.softmax_cross_entropy(zz, t, out=zz if inplace else None)
+        assert math.isnan(loss)
+        assert np.isnan(dz[2]).all()
+        good = [0, 1, 3, 4]
+        _, rdz = ref.softmax_cross_entropy(z[good], t[good])
+        assert_close(dz[good] * (N / len(good)), rdz, dtype)
+
+
+@pytest.mark.parametrize("target", ["labels", "probs"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_xent_minus_inf_logits_get_zero_probability(rng, dtype, target):
+    """-inf logits below a finite max are masked classes: probability 0, finite loss."""
+    N, C = 6, 41
+    z = _logits(rng, N, C, dtype)
+    z[:, ::3] = -np.inf
+    labels = rng.integers(0, C // 3, N) * 3 + 1  # never a masked class
+    t = labels if target == "labels" else np.eye(C, dtype=dtype)[labels]
+    loss, dz = fastbp.softmax_cross_entropy(z, t)
+    rloss, rdz = ref.softmax_cross_entropy(z, t)
+    assert np.isfinite(loss)
+    assert_loss_close(loss, rloss, dtype)
+    assert (dz[:, ::3] == 0).all()
+    assert_close(dz, rdz, dtype)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_xent_loss_is_python_float(rng, dtype):
     z = _logits(rng, 3, 4, dtype)

@@ -1,6 +1,7 @@
 /* Exhaustive check of fbp_expf_nonpos (csrc/fbp_math.h) against double exp over every
  * float in [-110, 0]: gcc -O2 -Icsrc tools/check_expf.c -o /tmp/check_expf -lm && /tmp/check_expf
- * (about 30 s). Seen on 2026-11-22: 1121714177 floats, max error 0.982 ulp. */
+ * (about 30 s). Seen on 2026-11-22: 1121714177 floats, max error 0.999 ulp (Estrin
+ * polynomial; 0.982 with Horner's, which was 10% slower). */
 #include <stdio.h>
 #include <math.h>
 #include <stdint.h>
