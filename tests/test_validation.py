@@ -244,6 +244,23 @@ def test_xent_logits_wrong_ndim():
         fastbp.softmax_cross_entropy(np.zeros(3), np.zeros(3, np.int64))
 
 
+@pytest.mark.parametrize("start, overlaps", [(12, False), (11, True), (1, True), (0, False)])
+def test_out_overlap_is_exact_at_the_edges(rng, start, overlaps):
+    """Contiguous arrays get an exact interval test: an out that starts right
+    after x is fine, one shared element is refused, a shifted alias is refused,
+    and another view of exactly x's memory runs in place like x itself."""
+    big = rng.standard_normal(40)
+    x = big[:12].reshape(4, 3)
+    want = np.maximum(x, 0)
+    out = big[start:start + 12].reshape(4, 3)
+    if overlaps:
+        with raises(ValueError, "out overlaps x"):
+            fastbp.relu_forward(x, out=out)
+    else:
+        fastbp.relu_forward(x, out=out)
+        np.testing.assert_array_equal(out, want)
+
+
 def test_xent_bad_out(rng):
     z = rng.standard_normal((3, 4))
     with raises(ValueError, "out must have shape (3, 4), got (4, 3)"):
