@@ -87,6 +87,16 @@ FBP_INLINE void FN(fbp_prefetch_row)(fbp_idx C, const T *zr_next)
         __builtin_prefetch(p + off, 0, 3);
 }
 
+/* Row r of [r0, r1) starts alike for both target kinds: its max, the next row
+ * asked for, and a non-finite row settled (returns 1, dzr all NaN). */
+FBP_INLINE int FN(fbp_row_start)(fbp_idx r, fbp_idx r1, fbp_idx C, const T *zr, T *dzr, T *m)
+{
+    *m = FN(fbp_row_max)(C, zr);
+    if (r + 1 < r1) /* after the max pass: asked before it, it slowed that pass */
+        FN(fbp_prefetch_row)(C, zr + C);
+    return FN(fbp_row_nonfinite)(C, *m, dzr);
+}
+
 /* Rows [r0, r1) of z, dz (N, C) with labels: writes dz, returns the rows' loss
  * sum. loss_n = log(sum) + (max - z_label): no large terms that cancel. */
 FBP_INLINE double FN(fbp_xent_rows_labels_body)(fbp_idx r0, fbp_idx r1, fbp_idx C,
@@ -98,10 +108,8 @@ FBP_INLINE double FN(fbp_xent_rows_labels_body)(fbp_idx r0, fbp_idx r1, fbp_idx 
         const T *zr = z + r * C;
         T *dzr = dz + r * C;
         fbp_idx lab = (fbp_idx)labels[r];
-        T m = FN(fbp_row_max)(C, zr);
-        if (r + 1 < r1) /* after the max pass: asked before it, it slowed that pass */
-            FN(fbp_prefetch_row)(C, zr + C);
-        if (FN(fbp_row_nonfinite)(C, m, dzr)) {
+        T m;
+        if (FN(fbp_row_start)(r, r1, C, zr, dzr, &m)) {
             acc += NAN;
             continue;
         }
@@ -127,10 +135,8 @@ FBP_INLINE double FN(fbp_xent_rows_probs_body)(fbp_idx r0, fbp_idx r1, fbp_idx C
     for (fbp_idx r = r0; r < r1; r++) {
         const T *zr = z + r * C, *tr = t + r * C;
         T *dzr = dz + r * C;
-        T m = FN(fbp_row_max)(C, zr);
-        if (r + 1 < r1)
-            FN(fbp_prefetch_row)(C, zr + C);
-        if (FN(fbp_row_nonfinite)(C, m, dzr)) {
+        T m;
+        if (FN(fbp_row_start)(r, r1, C, zr, dzr, &m)) {
             acc += NAN;
             continue;
         }
