@@ -81,25 +81,24 @@ class MLP:
     def n_layers(self):
         return len(self.sizes) - 1
 
-    def _keys(self):
-        """("W1", "b1"), ("W2", "b2"), ...: made once, not per step."""
-        keys = getattr(self, "_key_pairs", None)
-        if keys is None or len(keys) != self.n_layers:
-            keys = self._key_pairs = [(f"W{l}", f"b{l}") for l in range(1, self.n_layers + 1)]
-        return keys
-
     def _param_lists(self):
-        return ([self.params[kW] for kW, _ in self._keys()],
-                [self.params[kb] for _, kb in self._keys()])
+        L = self.n_layers
+        return ([self.params[f"W{l}"] for l in range(1, L + 1)],
+                [self.params[f"b{l}"] for l in range(1, L + 1)])
 
     def _workspace(self, N, momentum=False):
         """The workspace for batches of N rows: reused while it fits and still
         points at the current parameter arrays; rebuilt (once) otherwise."""
         ws = self._ws
         if ws is not None and N <= ws.cap and (ws.has_momentum or not momentum):
+            L = self.n_layers
             p = self.params
-            if all(ws.W[l] is p[kW] and ws.b[l] is p[kb]
-                   for l, (kW, kb) in enumerate(self._keys())):
+            ok = True
+            for l in range(L):
+                if ws.W[l] is not p[f"W{l + 1}"] or ws.b[l] is not p[f"b{l + 1}"]:
+                    ok = False
+                    break
+            if ok:
                 return ws
         W, b = self._param_lists()
         vW = vb = None
