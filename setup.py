@@ -1,9 +1,9 @@
 """Build fastbp._core from src/fastbp/_core.pyx and csrc/*.c.
 
-Flags: -O3, OpenMP when the compiler supports it (else one thread), no
--march=native and no fast-math. Opt-ins for source builds only:
+Flags: -O3, -fopenmp-simd (vectorization hints only: no OpenMP runtime; the
+threads are fastbp's own pool), no -march=native and no fast-math. Opt-ins for
+source builds only:
   FASTBP_NATIVE=1                    add -march=native (never for wheels)
-  FASTBP_OPENMP=0                    build without OpenMP
   FASTBP_SANITIZE=address,undefined  build with ASan/UBSan (see README)
 """
 import functools
@@ -25,15 +25,13 @@ def _env_flag(name):
     return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no", "off")
 
 
-def _compiler_accepts(flags, omp=True):
-    """Whether the C compiler builds and links a probe (an OpenMP one if omp)."""
+def _compiler_accepts(flags):
+    """Whether the C compiler builds and links a probe with these flags."""
     cc = os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc"
-    src = "#include <omp.h>\nint main(void){return omp_get_max_threads() > 0 ? 0 : 1;}\n" \
-        if omp else "int main(void){return 0;}\n"
     with tempfile.TemporaryDirectory() as tmp:
         c = os.path.join(tmp, "probe.c")
         with open(c, "w") as f:
-            f.write(src)
+            f.write("int main(void){return 0;}\n")
         cmd = cc.split() + [c, "-o", os.path.join(tmp, "probe")] + flags
         try:
             return subprocess.run(cmd, capture_output=True).returncode == 0
@@ -41,31 +39,15 @@ def _compiler_accepts(flags, omp=True):
             return False
 
 
-def _openmp_flags():
-    """OpenMP flags, or without OpenMP at least -fopenmp-simd: the kernels'
-    `omp simd` reductions need no runtime and keep them vectorized."""
-    off = os.environ.get("FASTBP_OPENMP", "1").strip() in ("0", "false", "no", "off")
-    simd = ["-fopenmp-simd"] if _compiler_accepts(["-fopenmp-simd"], omp=False) else []
-    if off:
-        return simd, []
-    if sys.platform == "darwin":  # Apple clang with Homebrew's libomp
-        cand = (["-Xpreprocessor", "-fopenmp"], ["-lomp"])
-    else:
-        cand = (["-fopenmp"], ["-fopenmp"])
-    if _compiler_accepts(cand[0] + cand[1]):
-        return cand
-    print("fastbp: the compiler does not support OpenMP; building single-threaded",
-          file=sys.stderr)
-    return simd, []
-
-
 def _extensions():
     cflags = ["-O3", "-Wall", "-Wno-unused-function",
               "-Wno-unreachable-code"]
-    lflags = []
-    omp_c, omp_l = _openmp_flags()
-    cflags += omp_c
-    lflags += omp_l
+    lflags = ["-pthread"]
+    cflags.append("-pthread")
+    # `omp simd` reductions vectorize with -fopenmp-simd, which needs no runtime:
+    # the threads are fastbp's own pool (csrc/threads.c)
+    if _compiler_accepts(["-fopenmp-simd"]):
+        cflags.append("-fopenmp-simd")
     if _env_flag("FASTBP_NATIVE"):
         cflags.append("-march=native")
     sanitize = os.environ.get("FASTBP_SANITIZE", "").strip()

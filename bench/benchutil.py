@@ -1,12 +1,49 @@
-"""Helpers shared by the bench_*.py modules."""
+"""Helpers shared by the bench_*.py modules.
+
+Every contender is timed the way ``python -m fastbp bench`` times a step
+(fastbp.bench): settle, warm up, then rounds of blocks of calls lasting about
+fastbp.bench.BLOCK seconds, reported per call. The two harnesses give the same
+numbers for the same work.
+"""
+import ctypes
+import time
+
 import numpy as np
+
+from fastbp import _core
+from fastbp import bench as fbench
+
+ROUNDS = 7
+
+_lib = ctypes.CDLL(_core.__file__)
+_lib.fbp_copy.argtypes = [ctypes.c_size_t, ctypes.c_void_p, ctypes.c_void_p]
+_lib.fbp_copy.restype = None
+
+
+def parallel_copy(src, dst):
+    """dst[...] = src on fastbp's thread pool (csrc/runtime.c's fbp_copy): the floor
+    of a memory-bound kernel that moves the same bytes."""
+    assert src.nbytes == dst.nbytes and src.flags.c_contiguous and dst.flags.c_contiguous
+    _lib.fbp_copy(src.nbytes, src.ctypes.data, dst.ctypes.data)
+    return dst
+
+
+def copy_floor(nbytes_moved):
+    """A parallel copy whose read + write traffic is nbytes_moved."""
+    n = int(nbytes_moved) // 8  # float32 elements read (and as many written)
+    src, dst = np.ones(n, np.float32), np.empty(n, np.float32)
+    return lambda: parallel_copy(src, dst)
 
 
 def run(benchmark, fn, group, contender):
     """Benchmark fn under group/contender; returns fn's last result."""
     benchmark.group = group
     benchmark.extra_info["contender"] = contender
-    return benchmark(fn)
+    if not benchmark.enabled:  # --benchmark-disable: run the body once, as a test
+        return benchmark(fn)
+    time.sleep(fbench.SETTLE)
+    k = fbench.calls_per_block(fn)
+    return benchmark.pedantic(fn, rounds=ROUNDS, iterations=k, warmup_rounds=1)
 
 
 def have_torch():

@@ -1,33 +1,23 @@
 """pytest-benchmark suite: fastbp against fastbp.reference and a floor.
 
-Each group holds fastbp, the pure-NumPy reference, a floor (for a training step
-the same GEMMs done with NumPy into preallocated outputs; for memory-bound
-kernels a copy moving the same bytes) and, when installed, PyTorch CPU.
-CI runs these as plain tests with --benchmark-disable (each body runs once and
-its result is checked); real timing runs are
+Each group holds fastbp, the pure-NumPy reference (or the NumPy a user would
+write), a floor (for dense layers and steps the same GEMMs done with NumPy into
+preallocated outputs; for memory-bound kernels a parallel copy moving the same
+bytes) and, when installed, PyTorch CPU. CI runs these as plain tests with
+--benchmark-disable (each body runs once and its result is checked); real
+timing runs are
 
-    python -m pytest bench -q --benchmark-only --benchmark-warmup=on
+    python -m pytest bench -q --benchmark-only
 
-and end with a table of each contender's ratio to its group's floor.
+and end with a table of each contender's ratio to its group's floor, with the
+spread of its rounds (interquartile range over median).
 """
-import time
-
-import numpy as np
 import pytest
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
         item.add_marker(pytest.mark.benchmark)
-
-
-@pytest.fixture
-def settle(request):
-    """Before a timed benchmark, sleep so that the BLAS and OpenMP worker
-    threads of the previous contender's libraries stop spinning (OpenBLAS
-    spins for about 0.1 s after its last call) and do not steal the cores."""
-    if not request.config.getoption("benchmark_disable", False):
-        time.sleep(0.3)
 
 
 def pytest_terminal_summary(terminalreporter, config):
@@ -38,12 +28,17 @@ def pytest_terminal_summary(terminalreporter, config):
     for b in bs.benchmarks:
         if b.stats is None or getattr(b, "has_error", False):
             continue
-        groups.setdefault(b.group, {})[b.extra_info.get("contender", b.name)] = b.stats.median
+        s = b.stats
+        groups.setdefault(b.group, {})[b.extra_info.get("contender", b.name)] = (
+            s.median, s.iqr / s.median if s.median else 0.0)
     tr = terminalreporter
-    tr.write_sep("-", "ratio to floor (median time / floor median); < 1 is faster than the floor")
+    tr.write_sep("-", "ratio to floor (median time / floor median; < 1 is faster than the "
+                 "floor); (+-x%) is the contender's spread, IQR / median")
     for g in sorted(groups):
         t = groups[g]
         if "floor" not in t:
             continue
-        cells = "  ".join(f"{k} {v / t['floor']:.2f}x" for k, v in sorted(t.items()))
-        tr.write_line(f"{g:<28} {cells}")
+        fl = t["floor"][0]
+        cells = "  ".join(f"{k} {m / fl:.2f}x (+-{100 * sp:.0f}%)"
+                          for k, (m, sp) in sorted(t.items()))
+        tr.write_line(f"{g:<34} {cells}")

@@ -18,27 +18,52 @@ FBP_INLINE int FN(fbp_act_forward_range_body)(fbp_idx i0, fbp_idx i1, int act,
     return 0;
 }
 
-/* fbp_act_forward_range: the baseline and the AVX2+FMA copies of the body above, and the switch. */
-static int FN(fbp_act_forward_range_base)(fbp_idx i0, fbp_idx i1, int act, const T *x, T *y)
+FBP_DISPATCHED(int, FN(fbp_act_forward_range), FN(fbp_act_forward_range_body),
+               (fbp_idx i0, fbp_idx i1, int act, const T *x, T *y), (i0, i1, act, x, y))
+
+/* dy, y, dx [i0, i1): dx = dy * act'(y). The mask is its own statement (see
+ * fbp_act.h) and the loop a product, so NaN in dy survives a zero mask. */
+FBP_INLINE int FN(fbp_act_backward_range_body)(fbp_idx i0, fbp_idx i1, int act,
+                                              const T *dy, const T *y, T *dx)
 {
-    return FN(fbp_act_forward_range_body)(i0, i1, act, x, y);
-}
-#ifdef FBP_HAVE_DISPATCH
-static FBP_TARGET_AVX2 int FN(fbp_act_forward_range_avx2)(fbp_idx i0, fbp_idx i1, int act, const T *x, T *y)
-{
-    return FN(fbp_act_forward_range_body)(i0, i1, act, x, y);
-}
-#endif
-static inline int FN(fbp_act_forward_range)(fbp_idx i0, fbp_idx i1, int act, const T *x, T *y)
-{
-#ifdef FBP_HAVE_DISPATCH
-    if (fbp_avx2)
-        return FN(fbp_act_forward_range_avx2)(i0, i1, act, x, y);
-#endif
-    return FN(fbp_act_forward_range_base)(i0, i1, act, x, y);
+#define LOOP(a)                                                                            \
+    for (fbp_idx i = i0; i < i1; i++) {                                                    \
+        T m = FN(fbp_act_mask)(a, y[i]);                                                   \
+        dx[i] = dy[i] * m;                                                                 \
+    }
+    FBP_ACT_DISPATCH(act, LOOP)
+#undef LOOP
+    return 0;
 }
 
-/* x, y (n,): y = act(x); y may alias x. Threads take fixed chunks. */
+FBP_DISPATCHED(int, FN(fbp_act_backward_range), FN(fbp_act_backward_range_body),
+               (fbp_idx i0, fbp_idx i1, int act, const T *dy, const T *y, T *dx),
+               (i0, i1, act, dy, y, dx))
+
+struct FN(act_ctx) {
+    fbp_idx n;
+    int act;
+    const T *x, *y; /* forward: x; backward: dy (as x) and y */
+    T *out;
+};
+
+static void FN(act_forward_task)(void *p, fbp_idx t0, fbp_idx t1)
+{
+    const struct FN(act_ctx) *c = p;
+    fbp_idx i0, i1;
+    fbp_chunk_range(c->n, t0, t1, &i0, &i1);
+    FN(fbp_act_forward_range)(i0, i1, c->act, c->x, c->out);
+}
+
+static void FN(act_backward_task)(void *p, fbp_idx t0, fbp_idx t1)
+{
+    const struct FN(act_ctx) *c = p;
+    fbp_idx i0, i1;
+    fbp_chunk_range(c->n, t0, t1, &i0, &i1);
+    FN(fbp_act_backward_range)(i0, i1, c->act, c->x, c->y, c->out);
+}
+
+/* x, y (n,): y = act(x); y may alias x. */
 void FN(fbp_act_forward)(fbp_idx n, int act, const T *x, T *y)
 {
     if (act == FBP_ACT_NONE) {
@@ -47,52 +72,21 @@ void FN(fbp_act_forward)(fbp_idx n, int act, const T *x, T *y)
                 y[i] = x[i];
         return;
     }
-    int nt = fbp_threads_for(n);
-    fbp_idx nch = nt > 1 ? fbp_nblocks(n, FBP_PAR_MIN) : 1;
-    (void)nt;
-#pragma omp parallel for if (nt > 1) num_threads(nt) schedule(static)
-    for (fbp_idx ch = 0; ch < nch; ch++) {
-        fbp_idx i0 = ch * (n / nch) + (ch < n % nch ? ch : n % nch);
-        fbp_idx i1 = i0 + n / nch + (ch < n % nch ? 1 : 0);
-        FN(fbp_act_forward_range)(i0, i1, act, x, y);
-    }
+    struct FN(act_ctx) c = {n, act, x, NULL, y};
+    fbp_parallel(fbp_threads_for(n), fbp_nblocks(n, FBP_CHUNK), FN(act_forward_task), &c);
 }
 
 /* dy, y, dx (n,): dx = dy * act'(y); dx may alias dy. */
 void FN(fbp_act_backward)(fbp_idx n, int act, const T *dy, const T *y, T *dx)
 {
-    int nt = fbp_threads_for(n);
-    (void)nt;
-    switch (act) {
-    case FBP_ACT_RELU:
-#pragma omp parallel for if (nt > 1) num_threads(nt) schedule(static)
-        for (fbp_idx i = 0; i < n; i++)
-        {
-            T m = FN(fbp_act_mask)(FBP_ACT_RELU, y[i]);
-            dx[i] = dy[i] * m;
-        }
-        break;
-    case FBP_ACT_SIGMOID:
-#pragma omp parallel for if (nt > 1) num_threads(nt) schedule(static)
-        for (fbp_idx i = 0; i < n; i++)
-        {
-            T m = FN(fbp_act_mask)(FBP_ACT_SIGMOID, y[i]);
-            dx[i] = dy[i] * m;
-        }
-        break;
-    case FBP_ACT_TANH:
-#pragma omp parallel for if (nt > 1) num_threads(nt) schedule(static)
-        for (fbp_idx i = 0; i < n; i++)
-        {
-            T m = FN(fbp_act_mask)(FBP_ACT_TANH, y[i]);
-            dx[i] = dy[i] * m;
-        }
-        break;
-    default:
+    if (act == FBP_ACT_NONE) {
         if (dx != dy)
             for (fbp_idx i = 0; i < n; i++)
                 dx[i] = dy[i];
+        return;
     }
+    struct FN(act_ctx) c = {n, act, dy, y, dx};
+    fbp_parallel(fbp_threads_for(n), fbp_nblocks(n, FBP_CHUNK), FN(act_backward_task), &c);
 }
 
 #endif

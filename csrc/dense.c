@@ -27,80 +27,96 @@ FBP_INLINE int FN(fbp_bias_act_rows_body)(fbp_idx r0, fbp_idx r1, fbp_idx O, con
     return 0;
 }
 
-/* fbp_bias_act_rows: the baseline and the AVX2+FMA copies of the body above, and the switch. */
-static int FN(fbp_bias_act_rows_base)(fbp_idx r0, fbp_idx r1, fbp_idx O, const T *b, int act, T *y)
-{
-    return FN(fbp_bias_act_rows_body)(r0, r1, O, b, act, y);
-}
-#ifdef FBP_HAVE_DISPATCH
-static FBP_TARGET_AVX2 int FN(fbp_bias_act_rows_avx2)(fbp_idx r0, fbp_idx r1, fbp_idx O, const T *b, int act, T *y)
-{
-    return FN(fbp_bias_act_rows_body)(r0, r1, O, b, act, y);
-}
-#endif
-static inline int FN(fbp_bias_act_rows)(fbp_idx r0, fbp_idx r1, fbp_idx O, const T *b, int act, T *y)
-{
-#ifdef FBP_HAVE_DISPATCH
-    if (fbp_avx2)
-        return FN(fbp_bias_act_rows_avx2)(r0, r1, O, b, act, y);
-#endif
-    return FN(fbp_bias_act_rows_base)(r0, r1, O, b, act, y);
-}
+FBP_DISPATCHED(int, FN(fbp_bias_act_rows), FN(fbp_bias_act_rows_body),
+               (fbp_idx r0, fbp_idx r1, fbp_idx O, const T *b, int act, T *y),
+               (r0, r1, O, b, act, y))
 
+struct FN(bias_act_ctx) {
+    fbp_idx O;
+    const T *b;
+    int act;
+    T *y;
+};
+
+static void FN(bias_act_task)(void *p, fbp_idx r0, fbp_idx r1)
+{
+    const struct FN(bias_act_ctx) *c = p;
+    FN(fbp_bias_act_rows)(r0, r1, c->O, c->b, c->act, c->y);
+}
 
 /* y (N, O) in place, b (O,) or NULL: y = act(y + b). One pass over y, right
  * after the GEMM wrote it, instead of one pass for the bias and one for act. */
 void FN(fbp_bias_act)(fbp_idx N, fbp_idx O, const T *b, int act, T *y)
 {
-    int nt = fbp_threads_for(N * O);
-    (void)nt;
-#pragma omp parallel for if (nt > 1) num_threads(nt) schedule(static)
-    for (fbp_idx r = 0; r < N; r++)
-        FN(fbp_bias_act_rows)(r, r + 1, O, b, act, y);
+    struct FN(bias_act_ctx) c = {O, b, act, y};
+    fbp_parallel(fbp_threads_for(N * O), N, FN(bias_act_task), &c);
+}
+
+/* Column block cb of dy, y, dz (N, O): dz = dy * act'(y), db (+)= its column sums. */
+FBP_INLINE int FN(fbp_mask_bias_block_body)(fbp_idx cb, fbp_idx N, fbp_idx O, int act,
+                                            const T *dy, const T *y, T *dz, T *db,
+                                            int accumulate)
+{
+    fbp_idx o0 = cb * FBP_COLBLK;
+    fbp_idx w = O - o0 < FBP_COLBLK ? O - o0 : FBP_COLBLK;
+    T acc[FBP_COLBLK];
+    for (fbp_idx j = 0; j < w; j++)
+        acc[j] = (T)0;
+    for (fbp_idx r = 0; r < N; r++) {
+        const T *dyr = dy + r * O + o0;
+        if (act == FBP_ACT_NONE) {
+            for (fbp_idx j = 0; j < w; j++)
+                acc[j] += dyr[j];
+            if (dz && dz != dy)
+                for (fbp_idx j = 0; j < w; j++)
+                    dz[r * O + o0 + j] = dyr[j];
+        } else {
+            const T *yr = y + r * O + o0;
+            T *dzr = dz + r * O + o0;
+#define ROW(a) FN(fbp_mask_acc_row)(w, a, dyr, yr, dzr, acc)
+#define ROW_INPLACE(a) FN(fbp_mask_acc_row_inplace)(w, a, yr, dzr, acc)
+            if (dzr == dyr) {
+                FBP_ACT_DISPATCH(act, ROW_INPLACE)
+            } else {
+                FBP_ACT_DISPATCH(act, ROW)
+            }
+#undef ROW
+#undef ROW_INPLACE
+        }
+    }
+    for (fbp_idx j = 0; j < w; j++)
+        db[o0 + j] = accumulate ? db[o0 + j] + acc[j] : acc[j];
+    return 0;
+}
+
+FBP_DISPATCHED(int, FN(fbp_mask_bias_block), FN(fbp_mask_bias_block_body),
+               (fbp_idx cb, fbp_idx N, fbp_idx O, int act, const T *dy, const T *y, T *dz,
+                T *db, int accumulate),
+               (cb, N, O, act, dy, y, dz, db, accumulate))
+
+struct FN(mask_bias_ctx) {
+    fbp_idx N, O;
+    int act, accumulate;
+    const T *dy, *y;
+    T *dz, *db;
+};
+
+static void FN(mask_bias_task)(void *p, fbp_idx cb0, fbp_idx cb1)
+{
+    const struct FN(mask_bias_ctx) *c = p;
+    for (fbp_idx cb = cb0; cb < cb1; cb++)
+        FN(fbp_mask_bias_block)(cb, c->N, c->O, c->act, c->dy, c->y, c->dz, c->db,
+                                c->accumulate);
 }
 
 /* dy, y, dz (N, O), db (O,): dz = dy * act'(y) and db (+)= sum over rows of dz,
- * in the same pass over dy. dz may alias dy; dz may be NULL with act NONE. */
+ * in the same pass over dy. Each block of columns is summed over all rows, in
+ * row order, by one thread. dz may alias dy; dz may be NULL with act NONE. */
 void FN(fbp_act_backward_bias_grad)(fbp_idx N, fbp_idx O, int act, const T *dy,
                                     const T *y, T *dz, T *db, int accumulate)
 {
-    fbp_idx nb = fbp_nblocks(O, FBP_COLBLK);
-    int nt = fbp_threads_for(N * O);
-    if (nt > nb)
-        nt = (int)nb;
-    (void)nt;
-#pragma omp parallel for if (nt > 1) num_threads(nt) schedule(static)
-    for (fbp_idx cb = 0; cb < nb; cb++) {
-        fbp_idx o0 = cb * FBP_COLBLK;
-        fbp_idx w = O - o0 < FBP_COLBLK ? O - o0 : FBP_COLBLK;
-        T acc[FBP_COLBLK];
-        for (fbp_idx j = 0; j < w; j++)
-            acc[j] = (T)0;
-        for (fbp_idx r = 0; r < N; r++) {
-            const T *dyr = dy + r * O + o0;
-            if (act == FBP_ACT_NONE) {
-                for (fbp_idx j = 0; j < w; j++)
-                    acc[j] += dyr[j];
-                if (dz && dz != dy)
-                    for (fbp_idx j = 0; j < w; j++)
-                        dz[r * O + o0 + j] = dyr[j];
-            } else {
-                const T *yr = y + r * O + o0;
-                T *dzr = dz + r * O + o0;
-#define ROW(a) FN(fbp_mask_acc_row)(w, a, dyr, yr, dzr, acc)
-#define ROW_INPLACE(a) FN(fbp_mask_acc_row_inplace)(w, a, yr, dzr, acc)
-                if (dzr == dyr) {
-                    FBP_ACT_DISPATCH(act, ROW_INPLACE)
-                } else {
-                    FBP_ACT_DISPATCH(act, ROW)
-                }
-#undef ROW
-#undef ROW_INPLACE
-            }
-        }
-        for (fbp_idx j = 0; j < w; j++)
-            db[o0 + j] = accumulate ? db[o0 + j] + acc[j] : acc[j];
-    }
+    struct FN(mask_bias_ctx) c = {N, O, act, accumulate, dy, y, dz, db};
+    fbp_parallel(fbp_threads_for(N * O), fbp_nblocks(O, FBP_COLBLK), FN(mask_bias_task), &c);
 }
 
 /* x (N, I), W (I, O), b (O,) or NULL, y (N, O): y = act(x.W + b). */

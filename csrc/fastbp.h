@@ -20,9 +20,9 @@ typedef ptrdiff_t fbp_idx;
 
 enum fbp_act { FBP_ACT_NONE = 0, FBP_ACT_RELU = 1, FBP_ACT_SIGMOID = 2, FBP_ACT_TANH = 3 };
 
-/* ---- runtime.c: BLAS table and threads -------------------------------------- */
+/* ---- runtime.c: BLAS table and CPU dispatch; threads.c: the thread pool ------ */
 
-/* The Fortran-ABI GEMMs that scipy.linalg.cython_blas exports (column-major). */
+/* The Fortran-ABI GEMMs of the BLAS fastbp calls (column-major, 32-bit ints). */
 typedef void (*fbp_sgemm_fn)(char *transa, char *transb, int *m, int *n, int *k,
                              float *alpha, float *a, int *lda, float *b, int *ldb,
                              float *beta, float *c, int *ldc);
@@ -30,20 +30,32 @@ typedef void (*fbp_dgemm_fn)(char *transa, char *transb, int *m, int *n, int *k,
                              double *alpha, double *a, int *lda, double *b, int *ldb,
                              double *beta, double *c, int *ldc);
 
-/* Set once at import by _core.pyx. */
-void fbp_set_blas(fbp_sgemm_fn sgemm, fbp_dgemm_fn dgemm);
+/* The BLAS's own thread count: fastbp keeps it at 1 and splits each GEMM over
+ * its own pool (threads.c), so the BLAS never runs a thread pool of its own. */
+typedef int (*fbp_blas_get_threads_fn)(void);
+typedef void (*fbp_blas_set_threads_fn)(int n);
 
-/* Our OpenMP thread count; n <= 0 means "follow omp_get_max_threads()". */
+/* Set once at import (src/fastbp/_blas.py finds the library, _core.pyx passes it). */
+void fbp_set_blas(fbp_sgemm_fn sgemm, fbp_dgemm_fn dgemm, fbp_blas_get_threads_fn get_threads,
+                  fbp_blas_set_threads_fn set_threads);
+
+/* Threads of fastbp's pool, which runs the kernels and the GEMMs. n <= 0 restores
+ * the default (OMP_NUM_THREADS, else the CPUs this process may run on). */
 void fbp_set_num_threads(int n);
 int fbp_get_num_threads(void);
-int fbp_has_openmp(void);
+int fbp_cpu_count(void);
+/* Workers started so far; *create_error: errno of the last failed start, or 0. */
+int fbp_pool_workers(int *create_error);
+/* How long an idle worker yields before it sleeps (microseconds). */
+void fbp_set_wait_us(double us);
+double fbp_get_wait_us(void);
 
-/* Detect the CPU once (AVX2+FMA copies of the exp-heavy workers); returns
- * whether they are used. enable = 0 forces the baseline copies. */
-int fbp_init_cpu(int enable);
+/* Detect the CPU (once) and use the widest dispatched copies up to max_level
+ * (0 baseline, 1 AVX2+FMA, 2 AVX-512); returns the level in use. */
+int fbp_init_cpu(int max_level);
 
-/* src, dst (nbytes,): memcpy on our threads, in 1 MiB chunks. The floor that
- * the benchmarks hold memory-bound kernels against. */
+/* src, dst (nbytes,): memcpy split over the pool. Unused by the kernels: it is the
+ * floor that bench/ holds memory-bound kernels against (called through ctypes). */
 void fbp_copy(size_t nbytes, const void *src, void *dst);
 
 /* losses.c: labels (N,). Index of the first label outside [0, C), or -1. */
@@ -89,7 +101,8 @@ typedef struct fbp_step_out {
 
 #define FBP_DECLARE(T, S)                                                           \
     /* Row-major C (M, N) = alpha * op(A) (M, K) . op(B) (K, N) + beta * C.        \
-     * ta/tb nonzero transpose A/B; lda/ldb/ldc are row strides (elements). */     \
+     * ta/tb nonzero transpose A/B; lda/ldb/ldc are row strides (elements).        \
+     * Split into independent single-threaded BLAS calls over the pool. */         \
     void fbp_gemm_##S(int ta, int tb, fbp_idx M, fbp_idx N, fbp_idx K, T alpha,    \
                       const T *A, fbp_idx lda, const T *B, fbp_idx ldb, T beta,    \
                       T *C, fbp_idx ldc);                                           \

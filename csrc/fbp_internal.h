@@ -1,9 +1,8 @@
 /* fbp_internal.h - helpers shared by the kernel files; not part of the API.
  *
- * Threads: a kernel runs on several OpenMP threads only when its work is large
- * enough to pay for the fork/join (FBP_PAR_MIN elements per thread), because on
- * small arrays the join costs more than the loop and our idle workers would
- * compete with BLAS's threads for the cores.
+ * Threads: a kernel splits its work over fastbp's own pool (threads.c) only when
+ * the work is large enough to pay for the hand-off (FBP_PAR_MIN elements per
+ * thread); smaller kernels run on the calling thread.
  *
  * Determinism: a reduction is cut into at most FBP_NBLK_MAX blocks whose size
  * depends on n only; each block is summed in a fixed order by one thread and the
@@ -14,34 +13,74 @@
 
 #include "fastbp.h"
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
+/* ---- runtime dispatch by instruction set ---------------------------------------
+ * Wheels target the portable baseline (x86-64: SSE2). A worker written once as an
+ * always-inline function `body` is compiled three times by
+ * FBP_DISPATCHED(ret, name, body, params, args): as is, for AVX2+FMA and for
+ * AVX-512 (F, DQ, BW, VL); name() calls the copy that fbp_isa (set once by
+ * fbp_init_cpu from __builtin_cpu_supports) selects. -DFBP_NO_DISPATCH drops the
+ * copies. Bodies return a value (int 0 when there is nothing to return). */
+enum { FBP_ISA_BASE = 0, FBP_ISA_AVX2 = 1, FBP_ISA_AVX512 = 2 };
+extern int fbp_isa;
 
-/* Runtime dispatch for the exp-heavy workers. Wheels target plain x86-64
- * (SSE2); a worker marked FBP_DISPATCH is compiled twice, once as is and once
- * for AVX2+FMA, and fbp_avx2 (set once by fbp_init_cpu at import, from
- * __builtin_cpu_supports) picks the copy: about 2x on softmax and sigmoid on
- * CPUs that have AVX2, nothing changes elsewhere, no -march=native needed.
- * (GCC's target_clones resolver picked the baseline on a CPU with AVX2 here,
- * so the choice is made explicitly.) Build with -DFBP_NO_DISPATCH to drop it. */
+#define FBP_CAT_(a, b) a##b
+#define FBP_CAT(a, b) FBP_CAT_(a, b)
+
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && \
     !defined(FBP_NO_DISPATCH)
 #define FBP_HAVE_DISPATCH 1
 #define FBP_TARGET_AVX2 __attribute__((target("avx2,fma")))
+#define FBP_TARGET_AVX512 \
+    __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,avx2,fma,prefer-vector-width=512")))
+#define FBP_DISPATCHED(ret, name, body, params, args)                                     \
+    static ret FBP_CAT(name, _base) params { return body args; }                          \
+    static FBP_TARGET_AVX2 ret FBP_CAT(name, _avx2) params { return body args; }          \
+    static FBP_TARGET_AVX512 ret FBP_CAT(name, _avx512) params { return body args; }      \
+    static inline ret name params                                                         \
+    {                                                                                     \
+        if (fbp_isa >= FBP_ISA_AVX512)                                                    \
+            return FBP_CAT(name, _avx512) args;                                           \
+        if (fbp_isa >= FBP_ISA_AVX2)                                                      \
+            return FBP_CAT(name, _avx2) args;                                             \
+        return FBP_CAT(name, _base) args;                                                 \
+    }
+#else
+#define FBP_DISPATCHED(ret, name, body, params, args) \
+    static inline ret name params { return body args; }
 #endif
-extern int fbp_avx2;
+
+#if defined(__x86_64__) || defined(__i386__)
+#define FBP_CPU_RELAX() __builtin_ia32_pause()
+#elif defined(__aarch64__)
+#define FBP_CPU_RELAX() __asm__ __volatile__("yield")
+#else
+#define FBP_CPU_RELAX() ((void)0)
+#endif
+
+#ifndef FBP_INLINE
+#define FBP_INLINE static inline __attribute__((always_inline))
+#endif
+
+/* ---- threads (threads.c) -------------------------------------------------------- */
+
+
+/* A part of a parallel loop: tasks [t0, t1) of the loop's ntasks. */
+typedef void (*fbp_task_fn)(void *ctx, fbp_idx t0, fbp_idx t1);
+
+/* fn over tasks [0, ntasks) in nt contiguous parts, part 0 on the calling thread.
+ * Which thread runs a task never changes a result: tasks write disjoint outputs
+ * or their own partial. */
+void fbp_parallel(int nt, fbp_idx ntasks, fbp_task_fn fn, void *ctx);
 
 #define FBP_PAR_MIN ((fbp_idx)32768)
 #define FBP_NBLK_MAX 64
 #define FBP_RED_MIN ((fbp_idx)4096) /* smallest block of a flat reduction */
+#define FBP_CHUNK ((fbp_idx)4096)   /* elements per task of an elementwise loop */
 
-/* Set while a training step runs on this OS thread: inside a step the BLAS
- * owns the cores, and our epilogues (a few percent of the work) run on the
- * calling thread, so no OpenMP worker of ours spins while the GEMM's threads
- * need the cores. Thread-local, so concurrent Python threads stay independent. */
+/* Set on the pool's workers: a task never starts a parallel loop of its own. */
 extern _Thread_local int fbp_serial;
 
+/* Threads for a loop of `work` elements: 1 below 2 * FBP_PAR_MIN. */
 static inline int fbp_threads_for(fbp_idx work)
 {
     if (fbp_serial || work < 2 * FBP_PAR_MIN)
@@ -71,6 +110,13 @@ static inline double fbp_sum_partials(const double *part, fbp_idx nb)
     for (fbp_idx i = 0; i < nb; i++)
         s += part[i];
     return s;
+}
+
+/* [i0, i1) of task range [t0, t1) of an elementwise loop over n items in FBP_CHUNKs. */
+static inline void fbp_chunk_range(fbp_idx n, fbp_idx t0, fbp_idx t1, fbp_idx *i0, fbp_idx *i1)
+{
+    *i0 = t0 * FBP_CHUNK;
+    *i1 = t1 * FBP_CHUNK < n ? t1 * FBP_CHUNK : n;
 }
 
 #endif /* FBP_INTERNAL_H */

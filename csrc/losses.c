@@ -155,85 +155,99 @@ FBP_INLINE double FN(fbp_xent_rows_probs_body)(fbp_idx r0, fbp_idx r1, fbp_idx C
     return acc;
 }
 
-/* fbp_xent_rows_labels: the baseline and the AVX2+FMA copies of the body above, and the switch. */
-static double FN(fbp_xent_rows_labels_base)(fbp_idx r0, fbp_idx r1, fbp_idx C, const T *z, const int64_t *labels, T *dz, T invN)
+FBP_DISPATCHED(double, FN(fbp_xent_rows_labels), FN(fbp_xent_rows_labels_body),
+               (fbp_idx r0, fbp_idx r1, fbp_idx C, const T *z, const int64_t *labels, T *dz,
+                T invN),
+               (r0, r1, C, z, labels, dz, invN))
+
+FBP_DISPATCHED(double, FN(fbp_xent_rows_probs), FN(fbp_xent_rows_probs_body),
+               (fbp_idx r0, fbp_idx r1, fbp_idx C, const T *z, const T *t, T *dz, T invN),
+               (r0, r1, C, z, t, dz, invN))
+
+/* A row-blocked loss: block k covers rows [k bs, (k+1) bs) and writes part[k]. */
+struct FN(xent_ctx) {
+    fbp_idx N, C, bs;
+    const T *z, *t;
+    const int64_t *labels;
+    T *dz, invN;
+    double *part;
+};
+
+static void FN(xent_task)(void *p, fbp_idx b0, fbp_idx b1)
 {
-    return FN(fbp_xent_rows_labels_body)(r0, r1, C, z, labels, dz, invN);
-}
-#ifdef FBP_HAVE_DISPATCH
-static FBP_TARGET_AVX2 double FN(fbp_xent_rows_labels_avx2)(fbp_idx r0, fbp_idx r1, fbp_idx C, const T *z, const int64_t *labels, T *dz, T invN)
-{
-    return FN(fbp_xent_rows_labels_body)(r0, r1, C, z, labels, dz, invN);
-}
-#endif
-static inline double FN(fbp_xent_rows_labels)(fbp_idx r0, fbp_idx r1, fbp_idx C, const T *z, const int64_t *labels, T *dz, T invN)
-{
-#ifdef FBP_HAVE_DISPATCH
-    if (fbp_avx2)
-        return FN(fbp_xent_rows_labels_avx2)(r0, r1, C, z, labels, dz, invN);
-#endif
-    return FN(fbp_xent_rows_labels_base)(r0, r1, C, z, labels, dz, invN);
+    const struct FN(xent_ctx) *c = p;
+    for (fbp_idx blk = b0; blk < b1; blk++) {
+        fbp_idx r0 = blk * c->bs, r1 = r0 + c->bs < c->N ? r0 + c->bs : c->N;
+        c->part[blk] = c->labels
+            ? FN(fbp_xent_rows_labels)(r0, r1, c->C, c->z, c->labels, c->dz, c->invN)
+            : FN(fbp_xent_rows_probs)(r0, r1, c->C, c->z, c->t, c->dz, c->invN);
+    }
 }
 
-/* fbp_xent_rows_probs: the baseline and the AVX2+FMA copies of the body above, and the switch. */
-static double FN(fbp_xent_rows_probs_base)(fbp_idx r0, fbp_idx r1, fbp_idx C, const T *z, const T *t, T *dz, T invN)
+static double FN(fbp_softmax_xent)(fbp_idx N, fbp_idx C, const T *z, const int64_t *labels,
+                                   const T *t, T *dz)
 {
-    return FN(fbp_xent_rows_probs_body)(r0, r1, C, z, t, dz, invN);
-}
-#ifdef FBP_HAVE_DISPATCH
-static FBP_TARGET_AVX2 double FN(fbp_xent_rows_probs_avx2)(fbp_idx r0, fbp_idx r1, fbp_idx C, const T *z, const T *t, T *dz, T invN)
-{
-    return FN(fbp_xent_rows_probs_body)(r0, r1, C, z, t, dz, invN);
-}
-#endif
-static inline double FN(fbp_xent_rows_probs)(fbp_idx r0, fbp_idx r1, fbp_idx C, const T *z, const T *t, T *dz, T invN)
-{
-#ifdef FBP_HAVE_DISPATCH
-    if (fbp_avx2)
-        return FN(fbp_xent_rows_probs_avx2)(r0, r1, C, z, t, dz, invN);
-#endif
-    return FN(fbp_xent_rows_probs_base)(r0, r1, C, z, t, dz, invN);
+    if (N <= 0)
+        return NAN;
+    fbp_idx bs = FN(fbp_row_block)(N, C), nb = fbp_nblocks(N, bs);
+    double part[FBP_NBLK_MAX];
+    struct FN(xent_ctx) c = {N, C, bs, z, t, labels, dz, (T)1 / (T)N, part};
+    fbp_parallel(fbp_threads_for(N * C), nb, FN(xent_task), &c);
+    return fbp_sum_partials(part, nb) / (double)N;
 }
 
 /* z, dz (N, C); labels (N,) in [0, C). dz = (softmax(z) - onehot) / N. */
 double FN(fbp_softmax_xent_labels)(fbp_idx N, fbp_idx C, const T *z,
                                    const int64_t *labels, T *dz)
 {
-    if (N <= 0)
-        return NAN;
-    fbp_idx bs = FN(fbp_row_block)(N, C), nb = fbp_nblocks(N, bs);
-    double part[FBP_NBLK_MAX];
-    int nt = fbp_threads_for(N * C);
-    if (nt > nb)
-        nt = (int)nb;
-    (void)nt;
-    const T invN = (T)1 / (T)N;
-#pragma omp parallel for if (nt > 1) num_threads(nt) schedule(static)
-    for (fbp_idx blk = 0; blk < nb; blk++) {
-        fbp_idx r1 = (blk + 1) * bs < N ? (blk + 1) * bs : N;
-        part[blk] = FN(fbp_xent_rows_labels)(blk * bs, r1, C, z, labels, dz, invN);
-    }
-    return fbp_sum_partials(part, nb) / (double)N;
+    return FN(fbp_softmax_xent)(N, C, z, labels, NULL, dz);
 }
 
 /* z, t, dz (N, C); rows of t are class probabilities. dz = (softmax(z) - t) / N. */
 double FN(fbp_softmax_xent_probs)(fbp_idx N, fbp_idx C, const T *z, const T *t, T *dz)
 {
-    if (N <= 0)
-        return NAN;
-    fbp_idx bs = FN(fbp_row_block)(N, C), nb = fbp_nblocks(N, bs);
-    double part[FBP_NBLK_MAX];
-    int nt = fbp_threads_for(N * C);
-    if (nt > nb)
-        nt = (int)nb;
-    (void)nt;
-    const T invN = (T)1 / (T)N;
-#pragma omp parallel for if (nt > 1) num_threads(nt) schedule(static)
-    for (fbp_idx blk = 0; blk < nb; blk++) {
-        fbp_idx r1 = (blk + 1) * bs < N ? (blk + 1) * bs : N;
-        part[blk] = FN(fbp_xent_rows_probs)(blk * bs, r1, C, z, t, dz, invN);
+    return FN(fbp_softmax_xent)(N, C, z, NULL, t, dz);
+}
+
+/* Block [i0, i1) of y, t, dy (n,): dy = (y - t) invN; returns sum (y - t)^2. Eight
+ * accumulators give the compiler lanes to vectorize without reassociating. */
+FBP_INLINE double FN(fbp_mse_block_body)(fbp_idx i0, fbp_idx i1, const T *y, const T *t, T *dy,
+                                         T invN)
+{
+    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    fbp_idx i = i0;
+    for (; i + 8 <= i1; i += 8)
+        for (int k = 0; k < 8; k++) {
+            T d = y[i + k] - t[i + k];
+            dy[i + k] = d * invN;
+            acc[k] += (double)d * (double)d;
+        }
+    for (; i < i1; i++) {
+        T d = y[i] - t[i];
+        dy[i] = d * invN;
+        acc[0] += (double)d * (double)d;
     }
-    return fbp_sum_partials(part, nb) / (double)N;
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
+FBP_DISPATCHED(double, FN(fbp_mse_block), FN(fbp_mse_block_body),
+               (fbp_idx i0, fbp_idx i1, const T *y, const T *t, T *dy, T invN),
+               (i0, i1, y, t, dy, invN))
+
+struct FN(mse_ctx) {
+    fbp_idx n, bs;
+    const T *y, *t;
+    T *dy, invN;
+    double *part;
+};
+
+static void FN(mse_task)(void *p, fbp_idx b0, fbp_idx b1)
+{
+    const struct FN(mse_ctx) *c = p;
+    for (fbp_idx blk = b0; blk < b1; blk++) {
+        fbp_idx i0 = blk * c->bs, i1 = i0 + c->bs < c->n ? i0 + c->bs : c->n;
+        c->part[blk] = FN(fbp_mse_block)(i0, i1, c->y, c->t, c->dy, c->invN);
+    }
 }
 
 /* y, t, dy (N, D): returns 0.5 * sum((y - t)^2) / N; dy = (y - t) / N. */
@@ -243,29 +257,8 @@ double FN(fbp_mse)(fbp_idx N, fbp_idx D, const T *y, const T *t, T *dy)
         return NAN;
     fbp_idx n = N * D, bs = fbp_block_size(n, FBP_RED_MIN), nb = fbp_nblocks(n, bs);
     double part[FBP_NBLK_MAX];
-    int nt = fbp_threads_for(n);
-    if (nt > nb)
-        nt = (int)nb;
-    (void)nt;
-    const T invN = (T)1 / (T)N;
-#pragma omp parallel for if (nt > 1) num_threads(nt) schedule(static)
-    for (fbp_idx blk = 0; blk < nb; blk++) {
-        fbp_idx i0 = blk * bs, i1 = i0 + bs < n ? i0 + bs : n;
-        double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-        fbp_idx i = i0;
-        for (; i + 8 <= i1; i += 8)
-            for (int k = 0; k < 8; k++) {
-                T d = y[i + k] - t[i + k];
-                dy[i + k] = d * invN;
-                acc[k] += (double)d * (double)d;
-            }
-        for (; i < i1; i++) {
-            T d = y[i] - t[i];
-            dy[i] = d * invN;
-            acc[0] += (double)d * (double)d;
-        }
-        part[blk] = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-    }
+    struct FN(mse_ctx) c = {n, bs, y, t, dy, (T)1 / (T)N, part};
+    fbp_parallel(fbp_threads_for(n), nb, FN(mse_task), &c);
     return 0.5 * fbp_sum_partials(part, nb) / (double)N;
 }
 

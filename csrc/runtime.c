@@ -1,7 +1,7 @@
-/* runtime.c - the BLAS table, the row-major GEMM wrapper and our thread count.
+/* runtime.c - the BLAS table, the row-major GEMM wrapper and the CPU dispatch level.
  *
- * GEMM is never hand-written: we call the Fortran BLAS that SciPy ships, through
- * the function pointers of scipy.linalg.cython_blas (set by _core.pyx at import).
+ * GEMM is never hand-written: we call the Fortran BLAS of the scipy-openblas32
+ * package through function pointers (found at import by src/fastbp/_blas.py).
  * A row-major C = op(A).op(B) is the column-major C^T = op(B)^T.op(A)^T, so the
  * operands are swapped instead of copied (as scikit-learn's _cython_blas does).
  */
@@ -11,59 +11,75 @@
 
 static fbp_sgemm_fn g_sgemm;
 static fbp_dgemm_fn g_dgemm;
-static int g_num_threads; /* 0: follow omp_get_max_threads() */
+static fbp_blas_get_threads_fn g_blas_get_threads;
+static fbp_blas_set_threads_fn g_blas_set_threads;
 _Thread_local int fbp_serial;
-int fbp_avx2;
+int fbp_isa;
 
-int fbp_init_cpu(int enable)
+int fbp_init_cpu(int max_level)
 {
+    int level = FBP_ISA_BASE;
 #ifdef FBP_HAVE_DISPATCH
-    __builtin_cpu_init();
-    fbp_avx2 = enable && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#else
-    (void)enable;
-    fbp_avx2 = 0;
+    __builtin_cpu_init(); /* also checks that the OS saves the vector registers */
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+        level = FBP_ISA_AVX2;
+        if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+            __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl"))
+            level = FBP_ISA_AVX512;
+    }
 #endif
-    return fbp_avx2;
+    fbp_isa = level < max_level ? level : (max_level > 0 ? max_level : 0);
+    return fbp_isa;
 }
 
-void fbp_set_blas(fbp_sgemm_fn sgemm, fbp_dgemm_fn dgemm)
+void fbp_set_blas(fbp_sgemm_fn sgemm, fbp_dgemm_fn dgemm, fbp_blas_get_threads_fn get_threads,
+                  fbp_blas_set_threads_fn set_threads)
 {
     g_sgemm = sgemm;
     g_dgemm = dgemm;
+    g_blas_get_threads = get_threads;
+    g_blas_set_threads = set_threads;
+    set_threads(1);
 }
 
-void fbp_set_num_threads(int n) { g_num_threads = n > 0 ? n : 0; }
-
-int fbp_get_num_threads(void)
+/* The BLAS runs single-threaded inside our pool; threadpoolctl (or anyone) may
+ * have raised its count since, and its own pool would then nest in ours. */
+static inline void blas_one_thread(void)
 {
-#ifdef _OPENMP
-    return g_num_threads > 0 ? g_num_threads : omp_get_max_threads();
-#else
-    return 1;
-#endif
+    if (g_blas_get_threads() != 1)
+        g_blas_set_threads(1);
 }
 
-int fbp_has_openmp(void)
+/* GEMMs below this many multiply-adds run on the calling thread (OpenBLAS's own
+ * threading threshold): a hand-off costs more than half of such a product. */
+#define GEMM_PAR_MIN ((double)(1 << 18))
+/* Split blocks are multiples of this many rows or columns (the BLAS kernels'
+ * register blocking divides it). */
+#define GEMM_UNIT 16
+
+
+struct copy_ctx {
+    size_t nbytes;
+    const char *src;
+    char *dst;
+};
+
+#define COPY_CHUNK ((size_t)1 << 20)
+
+static void copy_task(void *p, fbp_idx t0, fbp_idx t1)
 {
-#ifdef _OPENMP
-    return 1;
-#else
-    return 0;
-#endif
+    const struct copy_ctx *c = p;
+    size_t off = (size_t)t0 * COPY_CHUNK, end = (size_t)t1 * COPY_CHUNK;
+    if (end > c->nbytes)
+        end = c->nbytes;
+    memcpy(c->dst + off, c->src + off, end - off);
 }
 
 void fbp_copy(size_t nbytes, const void *src, void *dst)
 {
-    const size_t chunk = (size_t)1 << 20;
-    fbp_idx nch = (fbp_idx)((nbytes + chunk - 1) / chunk);
-    int nt = fbp_threads_for((fbp_idx)(nbytes / sizeof(float)));
-    (void)nt;
-#pragma omp parallel for if (nt > 1) num_threads(nt) schedule(static)
-    for (fbp_idx c = 0; c < nch; c++) {
-        size_t off = (size_t)c * chunk, len = nbytes - off < chunk ? nbytes - off : chunk;
-        memcpy((char *)dst + off, (const char *)src + off, len);
-    }
+    struct copy_ctx c = {nbytes, src, dst};
+    fbp_idx nch = (fbp_idx)((nbytes + COPY_CHUNK - 1) / COPY_CHUNK);
+    fbp_parallel(fbp_threads_for((fbp_idx)(nbytes / sizeof(float))), nch, copy_task, &c);
 }
 
 #define BLAS_S g_sgemm
@@ -72,6 +88,48 @@ void fbp_copy(size_t nbytes, const void *src, void *dst)
 #include "fbp_generic.h"
 
 #else /* generic section */
+
+/* The raw call: row-major C = alpha op(A) op(B) + beta C as the column-major
+ * C^T = op(B)^T op(A)^T, operands swapped. */
+static void FN(gemm_blas)(int ta, int tb, fbp_idx M, fbp_idx N, fbp_idx K, T alpha,
+                          const T *A, fbp_idx lda, const T *B, fbp_idx ldb, T beta, T *C,
+                          fbp_idx ldc)
+{
+    char opa = tb ? 'T' : 'N', opb = ta ? 'T' : 'N';
+    int m = (int)N, n = (int)M, k = (int)K;
+    int la = (int)(ldb > 1 ? ldb : 1), lb = (int)(lda > 1 ? lda : 1);
+    int lc = (int)(ldc > 1 ? ldc : 1);
+    T a = alpha, b = beta;
+    if (sizeof(T) == sizeof(float))
+        BLAS_S(&opa, &opb, &m, &n, &k, (float *)&a, (float *)B, &la, (float *)A, &lb,
+               (float *)&b, (float *)C, &lc);
+    else
+        BLAS_D(&opa, &opb, &m, &n, &k, (double *)&a, (double *)B, &la, (double *)A, &lb,
+               (double *)&b, (double *)C, &lc);
+}
+
+struct FN(gemm_ctx) {
+    int ta, tb, rows; /* rows: split C's rows, else its columns */
+    fbp_idx M, N, K, lda, ldb, ldc;
+    T alpha, beta;
+    const T *A, *B;
+    T *C;
+};
+
+/* Units [u0, u1) of GEMM_UNIT rows (or columns) of C: one BLAS call. */
+static void FN(gemm_task)(void *p, fbp_idx u0, fbp_idx u1)
+{
+    const struct FN(gemm_ctx) *c = p;
+    fbp_idx total = c->rows ? c->M : c->N;
+    fbp_idx i0 = u0 * GEMM_UNIT, i1 = u1 * GEMM_UNIT < total ? u1 * GEMM_UNIT : total;
+    if (c->rows) /* row i of op(A) starts at A + i lda, or at column i of A */
+        FN(gemm_blas)(c->ta, c->tb, i1 - i0, c->N, c->K, c->alpha,
+                      c->A + (c->ta ? i0 : i0 * c->lda), c->lda, c->B, c->ldb, c->beta,
+                      c->C + i0 * c->ldc, c->ldc);
+    else /* column j of op(B) starts at B + j, or at row j of B */
+        FN(gemm_blas)(c->ta, c->tb, c->M, i1 - i0, c->K, c->alpha, c->A, c->lda,
+                      c->B + (c->tb ? i0 * c->ldb : i0), c->ldb, c->beta, c->C + i0, c->ldc);
+}
 
 void FN(fbp_gemm)(int ta, int tb, fbp_idx M, fbp_idx N, fbp_idx K, T alpha,
                   const T *A, fbp_idx lda, const T *B, fbp_idx ldb, T beta,
@@ -85,17 +143,15 @@ void FN(fbp_gemm)(int ta, int tb, fbp_idx M, fbp_idx N, fbp_idx K, T alpha,
                 C[i * ldc + j] = beta == (T)0 ? (T)0 : beta * C[i * ldc + j];
         return;
     }
-    char opa = tb ? 'T' : 'N', opb = ta ? 'T' : 'N';
-    int m = (int)N, n = (int)M, k = (int)K;
-    int la = (int)(ldb > 1 ? ldb : 1), lb = (int)(lda > 1 ? lda : 1);
-    int lc = (int)(ldc > 1 ? ldc : 1);
-    T a = alpha, b = beta;
-    if (sizeof(T) == sizeof(float))
-        BLAS_S(&opa, &opb, &m, &n, &k, (float *)&a, (float *)B, &la, (float *)A, &lb,
-               (float *)&b, (float *)C, &lc);
-    else
-        BLAS_D(&opa, &opb, &m, &n, &k, (double *)&a, (double *)B, &la, (double *)A, &lb,
-               (double *)&b, (double *)C, &lc);
+    blas_one_thread();
+    /* Split the longer side of C: each part then re-reads (packs) the whole of
+     * the other operand, and that operand is the smaller one. */
+    struct FN(gemm_ctx) c = {ta, tb, M >= N, M, N, K, lda, ldb, ldc, alpha, beta, A, B, C};
+    double work = (double)M * (double)N * (double)K;
+    int nt = fbp_serial || work < 2 * GEMM_PAR_MIN ? 1 : fbp_get_num_threads();
+    if (nt > 1 && work / nt < GEMM_PAR_MIN)
+        nt = (int)(work / GEMM_PAR_MIN);
+    fbp_parallel(nt, fbp_nblocks(c.rows ? M : N, GEMM_UNIT), FN(gemm_task), &c);
 }
 
 #endif

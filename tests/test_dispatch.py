@@ -1,5 +1,5 @@
-"""The exp-heavy kernels exist as a baseline and an AVX2+FMA copy chosen at
-import; both must match the reference (they agree to rounding, not bitwise)."""
+"""The exp-heavy kernels exist as baseline, AVX2+FMA and AVX-512 copies chosen at
+import; each must match the reference (they agree to rounding, not bitwise)."""
 import numpy as np
 import pytest
 
@@ -8,13 +8,13 @@ from fastbp import _core
 from fastbp import reference as ref
 
 
-@pytest.fixture(params=[False, True], ids=["baseline", "avx2"])
+@pytest.fixture(params=["baseline", "avx2", "avx512"])
 def dispatch(request):
     before = _core.cpu_dispatch()
     used = _core.set_cpu_dispatch(request.param)
-    if request.param and not used:
+    if used != request.param:
         _core.set_cpu_dispatch(before)
-        pytest.skip("this CPU has no AVX2+FMA")
+        pytest.skip(f"this CPU has no {request.param}")
     yield used
     _core.set_cpu_dispatch(before)
 
@@ -45,3 +45,25 @@ def test_deterministic_across_threads_on_each_path(dispatch, restore_threads):
         fastbp.set_num_threads(n)
         out.append(fastbp.softmax_cross_entropy(z, labels))
     assert all(o[0] == out[0][0] and np.array_equal(o[1], out[0][1]) for o in out)
+
+
+def test_set_cpu_dispatch_rejects_unknown_levels():
+    with pytest.raises(ValueError, match="level must be one of"):
+        _core.set_cpu_dispatch("sse9")
+
+
+def test_unknown_fastbp_dispatch_warns_and_imports(tmp_path):
+    """No environment variable may make the package unusable."""
+    import os
+    import subprocess
+    import sys
+
+    src = os.path.dirname(os.path.dirname(os.path.abspath(fastbp.__file__)))
+    env = dict(os.environ, FASTBP_DISPATCH="bogus",
+               PYTHONPATH=os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]))
+    r = subprocess.run([sys.executable, "-W", "always", "-c",
+                        "import fastbp; print(fastbp._core.cpu_dispatch())"],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "FASTBP_DISPATCH='bogus'" in r.stderr
+    assert r.stdout.strip() in ("baseline", "avx2", "avx512")

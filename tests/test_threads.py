@@ -109,9 +109,9 @@ def test_bitwise_identical_across_thread_counts(restore_threads, dtype, case):
 @pytest.mark.parametrize("n", [1, 2, 3, 7])
 def test_get_returns_what_was_set(restore_threads, n):
     fastbp.set_num_threads(n)
-    assert fastbp.get_num_threads() == (n if fastbp.has_openmp() else 1)
+    assert fastbp.get_num_threads() == n
     fastbp.set_num_threads(np.int64(2))
-    assert fastbp.get_num_threads() == (2 if fastbp.has_openmp() else 1)
+    assert fastbp.get_num_threads() == 2
 
 
 @pytest.mark.parametrize("bad", [0, -1, 4097, 2**40])
@@ -119,7 +119,7 @@ def test_set_num_threads_value_error(restore_threads, bad):
     fastbp.set_num_threads(2)
     with pytest.raises(ValueError, match=rf"n must be in \[1, 4096\], got {bad}"):
         fastbp.set_num_threads(bad)
-    assert fastbp.get_num_threads() == (2 if fastbp.has_openmp() else 1)
+    assert fastbp.get_num_threads() == 2
 
 
 @pytest.mark.parametrize("bad", [1.5, "2", True, None, np.bool_(True)])
@@ -128,11 +128,31 @@ def test_set_num_threads_type_error(restore_threads, bad):
         fastbp.set_num_threads(bad)
 
 
-def test_threadpoolctl_info_runs():
-    threadpoolctl = pytest.importorskip("threadpoolctl")
-    info = threadpoolctl.threadpool_info()
-    assert isinstance(info, list)
-    assert isinstance(fastbp.has_openmp(), bool)
+def test_threadpoolctl_lists_our_pool_and_our_blas(restore_threads):
+    from threadpoolctl import threadpool_info
+
+    fastbp.set_num_threads(3)
+    ours = [p for p in threadpool_info() if p["internal_api"] == "fastbp"]
+    assert len(ours) == 1 and ours[0]["user_api"] == "openmp"
+    assert ours[0]["num_threads"] == 3 and ours[0]["version"] == fastbp.__version__
+    blas = [p for p in threadpool_info() if "scipy_openblas32" in p["filepath"]]
+    assert len(blas) == 1 and blas[0]["num_threads"] == 1  # GEMMs are split over our pool
+
+
+def test_the_blas_stays_single_threaded(restore_threads):
+    """Raising our BLAS's own thread count (threadpoolctl does, for every BLAS it
+    finds) must not nest its pool inside ours: the next GEMM puts it back to 1."""
+    from threadpoolctl import threadpool_limits
+
+    from fastbp import _blas
+
+    x = np.ones((64, 64), np.float32)
+    with threadpool_limits(limits=4, user_api="blas"):
+        fastbp.dense_forward(x, x, None)
+        assert _blas.info()["threads"] == 1
+    fastbp.set_num_threads(2)
+    fastbp.dense_forward(x, x, None)
+    assert _blas.info()["threads"] == 1
 
 
 def test_concurrent_calls_match_sequential():
@@ -163,9 +183,9 @@ def test_concurrent_calls_match_sequential():
 
 
 def test_threadpoolctl_limits_our_threads_when_not_set():
-    """Without set_num_threads, fastbp follows OpenMP's setting, which is what
-    threadpoolctl's threadpool_limits(user_api="openmp") changes. A fresh
-    process, since other tests here call set_num_threads."""
+    """Without set_num_threads, fastbp follows OMP_NUM_THREADS, and
+    threadpoolctl's threadpool_limits (user_api="openmp", or all APIs) changes
+    it. A fresh process, since other tests here call set_num_threads."""
     import os
     import subprocess
     import sys
@@ -176,15 +196,14 @@ def test_threadpoolctl_limits_our_threads_when_not_set():
             "n0 = fastbp.get_num_threads()\n"
             "with threadpool_limits(limits=1, user_api='openmp'):\n"
             "    n1 = fastbp.get_num_threads()\n"
-            "print(n0, n1, fastbp.get_num_threads(), fastbp.has_openmp())\n")
+            "with threadpool_limits(limits=2):\n"
+            "    n2 = fastbp.get_num_threads()\n"
+            "print(n0, n1, n2, fastbp.get_num_threads())\n")
     here = os.path.dirname(os.path.dirname(os.path.abspath(fastbp.__file__)))
     env = dict(os.environ, OMP_NUM_THREADS="3",
                PYTHONPATH=os.pathsep.join([here, os.environ.get("PYTHONPATH", "")]))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env=env, timeout=120)
     assert out.returncode == 0, out.stderr
-    n0, n1, n2, omp = out.stdout.split()
-    if omp == "True":
-        assert (n0, n1, n2) == ("3", "1", "3")  # OMP_NUM_THREADS honoured, then limited
-    else:
-        assert (n0, n1, n2) == ("1", "1", "1")
+    # OMP_NUM_THREADS honoured, then limited, then restored
+    assert out.stdout.split() == ["3", "1", "2", "3"]

@@ -1,19 +1,23 @@
 """fastbp: fast, deterministic backpropagation for dense neural networks.
 
 The hot paths are C kernels (csrc/) called through Cython (fastbp._core) with
-the GIL released; every matrix product goes to the BLAS that SciPy ships.
-``fastbp.reference`` holds a pure-NumPy twin of every kernel.
+the GIL released, on fastbp's own thread pool; every matrix product goes to the
+OpenBLAS of the scipy-openblas32 package. ``fastbp.reference`` holds a
+pure-NumPy twin of every kernel.
 """
 __version__ = "0.1.0"
 
-from ._core import (
+from . import _blas, _core
+
+_blas.load()
+
+from ._core import (  # noqa: E402
     clip_by_global_norm,
     clip_by_value,
     dense_backward,
     dense_forward,
     get_num_threads,
     global_norm,
-    has_openmp,
     mse_loss,
     relu_backward,
     relu_forward,
@@ -25,18 +29,14 @@ from ._core import (
     tanh_backward,
     tanh_forward,
 )
-from ._config import show_config
-from .model import MLP
-from .gradcheck import gradient_check
-from . import layers, reference
-from .blas import get_blas, set_blas
-
-if __import__("os").environ.get("FASTBP_BLAS"):
-    set_blas(__import__("os").environ["FASTBP_BLAS"])
+from . import _threadpool  # noqa: E402,F401  (registers the pool with threadpoolctl)
+from ._config import show_config  # noqa: E402
+from .model import MLP  # noqa: E402
+from .gradcheck import gradient_check  # noqa: E402
+from . import layers, reference  # noqa: E402
 
 __all__ = [
     "MLP",
-    "get_blas",
     "gradient_check",
     "layers",
     "reference",
@@ -46,12 +46,10 @@ __all__ = [
     "dense_forward",
     "get_num_threads",
     "global_norm",
-    "has_openmp",
     "mse_loss",
     "relu_backward",
     "relu_forward",
     "set_num_threads",
-    "set_blas",
     "sgd_update",
     "show_config",
     "sigmoid_backward",

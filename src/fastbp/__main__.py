@@ -115,10 +115,6 @@ def cmd_train(args):
 def cmd_bench(args):
     from .bench import main as bench_main
 
-    if args.blas:
-        import fastbp
-        fastbp.set_blas(args.blas)
-
     return bench_main(args)
 
 
@@ -146,7 +142,7 @@ def build_parser():
     t.add_argument("--momentum", type=float, default=0.0)
     t.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--threads", type=int, default=None, help="fastbp's OpenMP threads")
+    t.add_argument("--threads", type=int, default=None, help="fastbp's threads")
     t.add_argument("--compare-numpy", action="store_true",
                    help="also run the same schedule on fastbp.reference (pure NumPy)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -160,9 +156,7 @@ def build_parser():
     b.add_argument("--json", default="bench-results/step.json", help="where to write JSON")
     b.add_argument("--png", default="bench-results/step.png",
                    help="where to write the chart (needs matplotlib)")
-    b.add_argument("--threads", type=int, default=None, help="fastbp's OpenMP threads")
-    b.add_argument("--blas", default=None, choices=["scipy", "scipy-openblas32"],
-                   help="the BLAS fastbp's GEMMs call (see fastbp.blas)")
+    b.add_argument("--threads", type=int, default=None, help="fastbp's threads")
     b.set_defaults(func=cmd_bench)
 
     i = sub.add_parser("info", help="print the build configuration")

@@ -15,7 +15,6 @@ import numpy as np
 cimport numpy as cnp
 from libc.stdint cimport int64_t
 from libc.stdlib cimport calloc, free
-from scipy.linalg.cython_blas cimport sgemm, dgemm
 
 cnp.import_array()
 
@@ -25,7 +24,9 @@ cdef extern from "fastbp.h" nogil:
                                   int *, float *, int *, float *, float *, int *)
     ctypedef void (*fbp_dgemm_fn)(char *, char *, int *, int *, int *, double *, double *,
                                   int *, double *, int *, double *, double *, int *)
-    void fbp_set_blas(fbp_sgemm_fn, fbp_dgemm_fn)
+    ctypedef int (*fbp_blas_get_threads_fn)()
+    ctypedef void (*fbp_blas_set_threads_fn)(int)
+    void fbp_set_blas(fbp_sgemm_fn, fbp_dgemm_fn, fbp_blas_get_threads_fn, fbp_blas_set_threads_fn)
     void fbp_gemm_f32(int ta, int tb, fbp_idx M, fbp_idx N, fbp_idx K, float alpha,
                       const float *A, fbp_idx lda, const float *B, fbp_idx ldb, float beta,
                       float *C, fbp_idx ldc)
@@ -34,9 +35,11 @@ cdef extern from "fastbp.h" nogil:
                       double *C, fbp_idx ldc)
     void fbp_set_num_threads(int)
     int fbp_get_num_threads()
-    int fbp_has_openmp()
-    void fbp_copy(size_t nbytes, const void *src, void *dst)
-    int fbp_init_cpu(int enable)
+    int fbp_cpu_count()
+    int fbp_pool_workers(int *create_error)
+    void fbp_set_wait_us(double us)
+    double fbp_get_wait_us()
+    int fbp_init_cpu(int max_level)
 
     void fbp_act_forward_f32(fbp_idx n, int act, const float *x, float *y)
     void fbp_act_forward_f64(fbp_idx n, int act, const double *x, double *y)
@@ -107,35 +110,53 @@ cdef extern from "fastbp.h" nogil:
                            const double *t, const int64_t *order, fbp_idx B,
                            const fbp_step_opts *opt, fbp_step_out *out)
 
-fbp_set_blas(<fbp_sgemm_fn>sgemm, <fbp_dgemm_fn>dgemm)
 import os as _os
-_AVX2 = bool(fbp_init_cpu(_os.environ.get("FASTBP_DISPATCH", "1").strip() not in ("0", "off")))
+import warnings as _warnings
+
+CPU_LEVELS = ("baseline", "avx2", "avx512")
 
 
-def set_cpu_dispatch(bint enable):
-    """Use the AVX2+FMA copies of the exp-heavy kernels when the CPU has them
-    (the default; FASTBP_DISPATCH=0 at import turns it off). Returns whether
-    they are now used. Results of the two copies agree to rounding, not bitwise."""
-    global _AVX2
-    _AVX2 = bool(fbp_init_cpu(enable))
-    return _AVX2
+def set_cpu_dispatch(level="avx512"):
+    """Use the dispatched copies of the exp-heavy kernels up to ``level``
+    ("baseline", "avx2" for AVX2+FMA, "avx512"), as far as the CPU has them.
+    Returns the level now in use. The copies agree to rounding, not bitwise."""
+    global _level
+    if level not in CPU_LEVELS:
+        raise ValueError(f"set_cpu_dispatch: level must be one of {CPU_LEVELS}, got {level!r}")
+    _level = CPU_LEVELS[fbp_init_cpu(CPU_LEVELS.index(level))]
+    return _level
 
 
 def cpu_dispatch():
-    """Whether the AVX2+FMA copies of the exp-heavy kernels are in use."""
-    return _AVX2
+    """The level of the dispatched kernel copies in use: "baseline", "avx2" or "avx512"."""
+    return _level
 
 
-def _set_gemm(size_t sgemm_addr, size_t dgemm_addr):
-    """Point the kernels at other Fortran-ABI (32-bit integer) sgemm_/dgemm_,
-    given as addresses (see fastbp.blas); (0, 0) restores scipy.linalg.cython_blas.
-    Not thread-safe against kernels running at the same time."""
-    if sgemm_addr == 0 or dgemm_addr == 0:
-        fbp_set_blas(<fbp_sgemm_fn>sgemm, <fbp_dgemm_fn>dgemm)
-    else:
-        fbp_set_blas(<fbp_sgemm_fn>sgemm_addr, <fbp_dgemm_fn>dgemm_addr)
+def _dispatch_from_env():
+    v = _os.environ.get("FASTBP_DISPATCH", "").strip().lower()
+    if v in ("", "1", "on", "avx512"):
+        return 2
+    if v in ("0", "off", "baseline"):
+        return 0
+    if v == "avx2":
+        return 1
+    _warnings.warn(f"FASTBP_DISPATCH={v!r} is not one of baseline, avx2, avx512 (or 0/1); "
+                   "using the widest copies the CPU supports", RuntimeWarning, stacklevel=2)
+    return 2
 
-# The Fortran BLAS that SciPy ships takes 32-bit integer dimensions.
+
+_level = CPU_LEVELS[fbp_init_cpu(_dispatch_from_env())]
+
+
+def _set_gemm(size_t sgemm_addr, size_t dgemm_addr, size_t get_threads, size_t set_threads):
+    """Point the kernels at Fortran-ABI (32-bit integer) sgemm_/dgemm_ and the
+    library's thread count functions, given as addresses (see fastbp._blas)."""
+    if not (sgemm_addr and dgemm_addr and get_threads and set_threads):
+        raise ValueError("_set_gemm: null address")
+    fbp_set_blas(<fbp_sgemm_fn>sgemm_addr, <fbp_dgemm_fn>dgemm_addr,
+                 <fbp_blas_get_threads_fn>get_threads, <fbp_blas_set_threads_fn>set_threads)
+
+# The Fortran BLAS fastbp calls takes 32-bit integer dimensions.
 BLAS_INT_MAX = 2**31 - 1
 
 ACTIVATIONS = {None: 0, "relu": 1, "sigmoid": 2, "tanh": 3}
@@ -260,33 +281,15 @@ cdef inline void *_p(object a):
     return NULL if a is None else cnp.PyArray_DATA(<cnp.ndarray?>a)
 
 
-def copy(src, dst):
-    """dst[...] = src with our threads (a parallel memcpy): the floor that the
-    benchmarks hold memory-bound kernels against. Both C-contiguous, same nbytes."""
-    if not (isinstance(src, np.ndarray) and isinstance(dst, np.ndarray)):
-        raise TypeError("copy: src and dst must be numpy arrays")
-    if not src.flags.c_contiguous:
-        raise ValueError("copy: src must be C-contiguous")
-    _writable_contiguous("copy", "dst", dst)
-    if src.nbytes != dst.nbytes:
-        raise ValueError(f"copy: src has {src.nbytes} bytes, dst {dst.nbytes}")
-    _no_overlap("copy", "dst", dst, [("src", src)])
-    cdef size_t n = src.nbytes
-    cdef void *ps = cnp.PyArray_DATA(<cnp.ndarray>src)
-    cdef void *pd = cnp.PyArray_DATA(<cnp.ndarray>dst)
-    with nogil:
-        fbp_copy(n, ps, pd)
-    return dst
-
-
 # ---- threads -----------------------------------------------------------------
 
 def set_num_threads(n):
-    """Set the number of OpenMP threads fastbp's kernels use (n >= 1).
+    """Set the number of threads fastbp's kernels use, and its BLAS (n >= 1;
+    the BLAS gets at most one per CPU).
 
     Results do not depend on it: reductions run in a fixed block order.
-    Without a call, fastbp follows OMP_NUM_THREADS / omp_get_max_threads()
-    (which threadpoolctl's ``threadpool_limits(user_api="openmp")`` sets).
+    Without a call, fastbp follows OMP_NUM_THREADS, else the number of CPUs
+    this process may run on; ``threadpoolctl.threadpool_limits`` also sets it.
     """
     if isinstance(n, (bool, np.bool_)):
         raise TypeError("set_num_threads: n must be an integer, got bool")
@@ -300,13 +303,26 @@ def set_num_threads(n):
 
 
 def get_num_threads():
-    """The number of OpenMP threads fastbp's kernels use (1 without OpenMP)."""
+    """The number of threads fastbp's kernels use."""
     return fbp_get_num_threads()
 
 
-def has_openmp():
-    """Whether the extension was built with OpenMP."""
-    return bool(fbp_has_openmp())
+def cpu_count():
+    """The CPUs this process may run on (its affinity mask)."""
+    return fbp_cpu_count()
+
+
+def pool_info():
+    """The thread pool's state: workers started, the errno of the last thread
+    that could not start (0 if none), and the idle workers' yield window."""
+    cdef int err = 0
+    cdef int n = fbp_pool_workers(&err)
+    return {"workers": n, "create_error": err, "wait_us": fbp_get_wait_us()}
+
+
+def _set_wait_us(double us):
+    """How long idle workers yield before sleeping (a tuning knob for bench/)."""
+    fbp_set_wait_us(us)
 
 
 # ---- activations ---------------------------------------------------------------
@@ -994,31 +1010,3 @@ def mlp_epoch(MLPWorkspace ws, X, target, order, Py_ssize_t batch_size, double l
         with nogil:
             fbp_mlp_epoch_f64(&ws.m, n, <double *>px, plab, <double *>ptf, po, B, &opt, &out)
     return out.loss, out.ncorrect
-
-
-def gemm_floor(MLPWorkspace ws, x):
-    """The GEMMs of one training step alone, through our BLAS, in one call.
-
-    A diagnostic for the benchmarks: (step time - this) is what our own code
-    and the Python call cost; (this - NumPy's floor) is what the BLAS that SciPy
-    ships costs against the one NumPy ships. Writes only workspace buffers.
-    """
-    x = _float_input("gemm_floor", "x", x, ndim=2, dtype=ws.dtype, blas=True)
-    cdef fbp_idx N = x.shape[0]
-    if x.shape[1] != ws.sizes[0] or not 1 <= N <= ws.cap:
-        raise ValueError(f"gemm_floor: x must have shape (N <= {ws.cap}, {ws.sizes[0]})")
-    cdef int L = ws.m.L, l
-    cdef const fbp_idx *sz = ws.m.sizes
-    cdef void *px = _p(x)
-    if ws.dtype.itemsize != 4:
-        raise TypeError("gemm_floor: float32 workspaces only")
-    with nogil:
-        for l in range(L):
-            fbp_gemm_f32(0, 0, N, sz[l + 1], sz[l], 1, <float *>(px if l == 0 else ws.m.h[l - 1]),
-                         sz[l], <float *>ws.m.W[l], sz[l + 1], 0, <float *>ws.m.h[l], sz[l + 1])
-        for l in range(L - 1, -1, -1):
-            if l > 0:
-                fbp_gemm_f32(0, 1, N, sz[l], sz[l + 1], 1, <float *>ws.m.dh[l], sz[l + 1],
-                             <float *>ws.m.W[l], sz[l + 1], 0, <float *>ws.m.dh[l - 1], sz[l])
-            fbp_gemm_f32(1, 0, sz[l], sz[l + 1], N, 1, <float *>(px if l == 0 else ws.m.h[l - 1]),
-                         sz[l], <float *>ws.m.dh[l], sz[l + 1], 0, <float *>ws.m.dW[l], sz[l + 1])

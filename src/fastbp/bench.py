@@ -87,20 +87,6 @@ def floor_step(size, dtype=np.float32):
     return step
 
 
-def floor_ours_step(size, dtype=np.float32):
-    """The same GEMMs through the BLAS fastbp uses (SciPy's), in one native
-    call: a diagnostic that splits fastbp's gap to the floor into our own
-    overhead and the difference between the two BLAS builds."""
-    import fastbp
-    from . import _core
-
-    N, widths = SIZES[size]
-    x, labels = make_batch(size, dtype)
-    model = fastbp.MLP(widths, "relu", dtype=dtype, seed=0)
-    ws = model._workspace(N)
-    return lambda: _core.gemm_floor(ws, x)
-
-
 def torch_step(size, dtype=np.float32):
     """PyTorch CPU eager: nn.Linear/ReLU, CrossEntropyLoss, optim.SGD."""
     import torch
@@ -130,7 +116,6 @@ def torch_step(size, dtype=np.float32):
 
 CONTENDERS = {"fastbp": fastbp_step, "floor": floor_step, "numpy": numpy_step,
               "torch": torch_step}
-DIAGNOSTICS = {"floor_ours": floor_ours_step}  # not in the table; see docs/performance.md
 
 
 def have_torch():
@@ -141,30 +126,38 @@ def have_torch():
         return False
 
 
-def time_steps(fns, repeat=None, block=0.2, warmup=0.05, settle=0.3, rounds=5):
+SETTLE = 0.3  # s: OpenBLAS's idle workers yield for about 0.1 s after a call
+BLOCK = 0.2   # s of calls per timed block
+ROUNDS = 5
+
+
+def calls_per_block(fn, block=BLOCK, warmup=0.05):
+    """Warm fn up for ``warmup`` seconds, then how many calls fill ``block`` seconds.
+    Shared with bench/ (pytest-benchmark), so both harnesses time the same blocks."""
+    t0 = time.perf_counter()
+    fn()
+    while time.perf_counter() - t0 < warmup:
+        fn()
+    t0 = time.perf_counter()
+    fn()
+    return max(1, int(block / max(time.perf_counter() - t0, 1e-7)))
+
+
+def time_steps(fns, repeat=None, block=BLOCK, settle=SETTLE, rounds=ROUNDS):
     """Median seconds per call of each fn.
 
     Contenders take turns in rounds; each turn sleeps ``settle`` seconds first,
-    so that the previous contender's BLAS and OpenMP workers (OpenBLAS spins
-    about 0.1 s after its last call; NumPy, SciPy and PyTorch each bring their
-    own pool) stop competing for the cores, then warms up and times a block
-    of calls lasting about ``block`` seconds (or ``repeat`` calls).
+    so that the previous contender's thread pools (NumPy's, PyTorch's, the BLAS
+    copies each loads) go idle, warms up, and times a block of calls lasting
+    about ``block`` seconds (or ``repeat`` calls).
     """
     samples = {name: [] for name in fns}
     calls = {}
     for _ in range(rounds):
         for name, fn in fns.items():
             time.sleep(settle)
-            t0 = time.perf_counter()
-            fn()
-            while time.perf_counter() - t0 < warmup:
-                fn()
-            if name not in calls:
-                t0 = time.perf_counter()
-                fn()
-                dt = time.perf_counter() - t0
-                calls[name] = repeat or max(1, int(block / max(dt, 1e-7)))
-            k = calls[name]
+            k = calls_per_block(fn, block)
+            k = calls.setdefault(name, repeat or k)
             t0 = time.perf_counter()
             for _ in range(k):
                 fn()
@@ -255,7 +248,9 @@ def main(args):
     import fastbp
 
     rows = run(args.sizes, args.repeat, args.threads)
-    print(f"fastbp GEMMs through: {fastbp.get_blas()}; floor: NumPy's matmul")
+    from ._blas import info
+
+    print(f"fastbp GEMMs: {info()['version'].split(' DYNAMIC')[0]}; floor: NumPy's matmul")
     print(format_table(rows))
     if args.json:
         os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
