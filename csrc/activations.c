@@ -73,7 +73,8 @@ void FN(fbp_act_forward)(fbp_idx n, int act, const T *x, T *y)
         return;
     }
     struct FN(act_ctx) c = {n, act, x, NULL, y};
-    fbp_parallel(fbp_threads_for(n), fbp_nblocks(n, FBP_CHUNK), FN(act_forward_task), &c);
+    fbp_parallel(fbp_threads_for(n, fbp_act_cost(act)), fbp_nblocks(n, FBP_CHUNK),
+                 FN(act_forward_task), &c);
 }
 
 /* dy, y, dx (n,): dx = dy * act'(y); dx may alias dy. */
@@ -86,7 +87,8 @@ void FN(fbp_act_backward)(fbp_idx n, int act, const T *dy, const T *y, T *dx)
         return;
     }
     struct FN(act_ctx) c = {n, act, dy, y, dx};
-    fbp_parallel(fbp_threads_for(n), fbp_nblocks(n, FBP_CHUNK), FN(act_backward_task), &c);
+    fbp_parallel(fbp_threads_for(n, FBP_COST_MEM), fbp_nblocks(n, FBP_CHUNK),
+                 FN(act_backward_task), &c);
 }
 
 #endif

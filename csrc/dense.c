@@ -49,7 +49,7 @@ static void FN(bias_act_task)(void *p, fbp_idx r0, fbp_idx r1)
 void FN(fbp_bias_act)(fbp_idx N, fbp_idx O, const T *b, int act, T *y)
 {
     struct FN(bias_act_ctx) c = {O, b, act, y};
-    fbp_parallel(fbp_threads_for(N * O), N, FN(bias_act_task), &c);
+    fbp_parallel(fbp_threads_for(N * O, fbp_act_cost(act)), N, FN(bias_act_task), &c);
 }
 
 /* Column block cb of dy, y, dz (N, O): dz = dy * act'(y), db (+)= its column sums. */
@@ -116,7 +116,8 @@ void FN(fbp_act_backward_bias_grad)(fbp_idx N, fbp_idx O, int act, const T *dy,
                                     const T *y, T *dz, T *db, int accumulate)
 {
     struct FN(mask_bias_ctx) c = {N, O, act, accumulate, dy, y, dz, db};
-    fbp_parallel(fbp_threads_for(N * O), fbp_nblocks(O, FBP_COLBLK), FN(mask_bias_task), &c);
+    fbp_parallel(fbp_threads_for(N * O, FBP_COST_MEM), fbp_nblocks(O, FBP_COLBLK),
+                 FN(mask_bias_task), &c);
 }
 
 /* x (N, I), W (I, O), b (O,) or NULL, y (N, O): y = act(x.W + b). */

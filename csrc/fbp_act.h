@@ -8,6 +8,15 @@
 #define FBP_INLINE static inline __attribute__((always_inline))
 #endif
 
+/* The cost class of act for fbp_threads_for. */
+#ifndef FBP_ACT_COST
+#define FBP_ACT_COST
+static inline int fbp_act_cost(int act)
+{
+    return act == FBP_ACT_SIGMOID || act == FBP_ACT_TANH ? FBP_COST_EXP : FBP_COST_MEM;
+}
+#endif
+
 FBP_INLINE T FN(fbp_act_apply)(int act, T v)
 {
     switch (act) {

@@ -72,7 +72,12 @@ typedef void (*fbp_task_fn)(void *ctx, fbp_idx t0, fbp_idx t1);
  * or their own partial. */
 void fbp_parallel(int nt, fbp_idx ntasks, fbp_task_fn fn, void *ctx);
 
-#define FBP_PAR_MIN ((fbp_idx)32768)
+/* Work per thread below which a loop stays on the calling thread, in units of
+ * one pass over one element (FBP_COST_MEM). Waking a sleeping worker costs about
+ * as much as a pass over 128K floats on the development VM (docs/performance.md). */
+#define FBP_PAR_MIN ((fbp_idx)65536)
+#define FBP_COST_MEM 1 /* a pass over memory: relu, masks, mse, the updates */
+#define FBP_COST_EXP 4 /* an exp or a tanh per element */
 #define FBP_NBLK_MAX 64
 #define FBP_RED_MIN ((fbp_idx)4096) /* smallest block of a flat reduction */
 #define FBP_CHUNK ((fbp_idx)4096)   /* elements per task of an elementwise loop */
@@ -80,9 +85,10 @@ void fbp_parallel(int nt, fbp_idx ntasks, fbp_task_fn fn, void *ctx);
 /* Set on the pool's workers: a task never starts a parallel loop of its own. */
 extern _Thread_local int fbp_serial;
 
-/* Threads for a loop of `work` elements: 1 below 2 * FBP_PAR_MIN. */
-static inline int fbp_threads_for(fbp_idx work)
+/* Threads for a loop over n elements of the given cost: 1 below 2 FBP_PAR_MIN. */
+static inline int fbp_threads_for(fbp_idx n, int cost)
 {
+    fbp_idx work = n * cost;
     if (fbp_serial || work < 2 * FBP_PAR_MIN)
         return 1;
     int nt = fbp_get_num_threads();

@@ -192,7 +192,7 @@ static double FN(fbp_softmax_xent)(fbp_idx N, fbp_idx C, const T *z, const int64
     fbp_idx bs = FN(fbp_row_block)(N, C), nb = fbp_nblocks(N, bs);
     double part[FBP_NBLK_MAX];
     struct FN(xent_ctx) c = {N, C, bs, z, t, labels, dz, (T)1 / (T)N, part};
-    fbp_parallel(fbp_threads_for(N * C), nb, FN(xent_task), &c);
+    fbp_parallel(fbp_threads_for(N * C, FBP_COST_EXP), nb, FN(xent_task), &c);
     return fbp_sum_partials(part, nb) / (double)N;
 }
 
@@ -258,7 +258,7 @@ double FN(fbp_mse)(fbp_idx N, fbp_idx D, const T *y, const T *t, T *dy)
     fbp_idx n = N * D, bs = fbp_block_size(n, FBP_RED_MIN), nb = fbp_nblocks(n, bs);
     double part[FBP_NBLK_MAX];
     struct FN(mse_ctx) c = {n, bs, y, t, dy, (T)1 / (T)N, part};
-    fbp_parallel(fbp_threads_for(n), nb, FN(mse_task), &c);
+    fbp_parallel(fbp_threads_for(n, FBP_COST_MEM), nb, FN(mse_task), &c);
     return 0.5 * fbp_sum_partials(part, nb) / (double)N;
 }
 

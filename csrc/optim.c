@@ -30,7 +30,7 @@ static void FN(sgd_task)(void *q, fbp_idx t0, fbp_idx t1)
 void FN(fbp_sgd)(fbp_idx n, T *p, const T *g, T lr, T wd)
 {
     struct FN(flat_ctx) c = {n, 0, p, g, lr, wd, NULL};
-    fbp_parallel(fbp_threads_for(n), fbp_nblocks(n, FBP_CHUNK), FN(sgd_task), &c);
+    fbp_parallel(fbp_threads_for(n, FBP_COST_MEM), fbp_nblocks(n, FBP_CHUNK), FN(sgd_task), &c);
 }
 
 static void FN(clip_task)(void *q, fbp_idx t0, fbp_idx t1)
@@ -50,7 +50,7 @@ static void FN(clip_task)(void *q, fbp_idx t0, fbp_idx t1)
 void FN(fbp_clip_value)(fbp_idx n, T *g, T limit)
 {
     struct FN(flat_ctx) c = {n, 0, g, NULL, limit, 0, NULL};
-    fbp_parallel(fbp_threads_for(n), fbp_nblocks(n, FBP_CHUNK), FN(clip_task), &c);
+    fbp_parallel(fbp_threads_for(n, FBP_COST_MEM), fbp_nblocks(n, FBP_CHUNK), FN(clip_task), &c);
 }
 
 static void FN(scale_task)(void *q, fbp_idx t0, fbp_idx t1)
@@ -68,7 +68,7 @@ static void FN(scale_task)(void *q, fbp_idx t0, fbp_idx t1)
 void FN(fbp_scale)(fbp_idx n, T *x, T s)
 {
     struct FN(flat_ctx) c = {n, 0, x, NULL, s, 0, NULL};
-    fbp_parallel(fbp_threads_for(n), fbp_nblocks(n, FBP_CHUNK), FN(scale_task), &c);
+    fbp_parallel(fbp_threads_for(n, FBP_COST_MEM), fbp_nblocks(n, FBP_CHUNK), FN(scale_task), &c);
 }
 
 /* Block b of x: sum of squares in double. Eight accumulators give the compiler
@@ -97,7 +97,7 @@ double FN(fbp_sumsq)(fbp_idx n, const T *x)
     fbp_idx bs = fbp_block_size(n, FBP_RED_MIN), nb = fbp_nblocks(n, bs);
     double part[FBP_NBLK_MAX];
     struct FN(flat_ctx) c = {n, bs, NULL, x, 0, 0, part};
-    fbp_parallel(fbp_threads_for(n), nb, FN(sumsq_task), &c);
+    fbp_parallel(fbp_threads_for(n, FBP_COST_MEM), nb, FN(sumsq_task), &c);
     return fbp_sum_partials(part, nb);
 }
 

@@ -50,9 +50,12 @@ static inline void blas_one_thread(void)
         g_blas_set_threads(1);
 }
 
-/* GEMMs below this many multiply-adds run on the calling thread (OpenBLAS's own
- * threading threshold): a hand-off costs more than half of such a product. */
-#define GEMM_PAR_MIN ((double)(1 << 18))
+/* Each part of a split GEMM does at least this many multiply-adds. Besides
+ * paying for the hand-off, it keeps every part above OpenBLAS's small-matrix
+ * threshold (1e6 on x86-64), so split or not, every product takes the packed
+ * path, whose result for an element does not depend on how C is partitioned:
+ * results stay bitwise equal at any thread count (tests/test_threads.py). */
+#define GEMM_PAR_MIN ((double)(1 << 20))
 /* Split blocks are multiples of this many rows or columns (the BLAS kernels'
  * register blocking divides it). */
 #define GEMM_UNIT 16
@@ -79,7 +82,7 @@ void fbp_copy(size_t nbytes, const void *src, void *dst)
 {
     struct copy_ctx c = {nbytes, src, dst};
     fbp_idx nch = (fbp_idx)((nbytes + COPY_CHUNK - 1) / COPY_CHUNK);
-    fbp_parallel(fbp_threads_for((fbp_idx)(nbytes / sizeof(float))), nch, copy_task, &c);
+    fbp_parallel(fbp_threads_for((fbp_idx)(nbytes / sizeof(float)), FBP_COST_MEM), nch, copy_task, &c);
 }
 
 #define BLAS_S g_sgemm
@@ -131,6 +134,19 @@ static void FN(gemm_task)(void *p, fbp_idx u0, fbp_idx u1)
                       c->B + (c->tb ? i0 * c->ldb : i0), c->ldb, c->beta, c->C + i0, c->ldc);
 }
 
+/* Rows (or columns) of the smallest of nt parts of total, split as fbp_parallel
+ * splits units of GEMM_UNIT. */
+static fbp_idx FN(smallest_part)(fbp_idx total, fbp_idx units, int nt)
+{
+    fbp_idx least = total;
+    for (int p = 0; p < nt; p++) {
+        fbp_idx i0 = units * p / nt * GEMM_UNIT, i1 = units * (p + 1) / nt * GEMM_UNIT;
+        fbp_idx rows = (i1 < total ? i1 : total) - i0;
+        least = rows < least ? rows : least;
+    }
+    return least;
+}
+
 void FN(fbp_gemm)(int ta, int tb, fbp_idx M, fbp_idx N, fbp_idx K, T alpha,
                   const T *A, fbp_idx lda, const T *B, fbp_idx ldb, T beta,
                   T *C, fbp_idx ldc)
@@ -147,11 +163,14 @@ void FN(fbp_gemm)(int ta, int tb, fbp_idx M, fbp_idx N, fbp_idx K, T alpha,
     /* Split the longer side of C: each part then re-reads (packs) the whole of
      * the other operand, and that operand is the smaller one. */
     struct FN(gemm_ctx) c = {ta, tb, M >= N, M, N, K, lda, ldb, ldc, alpha, beta, A, B, C};
-    double work = (double)M * (double)N * (double)K;
-    int nt = fbp_serial || work < 2 * GEMM_PAR_MIN ? 1 : fbp_get_num_threads();
-    if (nt > 1 && work / nt < GEMM_PAR_MIN)
-        nt = (int)(work / GEMM_PAR_MIN);
-    fbp_parallel(nt, fbp_nblocks(c.rows ? M : N, GEMM_UNIT), FN(gemm_task), &c);
+    fbp_idx units = fbp_nblocks(c.rows ? M : N, GEMM_UNIT);
+    double other = (double)(c.rows ? N : M) * (double)K;
+    int nt = fbp_serial ? 1 : fbp_get_num_threads();
+    if (nt > units)
+        nt = (int)units;
+    while (nt > 1 && (double)FN(smallest_part)(c.rows ? M : N, units, nt) * other < GEMM_PAR_MIN)
+        nt--;
+    fbp_parallel(nt, units, FN(gemm_task), &c);
 }
 
 #endif

@@ -57,7 +57,7 @@ static void FN(axpy_task)(void *q, fbp_idx t0, fbp_idx t1)
 static void FN(fbp_axpy)(fbp_idx n, T a, const T *src, T *dst)
 {
     struct FN(upd_ctx) c = {n, dst, NULL, src, a, 0};
-    fbp_parallel(fbp_threads_for(n), fbp_nblocks(n, FBP_CHUNK), FN(axpy_task), &c);
+    fbp_parallel(fbp_threads_for(n, FBP_COST_MEM), fbp_nblocks(n, FBP_CHUNK), FN(axpy_task), &c);
 }
 
 static void FN(momentum_task)(void *q, fbp_idx t0, fbp_idx t1)
@@ -76,7 +76,7 @@ static void FN(momentum_task)(void *q, fbp_idx t0, fbp_idx t1)
 static void FN(fbp_momentum)(fbp_idx n, T *p, const T *g, T *v, T lr, T mu)
 {
     struct FN(upd_ctx) c = {n, p, v, g, lr, mu};
-    fbp_parallel(fbp_threads_for(n), fbp_nblocks(n, FBP_CHUNK), FN(momentum_task), &c);
+    fbp_parallel(fbp_threads_for(n, FBP_COST_MEM), fbp_nblocks(n, FBP_CHUNK), FN(momentum_task), &c);
 }
 
 static void FN(fbp_mlp_step_body)(const fbp_mlp *m, fbp_idx N, const T *x,

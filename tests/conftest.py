@@ -24,7 +24,7 @@ SHAPES = [
     (300, 4, 2),     # tall
     (64, 64, 64),
 ]
-# N * O = 153600 >= 2 * 32768 (FBP_PAR_MIN): the elementwise epilogues and the
+# N * O = 153600 >= 2 * 65536 (FBP_PAR_MIN): the elementwise epilogues and the
 # bias-gradient reduction go multi-threaded; O > 256 gives two column blocks.
 BIG_SHAPE = (512, 64, 300)
 ALL_SHAPES = SHAPES + [BIG_SHAPE]

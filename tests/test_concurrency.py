@@ -28,9 +28,9 @@ import fastbp
 HERE = os.path.dirname(os.path.abspath(__file__))
 DT = (np.float32, np.float64)
 
-# Sizes: N * O = 67200 >= 2 * FBP_PAR_MIN (32768), so that with 2+ threads each
+# Sizes: N * O = 134400 >= 2 * FBP_PAR_MIN (65536), so that with 2+ threads each
 # kernel goes parallel inside every Python thread that gets the pool.
-N, I, O = 160, 32, 420
+N, I, O = 320, 32, 420
 
 
 def _inputs(dtype, seed=3):

@@ -75,8 +75,33 @@ def _cases(dtype):
         gs = [rng.standard_normal(300_000) * 1e200]
         return (fastbp.global_norm(gs), fastbp.clip_by_global_norm(gs, 1.0), *gs)
 
+    def gemm_splits(rng):
+        """Products just above and below the size where a GEMM is split over the
+        pool (parts of >= 2^20 multiply-adds), row- and column-split, with the
+        transposes of the backward pass."""
+        out = []
+        for N, I, O in [(100, 784, 50), (32, 784, 100), (27, 784, 100), (64, 300, 70),
+                        (1000, 33, 65), (17, 2000, 61)]:
+            x = rng.standard_normal((N, I)).astype(dtype)
+            W = rng.standard_normal((I, O)).astype(dtype)
+            y = fastbp.dense_forward(x, W, None, "tanh")
+            out += [y, *fastbp.dense_backward(rng.standard_normal((N, O)).astype(dtype), x, W,
+                                              y, "tanh")]
+        return tuple(out)
+
+    def steps(rng):
+        """Training steps at the benchmark's book size: the fused SGD update goes
+        through the GEMM's beta = 1 - lr wd; momentum and clipping do not."""
+        x = rng.standard_normal((100, 784)).astype(dtype)
+        y = rng.integers(0, 10, 100)
+        out = []
+        for kw in [dict(weight_decay=1e-3), dict(momentum=0.9, clip_norm=1.0)]:
+            m = fastbp.MLP([784, 50, 10], dtype=dtype, seed=1)
+            out += [m.train_step(x, y, 0.1, **kw) for _ in range(3)] + list(m.params.values())
+        return tuple(out)
+
     return {f.__name__: f for f in [dense_fwd, dense_bwd, acts, xent_labels, xent_probs, mse,
-                                     sgd, clip_value, clip_norm, huge_norm]}
+                                     sgd, clip_value, clip_norm, huge_norm, gemm_splits, steps]}
 
 
 CASE_NAMES = list(_cases(np.float64))
