@@ -9,7 +9,8 @@
  *   windows  2^16 consecutive doubles on each side of every branch boundary:
  *            the underflow limit ln 2^-1075, the first subnormal result
  *            ln 2^-1022, the clamp at -746, the points where n = round(x / ln 2)
- *            changes, 0 (and 1 +- 2^-k for sigmoid's rounding to 1)
+ *            changes, 0; for sigmoid also +-1, +-2^-60 and 53 ln 2, 54 ln 2,
+ *            past which it rounds to 1 - 2^-53 and to 1
  *   special  0, -0, +-inf, NaN of both signs, the limits above and their
  *            neighbours: printed, and failing loudly if not as expected.
  * The functions are evaluated in blocks of 4096 by a loop GCC vectorizes, as
