@@ -1,8 +1,12 @@
 /* Exhaustive check of fbp_tanh_f32 (csrc/fbp_math.h) against double tanh over every
- * float, in both builds the kernels are compiled as (about 4 min each):
+ * float, in both builds the kernels are compiled as (about 4 min each), and with AVX-512:
  *   gcc -O2 -Icsrc tools/check_tanhf.c -o /tmp/check_tanhf -lm && /tmp/check_tanhf
  *   gcc -O2 -mavx2 -mfma -Icsrc tools/check_tanhf.c -o /tmp/check_tanhf_fma -lm && /tmp/check_tanhf_fma
- * Seen on 2026-11-22: 4278190082 floats, max error 1.509 ulp in both, NaN kept. */
+ *   gcc -O2 -mavx512f -mavx512dq -mavx512bw -mavx512vl -mavx2 -mfma -Icsrc tools/check_tanhf.c \
+ *       -o /tmp/check_tanhf_512 -lm && /tmp/check_tanhf_512
+ * Seen on 2026-11-22: 4278190082 floats, max error 1.509 ulp in both, NaN kept.
+ * AVX-512, seen on 2026-11-29 (2-core AMD EPYC Zen 4 VM, GCC 12.2): 4278190082 floats,
+ * max error 1.509 ulp at x=1.27118874, NaN mismatches 0 (2 min 13 s). */
 #include <stdio.h>
 #include <math.h>
 #include <stdint.h>
