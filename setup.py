@@ -40,8 +40,9 @@ def _compiler_accepts(flags):
 
 
 def _extensions():
-    cflags = ["-O3", "-Wall", "-Wno-unused-function",
-              "-Wno-unreachable-code"]
+    # hidden visibility: the extension exports only what fastbp.h marks FBP_API
+    cflags = ["-O3", "-Wall", "-Wno-unused-function", "-Wno-unreachable-code",
+              "-fvisibility=hidden"]
     lflags = ["-pthread"]
     cflags.append("-pthread")
     # `omp simd` reductions vectorize with -fopenmp-simd, which needs no runtime:
@@ -64,7 +65,7 @@ def _extensions():
         extra_compile_args=cflags,
         extra_link_args=lflags,
     )
-    return cythonize([core], compiler_directives={"language_level": 3})
+    return cythonize([core], include_path=["src"], compiler_directives={"language_level": 3})
 
 
 # ---- optional CUDA extension (FASTBP_CUDA=1) ------------------------------------

@@ -2,6 +2,28 @@
 #ifndef FBP_T
 #define FBP_SELF "activations.c"
 #include "fbp_generic.h"
+
+int fbp_act_forward(int dev, void *stream, int dsize, int64_t n, int act, const void *x, void *y)
+{
+    (void)dev, (void)stream;
+    if (dsize == 4)
+        fbp_act_forward_f32(n, act, x, y);
+    else
+        fbp_act_forward_f64(n, act, x, y);
+    return 0;
+}
+
+int fbp_act_backward(int dev, void *stream, int dsize, int64_t n, int act, const void *dy,
+                     const void *y, void *dx)
+{
+    (void)dev, (void)stream;
+    if (dsize == 4)
+        fbp_act_backward_f32(n, act, dy, y, dx);
+    else
+        fbp_act_backward_f64(n, act, dy, y, dx);
+    return 0;
+}
+
 #else
 
 #include "fbp_act.h"
@@ -64,7 +86,7 @@ static void FN(act_backward_task)(void *p, fbp_idx t0, fbp_idx t1)
 }
 
 /* x, y (n,): y = act(x); y may alias x. */
-void FN(fbp_act_forward)(fbp_idx n, int act, const T *x, T *y)
+static void FN(fbp_act_forward)(fbp_idx n, int act, const T *x, T *y)
 {
     if (act == FBP_ACT_NONE) {
         if (y != x)
@@ -78,7 +100,7 @@ void FN(fbp_act_forward)(fbp_idx n, int act, const T *x, T *y)
 }
 
 /* dy, y, dx (n,): dx = dy * act'(y); dx may alias dy. */
-void FN(fbp_act_backward)(fbp_idx n, int act, const T *dy, const T *y, T *dx)
+static void FN(fbp_act_backward)(fbp_idx n, int act, const T *dy, const T *y, T *dx)
 {
     if (act == FBP_ACT_NONE) {
         if (dx != dy)

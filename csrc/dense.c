@@ -4,6 +4,30 @@
 #ifndef FBP_T
 #define FBP_SELF "dense.c"
 #include "fbp_generic.h"
+
+int fbp_dense_forward(int dev, void *stream, int dsize, int64_t N, int64_t In, int64_t O,
+                      const void *x, const void *W, const void *b, int act, void *y)
+{
+    (void)dev, (void)stream;
+    if (dsize == 4)
+        fbp_dense_forward_f32(N, In, O, x, W, b, act, y);
+    else
+        fbp_dense_forward_f64(N, In, O, x, W, b, act, y);
+    return 0;
+}
+
+int fbp_dense_backward(int dev, void *stream, int dsize, int64_t N, int64_t In, int64_t O,
+                       const void *dy, const void *x, const void *W, const void *y, int act,
+                       void *dz, void *dx, void *dW, void *db, int accumulate)
+{
+    (void)dev, (void)stream;
+    if (dsize == 4)
+        fbp_dense_backward_f32(N, In, O, dy, x, W, y, act, dz, dx, dW, db, accumulate);
+    else
+        fbp_dense_backward_f64(N, In, O, dy, x, W, y, act, dz, dx, dW, db, accumulate);
+    return 0;
+}
+
 #else
 
 #include "fbp_act.h"
@@ -121,7 +145,7 @@ void FN(fbp_act_backward_bias_grad)(fbp_idx N, fbp_idx O, int act, const T *dy,
 }
 
 /* x (N, I), W (I, O), b (O,) or NULL, y (N, O): y = act(x.W + b). */
-void FN(fbp_dense_forward)(fbp_idx N, fbp_idx I, fbp_idx O, const T *x, const T *W,
+static void FN(fbp_dense_forward)(fbp_idx N, fbp_idx I, fbp_idx O, const T *x, const T *W,
                            const T *b, int act, T *y)
 {
     FN(fbp_gemm)(0, 0, N, O, I, (T)1, x, I, W, O, (T)0, y, O);
@@ -131,7 +155,7 @@ void FN(fbp_dense_forward)(fbp_idx N, fbp_idx I, fbp_idx O, const T *x, const T 
 /* dy, y, dz (N, O); x, dx (N, I); W, dW (I, O); db (O,).
  * dz = dy * act'(y) (fused with db); dx = dz.W^T unless dx is NULL;
  * dW (+)= x^T.dz. With act NONE, dz is not needed and dy is used as is. */
-void FN(fbp_dense_backward)(fbp_idx N, fbp_idx I, fbp_idx O, const T *dy, const T *x,
+static void FN(fbp_dense_backward)(fbp_idx N, fbp_idx I, fbp_idx O, const T *dy, const T *x,
                             const T *W, const T *y, int act, T *dz, T *dx, T *dW,
                             T *db, int accumulate)
 {

@@ -33,9 +33,9 @@
 #define T double
 #define FN(name) name##_f64
 #define EXP exp
-#define EXP_NONPOS_NONAN exp
+#define EXP_NONPOS_NONAN fbp_exp_nonpos_nonan_f64
 #define LOG log
-#define TANH tanh
+#define TANH fbp_tanh_f64
 #define SQRT sqrt
 #define FABS fabs
 #define SIGMOID fbp_sigmoid_f64

@@ -125,4 +125,33 @@ static inline void fbp_chunk_range(fbp_idx n, fbp_idx t0, fbp_idx t1, fbp_idx *i
     *i1 = t1 * FBP_CHUNK < n ? t1 * FBP_CHUNK : n;
 }
 
+/* ---- the typed kernels one file calls in another ------------------------------------
+ * Compiled once per element type from one source (fbp_generic.h): T float with
+ * suffix _f32, T double with _f64. Shapes as in fastbp.h. */
+#define FBP_DECLARE(T, S)                                                               \
+    /* runtime.c. Row-major C (M, N) = alpha op(A) (M, K) . op(B) (K, N) + beta C;     \
+     * ta/tb transpose A/B; lda/ldb/ldc are row strides. Split into independent     \
+     * single-threaded BLAS calls over the pool. */                                     \
+    void fbp_gemm_##S(int ta, int tb, fbp_idx M, fbp_idx N, fbp_idx K, T alpha,        \
+                      const T *A, fbp_idx lda, const T *B, fbp_idx ldb, T beta, T *C,  \
+                      fbp_idx ldc);                                                     \
+    /* dense.c. y (N, O) in place: y = act(y + b), b (O,) or NULL. dy, y, dz (N, O),   \
+     * db (O,): dz = dy act'(y) and db (+)= column sums of dz in one pass (dz may     \
+     * alias dy; NULL with act NONE). */                                               \
+    void fbp_bias_act_##S(fbp_idx N, fbp_idx O, const T *b, int act, T *y);            \
+    void fbp_act_backward_bias_grad_##S(fbp_idx N, fbp_idx O, int act, const T *dy,     \
+                                        const T *y, T *dz, T *db, int accumulate);     \
+    /* losses.c. Returns the mean loss; labels NULL: probability targets t. */         \
+    double fbp_softmax_xent_##S(fbp_idx N, fbp_idx C, const T *z, const int64_t *labels, \
+                                const T *t, T *dz);                                     \
+    double fbp_mse_##S(fbp_idx N, fbp_idx D, const T *y, const T *t, T *dy);           \
+    /* optim.c. */                                                                      \
+    void fbp_sgd_##S(fbp_idx n, T *p, const T *g, T lr, T wd);                         \
+    void fbp_scale_##S(fbp_idx n, T *x, T s);                                          \
+    double fbp_sumsq_##S(fbp_idx n, const T *x);
+
+FBP_DECLARE(float, f32)
+FBP_DECLARE(double, f64)
+#undef FBP_DECLARE
+
 #endif /* FBP_INTERNAL_H */

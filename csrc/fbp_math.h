@@ -120,15 +120,6 @@ static inline __attribute__((always_inline)) float fbp_tanh_f32(float v)
     return r;
 }
 
-/* sigmoid with libm's scalar exp; fbp_sigmoid_f64_vec below is the
- * vectorizable one. */
-static inline double fbp_sigmoid_f64(double v)
-{
-    double e = exp(-fabs(v));
-    double r = 1.0 / (1.0 + e);
-    return v < 0.0 ? e * r : r;
-}
-
 /* ---- float64 ---------------------------------------------------------------
  *
  * The same rules as above, on 64-bit bits. SSE2, the portable baseline, has no
@@ -269,7 +260,7 @@ static inline __attribute__((always_inline)) double fbp_div_dd_f64(double nh, do
  * below 2^-1022 round twice like the exp's. NaN kept. At most 0.72 ulp for
  * normal results (0.70 where FMAs contract), 0.79 for subnormal ones; checked
  * by tools/check_exp64.c. */
-static inline __attribute__((always_inline)) double fbp_sigmoid_f64_vec(double v)
+static inline __attribute__((always_inline)) double fbp_sigmoid_f64(double v)
 {
     fbp_exp_parts_f64 e = fbp_exp_split_f64(-fabs(v));
     double sc = e.s * 0x1p-64;                /* 2^n; 0 or inexact only where e < 2^-1022 */

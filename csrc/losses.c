@@ -7,24 +7,44 @@
  * Per-row losses are summed in double, in fixed row blocks (see fbp_internal.h).
  */
 #ifndef FBP_T
-#include "fbp_internal.h"
-
-/* labels (N,): a sequential scan, cheap next to any kernel that uses them. */
-fbp_idx fbp_first_bad_label(fbp_idx N, const int64_t *labels, int64_t C)
-{
-    for (fbp_idx i = 0; i < N; i++)
-        if (labels[i] < 0 || labels[i] >= C)
-            return i;
-    return -1;
-}
-
 #define FBP_SELF "losses.c"
 #include "fbp_generic.h"
-#else
 
-#ifndef FBP_INLINE
-#define FBP_INLINE static inline __attribute__((always_inline))
-#endif
+/* labels (N,): one sequential scan, cheap next to any kernel that uses them. */
+int fbp_check_labels(int dev, void *stream, int64_t N, const int64_t *labels, int64_t C,
+                     int64_t out[4])
+{
+    (void)dev, (void)stream;
+    int64_t lo = labels[0], hi = labels[0], bad = -1;
+    for (int64_t i = 0; i < N; i++) {
+        int64_t v = labels[i];
+        lo = v < lo ? v : lo;
+        hi = v > hi ? v : hi;
+        if (bad < 0 && (v < 0 || v >= C))
+            bad = i;
+    }
+    out[0] = lo, out[1] = hi, out[2] = bad, out[3] = bad >= 0 ? labels[bad] : 0;
+    return 0;
+}
+
+int fbp_softmax_xent(int dev, void *stream, int dsize, int64_t N, int64_t C, const void *z,
+                     const int64_t *labels, const void *t, void *dz, double *loss)
+{
+    (void)dev, (void)stream;
+    *loss = dsize == 4 ? fbp_softmax_xent_f32(N, C, z, labels, t, dz)
+                       : fbp_softmax_xent_f64(N, C, z, labels, t, dz);
+    return 0;
+}
+
+int fbp_mse(int dev, void *stream, int dsize, int64_t N, int64_t D, const void *y, const void *t,
+            void *dy, double *loss)
+{
+    (void)dev, (void)stream;
+    *loss = dsize == 4 ? fbp_mse_f32(N, D, y, t, dy) : fbp_mse_f64(N, D, y, t, dy);
+    return 0;
+}
+
+#else
 
 /* Rows per loss block: a function of N and C only. */
 static inline fbp_idx FN(fbp_row_block)(fbp_idx N, fbp_idx C)
@@ -184,8 +204,10 @@ static void FN(xent_task)(void *p, fbp_idx b0, fbp_idx b1)
     }
 }
 
-static double FN(fbp_softmax_xent)(fbp_idx N, fbp_idx C, const T *z, const int64_t *labels,
-                                   const T *t, T *dz)
+/* z, dz (N, C); labels (N,) in [0, C), or else t (N, C) class probabilities:
+ * dz = (softmax(z) - t) / N; returns the mean loss. */
+double FN(fbp_softmax_xent)(fbp_idx N, fbp_idx C, const T *z, const int64_t *labels,
+                            const T *t, T *dz)
 {
     if (N <= 0)
         return NAN;
@@ -194,19 +216,6 @@ static double FN(fbp_softmax_xent)(fbp_idx N, fbp_idx C, const T *z, const int64
     struct FN(xent_ctx) c = {N, C, bs, z, t, labels, dz, (T)1 / (T)N, part};
     fbp_parallel(fbp_threads_for(N * C, FBP_COST_EXP), nb, FN(xent_task), &c);
     return fbp_sum_partials(part, nb) / (double)N;
-}
-
-/* z, dz (N, C); labels (N,) in [0, C). dz = (softmax(z) - onehot) / N. */
-double FN(fbp_softmax_xent_labels)(fbp_idx N, fbp_idx C, const T *z,
-                                   const int64_t *labels, T *dz)
-{
-    return FN(fbp_softmax_xent)(N, C, z, labels, NULL, dz);
-}
-
-/* z, t, dz (N, C); rows of t are class probabilities. dz = (softmax(z) - t) / N. */
-double FN(fbp_softmax_xent_probs)(fbp_idx N, fbp_idx C, const T *z, const T *t, T *dz)
-{
-    return FN(fbp_softmax_xent)(N, C, z, NULL, t, dz);
 }
 
 /* Block [i0, i1) of y, t, dy (n,): dy = (y - t) invN; returns sum (y - t)^2. Eight

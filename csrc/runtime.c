@@ -85,6 +85,23 @@ void fbp_copy(size_t nbytes, const void *src, void *dst)
     fbp_parallel(fbp_threads_for((fbp_idx)(nbytes / sizeof(float)), FBP_COST_MEM), nch, copy_task, &c);
 }
 
+const char *fbp_last_error(void) { return ""; }
+
+const fbp_backend fbp_cpu = {
+    .last_error = fbp_last_error,
+    .check_labels = fbp_check_labels,
+    .act_forward = fbp_act_forward,
+    .act_backward = fbp_act_backward,
+    .dense_forward = fbp_dense_forward,
+    .dense_backward = fbp_dense_backward,
+    .softmax_xent = fbp_softmax_xent,
+    .mse = fbp_mse,
+    .sgd = fbp_sgd,
+    .clip_value = fbp_clip_value,
+    .scale = fbp_scale,
+    .sumsq_many = fbp_sumsq_many,
+};
+
 #define BLAS_S g_sgemm
 #define BLAS_D g_dgemm
 #define FBP_SELF "runtime.c"

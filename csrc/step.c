@@ -15,9 +15,32 @@
 #include <string.h>
 #define FBP_SELF "step.c"
 #include "fbp_generic.h"
+
+int fbp_mlp_step(const fbp_mlp *m, int64_t N, const void *x, const int64_t *labels,
+                 const void *t, const fbp_step_opts *opt, fbp_step_out *out)
+{
+    if (m->dsize == 4)
+        fbp_mlp_step_f32(m, N, x, labels, t, opt, out);
+    else
+        fbp_mlp_step_f64(m, N, x, labels, t, opt, out);
+    return 0;
+}
+
+int fbp_mlp_epoch(const fbp_mlp *m, int64_t n, const void *X, const int64_t *labels,
+                  const void *t, const int64_t *order, int64_t B, const fbp_step_opts *opt,
+                  fbp_step_out *out)
+{
+    if (m->dsize == 4)
+        fbp_mlp_epoch_f32(m, n, X, labels, t, order, B, opt, out);
+    else
+        fbp_mlp_epoch_f64(m, n, X, labels, t, order, B, opt, out);
+    return 0;
+}
+
 #else
 
-#define P(arr, l) ((T *)m->arr[l])
+/* Buffer k (enum fbp_buf) of layer l, e.g. P(W, l). */
+#define P(k, l) ((T *)m->buf[FBP_BUF_##k][l])
 
 /* Rows of logits z (N, C) whose first maximal entry is the label. */
 static int64_t FN(fbp_count_correct)(fbp_idx N, fbp_idx C, const T *z, const int64_t *labels)
@@ -79,9 +102,8 @@ static void FN(fbp_momentum)(fbp_idx n, T *p, const T *g, T *v, T lr, T mu)
     fbp_parallel(fbp_threads_for(n, FBP_COST_MEM), fbp_nblocks(n, FBP_CHUNK), FN(momentum_task), &c);
 }
 
-static void FN(fbp_mlp_step_body)(const fbp_mlp *m, fbp_idx N, const T *x,
-                                  const int64_t *labels, const T *t, const fbp_step_opts *opt,
-                                  fbp_step_out *out)
+static void FN(fbp_mlp_step)(const fbp_mlp *m, fbp_idx N, const T *x, const int64_t *labels,
+                             const T *t, const fbp_step_opts *opt, fbp_step_out *out)
 {
     const int L = m->L;
     const fbp_idx *sz = m->sizes;
@@ -92,22 +114,21 @@ static void FN(fbp_mlp_step_body)(const fbp_mlp *m, fbp_idx N, const T *x,
 
     /* forward */
     for (int l = 0; l < L; l++) {
-        const T *in = l ? P(h, l - 1) : x;
+        const T *in = l ? P(H, l - 1) : x;
         FN(fbp_gemm)(0, 0, N, sz[l + 1], sz[l], (T)1, in, sz[l], P(W, l), sz[l + 1], (T)0,
-                     P(h, l), sz[l + 1]);
-        FN(fbp_bias_act)(N, sz[l + 1], P(b, l), l < L - 1 ? m->act : FBP_ACT_NONE, P(h, l));
+                     P(H, l), sz[l + 1]);
+        FN(fbp_bias_act)(N, sz[l + 1], P(B, l), m->act[l], P(H, l));
     }
-    if (opt->mode == FBP_STEP_FORWARD)
+    if (opt->mode == FBP_MODE_FORWARD)
         return;
 
     /* loss, with the output gradient written in the same pass */
     const fbp_idx C = sz[L];
-    T *top = P(h, L - 1), *dtop = P(dh, L - 1);
+    T *top = P(H, L - 1), *dtop = P(DH, L - 1);
     if (m->loss == FBP_LOSS_XENT) {
         if (opt->count_correct && labels)
             out->ncorrect = FN(fbp_count_correct)(N, C, top, labels);
-        out->loss = labels ? FN(fbp_softmax_xent_labels)(N, C, top, labels, dtop)
-                           : FN(fbp_softmax_xent_probs)(N, C, top, t, dtop);
+        out->loss = FN(fbp_softmax_xent)(N, C, top, labels, t, dtop);
     } else {
         out->loss = FN(fbp_mse)(N, C, top, t, dtop);
     }
@@ -117,67 +138,59 @@ static void FN(fbp_mlp_step_body)(const fbp_mlp *m, fbp_idx N, const T *x,
             reg += FN(fbp_sumsq)(sz[l] * sz[l + 1], P(W, l));
         out->loss += 0.5 * opt->weight_decay * reg;
     }
-    if (opt->mode == FBP_STEP_LOSS)
+    if (opt->mode == FBP_MODE_LOSS)
         return;
 
     /* backward (and, for plain SGD, the update) */
-    const int fused = opt->mode == FBP_STEP_TRAIN && !(opt->clip_norm > 0.0) &&
+    const int fused = opt->mode == FBP_MODE_TRAIN && !(opt->clip_norm > 0.0) &&
                       opt->momentum == 0.0;
     for (int l = L - 1; l >= 0; l--) {
         const fbp_idx I = sz[l], O = sz[l + 1];
-        T *dz = P(dh, l);
-        const T *in = l ? P(h, l - 1) : x;
-        /* the output layer is affine: dz is the loss gradient as it is */
-        FN(fbp_act_backward_bias_grad)(N, O, l < L - 1 ? m->act : FBP_ACT_NONE, dz, P(h, l),
-                                       dz, P(db, l), 0);
+        T *dz = P(DH, l);
+        const T *in = l ? P(H, l - 1) : x;
+        FN(fbp_act_backward_bias_grad)(N, O, m->act[l], dz, P(H, l), dz, P(DB, l), 0);
         if (l > 0)
-            FN(fbp_gemm)(0, 1, N, I, O, (T)1, dz, O, P(W, l), O, (T)0, P(dh, l - 1), I);
+            FN(fbp_gemm)(0, 1, N, I, O, (T)1, dz, O, P(W, l), O, (T)0, P(DH, l - 1), I);
         if (fused) {
             FN(fbp_gemm)(1, 0, I, O, N, -lr, in, I, dz, O, (T)1 - lr * wd, P(W, l), O);
-            FN(fbp_axpy)(O, -lr, P(db, l), P(b, l));
+            FN(fbp_axpy)(O, -lr, P(DB, l), P(B, l));
         } else {
-            FN(fbp_gemm)(1, 0, I, O, N, (T)1, in, I, dz, O, (T)0, P(dW, l), O);
+            FN(fbp_gemm)(1, 0, I, O, N, (T)1, in, I, dz, O, (T)0, P(DW, l), O);
             if (wd != (T)0)
-                FN(fbp_axpy)(I * O, wd, P(W, l), P(dW, l));
+                FN(fbp_axpy)(I * O, wd, P(W, l), P(DW, l));
         }
     }
-    if (opt->mode != FBP_STEP_TRAIN || fused)
+    if (opt->mode != FBP_MODE_TRAIN || fused)
         return;
 
     /* clip by global norm: a non-finite norm leaves the gradients as they are */
     if (opt->clip_norm > 0.0) {
         double ss = 0.0;
         for (int l = 0; l < L; l++)
-            ss += FN(fbp_sumsq)(sz[l] * sz[l + 1], P(dW, l)) + FN(fbp_sumsq)(sz[l + 1], P(db, l));
+            ss += FN(fbp_sumsq)(sz[l] * sz[l + 1], P(DW, l)) + FN(fbp_sumsq)(sz[l + 1], P(DB, l));
         double norm = sqrt(ss);
         out->grad_norm = norm;
         if (isfinite(norm) && norm > opt->clip_norm) {
             T s = (T)(opt->clip_norm / norm);
             for (int l = 0; l < L; l++) {
-                FN(fbp_scale)(sz[l] * sz[l + 1], P(dW, l), s);
-                FN(fbp_scale)(sz[l + 1], P(db, l), s);
+                FN(fbp_scale)(sz[l] * sz[l + 1], P(DW, l), s);
+                FN(fbp_scale)(sz[l + 1], P(DB, l), s);
             }
         }
     }
     for (int l = 0; l < L; l++) {
         fbp_idx nW = sz[l] * sz[l + 1], nb = sz[l + 1];
         if (opt->momentum != 0.0) {
-            FN(fbp_momentum)(nW, P(W, l), P(dW, l), P(vW, l), lr, mu);
-            FN(fbp_momentum)(nb, P(b, l), P(db, l), P(vb, l), lr, mu);
+            FN(fbp_momentum)(nW, P(W, l), P(DW, l), P(VW, l), lr, mu);
+            FN(fbp_momentum)(nb, P(B, l), P(DB, l), P(VB, l), lr, mu);
         } else {
-            FN(fbp_sgd)(nW, P(W, l), P(dW, l), lr, (T)0);
-            FN(fbp_sgd)(nb, P(b, l), P(db, l), lr, (T)0);
+            FN(fbp_sgd)(nW, P(W, l), P(DW, l), lr, (T)0);
+            FN(fbp_sgd)(nb, P(B, l), P(DB, l), lr, (T)0);
         }
     }
 }
 
-void FN(fbp_mlp_step)(const fbp_mlp *m, fbp_idx N, const T *x, const int64_t *labels,
-                      const T *t, const fbp_step_opts *opt, fbp_step_out *out)
-{
-    FN(fbp_mlp_step_body)(m, N, x, labels, t, opt, out);
-}
-
-void FN(fbp_mlp_epoch)(const fbp_mlp *m, fbp_idx n, const T *X, const int64_t *labels,
+static void FN(fbp_mlp_epoch)(const fbp_mlp *m, fbp_idx n, const T *X, const int64_t *labels,
                        const T *t, const int64_t *order, fbp_idx B, const fbp_step_opts *opt,
                        fbp_step_out *out)
 {
@@ -185,7 +198,7 @@ void FN(fbp_mlp_epoch)(const fbp_mlp *m, fbp_idx n, const T *X, const int64_t *l
     T *xb = (T *)m->xb, *tb = (T *)m->tb;
     double total = 0.0;
     int64_t hits = 0;
-    fbp_step_out o;
+    fbp_step_out o = {0.0, -1.0, 0};
     for (fbp_idx s = 0; s < n; s += B) {
         fbp_idx rows = n - s < B ? n - s : B;
         for (fbp_idx r = 0; r < rows; r++) {

@@ -1,4 +1,4 @@
-/* Check of fbp_exp_nonpos_f64, fbp_exp_nonpos_nonan_f64 and fbp_sigmoid_f64_vec
+/* Check of fbp_exp_nonpos_f64, fbp_exp_nonpos_nonan_f64 and fbp_sigmoid_f64
  * (csrc/fbp_math.h) against long double expl (64-bit significand on x86-64,
  * within about 2^-62 relative: 0.002 double ulp of slack in the figures).
  * 2^64 inputs cannot all be tried, so it checks, with the count of each:
@@ -75,7 +75,7 @@ __attribute__((noinline)) static void eval_exp(const double *x, double *y, doubl
 
 __attribute__((noinline)) static void eval_sig(const double *x, double *y, int n)
 {
-    for (int i = 0; i < n; i++) y[i] = fbp_sigmoid_f64_vec(x[i]);
+    for (int i = 0; i < n; i++) y[i] = fbp_sigmoid_f64(x[i]);
 }
 
 /* the largest error for normal and for subnormal (or zero) results */

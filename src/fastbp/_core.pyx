@@ -1,25 +1,37 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""fastbp._core: validation, dtype dispatch and GIL-free calls into csrc/.
+"""fastbp._core: the one binding of both backends.
 
-The C kernels trust their caller; this module is that caller. Every argument
-is checked here (dtype, ndim, shape, contiguity, overlap, label range) and a
-bad one raises TypeError or ValueError naming what was expected and what was
-given, before any C runs. Inputs that are not C-contiguous or aligned are
-copied; outputs (``out=`` buffers, in-place parameters) must already be
-C-contiguous, aligned and writeable, since a copy would silently lose the
-result.
+Every public kernel is one function here, for NumPy arrays (the CPU kernels of
+csrc/) and for CUDA arrays (csrc/cuda/, through the table fastbp._cuda exports).
+An argument is first described from its C-level layout (a `Desc`: data pointer,
+shape, element kind and size, contiguity, writability, device, stream), never
+from Python attributes a subclass could override; it is then checked (dtype,
+ndim, shape, device, overlap, label range), and a bad one raises TypeError or
+ValueError naming what was expected and what was given, before any kernel
+runs. Inputs that are not C-contiguous and aligned are copied (by NumPy, or by
+the CUDA array's own library) after their shape has been checked; outputs
+(``out=`` buffers, in-place parameters) must already be C-contiguous, aligned
+and writable, since a copy would silently lose the result. The entry points
+of both backends have the same shapes (csrc/fbp_api.h), so each function has
+one path: describe, check, call ``backend.<kernel>(device, stream, dsize, ...)``.
 """
 import operator
+import os as _os
+import warnings as _warnings
 
 import numpy as np
 cimport numpy as cnp
-from libc.stdint cimport int64_t
-from libc.stdlib cimport calloc, free
+from cpython.pycapsule cimport PyCapsule_GetPointer
+from libc.stdint cimport int64_t, uintptr_t
+from libc.stdlib cimport calloc, free, malloc
+
+from fastbp._api cimport *
 
 cnp.import_array()
 
 cdef extern from "fastbp.h" nogil:
     ctypedef Py_ssize_t fbp_idx
+    const fbp_backend fbp_cpu
     ctypedef void (*fbp_sgemm_fn)(char *, char *, int *, int *, int *, float *, float *,
                                   int *, float *, int *, float *, float *, int *)
     ctypedef void (*fbp_dgemm_fn)(char *, char *, int *, int *, int *, double *, double *,
@@ -27,12 +39,6 @@ cdef extern from "fastbp.h" nogil:
     ctypedef int (*fbp_blas_get_threads_fn)()
     ctypedef void (*fbp_blas_set_threads_fn)(int)
     void fbp_set_blas(fbp_sgemm_fn, fbp_dgemm_fn, fbp_blas_get_threads_fn, fbp_blas_set_threads_fn)
-    void fbp_gemm_f32(int ta, int tb, fbp_idx M, fbp_idx N, fbp_idx K, float alpha,
-                      const float *A, fbp_idx lda, const float *B, fbp_idx ldb, float beta,
-                      float *C, fbp_idx ldc)
-    void fbp_gemm_f64(int ta, int tb, fbp_idx M, fbp_idx N, fbp_idx K, double alpha,
-                      const double *A, fbp_idx lda, const double *B, fbp_idx ldb, double beta,
-                      double *C, fbp_idx ldc)
     void fbp_set_num_threads(int)
     int fbp_get_num_threads()
     int fbp_cpu_count()
@@ -41,77 +47,51 @@ cdef extern from "fastbp.h" nogil:
     double fbp_get_wait_us()
     int fbp_init_cpu(int max_level)
 
-    void fbp_act_forward_f32(fbp_idx n, int act, const float *x, float *y)
-    void fbp_act_forward_f64(fbp_idx n, int act, const double *x, double *y)
-    void fbp_act_backward_f32(fbp_idx n, int act, const float *dy, const float *y, float *dx)
-    void fbp_act_backward_f64(fbp_idx n, int act, const double *dy, const double *y, double *dx)
-    void fbp_dense_forward_f32(fbp_idx N, fbp_idx I, fbp_idx O, const float *x, const float *W,
-                               const float *b, int act, float *y)
-    void fbp_dense_forward_f64(fbp_idx N, fbp_idx I, fbp_idx O, const double *x, const double *W,
-                               const double *b, int act, double *y)
-    void fbp_dense_backward_f32(fbp_idx N, fbp_idx I, fbp_idx O, const float *dy, const float *x,
-                                const float *W, const float *y, int act, float *dz, float *dx,
-                                float *dW, float *db, int accumulate)
-    void fbp_dense_backward_f64(fbp_idx N, fbp_idx I, fbp_idx O, const double *dy, const double *x,
-                                const double *W, const double *y, int act, double *dz, double *dx,
-                                double *dW, double *db, int accumulate)
-    double fbp_softmax_xent_labels_f32(fbp_idx N, fbp_idx C, const float *z, const int64_t *labels,
-                                       float *dz)
-    double fbp_softmax_xent_labels_f64(fbp_idx N, fbp_idx C, const double *z, const int64_t *labels,
-                                       double *dz)
-    double fbp_softmax_xent_probs_f32(fbp_idx N, fbp_idx C, const float *z, const float *t, float *dz)
-    double fbp_softmax_xent_probs_f64(fbp_idx N, fbp_idx C, const double *z, const double *t, double *dz)
-    double fbp_mse_f32(fbp_idx N, fbp_idx D, const float *y, const float *t, float *dy)
-    double fbp_mse_f64(fbp_idx N, fbp_idx D, const double *y, const double *t, double *dy)
-    void fbp_sgd_f32(fbp_idx n, float *p, const float *g, float lr, float wd)
-    void fbp_sgd_f64(fbp_idx n, double *p, const double *g, double lr, double wd)
-    void fbp_clip_value_f32(fbp_idx n, float *g, float limit)
-    void fbp_clip_value_f64(fbp_idx n, double *g, double limit)
-    double fbp_sumsq_f32(fbp_idx n, const float *x)
-    double fbp_sumsq_f64(fbp_idx n, const double *x)
-    double fbp_maxabs_f32(fbp_idx n, const float *x)
-    double fbp_maxabs_f64(fbp_idx n, const double *x)
-    void fbp_scale_f32(fbp_idx n, float *x, float s)
-    void fbp_scale_f64(fbp_idx n, double *x, double s)
-    fbp_idx fbp_first_bad_label(fbp_idx N, const int64_t *labels, int64_t C)
-
     ctypedef struct fbp_mlp:
+        int dsize
         int L
         const fbp_idx *sizes
-        int act
+        const int *act
         int loss
         fbp_idx cap
-        void **W
-        void **b
-        void **dW
-        void **db
-        void **vW
-        void **vb
-        void **h
-        void **dh
+        void **buf[FBP_NBUF]
         void *xb
         void *tb
         int64_t *lb
-    ctypedef struct fbp_step_opts:
-        int mode
-        double lr, weight_decay, clip_norm, momentum
-        int count_correct
-    ctypedef struct fbp_step_out:
-        double loss, grad_norm
-        int64_t ncorrect
-    void fbp_mlp_step_f32(const fbp_mlp *m, fbp_idx N, const float *x, const int64_t *labels,
-                          const float *t, const fbp_step_opts *opt, fbp_step_out *out)
-    void fbp_mlp_step_f64(const fbp_mlp *m, fbp_idx N, const double *x, const int64_t *labels,
-                          const double *t, const fbp_step_opts *opt, fbp_step_out *out)
-    void fbp_mlp_epoch_f32(const fbp_mlp *m, fbp_idx n, const float *X, const int64_t *labels,
-                           const float *t, const int64_t *order, fbp_idx B,
-                           const fbp_step_opts *opt, fbp_step_out *out)
-    void fbp_mlp_epoch_f64(const fbp_mlp *m, fbp_idx n, const double *X, const int64_t *labels,
-                           const double *t, const int64_t *order, fbp_idx B,
-                           const fbp_step_opts *opt, fbp_step_out *out)
+    int fbp_mlp_step(const fbp_mlp *m, int64_t N, const void *x, const int64_t *labels,
+                     const void *t, const fbp_step_opts *opt, fbp_step_out *out)
+    int fbp_mlp_epoch(const fbp_mlp *m, int64_t n, const void *X, const int64_t *labels,
+                      const void *t, const int64_t *order, int64_t B, const fbp_step_opts *opt,
+                      fbp_step_out *out)
 
-import os as _os
-import warnings as _warnings
+
+# ---- codes (csrc/fbp_api.h) --------------------------------------------------------
+
+#: activation name -> code; None and "identity" are the affine layer
+ACTIVATIONS = {None: FBP_ACT_NONE}
+ACTIVATIONS.update({fbp_act_name(k).decode(): k for k in range(FBP_NACT)})
+#: loss name -> code
+LOSSES = {fbp_loss_name(k).decode(): k for k in range(FBP_NLOSS)}
+#: the buffers of an MLP workspace, in the order of their codes
+BUFFERS = tuple(fbp_buf_name(k).decode() for k in range(FBP_NBUF))
+STEP_FORWARD, STEP_LOSS, STEP_GRAD, STEP_TRAIN = (
+    FBP_MODE_FORWARD, FBP_MODE_LOSS, FBP_MODE_GRAD, FBP_MODE_TRAIN)
+
+# The BLAS fastbp calls (OpenBLAS's Fortran ABI on the CPU, cuBLAS on the GPU)
+# takes 32-bit integer dimensions.
+BLAS_INT_MAX = 2**31 - 1
+
+
+def _act_code(fn, activation):
+    try:
+        return ACTIVATIONS[activation]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"{fn}: unknown activation {activation!r}; expected one of "
+            "None, 'identity', 'relu', 'sigmoid', 'tanh'") from None
+
+
+# ---- CPU dispatch, BLAS, threads -----------------------------------------------------
 
 CPU_LEVELS = ("baseline", "avx2", "avx512")
 
@@ -156,136 +136,9 @@ def _set_gemm(size_t sgemm_addr, size_t dgemm_addr, size_t get_threads, size_t s
     fbp_set_blas(<fbp_sgemm_fn>sgemm_addr, <fbp_dgemm_fn>dgemm_addr,
                  <fbp_blas_get_threads_fn>get_threads, <fbp_blas_set_threads_fn>set_threads)
 
-# The Fortran BLAS fastbp calls takes 32-bit integer dimensions.
-BLAS_INT_MAX = 2**31 - 1
-
-ACTIVATIONS = {None: 0, "relu": 1, "sigmoid": 2, "tanh": 3}
-
-
-# ---- validation helpers ------------------------------------------------------
-
-def _act_code(fn, activation):
-    try:
-        return ACTIVATIONS[activation]
-    except (KeyError, TypeError):
-        raise ValueError(
-            f"{fn}: unknown activation {activation!r}; expected one of "
-            "None, 'relu', 'sigmoid', 'tanh'") from None
-
-
-def _float_view(fn, name, x, ndim=None, dtype=None, blas=False, shape=None):
-    """x as a float32/float64 ndarray, checked but not yet copied.
-
-    dtype: the dtype the other inputs have (mixing is an error, never a cast).
-    shape: the exact shape required. blas=True: x goes to a GEMM, whose Fortran
-    BLAS takes 32-bit dimensions. All of it is checked before _contig can copy,
-    so a huge broadcast view is refused instead of allocated.
-    """
-    if not isinstance(x, np.ndarray):
-        x = np.asarray(x)
-    dt = x.dtype
-    if dt.kind != "f" or dt.itemsize not in (4, 8):
-        raise TypeError(f"{fn}: {name} must be a float32 or float64 array, got dtype {dt}")
-    if dtype is not None and dt.newbyteorder("=") != dtype:
-        raise TypeError(
-            f"{fn}: {name} has dtype {dt} but the inputs are {np.dtype(dtype)}; "
-            "fastbp never casts silently, convert it with .astype()")
-    if ndim is not None and x.ndim != ndim:
-        raise ValueError(f"{fn}: {name} must be {ndim}-D, got {x.ndim}-D array of shape {x.shape}")
-    if shape is not None and x.shape != tuple(shape):
-        raise ValueError(f"{fn}: {name} must have shape {tuple(shape)}, got {x.shape}")
-    if blas:
-        for i, d in enumerate(x.shape):
-            if d > BLAS_INT_MAX:
-                raise ValueError(f"{fn}: {name} dimension {i} of size {d} exceeds the BLAS "
-                                 f"32-bit dimension limit {BLAS_INT_MAX}")
-    return x
-
-
-def _contig(x):
-    """An aligned, C-contiguous, native-endian x (copied only if needed; np.require
-    copies unless handed x's own dtype object)."""
-    if _is_carray(x):  # the common case, without np.require's 1.5 us
-        return x
-    dt = x.dtype if x.dtype.isnative else x.dtype.newbyteorder("=")
-    return np.require(x, dt, ["C", "A"])
-
-
-cdef inline bint _is_carray(object x):
-    """C-contiguous, aligned and native-endian: what the kernels read as is."""
-    return (isinstance(x, np.ndarray) and cnp.PyArray_ISCARRAY_RO(<cnp.ndarray>x)
-            and cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>x))
-
-
-def _float_input(fn, name, x, ndim=None, dtype=None, blas=False, shape=None):
-    """_float_view, then _contig: a checked input the C can read."""
-    return _contig(_float_view(fn, name, x, ndim, dtype, blas, shape))
-
-
-def _out_buffer(fn, name, out, shape, dtype):
-    """An output buffer given by the caller, or a new one."""
-    if out is None:
-        return np.empty(shape, dtype)
-    if not isinstance(out, np.ndarray):
-        raise TypeError(f"{fn}: {name} must be a numpy.ndarray, got {type(out).__name__}")
-    if out.dtype != dtype:
-        raise TypeError(f"{fn}: {name} must have dtype {np.dtype(dtype)}, got {out.dtype}")
-    if out.shape != tuple(shape):
-        raise ValueError(f"{fn}: {name} must have shape {tuple(shape)}, got {out.shape}")
-    _writable_contiguous(fn, name, out)
-    return out
-
-
-def _writable_contiguous(fn, name, cnp.ndarray a):
-    if not cnp.PyArray_ISCARRAY_RO(a):
-        raise ValueError(f"{fn}: {name} must be C-contiguous and aligned to be written in place")
-    if not cnp.PyArray_ISWRITEABLE(a):
-        raise ValueError(f"{fn}: {name} is read-only")
-
-
-def _no_overlap(fn, out_name, out, inputs, allow_same=()):
-    """out must not share memory with the inputs, except identically with the
-    arrays in allow_same (the kernels that may run in place)."""
-    cdef char *o0
-    cdef char *a0
-    for name, a in inputs:
-        if a is None or a.size == 0 or out.size == 0:
-            continue
-        if any(a is s for s in allow_same) and _p(a) == _p(out):
-            continue
-        if _is_carray(a) and _is_carray(out):
-            # both one block of memory: the exact test, without np.may_share_memory
-            o0, a0 = <char *>_p(out), <char *>_p(a)
-            if o0 < a0 + cnp.PyArray_NBYTES(<cnp.ndarray>a) and \
-                    a0 < o0 + cnp.PyArray_NBYTES(<cnp.ndarray>out):
-                raise ValueError(f"{fn}: {out_name} overlaps {name} in memory")
-        elif np.may_share_memory(out, a):
-            raise ValueError(f"{fn}: {out_name} overlaps {name} in memory")
-
-
-def _check_blas_dims(fn, dims):
-    for name, d in dims:
-        if d > BLAS_INT_MAX:
-            raise ValueError(
-                f"{fn}: {name} = {d} exceeds the BLAS 32-bit dimension limit {BLAS_INT_MAX}")
-
-
-def _real(fn, name, v):
-    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{fn}: {name} must be a real number, got {type(v).__name__}")
-    return float(v)
-
-
-cdef inline void *_p(object a):
-    # a checked cast: anything but an ndarray raises instead of reaching C
-    return NULL if a is None else cnp.PyArray_DATA(<cnp.ndarray?>a)
-
-
-# ---- threads -----------------------------------------------------------------
 
 def set_num_threads(n):
-    """Set the number of threads fastbp's kernels use, and its BLAS (n >= 1;
-    the BLAS gets at most one per CPU).
+    """Set the number of threads fastbp's kernels and GEMMs use (n >= 1).
 
     Results do not depend on it: reductions run in a fixed block order.
     Without a call, fastbp follows OMP_NUM_THREADS, else the number of CPUs
@@ -314,119 +167,403 @@ def cpu_count():
 
 def pool_info():
     """The thread pool's state: workers started, the errno of the last thread
-    that could not start (0 if none), and the idle workers' yield window."""
+    that could not start (0 if none), and the idle workers' spin window."""
     cdef int err = 0
     cdef int n = fbp_pool_workers(&err)
     return {"workers": n, "create_error": err, "wait_us": fbp_get_wait_us()}
 
 
 def _set_wait_us(double us):
-    """How long idle workers yield before sleeping (a tuning knob for bench/)."""
+    """How long idle workers spin before sleeping (a tuning knob for bench/)."""
     fbp_set_wait_us(us)
 
 
-# ---- activations ---------------------------------------------------------------
+# ---- backends ------------------------------------------------------------------------------
 
-def _act_forward(fn, int act, x, out):
-    x = _float_input(fn, "x", x)
-    out = _out_buffer(fn, "out", out, x.shape, x.dtype)
-    _no_overlap(fn, "out", out, [("x", x)], allow_same=(x,))
-    cdef fbp_idx n = x.size
-    cdef void *px = _p(x)
-    cdef void *po = _p(out)
-    if x.dtype == np.float32:
-        with nogil:
-            fbp_act_forward_f32(n, act, <float *>px, <float *>po)
+cdef const fbp_backend *_cuda_table = NULL
+_cuda_mod = None
+
+
+cdef object _cuda():
+    """fastbp.cuda, imported when the first CUDA array arrives."""
+    global _cuda_mod
+    if _cuda_mod is None:
+        from fastbp import cuda
+        _cuda_mod = cuda
+    return _cuda_mod
+
+
+cdef const fbp_backend *_backend(int dev) except NULL:
+    """The table of the backend that owns device dev (-1: the CPU)."""
+    global _cuda_table
+    if dev < 0:
+        return &fbp_cpu
+    if _cuda_table == NULL:
+        cap = _cuda().backend_capsule()
+        _cuda_table = <const fbp_backend *>PyCapsule_GetPointer(cap, "fastbp.backend")
+    return _cuda_table
+
+
+cdef inline int _check(int rc, const fbp_backend *be) except -1:
+    if rc != 0:
+        raise RuntimeError("fastbp: " + be.last_error().decode("utf-8", "replace"))
+    return 0
+
+
+# ---- array descriptions ---------------------------------------------------------------------
+
+DEF MAXDIM = 64
+
+cdef struct Desc:
+    char *ptr
+    int ndim
+    Py_ssize_t shape[MAXDIM]
+    Py_ssize_t size
+    int itemsize
+    char kind          # NumPy's dtype kind: 'f', 'i', 'u', 'b', 'c', ...
+    bint native        # native byte order
+    bint contig        # C-contiguous and aligned
+    bint writeable
+    int device         # -1: host memory (NumPy), else the CUDA device
+    void *stream       # the cudaStream_t work goes to (NULL: the legacy default)
+
+
+cdef inline bint _is_device(object a):
+    return not isinstance(a, np.ndarray) and (
+        hasattr(a, "__cuda_array_interface__") or type(a).__module__ == "torch")
+
+
+cdef int _describe(str fn, str name, object a, Desc *d) except -1:
+    """Fill d from a's C-level description (an ndarray, or a CUDA array)."""
+    cdef cnp.ndarray arr
+    cdef int k
+    if isinstance(a, np.ndarray):
+        arr = <cnp.ndarray>a
+        d.ndim = cnp.PyArray_NDIM(arr)
+        d.size = 1
+        for k in range(d.ndim):
+            d.shape[k] = cnp.PyArray_DIM(arr, k)
+            d.size *= d.shape[k]
+        d.ptr = <char *>cnp.PyArray_DATA(arr)
+        d.itemsize = cnp.PyArray_ITEMSIZE(arr)
+        d.kind = (b'f' if cnp.PyArray_ISFLOAT(arr) else b'i' if cnp.PyArray_ISSIGNED(arr)
+                  else b'u' if cnp.PyArray_ISUNSIGNED(arr) else b'b' if cnp.PyArray_ISBOOL(arr)
+                  else b'c' if cnp.PyArray_ISCOMPLEX(arr) else b'O')[0]
+        d.native = cnp.PyArray_ISNOTSWAPPED(arr)
+        d.contig = cnp.PyArray_ISCARRAY_RO(arr)
+        d.writeable = cnp.PyArray_ISWRITEABLE(arr)
+        d.device = -1
+        d.stream = NULL
+        return 0
+    ptr, shape, dtype, contig, readonly, dev, stream = _cuda().describe(fn, name, a)
+    if len(shape) > MAXDIM:
+        raise ValueError(f"{fn}: {name} has {len(shape)} dimensions, at most {MAXDIM} are supported")
+    d.ndim = len(shape)
+    d.size = 1
+    for k in range(d.ndim):
+        d.shape[k] = shape[k]
+        d.size *= d.shape[k]
+    d.ptr = <char *><uintptr_t>ptr
+    d.itemsize = dtype.itemsize
+    d.kind = ord(dtype.kind)
+    d.native = dtype.isnative
+    d.contig = contig
+    d.writeable = not readonly
+    d.device = dev
+    d.stream = <void *><uintptr_t>stream
+    return 0
+
+
+cdef tuple _shape(const Desc *d):
+    return tuple([d.shape[k] for k in range(d.ndim)])
+
+
+cdef object _dtype(object a):
+    """a's dtype, for messages."""
+    return a.dtype if isinstance(a, np.ndarray) else _cuda().dtype_of(a)
+
+
+cdef object _where(int dev):
+    return "the host (NumPy)" if dev < 0 else f"CUDA device {dev}"
+
+
+cdef object _float_view(str fn, str name, object a, Desc *d, int ndim=-1,
+                        const Desc *like=NULL, object like_obj=None):
+    """a described and checked as a float32/float64 array, not yet copied: the
+    shape checks that follow come before any copy, so a huge broadcast view is
+    refused instead of allocated. like: the other inputs (dtypes never mix)."""
+    if not isinstance(a, np.ndarray) and not _is_device(a):
+        a = np.asarray(a)
+    _describe(fn, name, a, d)
+    if d.kind != b'f' or (d.itemsize != 4 and d.itemsize != 8):
+        raise TypeError(f"{fn}: {name} must be a float32 or float64 array, got dtype {_dtype(a)}")
+    if like != NULL and d.itemsize != like.itemsize:
+        raise TypeError(
+            f"{fn}: {name} has dtype {_dtype(a)} but the inputs are "
+            f"{np.dtype(_dtype(like_obj)).newbyteorder('=')}; "
+            "fastbp never casts silently, convert it with .astype()")
+    if ndim >= 0 and d.ndim != ndim:
+        raise ValueError(f"{fn}: {name} must be {ndim}-D, got {d.ndim}-D array of shape {_shape(d)}")
+    return a
+
+
+cdef object _contig(str fn, str name, object a, Desc *d):
+    """a itself if the kernels can read it as is, else a C-contiguous, aligned,
+    native copy (made on a's own device), described into d."""
+    if d.contig and d.native:
+        return a
+    if d.device < 0:
+        dt = a.dtype if a.dtype.isnative else a.dtype.newbyteorder("=")
+        a = np.require(a, dt, ["C", "A"])
     else:
-        with nogil:
-            fbp_act_forward_f64(n, act, <double *>px, <double *>po)
+        if not d.native:
+            raise TypeError(f"{fn}: {name} must be native-endian, got dtype {_dtype(a)}")
+        a = _cuda().contiguous(fn, name, a)
+    _describe(fn, name, a, d)
+    return a
+
+
+cdef object _float_input(str fn, str name, object a, Desc *d, int ndim=-1,
+                         const Desc *like=NULL, object like_obj=None):
+    return _contig(fn, name, _float_view(fn, name, a, d, ndim, like, like_obj), d)
+
+
+cdef int _need_shape(str fn, str name, const Desc *d, tuple shape) except -1:
+    if _shape(d) != shape:
+        raise ValueError(f"{fn}: {name} must have shape {shape}, got {_shape(d)}")
+    return 0
+
+
+cdef object _out_buffer(str fn, str name, object out, Desc *d, tuple shape, const Desc *like,
+                        object like_obj):
+    """The caller's output buffer for an array of like's dtype and device (checked),
+    or a new one (NumPy, or like's CUDA library)."""
+    if out is None:
+        if like.device < 0:
+            out = np.empty(shape, np.float32 if like.itemsize == 4 else np.float64)
+        else:
+            out = _cuda().empty(fn, like_obj, shape, np.float32 if like.itemsize == 4 else np.float64)
+        _describe(fn, name, out, d)
+        return out
+    if not isinstance(out, np.ndarray) and not _is_device(out):
+        raise TypeError(f"{fn}: {name} must be a numpy.ndarray, got {type(out).__name__}")
+    _describe(fn, name, out, d)
+    if d.kind != b'f' or d.itemsize != like.itemsize or not d.native:
+        raise TypeError(f"{fn}: {name} must have dtype "
+                        f"{np.dtype(np.float32 if like.itemsize == 4 else np.float64)}, "
+                        f"got {_dtype(out)}")
+    _need_shape(fn, name, d, shape)
+    _writable(fn, name, d)
     return out
 
 
-def _act_backward(fn, int act, dy, y, out):
-    dy = _float_input(fn, "dy", dy)
-    y = _float_view(fn, "y", y, dtype=dy.dtype)
-    if y.shape != dy.shape:
-        raise ValueError(f"{fn}: dy and y must have the same shape, got {dy.shape} and {y.shape}")
-    y = _contig(y)
-    out = _out_buffer(fn, "out", out, dy.shape, dy.dtype)
-    _no_overlap(fn, "out", out, [("dy", dy), ("y", y)], allow_same=(dy, y))
-    cdef fbp_idx n = dy.size
-    cdef void *pdy = _p(dy)
-    cdef void *py = _p(y)
-    cdef void *po = _p(out)
-    if dy.dtype == np.float32:
-        with nogil:
-            fbp_act_backward_f32(n, act, <float *>pdy, <float *>py, <float *>po)
-    else:
-        with nogil:
-            fbp_act_backward_f64(n, act, <double *>pdy, <double *>py, <double *>po)
+cdef int _writable(str fn, str name, const Desc *d) except -1:
+    if not d.contig:
+        raise ValueError(f"{fn}: {name} must be C-contiguous and aligned to be written in place")
+    if not d.writeable:
+        raise ValueError(f"{fn}: {name} is read-only")
+    return 0
+
+
+cdef int _same_device(str fn, list names, list descs) except -1:
+    """All the arrays on one device (the host, or one CUDA device); None skipped."""
+    cdef Desc *d
+    cdef Desc *d0 = NULL
+    cdef int k
+    for k in range(len(descs)):
+        if descs[k] is None:
+            continue
+        d = <Desc *><uintptr_t>descs[k]
+        if d0 == NULL:
+            d0, n0 = d, names[k]
+        elif d.device != d0.device:
+            raise ValueError(f"{fn}: {names[k]} is on {_where(d.device)}, {n0} on {_where(d0.device)}")
+    return 0
+
+
+cdef inline object _dp(Desc *d):
+    return <uintptr_t>d
+
+
+cdef int _no_overlap(str fn, str out_name, const Desc *out, list names, list descs,
+                     tuple allow_same=()) except -1:
+    """out must not share memory with the inputs (all contiguous by now), except
+    starting at the same address as one of allow_same (the in-place kernels)."""
+    cdef Desc *a
+    cdef Py_ssize_t na, no = out.size * out.itemsize
+    cdef int k
+    for k in range(len(descs)):
+        if descs[k] is None:
+            continue
+        a = <Desc *><uintptr_t>descs[k]
+        na = a.size * a.itemsize
+        if na == 0 or no == 0 or a.device != out.device:
+            continue
+        if names[k] in allow_same and a.ptr == out.ptr and na == no:
+            continue
+        if out.ptr < a.ptr + na and a.ptr < out.ptr + no:
+            raise ValueError(f"{fn}: {out_name} overlaps {names[k]} in memory")
+    return 0
+
+
+cdef int _check_blas_dims(str fn, list dims) except -1:
+    for name, d in dims:
+        if d > BLAS_INT_MAX:
+            raise ValueError(
+                f"{fn}: {name} = {d} exceeds the BLAS 32-bit dimension limit {BLAS_INT_MAX}")
+    return 0
+
+
+cdef double _real(str fn, str name, object v) except? -1.0:
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{fn}: {name} must be a real number, got {type(v).__name__}")
+    return float(v)
+
+
+cdef object _labels(str fn, object target, Desc *d, Py_ssize_t N, int64_t C, str what):
+    """Integer labels (N,) of any integer dtype, as a C-contiguous int64 array on
+    their own device, range-checked by that device's kernels. what: the rows'
+    name in messages ("logits", "x")."""
+    cdef int64_t out[4]
+    cdef const fbp_backend *be
+    if not isinstance(target, np.ndarray) and not _is_device(target):
+        target = np.asarray(target)
+    _describe(fn, "target", target, d)
+    if d.kind != b'i' and d.kind != b'u':
+        what_ = "1-D targets must be integer class labels" if what == "logits" else \
+            "labels must be integers"
+        raise TypeError(f"{fn}: {what_}, got dtype {_dtype(target)}")
+    if d.shape[0] != N:
+        raise ValueError(f"{fn}: got {d.shape[0]} labels for {N} rows of {what}")
+    orig = target
+    if not (d.kind == b'i' and d.itemsize == 8 and d.contig and d.native):
+        # uint64 above 2^63 wraps negative: caught by the range check
+        if d.device < 0:
+            target = np.require(target, np.int64, ["C", "A"])
+        else:
+            target = _cuda().as_int64(fn, "target", target)
+        _describe(fn, "target", target, d)
+    if N == 0:
+        return target
+    be = _backend(d.device)
+    with nogil:
+        rc = be.check_labels(d.device, d.stream, N, <int64_t *>d.ptr, C, out)
+    _check(rc, be)
+    if out[2] >= 0:  # the values as given (uint64 ones wrapped in the int64 copy)
+        host = isinstance(orig, np.ndarray)
+        if what == "logits":
+            lo, hi = (int(orig.min()), int(orig.max())) if host else (out[0], out[1])
+            raise ValueError(f"{fn}: labels must be in [0, {C}), got values in [{lo}, {hi}]")
+        bad = int(orig[out[2]]) if host else out[3]
+        raise ValueError(f"{fn}: labels must be in [0, {C}), got {bad} at index {out[2]}")
+    return target
+
+
+# ---- activations ---------------------------------------------------------------------------
+
+cdef object _act_forward(str fn, int act, object x, object out):
+    cdef Desc dx, do
+    cdef const fbp_backend *be
+    cdef int rc
+    x = _float_input(fn, "x", x, &dx)
+    out = _out_buffer(fn, "out", out, &do, _shape(&dx), &dx, x)
+    _same_device(fn, ["x", "out"], [_dp(&dx), _dp(&do)])
+    _no_overlap(fn, "out", &do, ["x"], [_dp(&dx)], ("x",))
+    be = _backend(dx.device)
+    with nogil:
+        rc = be.act_forward(dx.device, dx.stream, dx.itemsize, dx.size, act, dx.ptr, do.ptr)
+    _check(rc, be)
+    return out
+
+
+cdef object _act_backward(str fn, int act, object dy, object y, object out):
+    cdef Desc ddy, dy_, do
+    cdef const fbp_backend *be
+    cdef int rc
+    dy = _float_input(fn, "dy", dy, &ddy)
+    y = _float_view(fn, "y", y, &dy_, -1, &ddy, dy)
+    if _shape(&dy_) != _shape(&ddy):
+        raise ValueError(f"{fn}: dy and y must have the same shape, got {_shape(&ddy)} "
+                         f"and {_shape(&dy_)}")
+    y = _contig(fn, "y", y, &dy_)
+    out = _out_buffer(fn, "out", out, &do, _shape(&ddy), &ddy, dy)
+    _same_device(fn, ["dy", "y", "out"], [_dp(&ddy), _dp(&dy_), _dp(&do)])
+    _no_overlap(fn, "out", &do, ["dy", "y"], [_dp(&ddy), _dp(&dy_)], ("dy", "y"))
+    be = _backend(ddy.device)
+    with nogil:
+        rc = be.act_backward(ddy.device, ddy.stream, ddy.itemsize, ddy.size, act, ddy.ptr,
+                             dy_.ptr, do.ptr)
+    _check(rc, be)
     return out
 
 
 def relu_forward(x, out=None):
     """y = max(x, 0), NaN propagating. ``out`` may be ``x`` (in place)."""
-    return _act_forward("relu_forward", 1, x, out)
+    return _act_forward("relu_forward", FBP_ACT_RELU, x, out)
 
 
 def relu_backward(dy, y, out=None):
     """dx = dy * (y > 0), y the forward output (gradient 0 at 0)."""
-    return _act_backward("relu_backward", 1, dy, y, out)
+    return _act_backward("relu_backward", FBP_ACT_RELU, dy, y, out)
 
 
 def sigmoid_forward(x, out=None):
     """y = 1 / (1 + exp(-x)). ``out`` may be ``x`` (in place)."""
-    return _act_forward("sigmoid_forward", 2, x, out)
+    return _act_forward("sigmoid_forward", FBP_ACT_SIGMOID, x, out)
 
 
 def sigmoid_backward(dy, y, out=None):
     """dx = dy * y * (1 - y), y the forward output."""
-    return _act_backward("sigmoid_backward", 2, dy, y, out)
+    return _act_backward("sigmoid_backward", FBP_ACT_SIGMOID, dy, y, out)
 
 
 def tanh_forward(x, out=None):
     """y = tanh(x). ``out`` may be ``x`` (in place)."""
-    return _act_forward("tanh_forward", 3, x, out)
+    return _act_forward("tanh_forward", FBP_ACT_TANH, x, out)
 
 
 def tanh_backward(dy, y, out=None):
     """dx = dy * (1 - y**2), y the forward output."""
-    return _act_backward("tanh_backward", 3, dy, y, out)
+    return _act_backward("tanh_backward", FBP_ACT_TANH, dy, y, out)
 
 
-# ---- dense layer -----------------------------------------------------------------
+# ---- dense layer -----------------------------------------------------------------------------
 
 def dense_forward(x, W, b, activation=None, out=None):
     """y = act(x @ W + b) with x (N, I), W (I, O), b (O,) or None -> y (N, O).
 
-    One GEMM through BLAS, then bias and activation in one fused pass.
+    One GEMM, then bias and activation in one fused pass.
     """
     fn = "dense_forward"
-    cdef int act = _act_code(fn, activation)
-    x = _float_input(fn, "x", x, ndim=2, blas=True)
-    W = _float_input(fn, "W", W, ndim=2, dtype=x.dtype, blas=True)
-    cdef fbp_idx N = x.shape[0], I = x.shape[1], O = W.shape[1]
-    if W.shape[0] != I:
-        raise ValueError(f"{fn}: shapes {x.shape} (x) and {W.shape} (W) not aligned: "
-                         f"{I} (dim 1) != {W.shape[0]} (dim 0)")
+    cdef Desc dx, dW, db, dy
+    cdef const fbp_backend *be
+    cdef int rc, act = _act_code(fn, activation)
+    x = _float_view(fn, "x", x, &dx, 2)
+    W = _float_view(fn, "W", W, &dW, 2, &dx, x)
+    cdef Py_ssize_t N = dx.shape[0], I = dx.shape[1], O = dW.shape[1]
+    if dW.shape[0] != I:
+        raise ValueError(f"{fn}: shapes {_shape(&dx)} (x) and {_shape(&dW)} (W) not aligned: "
+                         f"{I} (dim 1) != {dW.shape[0]} (dim 0)")
     if b is not None:
-        b = _float_view(fn, "b", b, ndim=1, dtype=x.dtype)
-        if b.shape[0] != O:
-            raise ValueError(f"{fn}: b must have shape ({O},) to match W {W.shape}, got {b.shape}")
-        b = _contig(b)
+        b = _float_view(fn, "b", b, &db, 1, &dx, x)
+        if db.shape[0] != O:
+            raise ValueError(f"{fn}: b must have shape ({O},) to match W {_shape(&dW)}, "
+                             f"got {_shape(&db)}")
     _check_blas_dims(fn, [("N", N), ("I", I), ("O", O)])
-    out = _out_buffer(fn, "out", out, (N, O), x.dtype)
-    _no_overlap(fn, "out", out, [("x", x), ("W", W), ("b", b)])
-    cdef void *px = _p(x)
-    cdef void *pW = _p(W)
-    cdef void *pb = _p(b)
-    cdef void *py = _p(out)
-    if x.dtype == np.float32:
-        with nogil:
-            fbp_dense_forward_f32(N, I, O, <float *>px, <float *>pW, <float *>pb, act, <float *>py)
-    else:
-        with nogil:
-            fbp_dense_forward_f64(N, I, O, <double *>px, <double *>pW, <double *>pb, act, <double *>py)
+    x = _contig(fn, "x", x, &dx)
+    W = _contig(fn, "W", W, &dW)
+    if b is not None:
+        b = _contig(fn, "b", b, &db)
+    out = _out_buffer(fn, "out", out, &dy, (N, O), &dx, x)
+    descs = [_dp(&dx), _dp(&dW), None if b is None else _dp(&db), _dp(&dy)]
+    _same_device(fn, ["x", "W", "b", "out"], descs)
+    _no_overlap(fn, "out", &dy, ["x", "W", "b"], descs[:3])
+    cdef void *pb = NULL if b is None else db.ptr
+    be = _backend(dx.device)
+    with nogil:
+        rc = be.dense_forward(dx.device, dx.stream, dx.itemsize, N, I, O, dx.ptr, dW.ptr, pb, act,
+                              dy.ptr)
+    _check(rc, be)
     return out
 
 
@@ -436,7 +573,7 @@ def dense_backward(dy, x, W, y=None, activation=None, *, dx=None, dW=None, db=No
 
     dy, y (N, O) with y the forward output (needed unless activation is None),
     x (N, I), W (I, O). dz = dy * act'(y) is formed in the pass that sums
-    db = dz.sum(0); then dx = dz @ W.T and dW = x.T @ dz through BLAS.
+    db = dz.sum(0); then dx = dz @ W.T and dW = x.T @ dz through the BLAS.
 
     dx, dW, db: optional output buffers. accumulate=True adds into dW and db
     (both must be given) instead of overwriting them. dz: optional (N, O)
@@ -444,203 +581,187 @@ def dense_backward(dy, x, W, y=None, activation=None, *, dx=None, dW=None, db=No
     need_dx=False skips dx (the first layer) and returns None for it.
     """
     fn = "dense_backward"
-    cdef int act = _act_code(fn, activation)
-    dy = _float_input(fn, "dy", dy, ndim=2, blas=True)
-    x = _float_input(fn, "x", x, ndim=2, dtype=dy.dtype, blas=True)
-    W = _float_input(fn, "W", W, ndim=2, dtype=dy.dtype, blas=True)
-    cdef fbp_idx N = x.shape[0], I = x.shape[1], O = W.shape[1]
-    if W.shape[0] != I:
-        raise ValueError(f"{fn}: shapes {x.shape} (x) and {W.shape} (W) not aligned: "
-                         f"{I} (dim 1) != {W.shape[0]} (dim 0)")
-    if dy.shape != (N, O):
-        raise ValueError(f"{fn}: dy must have shape {(N, O)} (x rows, W columns), got {dy.shape}")
+    cdef Desc ddy, dx_, dW_, dy_, ddz, ddx, ddW, ddb
+    cdef const fbp_backend *be
+    cdef int rc, act = _act_code(fn, activation)
+    dy = _float_view(fn, "dy", dy, &ddy, 2)
+    x = _float_view(fn, "x", x, &dx_, 2, &ddy, dy)
+    W = _float_view(fn, "W", W, &dW_, 2, &ddy, dy)
+    cdef Py_ssize_t N = dx_.shape[0], I = dx_.shape[1], O = dW_.shape[1]
+    if dW_.shape[0] != I:
+        raise ValueError(f"{fn}: shapes {_shape(&dx_)} (x) and {_shape(&dW_)} (W) not aligned: "
+                         f"{I} (dim 1) != {dW_.shape[0]} (dim 0)")
+    if _shape(&ddy) != (N, O):
+        raise ValueError(f"{fn}: dy must have shape {(N, O)} (x rows, W columns), "
+                         f"got {_shape(&ddy)}")
     if act:
         if y is None:
-            raise ValueError(f"{fn}: y (the forward output) is required with activation {activation!r}")
-        y = _float_view(fn, "y", y, ndim=2, dtype=dy.dtype)
-        if y.shape != dy.shape:
-            raise ValueError(f"{fn}: y must have the shape of dy {dy.shape}, got {y.shape}")
-        y = _contig(y)
+            raise ValueError(f"{fn}: y (the forward output) is required with activation "
+                             f"{activation!r}")
+        y = _float_view(fn, "y", y, &dy_, 2, &ddy, dy)
+        if _shape(&dy_) != (N, O):
+            raise ValueError(f"{fn}: y must have the shape of dy {(N, O)}, got {_shape(&dy_)}")
     else:
         y = None
     _check_blas_dims(fn, [("N", N), ("I", I), ("O", O)])
+    dy = _contig(fn, "dy", dy, &ddy)
+    x = _contig(fn, "x", x, &dx_)
+    W = _contig(fn, "W", W, &dW_)
+    if y is not None:
+        y = _contig(fn, "y", y, &dy_)
     accumulate = bool(accumulate)
     if accumulate and (dW is None or db is None):
         raise ValueError(f"{fn}: accumulate=True needs the dW and db buffers to add into")
-    dt = dy.dtype
-    dW = _out_buffer(fn, "dW", dW, (I, O), dt)
-    db = _out_buffer(fn, "db", db, (O,), dt)
+    dW = _out_buffer(fn, "dW", dW, &ddW, (I, O), &ddy, dy)
+    db = _out_buffer(fn, "db", db, &ddb, (O,), &ddy, dy)
     if need_dx:
-        dx = _out_buffer(fn, "dx", dx, (N, I), dt)
+        dx = _out_buffer(fn, "dx", dx, &ddx, (N, I), &ddy, dy)
     elif dx is not None:
         raise ValueError(f"{fn}: dx given with need_dx=False")
     if act:
-        dz = _out_buffer(fn, "dz", dz, (N, O), dt)
+        dz = _out_buffer(fn, "dz", dz, &ddz, (N, O), &ddy, dy)
     else:
         dz = None
-    ins = [("dy", dy), ("x", x), ("W", W), ("y", y)]
-    _no_overlap(fn, "dW", dW, ins + [("db", db), ("dx", dx), ("dz", dz)])
-    _no_overlap(fn, "db", db, ins + [("dx", dx), ("dz", dz)])
+    pdy, px, pW = _dp(&ddy), _dp(&dx_), _dp(&dW_)
+    py = None if y is None else _dp(&dy_)
+    pdz = None if dz is None else _dp(&ddz)
+    pdx = None if dx is None else _dp(&ddx)
+    _same_device(fn, ["dy", "x", "W", "y", "dW", "db", "dx", "dz"],
+                 [pdy, px, pW, py, _dp(&ddW), _dp(&ddb), pdx, pdz])
+    ins, nins = [pdy, px, pW, py], ["dy", "x", "W", "y"]
+    _no_overlap(fn, "dW", &ddW, nins + ["db", "dx", "dz"], ins + [_dp(&ddb), pdx, pdz])
+    _no_overlap(fn, "db", &ddb, nins + ["dx", "dz"], ins + [pdx, pdz])
     if dx is not None:
-        _no_overlap(fn, "dx", dx, ins + [("dz", dz)])
+        _no_overlap(fn, "dx", &ddx, nins + ["dz"], ins + [pdz])
     if dz is not None:
-        _no_overlap(fn, "dz", dz, ins, allow_same=(dy,))
-    cdef void *pdy = _p(dy)
-    cdef void *px = _p(x)
-    cdef void *pW = _p(W)
-    cdef void *py = _p(y)
-    cdef void *pdz = _p(dz)
-    cdef void *pdx = _p(dx)
-    cdef void *pdW = _p(dW)
-    cdef void *pdb = _p(db)
+        _no_overlap(fn, "dz", &ddz, nins, ins, ("dy",))
+    cdef void *vy = NULL if y is None else dy_.ptr
+    cdef void *vdz = NULL if dz is None else ddz.ptr
+    cdef void *vdx = NULL if dx is None else ddx.ptr
     cdef int acc = accumulate
-    if dt == np.float32:
-        with nogil:
-            fbp_dense_backward_f32(N, I, O, <float *>pdy, <float *>px, <float *>pW, <float *>py, act,
-                                   <float *>pdz, <float *>pdx, <float *>pdW, <float *>pdb, acc)
-    else:
-        with nogil:
-            fbp_dense_backward_f64(N, I, O, <double *>pdy, <double *>px, <double *>pW, <double *>py,
-                                   act, <double *>pdz, <double *>pdx, <double *>pdW, <double *>pdb, acc)
+    be = _backend(ddy.device)
+    with nogil:
+        rc = be.dense_backward(ddy.device, ddy.stream, ddy.itemsize, N, I, O, ddy.ptr, dx_.ptr,
+                               dW_.ptr, vy, act, vdz, vdx, ddW.ptr, ddb.ptr, acc)
+    _check(rc, be)
     return dx, dW, db
 
 
-# ---- losses --------------------------------------------------------------------------
-
-def _labels(fn, target, fbp_idx N, fbp_idx C):
-    """Integer labels (N,) of any integer dtype, range-checked, as int64."""
-    t = target if isinstance(target, np.ndarray) else np.asarray(target)
-    if t.dtype.kind not in "iu":
-        raise TypeError(f"{fn}: 1-D targets must be integer class labels, got dtype {t.dtype}")
-    if t.shape[0] != N:
-        raise ValueError(f"{fn}: got {t.shape[0]} labels for {N} rows of logits")
-    cdef cnp.ndarray t64 = t
-    if cnp.PyArray_TYPE(t64) != cnp.NPY_INT64 or not _is_carray(t64):
-        t64 = np.require(t, np.int64, ["C", "A"])  # uint64 above 2^63 wraps negative: caught below
-    cdef fbp_idx bad
-    with nogil:
-        bad = fbp_first_bad_label(N, <int64_t *>cnp.PyArray_DATA(t64), C)
-    if bad >= 0:
-        lo, hi = int(t.min()), int(t.max())
-        raise ValueError(f"{fn}: labels must be in [0, {C}), got values in [{lo}, {hi}]")
-    return t64
-
+# ---- losses ------------------------------------------------------------------------------------
 
 def softmax_cross_entropy(logits, target, out=None):
     """Fused softmax + cross-entropy: returns (loss, dlogits).
 
     logits (N, C); target is integer labels (N,) in [0, C) or class
     probabilities (N, C) of the logits' dtype. loss is the batch mean of
-    -log softmax(logits)[target] (exact log-sum-exp); dlogits =
+    -log softmax(logits)[target] (exact log-sum-exp; NaN for N == 0); dlogits =
     (softmax(logits) - t) / N, computed in the same pass. ``out`` (N, C) may be
     ``logits`` itself to overwrite them with the gradient.
     """
     fn = "softmax_cross_entropy"
-    z = _float_input(fn, "logits", logits, ndim=2)
-    cdef fbp_idx N = z.shape[0], C = z.shape[1]
+    cdef Desc dz, dt, do
+    cdef const fbp_backend *be
+    cdef int rc
+    cdef double loss = float("nan")
+    z = _float_input(fn, "logits", logits, &dz, 2)
+    cdef Py_ssize_t N = dz.shape[0], C = dz.shape[1]
     if C == 0 and N > 0:
-        raise ValueError(f"{fn}: logits must have at least one class, got shape {z.shape}")
-    t = target if isinstance(target, np.ndarray) else np.asarray(target)
-    cdef int labels
-    if t.ndim == 1:
-        t = _labels(fn, t, N, C)
-        labels = 1
-    elif t.ndim == 2:
-        t = _float_view(fn, "target", t, dtype=z.dtype)
-        if t.shape != z.shape:
-            raise ValueError(f"{fn}: probability targets must have the logits' shape {z.shape}, "
-                             f"got {t.shape}")
-        t = _contig(t)
-        labels = 0
+        raise ValueError(f"{fn}: logits must have at least one class, got shape {_shape(&dz)}")
+    t = target if isinstance(target, np.ndarray) or _is_device(target) else np.asarray(target)
+    tdesc = _cuda().describe(fn, "target", t) if _is_device(t) else None
+    tndim = t.ndim if tdesc is None else len(tdesc[1])
+    cdef bint labels = tndim == 1
+    if labels:
+        t = _labels(fn, t, &dt, N, C, "logits")
+    elif tndim == 2:
+        t = _float_view(fn, "target", t, &dt, 2, &dz, z)
+        if _shape(&dt) != (N, C):
+            raise ValueError(f"{fn}: probability targets must have the logits' shape "
+                             f"{(N, C)}, got {_shape(&dt)}")
+        t = _contig(fn, "target", t, &dt)
     else:
         raise ValueError(f"{fn}: target must be labels (N,) or probabilities (N, C), "
-                         f"got {t.ndim}-D array of shape {t.shape}")
-    out = _out_buffer(fn, "out", out, z.shape, z.dtype)
-    _no_overlap(fn, "out", out, [("logits", z), ("target", t)], allow_same=(z,))
-    cdef void *pz = _p(z)
-    cdef void *pt = _p(t)
-    cdef void *po = _p(out)
-    cdef double loss
-    if z.dtype == np.float32:
-        with nogil:
-            if labels:
-                loss = fbp_softmax_xent_labels_f32(N, C, <float *>pz, <int64_t *>pt, <float *>po)
-            else:
-                loss = fbp_softmax_xent_probs_f32(N, C, <float *>pz, <float *>pt, <float *>po)
-    else:
-        with nogil:
-            if labels:
-                loss = fbp_softmax_xent_labels_f64(N, C, <double *>pz, <int64_t *>pt, <double *>po)
-            else:
-                loss = fbp_softmax_xent_probs_f64(N, C, <double *>pz, <double *>pt, <double *>po)
+                         f"got {tndim}-D array of shape {tuple(t.shape) if tdesc is None else tdesc[1]}")
+    out = _out_buffer(fn, "out", out, &do, (N, C), &dz, z)
+    _same_device(fn, ["logits", "target", "out"], [_dp(&dz), _dp(&dt), _dp(&do)])
+    _no_overlap(fn, "out", &do, ["logits", "target"], [_dp(&dz), _dp(&dt)], ("logits",))
+    if N == 0:
+        return loss, out
+    cdef const int64_t *pl = <int64_t *>dt.ptr if labels else NULL
+    cdef void *pt = NULL if labels else dt.ptr
+    be = _backend(dz.device)
+    with nogil:
+        rc = be.softmax_xent(dz.device, dz.stream, dz.itemsize, N, C, dz.ptr, pl, pt, do.ptr, &loss)
+    _check(rc, be)
     return loss, out
 
 
 def mse_loss(pred, target, out=None):
     """Mean squared error: returns (loss, dpred).
 
-    pred, target (N, ...) of one dtype; loss = 0.5 * sum((pred - target)**2) / N,
-    dpred = (pred - target) / N. ``out`` may be ``pred`` itself.
+    pred, target (N, ...) of one dtype; loss = 0.5 * sum((pred - target)**2) / N
+    (NaN for N == 0), dpred = (pred - target) / N. ``out`` may be ``pred`` itself.
     """
     fn = "mse_loss"
-    y = _float_input(fn, "pred", pred)
-    if y.ndim == 0:
+    cdef Desc dy, dt, do
+    cdef const fbp_backend *be
+    cdef int rc
+    cdef double loss = float("nan")
+    y = _float_input(fn, "pred", pred, &dy)
+    if dy.ndim == 0:
         raise ValueError(f"{fn}: pred must have a batch dimension, got a 0-D array")
-    t = _float_view(fn, "target", target, dtype=y.dtype)
-    if t.shape != y.shape:
-        raise ValueError(f"{fn}: target must have the shape of pred {y.shape}, got {t.shape}")
-    t = _contig(t)
-    out = _out_buffer(fn, "out", out, y.shape, y.dtype)
-    _no_overlap(fn, "out", out, [("pred", y), ("target", t)], allow_same=(y, t))
-    cdef fbp_idx N = y.shape[0]
-    cdef fbp_idx D = y.size // N if N else 0
-    cdef void *py = _p(y)
-    cdef void *pt = _p(t)
-    cdef void *po = _p(out)
-    cdef double loss
-    if y.dtype == np.float32:
-        with nogil:
-            loss = fbp_mse_f32(N, D, <float *>py, <float *>pt, <float *>po)
-    else:
-        with nogil:
-            loss = fbp_mse_f64(N, D, <double *>py, <double *>pt, <double *>po)
+    t = _float_view(fn, "target", target, &dt, -1, &dy, y)
+    if _shape(&dt) != _shape(&dy):
+        raise ValueError(f"{fn}: target must have the shape of pred {_shape(&dy)}, "
+                         f"got {_shape(&dt)}")
+    t = _contig(fn, "target", t, &dt)
+    out = _out_buffer(fn, "out", out, &do, _shape(&dy), &dy, y)
+    _same_device(fn, ["pred", "target", "out"], [_dp(&dy), _dp(&dt), _dp(&do)])
+    _no_overlap(fn, "out", &do, ["pred", "target"], [_dp(&dy), _dp(&dt)], ("pred", "target"))
+    cdef Py_ssize_t N = dy.shape[0]
+    if N == 0:
+        return loss, out
+    cdef Py_ssize_t D = dy.size // N
+    be = _backend(dy.device)
+    with nogil:
+        rc = be.mse(dy.device, dy.stream, dy.itemsize, N, D, dy.ptr, dt.ptr, do.ptr, &loss)
+    _check(rc, be)
     return loss, out
 
 
-# ---- optimizer and clipping ---------------------------------------------------------------
+# ---- optimizer and clipping ----------------------------------------------------------------------
 
 def sgd_update(param, grad, lr, weight_decay=0.0):
     """In place: param -= lr * (grad + weight_decay * param). Returns param."""
     fn = "sgd_update"
-    if not isinstance(param, np.ndarray):
+    cdef Desc dp, dg
+    cdef const fbp_backend *be
+    cdef int rc
+    if not isinstance(param, np.ndarray) and not _is_device(param):
         raise TypeError(f"{fn}: param must be a numpy.ndarray (updated in place), "
                         f"got {type(param).__name__}")
-    p = _float_input(fn, "param", param)
-    if p is not param:
+    _float_view(fn, "param", param, &dp)
+    if not (dp.contig and dp.native):
         raise ValueError(f"{fn}: param must be C-contiguous, aligned and native-endian "
                          "to be updated in place")
-    _writable_contiguous(fn, "param", p)
-    g = _float_view(fn, "grad", grad, dtype=p.dtype)
-    if g.shape != p.shape:
-        raise ValueError(f"{fn}: grad must have the shape of param {p.shape}, got {g.shape}")
-    g = _contig(g)
-    _no_overlap(fn, "param", p, [("grad", g)])
+    _writable(fn, "param", &dp)
+    g = _float_view(fn, "grad", grad, &dg, -1, &dp, param)
+    if _shape(&dg) != _shape(&dp):
+        raise ValueError(f"{fn}: grad must have the shape of param {_shape(&dp)}, got {_shape(&dg)}")
+    g = _contig(fn, "grad", g, &dg)
+    _same_device(fn, ["param", "grad"], [_dp(&dp), _dp(&dg)])
+    _no_overlap(fn, "param", &dp, ["grad"], [_dp(&dg)])
     cdef double clr = _real(fn, "lr", lr), cwd = _real(fn, "weight_decay", weight_decay)
-    cdef fbp_idx n = p.size
-    cdef void *pp = _p(p)
-    cdef void *pg = _p(g)
-    if p.dtype == np.float32:
-        with nogil:
-            fbp_sgd_f32(n, <float *>pp, <float *>pg, <float>clr, <float>cwd)
-    else:
-        with nogil:
-            fbp_sgd_f64(n, <double *>pp, <double *>pg, clr, cwd)
+    be = _backend(dp.device)
+    with nogil:
+        rc = be.sgd(dp.device, dp.stream, dp.itemsize, dp.size, dp.ptr, dg.ptr, clr, cwd)
+    _check(rc, be)
     return param
 
 
-def _as_list(fn, grads):
+cdef list _as_list(str fn, object grads):
     """grads as a list: one array, a dict's values, or any iterable of arrays."""
-    if isinstance(grads, np.ndarray):
+    if isinstance(grads, np.ndarray) or _is_device(grads):
         return [grads]
     if isinstance(grads, dict):
         return list(grads.values())
@@ -650,20 +771,112 @@ def _as_list(fn, grads):
         raise TypeError(f"{fn}: grads must be a list of arrays, got {type(grads).__name__}") from None
 
 
-def _grad_list(fn, grads):
-    """grads as a list of float arrays that can be written in place."""
-    grads = _as_list(fn, grads)
-    out = []
-    for i, g in enumerate(grads):
-        name = f"grads[{i}]"
-        if not isinstance(g, np.ndarray):
-            raise TypeError(f"{fn}: {name} must be a numpy.ndarray (clipped in place), "
-                            f"got {type(g).__name__}")
-        if g.dtype != np.float32 and g.dtype != np.float64:
-            raise TypeError(f"{fn}: {name} must be float32 or float64, got dtype {g.dtype}")
-        _writable_contiguous(fn, name, g)
-        out.append(g)
-    return out
+cdef class _Arrays:
+    """Descriptions of a list of arrays (the gradients of a clip or a norm), and
+    the arrays they describe, kept alive together."""
+    cdef Desc *d
+    cdef int k
+    cdef list objs
+
+    def __cinit__(self, int k):
+        self.k = k
+        self.d = <Desc *>calloc(k if k > 0 else 1, sizeof(Desc))
+        if self.d == NULL:
+            raise MemoryError()
+        self.objs = []
+
+    def __dealloc__(self):
+        free(self.d)
+
+
+cdef _Arrays _grad_arrays(str fn, object grads, bint inplace):
+    """The arrays of grads, described: float32/float64, one device; inplace:
+    writable as they are, else copied if they must be."""
+    cdef list gs = _as_list(fn, grads)
+    cdef _Arrays arrs = _Arrays(len(gs))
+    cdef int i
+    for i in range(arrs.k):
+        g, name = gs[i], f"grads[{i}]"
+        if not isinstance(g, np.ndarray) and not _is_device(g):
+            what = "(clipped in place)" if inplace else ""
+            raise TypeError(f"{fn}: {name} must be a numpy.ndarray {what}, got {type(g).__name__}"
+                            .replace("  ", " "))
+        _describe(fn, name, g, &arrs.d[i])
+        if arrs.d[i].kind != b'f' or (arrs.d[i].itemsize != 4 and arrs.d[i].itemsize != 8):
+            raise TypeError(f"{fn}: {name} must be float32 or float64, got dtype {_dtype(g)}")
+        if inplace:
+            if not arrs.d[i].native:
+                raise TypeError(f"{fn}: {name} must be native-endian to be clipped in place, "
+                                f"got dtype {_dtype(g)}")
+            _writable(fn, name, &arrs.d[i])
+        else:
+            g = _contig(fn, name, g, &arrs.d[i])
+        arrs.objs.append(g)
+    _same_device(fn, [f"grads[{i}]" for i in range(arrs.k)],
+                 [_dp(&arrs.d[i]) for i in range(arrs.k)])
+    return arrs
+
+
+cdef int _sumsq_many(_Arrays a, double div, bint maxabs, double *out) except -1:
+    cdef int *dsizes = <int *>malloc(a.k * sizeof(int))
+    cdef int64_t *ns = <int64_t *>malloc(a.k * sizeof(int64_t))
+    cdef const void **xs = <const void **>malloc(a.k * sizeof(void *))
+    cdef int i, rc
+    cdef const fbp_backend *be
+    try:
+        if dsizes == NULL or ns == NULL or xs == NULL:
+            raise MemoryError()
+        for i in range(a.k):
+            dsizes[i], ns[i], xs[i] = a.d[i].itemsize, a.d[i].size, a.d[i].ptr
+        be = _backend(a.d[0].device)
+        with nogil:
+            rc = be.sumsq_many(a.d[0].device, a.d[0].stream, a.k, dsizes, ns, xs, div, maxabs, out)
+        _check(rc, be)
+    finally:
+        free(dsizes)
+        free(ns)
+        free(xs)
+    return 0
+
+
+cdef double _global_norm(_Arrays a) except? -1.0:
+    """The 2-norm of all of a's arrays, in double, in a fixed order. A sum of
+    squares that overflows is recomputed scaled by the largest |g|."""
+    if a.k == 0:
+        return 0.0
+    cdef double *part = <double *>malloc(a.k * sizeof(double))
+    cdef double total = 0.0, m = 0.0, s
+    cdef int i
+    if part == NULL:
+        raise MemoryError()
+    try:
+        _sumsq_many(a, 0.0, False, part)
+        for i in range(a.k):
+            total += part[i]
+        if total == np.inf:
+            _sumsq_many(a, 0.0, True, part)
+            for i in range(a.k):
+                s = part[i]
+                m = s if (s > m or s != s) else m
+            if 0 < m < np.inf:
+                _sumsq_many(a, m, False, part)
+                total = 0.0
+                for i in range(a.k):
+                    total += part[i]
+                return m * np.sqrt(total)
+        return np.sqrt(total)
+    finally:
+        free(part)
+
+
+def global_norm(grads):
+    """The 2-norm of all arrays together, accumulated in float64 in a fixed order.
+
+    A sum of squares that overflows is recomputed scaled by the largest |g|,
+    so finite gradients always give the finite norm. The arrays are only
+    read, so any float arrays will do (read-only, strided, 0-d).
+    """
+    return _global_norm(_grad_arrays("global_norm", grads, False))
 
 
 def clip_by_value(grads, limit):
@@ -672,72 +885,16 @@ def clip_by_value(grads, limit):
     cdef double lim = _real(fn, "limit", limit)
     if not lim >= 0:
         raise ValueError(f"{fn}: limit must be >= 0, got {limit}")
-    cdef fbp_idx n
-    cdef void *pg
-    for g in _grad_list(fn, grads):
-        n = g.size
-        pg = _p(g)
-        if g.dtype == np.float32:
-            with nogil:
-                fbp_clip_value_f32(n, <float *>pg, <float>lim)
-        else:
-            with nogil:
-                fbp_clip_value_f64(n, <double *>pg, lim)
-
-
-cdef double _sumsq(cnp.ndarray g):
-    cdef fbp_idx n = g.size
-    cdef void *pg = cnp.PyArray_DATA(g)
-    cdef double s
-    if g.dtype == np.float32:
+    cdef _Arrays a = _grad_arrays(fn, grads, True)
+    cdef const fbp_backend *be
+    cdef Desc *d
+    cdef int i, rc
+    for i in range(a.k):
+        d = &a.d[i]
+        be = _backend(d.device)
         with nogil:
-            s = fbp_sumsq_f32(n, <float *>pg)
-    else:
-        with nogil:
-            s = fbp_sumsq_f64(n, <double *>pg)
-    return s
-
-
-cdef double _maxabs(cnp.ndarray g):
-    cdef fbp_idx n = g.size
-    cdef void *pg = cnp.PyArray_DATA(g)
-    if g.dtype == np.float32:
-        return fbp_maxabs_f32(n, <float *>pg)
-    return fbp_maxabs_f64(n, <double *>pg)
-
-
-def global_norm(grads):
-    """The 2-norm of all arrays together, accumulated in float64 in a fixed order.
-
-    A sum of squares that overflows is recomputed scaled by the largest |g|,
-    so finite gradients always give the finite norm. The arrays are only
-    read, so any float ndarrays will do (read-only, strided, 0-d).
-    """
-    fn = "global_norm"
-    grads = _as_list(fn, grads)
-    gs = []
-    for i, g in enumerate(grads):
-        if not isinstance(g, np.ndarray):
-            raise TypeError(f"{fn}: grads[{i}] must be a numpy.ndarray, got {type(g).__name__}")
-        gs.append(_float_input(fn, f"grads[{i}]", g))
-    return _global_norm(gs)
-
-
-cdef double _global_norm(list gs):
-    """global_norm of arrays already checked to be aligned C-contiguous floats."""
-    cdef double total = 0.0, m = 0.0, s
-    for g in gs:
-        total += _sumsq(g)
-    if total == np.inf:
-        for g in gs:
-            s = _maxabs(g)
-            m = s if (s > m or s != s) else m
-        if 0 < m < np.inf:
-            total = 0.0
-            for g in gs:  # rare path: the scaled copies are acceptable
-                total += _sumsq(_contig(np.asarray(g / m, dtype=g.dtype)))
-            return m * np.sqrt(total)
-    return np.sqrt(total)
+            rc = be.clip_value(d.device, d.stream, d.itemsize, d.size, d.ptr, lim)
+        _check(rc, be)
 
 
 def clip_by_global_norm(grads, max_norm):
@@ -750,263 +907,302 @@ def clip_by_global_norm(grads, max_norm):
     cdef double mx = _real(fn, "max_norm", max_norm)
     if not mx >= 0:
         raise ValueError(f"{fn}: max_norm must be >= 0, got {max_norm}")
-    gs = _grad_list(fn, grads)
-    cdef double total = _global_norm(gs)
-    cdef double scale
-    cdef fbp_idx n
-    cdef void *pg
+    cdef _Arrays a = _grad_arrays(fn, grads, True)
+    cdef double total = _global_norm(a), scale
+    cdef const fbp_backend *be
+    cdef Desc *d
+    cdef int i, rc
     if np.isfinite(total) and total > mx:
         scale = mx / total
-        for g in gs:
-            n = g.size
-            pg = _p(g)
-            if g.dtype == np.float32:
-                with nogil:
-                    fbp_scale_f32(n, <float *>pg, <float>scale)
-            else:
-                with nogil:
-                    fbp_scale_f64(n, <double *>pg, scale)
+        for i in range(a.k):
+            d = &a.d[i]
+            be = _backend(d.device)
+            with nogil:
+                rc = be.scale(d.device, d.stream, d.itemsize, d.size, d.ptr, scale)
+            _check(rc, be)
     return total
 
 
-# ---- the MLP training step ---------------------------------------------------------------
-
-LOSSES = {"softmax_cross_entropy": 0, "mse": 1}
-STEP_FORWARD, STEP_LOSS, STEP_GRAD, STEP_TRAIN = 0, 1, 2, 3
-
+# ---- the MLP training step ----------------------------------------------------------------
 
 cdef class MLPWorkspace:
     """Everything an MLP step writes besides the parameters, allocated once.
 
     Holds the layer outputs h[l] and their gradients dh[l] for batches of up to
     ``cap`` rows, the gradients dW[l], db[l], and the C pointer table over them
-    and over the parameters (and momentum buffers) it was built with. The
-    arrays are kept referenced here so the pointers stay valid.
+    and over the parameters (and momentum buffers) it was built with; the
+    arrays are kept referenced here so the pointers stay valid. ``buffers[name]``
+    is the list of a buffer's arrays by layer (names: BUFFERS). activation: one
+    name for the hidden layers (the output layer is affine), or one per layer.
     """
     cdef fbp_mlp m
     cdef fbp_idx *sizes_c
+    cdef int *act_c
     cdef void **table
-    cdef readonly list W, b, vW, vb, h, dh, dW, db
+    cdef readonly dict buffers
     cdef readonly object xb, lb, tb
-    cdef readonly tuple sizes
+    cdef readonly tuple sizes, activations
     cdef readonly object dtype
     cdef readonly Py_ssize_t cap
-    cdef readonly int loss_code, act_code
+    cdef readonly int loss_code, device
 
     def __cinit__(self, W, b, activation, loss, Py_ssize_t cap, vW=None, vb=None):
         fn = "MLPWorkspace"
         self.table = NULL
         self.sizes_c = NULL
+        self.act_c = NULL
+        self.device = -1
         cdef Py_ssize_t L = len(W), l
+        cdef Desc d
         if L < 1 or len(b) != L:
             raise ValueError(f"{fn}: need one W and one b per layer, got {len(W)} and {len(b)}")
-        self.act_code = _act_code(fn, activation)
+        if isinstance(activation, (list, tuple)):
+            if len(activation) != L:
+                raise ValueError(f"{fn}: need one activation per layer ({L}), got {len(activation)}")
+            acts = [_act_code(fn, a) for a in activation]
+        else:
+            acts = [_act_code(fn, activation)] * (L - 1) + [FBP_ACT_NONE]
         if loss not in LOSSES:
             raise ValueError(f"{fn}: unknown loss {loss!r}; expected one of {sorted(LOSSES)}")
         self.loss_code = LOSSES[loss]
         if cap < 1:
             raise ValueError(f"{fn}: cap must be >= 1, got {cap}")
-        dt = W[0].dtype if isinstance(W[0], np.ndarray) else None
-        if dt != np.float32 and dt != np.float64:
-            raise TypeError(f"{fn}: parameters must be float32 or float64 arrays, got {dt}")
-        sizes = [W[0].shape[0]] + [w.shape[1] if w.ndim == 2 else -1 for w in W]
+        if not isinstance(W[0], np.ndarray):
+            raise TypeError(f"{fn}: parameters must be float32 or float64 arrays, "
+                            f"got {type(W[0]).__name__}")
+        _describe(fn, "W[0]", W[0], &d)
+        if d.kind != b'f' or (d.itemsize != 4 and d.itemsize != 8) or d.ndim != 2:
+            raise TypeError(f"{fn}: parameters must be 2-D float32 or float64 arrays, "
+                            f"got {W[0].dtype} of {d.ndim} dimensions")
+        dt = np.dtype(np.float32 if d.itemsize == 4 else np.float64)
+        sizes = [d.shape[0], d.shape[1]]
+        for l in range(1, L):
+            if not isinstance(W[l], np.ndarray):
+                raise TypeError(f"{fn}: W[{l}] must be a {dt} array")
+            _describe(fn, f"W[{l}]", W[l], &d)
+            sizes.append(d.shape[d.ndim - 1] if d.ndim else -1)
         for l in range(L):
             for name, a, shape in ((f"W[{l}]", W[l], (sizes[l], sizes[l + 1])),
                                    (f"b[{l}]", b[l], (sizes[l + 1],))):
-                if not isinstance(a, np.ndarray) or a.dtype != dt:
-                    raise TypeError(f"{fn}: {name} must be a {np.dtype(dt)} array")
-                if a.shape != shape:
-                    raise ValueError(f"{fn}: {name} must have shape {shape}, got {a.shape}")
-                _writable_contiguous(fn, name, a)
+                if not isinstance(a, np.ndarray):
+                    raise TypeError(f"{fn}: {name} must be a {dt} array")
+                _describe(fn, name, a, &d)
+                if d.kind != b'f' or d.itemsize != dt.itemsize or not d.native:
+                    raise TypeError(f"{fn}: {name} must be a {dt} array")
+                _need_shape(fn, name, &d, shape)
+                _writable(fn, name, &d)
         _check_blas_dims(fn, [("cap", cap)] + [(f"width {i}", s) for i, s in enumerate(sizes)])
         momentum = vW is not None
         if momentum:
             for l in range(L):
-                if vW[l].shape != W[l].shape or vb[l].shape != b[l].shape or \
-                        vW[l].dtype != dt or vb[l].dtype != dt:
-                    raise ValueError(f"{fn}: momentum buffers must match the parameters")
-                _writable_contiguous(fn, f"vW[{l}]", vW[l])
-                _writable_contiguous(fn, f"vb[{l}]", vb[l])
-        self.W, self.b = list(W), list(b)
-        self.vW = list(vW) if momentum else None
-        self.vb = list(vb) if momentum else None
+                for name, a, shape in ((f"vW[{l}]", vW[l], (sizes[l], sizes[l + 1])),
+                                       (f"vb[{l}]", vb[l], (sizes[l + 1],))):
+                    _describe(fn, name, a, &d)
+                    if d.kind != b'f' or d.itemsize != dt.itemsize or _shape(&d) != shape:
+                        raise ValueError(f"{fn}: momentum buffers must match the parameters")
+                    _writable(fn, name, &d)
         self.sizes = tuple(int(s) for s in sizes)
-        self.dtype = np.dtype(dt)
+        self.activations = tuple(acts)
+        self.dtype = dt
         self.cap = cap
-        self.h = [np.zeros((cap, s), dt) for s in sizes[1:]]
-        self.dh = [np.zeros((cap, s), dt) for s in sizes[1:]]
-        self.dW = [np.zeros_like(w) for w in W]
-        self.db = [np.zeros_like(v) for v in b]
+        bufs = {"W": list(W), "b": list(b),
+                "dW": [np.zeros_like(w) for w in W], "db": [np.zeros_like(v) for v in b],
+                "vW": list(vW) if momentum else None, "vb": list(vb) if momentum else None,
+                "h": [np.zeros((cap, s), dt) for s in sizes[1:]],
+                "dh": [np.zeros((cap, s), dt) for s in sizes[1:]]}
+        self.buffers = bufs
         self.xb = np.zeros((cap, sizes[0]), dt)
         self.lb = np.zeros(cap, np.int64)
         self.tb = np.zeros((cap, sizes[L]), dt)
 
         self.sizes_c = <fbp_idx *>calloc(L + 1, sizeof(fbp_idx))
-        self.table = <void **>calloc(8 * L, sizeof(void *))
-        if self.sizes_c == NULL or self.table == NULL:
+        self.act_c = <int *>calloc(L, sizeof(int))
+        self.table = <void **>calloc(FBP_NBUF * L, sizeof(void *))
+        if self.sizes_c == NULL or self.table == NULL or self.act_c == NULL:
             raise MemoryError()
         for l in range(L + 1):
             self.sizes_c[l] = sizes[l]
-        groups = [self.W, self.b, self.dW, self.db, self.vW, self.vb, self.h, self.dh]
-        for g in range(8):
+        for l in range(L):
+            self.act_c[l] = acts[l]
+        cdef int k
+        for k in range(FBP_NBUF):
+            group = bufs[BUFFERS[k]]
+            self.m.buf[k] = NULL if group is None else self.table + k * L
             for l in range(L):
-                self.table[g * L + l] = NULL if groups[g] is None else _p(groups[g][l])
+                if group is not None:
+                    self.table[k * L + l] = cnp.PyArray_DATA(<cnp.ndarray>group[l])
+        self.m.dsize = dt.itemsize
         self.m.L = <int>L
         self.m.sizes = self.sizes_c
-        self.m.act = self.act_code
+        self.m.act = self.act_c
         self.m.loss = self.loss_code
         self.m.cap = cap
-        self.m.W, self.m.b = self.table, self.table + L
-        self.m.dW, self.m.db = self.table + 2 * L, self.table + 3 * L
-        self.m.vW, self.m.vb = self.table + 4 * L, self.table + 5 * L
-        self.m.h, self.m.dh = self.table + 6 * L, self.table + 7 * L
-        if not momentum:
-            self.m.vW = NULL
-            self.m.vb = NULL
-        self.m.xb = _p(self.xb)
-        self.m.tb = _p(self.tb)
-        self.m.lb = <int64_t *>_p(self.lb)
+        self.m.xb = cnp.PyArray_DATA(<cnp.ndarray>self.xb)
+        self.m.tb = cnp.PyArray_DATA(<cnp.ndarray>self.tb)
+        self.m.lb = <int64_t *>cnp.PyArray_DATA(<cnp.ndarray>self.lb)
 
     def __dealloc__(self):
         free(self.table)
         free(self.sizes_c)
+        free(self.act_c)
 
     @property
     def has_momentum(self):
-        return self.vW is not None
+        return self.buffers["vW"] is not None
+
+    def __getattr__(self, name):  # ws.W, ws.dW, ws.h, ...
+        try:
+            return self.buffers[name]
+        except KeyError:
+            raise AttributeError(name) from None
 
 
-cdef inline fbp_step_opts _step_opts(int mode, double lr, double weight_decay, double clip_norm,
-                                     double momentum, bint count_correct):
+cdef inline fbp_step_opts _step_opts(str fn, int mode, lr, weight_decay, clip_norm, momentum,
+                                     bint count_correct) except *:
     cdef fbp_step_opts opt
     opt.mode = mode
-    opt.lr = lr
-    opt.weight_decay = weight_decay
-    opt.clip_norm = clip_norm
-    opt.momentum = momentum
+    opt.lr = _real(fn, "lr", lr)
+    opt.weight_decay = _real(fn, "weight_decay", weight_decay)
+    opt.clip_norm = _real(fn, "clip_norm", clip_norm)
+    opt.momentum = _real(fn, "momentum", momentum)
     opt.count_correct = count_correct
     return opt
 
 
-def mlp_step(MLPWorkspace ws, x, target, int mode, double lr=0.0, double weight_decay=0.0,
-             double clip_norm=0.0, double momentum=0.0, bint count_correct=False):
+cdef int _step_target(str fn, object ws, int mode, Py_ssize_t N, object target, Desc *dt,
+                      list keep, bint check_labels) except -1:
+    """The step's labels (1 for labels in dt) or float targets (0), checked: ws
+    is a CPU MLPWorkspace or a CUDA one (fastbp._cuda), with the same attributes."""
+    cdef Py_ssize_t C = ws.sizes[len(ws.sizes) - 1]
+    cdef int64_t out[4]
+    if mode == FBP_MODE_FORWARD:
+        return -2
+    t = target if isinstance(target, np.ndarray) or _is_device(target) else np.asarray(target)
+    tndim = t.ndim if isinstance(t, np.ndarray) else len(_cuda().describe(fn, "target", t)[1])
+    if ws.loss_code == FBP_LOSS_XENT and tndim == 1:
+        if check_labels:
+            t = _labels(fn, t, dt, N, C, "x")
+        else:
+            _describe(fn, "target", t, dt)
+            if dt.kind != b'i' and dt.kind != b'u':
+                raise TypeError(f"{fn}: labels must be integers, got dtype {_dtype(t)}")
+            if dt.shape[0] != N:
+                raise ValueError(f"{fn}: got {dt.shape[0]} labels for {N} rows of x")
+            if not (dt.kind == b'i' and dt.itemsize == 8 and dt.contig and dt.native):
+                t = (np.require(t, np.int64, ["C", "A"]) if dt.device < 0
+                     else _cuda().as_int64(fn, "target", t))
+                _describe(fn, "target", t, dt)
+        keep.append(t)
+        return 1
+    if tndim == 1 and C == 1:
+        t = t.reshape(-1, 1)
+    t = _float_view(fn, "target", t, dt)
+    if dt.itemsize != ws.dtype.itemsize:
+        raise TypeError(f"{fn}: target has dtype {_dtype(t)} but the inputs are {ws.dtype}; "
+                        "fastbp never casts silently, convert it with .astype()")
+    if _shape(dt) != (N, C):
+        raise ValueError(f"{fn}: targets must have shape ({N}, {C}), got {_shape(dt)}")
+    keep.append(_contig(fn, "target", t, dt))
+    return 0
+
+
+def mlp_step(ws, x, target, int mode, lr=0.0, weight_decay=0.0, clip_norm=0.0, momentum=0.0,
+             bint count_correct=False, *, bint check_labels=True, bint sync=True, stream=None):
     """One native call: forward, loss, backward and (mode TRAIN) the update.
 
-    x (N, I) with N <= ws.cap; target: int64 labels (N,) for softmax-xent (any
-    integer dtype is converted), or float targets (N, outputs). Returns
-    (loss, grad_norm, ncorrect); grad_norm is -1.0 unless clipping ran.
-    A well-formed call (C-contiguous x of the workspace dtype, int64 labels)
-    allocates no arrays.
+    ws: an MLPWorkspace (CPU) or a fastbp._cuda.Workspace (GPU; x and target
+    may then be NumPy or CUDA arrays, copied into its staging buffers). x (N, I)
+    with 0 < N <= ws.cap; target: integer labels (N,) for softmax-xent (any
+    integer dtype; range-checked unless check_labels=False), or float targets
+    (N, outputs). Returns (loss, grad_norm, ncorrect); grad_norm is -1.0 unless
+    clipping ran. GPU only: sync=False returns None at once (read_out() gives
+    the result later), stream is a cudaStream_t as an int. A well-formed CPU
+    call (C-contiguous x of the workspace dtype, int64 labels) allocates nothing.
     """
     fn = "mlp_step"
-    cdef cnp.ndarray xa, ta
-    cdef fbp_idx N, C = ws.sizes[len(ws.sizes) - 1]
-    if not isinstance(x, np.ndarray) or not cnp.PyArray_ISCARRAY_RO(<cnp.ndarray>x) or \
-            not cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>x):
-        x = _float_input(fn, "x", x, ndim=2, dtype=ws.dtype, blas=True)
-    xa = <cnp.ndarray>x
-    if xa.dtype is not ws.dtype and xa.dtype != ws.dtype:
-        _float_input(fn, "x", x, ndim=2, dtype=ws.dtype)  # raises the dtype error
-    if cnp.PyArray_NDIM(xa) != 2 or cnp.PyArray_DIM(xa, 1) != ws.sizes[0]:
-        raise ValueError(f"{fn}: x must have shape (N, {ws.sizes[0]}), got {(<object>x).shape}")
-    N = cnp.PyArray_DIM(xa, 0)
+    cdef Desc dx, dt
+    cdef list keep = []
+    cdef fbp_step_out out
+    cdef fbp_step_opts opt = _step_opts(fn, mode, lr, weight_decay, clip_norm, momentum,
+                                        count_correct)
+    cdef MLPWorkspace cws
+    cdef int rc
+    cdef Py_ssize_t I = ws.sizes[0]
+    x = _float_view(fn, "x", x, &dx, 2)
+    if dx.itemsize != ws.dtype.itemsize:
+        raise TypeError(f"{fn}: x has dtype {_dtype(x)} but the inputs are {ws.dtype}; "
+                        "fastbp never casts silently, convert it with .astype()")
+    if dx.shape[1] != I:
+        raise ValueError(f"{fn}: x must have shape (N, {I}), got {_shape(&dx)}")
+    cdef Py_ssize_t N = dx.shape[0]
     if N > ws.cap:
         raise ValueError(f"{fn}: batch of {N} rows exceeds the workspace capacity {ws.cap}")
     if N == 0:
         raise ValueError(f"{fn}: empty batch")
-    if momentum != 0.0 and not ws.has_momentum:
+    if ws.device < 0 and dx.device >= 0:
+        raise ValueError(f"{fn}: x is on {_where(dx.device)}, the model on the host")
+    if dx.device >= 0 and dx.device != ws.device:
+        raise ValueError(f"{fn}: x is on {_where(dx.device)}, the model on {_where(ws.device)}")
+    x = _contig(fn, "x", x, &dx)
+    if opt.momentum != 0.0 and not ws.has_momentum and ws.device < 0:
         raise ValueError(f"{fn}: momentum != 0 needs a workspace built with momentum buffers")
-    cdef int use_labels = 0
-    cdef fbp_idx bad
-    if mode != STEP_FORWARD:
-        ta = target if isinstance(target, np.ndarray) else np.asarray(target)
-        if ws.loss_code == 0 and cnp.PyArray_NDIM(ta) == 1:
-            if cnp.PyArray_TYPE(ta) != cnp.NPY_INT64 or not cnp.PyArray_ISCARRAY_RO(ta):
-                if ta.dtype.kind not in "iu":
-                    raise TypeError(f"{fn}: labels must be integers, got dtype {ta.dtype}")
-                ta = np.require(ta, np.int64, ["C", "A"])
-            if cnp.PyArray_DIM(ta, 0) != N:
-                raise ValueError(f"{fn}: got {cnp.PyArray_DIM(ta, 0)} labels for {N} rows of x")
-            with nogil:
-                bad = fbp_first_bad_label(N, <int64_t *>cnp.PyArray_DATA(ta), C)
-            if bad >= 0:
-                raise ValueError(f"{fn}: labels must be in [0, {C}), got {target[bad]} at index {bad}")
-            use_labels = 1
-        else:
-            if cnp.PyArray_NDIM(ta) == 1 and C == 1:
-                ta = ta.reshape(-1, 1)
-            ta = _float_input(fn, "target", ta, dtype=ws.dtype)
-            if cnp.PyArray_NDIM(ta) != 2 or cnp.PyArray_DIM(ta, 0) != N or \
-                    cnp.PyArray_DIM(ta, 1) != C:
-                raise ValueError(f"{fn}: targets must have shape ({N}, {C}), "
-                                 f"got {(<object>ta).shape}")
-    else:
-        ta = None
-    cdef fbp_step_opts opt = _step_opts(mode, lr, weight_decay, clip_norm, momentum,
-                                        count_correct)
-    cdef fbp_step_out out
-    cdef void *px = cnp.PyArray_DATA(xa)
-    cdef void *pt = NULL if ta is None else cnp.PyArray_DATA(ta)
-    cdef int64_t *plab = <int64_t *>pt if use_labels else NULL
-    cdef void *ptf = NULL if use_labels else pt
-    if ws.dtype.itemsize == 4:
+    kind = _step_target(fn, ws, mode, N, target, &dt, keep, check_labels)
+    if kind >= 0 and ws.device < 0 and dt.device >= 0:
+        raise ValueError(f"{fn}: target is on {_where(dt.device)}, the model on the host")
+    cdef const int64_t *pl = <int64_t *>dt.ptr if kind == 1 else NULL
+    cdef const void *pt = dt.ptr if kind == 0 else NULL
+    if isinstance(ws, MLPWorkspace):
+        cws = <MLPWorkspace>ws
         with nogil:
-            fbp_mlp_step_f32(&ws.m, N, <float *>px, plab, <float *>ptf, &opt, &out)
-    else:
-        with nogil:
-            fbp_mlp_step_f64(&ws.m, N, <double *>px, plab, <double *>ptf, &opt, &out)
-    return out.loss, out.grad_norm, out.ncorrect
+            rc = fbp_mlp_step(&cws.m, N, dx.ptr, pl, pt, &opt, &out)
+        return out.loss, out.grad_norm, out.ncorrect
+    s = <uintptr_t>dx.stream if stream is None and dx.device >= 0 else (stream or 0)
+    return ws.run(s, N, <uintptr_t>dx.ptr, <uintptr_t>pl, <uintptr_t>pt, mode, opt.lr,
+                  opt.weight_decay, opt.clip_norm, opt.momentum, count_correct, sync)
 
 
-def mlp_epoch(MLPWorkspace ws, X, target, order, Py_ssize_t batch_size, double lr,
-              double weight_decay=0.0, double clip_norm=0.0, double momentum=0.0,
-              bint count_correct=False):
+def mlp_epoch(MLPWorkspace ws, X, target, order, Py_ssize_t batch_size, lr, weight_decay=0.0,
+              clip_norm=0.0, momentum=0.0, bint count_correct=False):
     """One epoch of training steps in one native call; returns (loss, ncorrect).
 
-    X (n, I) C-contiguous of the workspace dtype; target int64 labels (n,) for
-    softmax-xent or float targets (n, outputs); order int64 (n,), a permutation
-    of range(n); batches of batch_size <= ws.cap rows are gathered in C.
+    X (n, I) of the workspace dtype; target int labels (n,) for softmax-xent or
+    float targets (n, outputs); order (n,), a permutation of range(n); batches
+    of batch_size <= ws.cap rows are gathered in C. The CPU only.
     """
     fn = "mlp_epoch"
-    X = _float_input(fn, "X", X, ndim=2, dtype=ws.dtype)
-    cdef fbp_idx n = X.shape[0], C = ws.sizes[len(ws.sizes) - 1]
-    if X.shape[1] != ws.sizes[0]:
-        raise ValueError(f"{fn}: X must have shape (n, {ws.sizes[0]}), got {X.shape}")
+    cdef Desc dX, dt, do
+    cdef list keep = []
+    cdef fbp_step_out out
+    cdef fbp_step_opts opt = _step_opts(fn, FBP_MODE_TRAIN, lr, weight_decay, clip_norm,
+                                        momentum, count_correct)
+    X = _float_view(fn, "X", X, &dX, 2)
+    if dX.device >= 0:
+        raise ValueError(f"{fn}: X is on {_where(dX.device)}, the model on the host")
+    if dX.itemsize != ws.dtype.itemsize:
+        raise TypeError(f"{fn}: X has dtype {_dtype(X)} but the inputs are {ws.dtype}; "
+                        "fastbp never casts silently, convert it with .astype()")
+    cdef Py_ssize_t n = dX.shape[0]
+    if dX.shape[1] != ws.sizes[0]:
+        raise ValueError(f"{fn}: X must have shape (n, {ws.sizes[0]}), got {_shape(&dX)}")
+    X = _contig(fn, "X", X, &dX)
     if not 1 <= batch_size <= ws.cap:
         raise ValueError(f"{fn}: batch_size must be in [1, {ws.cap}], got {batch_size}")
-    if momentum != 0.0 and not ws.has_momentum:
+    if opt.momentum != 0.0 and not ws.has_momentum:
         raise ValueError(f"{fn}: momentum != 0 needs a workspace built with momentum buffers")
     order = np.asarray(order)
     if order.dtype.kind not in "iu" or order.shape != (n,):
         raise ValueError(f"{fn}: order must be integers of shape ({n},), got "
                          f"{order.dtype} {order.shape}")
     order = np.require(order, np.int64, ["C", "A"])
-    if fbp_first_bad_label(n, <int64_t *>_p(order), n) >= 0:
-        raise ValueError(f"{fn}: order must index rows in [0, {n})")
-    t = np.asarray(target)
-    cdef int use_labels = ws.loss_code == 0 and t.ndim == 1
-    cdef fbp_idx bad
-    if use_labels:
-        t = _labels(fn, t, n, C)
-    else:
-        if t.ndim == 1 and C == 1:
-            t = t.reshape(-1, 1)
-        t = _float_input(fn, "target", t, ndim=2, dtype=ws.dtype)
-        if t.shape != (n, C):
-            raise ValueError(f"{fn}: targets must have shape ({n}, {C}), got {t.shape}")
-    cdef fbp_step_opts opt = _step_opts(STEP_TRAIN, lr, weight_decay, clip_norm, momentum,
-                                        count_correct)
-    cdef fbp_step_out out
-    cdef void *px = _p(X)
-    cdef void *pt = _p(t)
-    cdef int64_t *po = <int64_t *>_p(order)
-    cdef int64_t *plab = <int64_t *>pt if use_labels else NULL
-    cdef void *ptf = NULL if use_labels else pt
-    cdef fbp_idx B = batch_size
-    if ws.dtype.itemsize == 4:
-        with nogil:
-            fbp_mlp_epoch_f32(&ws.m, n, <float *>px, plab, <float *>ptf, po, B, &opt, &out)
-    else:
-        with nogil:
-            fbp_mlp_epoch_f64(&ws.m, n, <double *>px, plab, <double *>ptf, po, B, &opt, &out)
+    if n and not np.array_equal(np.sort(order), np.arange(n)):
+        raise ValueError(f"{fn}: order must be a permutation of range({n})")
+    _describe(fn, "order", order, &do)
+    kind = _step_target(fn, ws, FBP_MODE_TRAIN, n, target, &dt, keep, True)
+    if dt.device >= 0:
+        raise ValueError(f"{fn}: target is on {_where(dt.device)}, the model on the host")
+    cdef const int64_t *pl = <int64_t *>dt.ptr if kind == 1 else NULL
+    cdef const void *pt = dt.ptr if kind == 0 else NULL
+    cdef Py_ssize_t B = batch_size
+    with nogil:
+        fbp_mlp_epoch(&ws.m, n, dX.ptr, pl, pt, <int64_t *>do.ptr, B, &opt, &out)
     return out.loss, out.ncorrect

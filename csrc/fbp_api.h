@@ -1,0 +1,113 @@
+/* fbp_api.h - what the CPU kernels (fastbp.h) and the CUDA kernels (cuda/fbp_cuda.h)
+ * share: every code and its name, the step's options, and the table of entry
+ * points through which the binding (src/fastbp/_core.pyx) calls either backend.
+ *
+ * Plain C with no CUDA header. The binding reads the codes and names from here
+ * and hands them to Python; nothing else defines them.
+ */
+#ifndef FBP_API_H
+#define FBP_API_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Hidden-visibility builds export only what carries FBP_API. */
+#if defined(__GNUC__) || defined(__clang__)
+#define FBP_API __attribute__((visibility("default")))
+#else
+#define FBP_API
+#endif
+
+/* ---- codes, and the names Python knows them by ---------------------------------- */
+
+enum fbp_act { FBP_ACT_NONE = 0, FBP_ACT_RELU = 1, FBP_ACT_SIGMOID = 2, FBP_ACT_TANH = 3,
+               FBP_NACT };
+static inline const char *fbp_act_name(int k)
+{
+    static const char *const names[FBP_NACT] = {"identity", "relu", "sigmoid", "tanh"};
+    return k >= 0 && k < FBP_NACT ? names[k] : "";
+}
+
+enum fbp_loss { FBP_LOSS_XENT = 0, FBP_LOSS_MSE = 1, FBP_NLOSS };
+static inline const char *fbp_loss_name(int k)
+{
+    static const char *const names[FBP_NLOSS] = {"softmax_cross_entropy", "mse"};
+    return k >= 0 && k < FBP_NLOSS ? names[k] : "";
+}
+
+/* What a step does: FORWARD fills the layer outputs, LOSS adds the loss, GRAD the
+ * gradients, TRAIN also updates the parameters. */
+enum fbp_mode { FBP_MODE_FORWARD = 0, FBP_MODE_LOSS = 1, FBP_MODE_GRAD = 2,
+                FBP_MODE_TRAIN = 3 };
+
+/* An MLP workspace's buffers, per layer l of L (sizes (L+1,) the widths):
+ * W, dW, vW (sizes[l], sizes[l+1]); b, db, vb (sizes[l+1],); h, dh (cap, sizes[l+1]).
+ * vW, vb: the momentum buffers. h[L-1] holds the logits (or regression outputs). */
+enum fbp_buf { FBP_BUF_W = 0, FBP_BUF_B, FBP_BUF_DW, FBP_BUF_DB, FBP_BUF_VW, FBP_BUF_VB,
+               FBP_BUF_H, FBP_BUF_DH, FBP_NBUF };
+static inline const char *fbp_buf_name(int k)
+{
+    static const char *const names[FBP_NBUF] = {"W", "b", "dW", "db", "vW", "vb", "h", "dh"};
+    return k >= 0 && k < FBP_NBUF ? names[k] : "";
+}
+
+/* A step's options; scalars in double, applied in the step's element type. */
+typedef struct fbp_step_opts {
+    int mode;          /* enum fbp_mode */
+    double lr, weight_decay, clip_norm /* <= 0: none */, momentum;
+    int count_correct; /* fill ncorrect (labels only) */
+} fbp_step_opts;
+
+/* What a step returns besides the parameter updates. */
+typedef struct fbp_step_out {
+    double loss;      /* mean loss + 0.5 wd sum ||W||^2, before the update */
+    double grad_norm; /* global gradient norm if clipping ran, else -1 */
+    int64_t ncorrect; /* rows whose argmax logit equals the label */
+} fbp_step_out;
+
+/* ---- the entry points of a backend ----------------------------------------------
+ * Every one has the same shape on both backends: dev and stream say where to run
+ * (a CUDA device and cudaStream_t; ignored on the CPU), dsize is the element size
+ * (4 float32, 8 float64), arrays are C-contiguous and checked by the binding.
+ * Each returns 0, or -1 with a message for the table's last_error(). The CPU
+ * entries are in csrc/<concern>.c, the CUDA ones in csrc/cuda/<concern>.cu. */
+typedef struct fbp_backend {
+    const char *(*last_error)(void);
+    /* labels (N,): out = {min, max, index of the first label outside [0, C) or -1,
+     * that label}; N > 0. */
+    int (*check_labels)(int dev, void *stream, int64_t N, const int64_t *labels, int64_t C,
+                        int64_t out[4]);
+    /* x, y (n,): y = act(x) (y may alias x). dy, y, dx (n,): dx = dy * act'(y), y the
+     * forward output (dx may alias dy). */
+    int (*act_forward)(int dev, void *stream, int dsize, int64_t n, int act, const void *x,
+                       void *y);
+    int (*act_backward)(int dev, void *stream, int dsize, int64_t n, int act, const void *dy,
+                        const void *y, void *dx);
+    /* x (N, I), W (I, O), b (O,) or NULL, y (N, O): y = act(x.W + b). */
+    int (*dense_forward)(int dev, void *stream, int dsize, int64_t N, int64_t In, int64_t O,
+                         const void *x, const void *W, const void *b, int act, void *y);
+    /* dy, y, dz (N, O); x, dx (N, I); W, dW (I, O); db (O,): dz = dy * act'(y) (NULL
+     * with act NONE; may alias dy), dx = dz.W^T (skipped if NULL), dW (+)= x^T.dz,
+     * db (+)= column sums of dz. */
+    int (*dense_backward)(int dev, void *stream, int dsize, int64_t N, int64_t In, int64_t O,
+                          const void *dy, const void *x, const void *W, const void *y, int act,
+                          void *dz, void *dx, void *dW, void *db, int accumulate);
+    /* z, dz (N, C); labels (N,) in [0, C), or else t (N, C) class probabilities:
+     * dz = (softmax(z) - t) / N (may alias z); *loss = the mean loss; N > 0. */
+    int (*softmax_xent)(int dev, void *stream, int dsize, int64_t N, int64_t C, const void *z,
+                        const int64_t *labels, const void *t, void *dz, double *loss);
+    /* y, t, dy (N, D): *loss = 0.5 sum (y - t)^2 / N, dy = (y - t) / N; N > 0. */
+    int (*mse)(int dev, void *stream, int dsize, int64_t N, int64_t D, const void *y,
+               const void *t, void *dy, double *loss);
+    /* p, g (n,): p -= lr (g + wd p). g (n,) clipped to [-limit, limit]. x (n,) *= s. */
+    int (*sgd)(int dev, void *stream, int dsize, int64_t n, void *p, const void *g, double lr,
+               double wd);
+    int (*clip_value)(int dev, void *stream, int dsize, int64_t n, void *g, double limit);
+    int (*scale)(int dev, void *stream, int dsize, int64_t n, void *x, double s);
+    /* k arrays xs[i] (ns[i],) of element size dsizes[i]: out[i] = sum of (x / div)^2
+     * in double (div 0: of x^2), or (maxabs) max |x|, NaN if any is NaN. */
+    int (*sumsq_many)(int dev, void *stream, int k, const int *dsizes, const int64_t *ns,
+                      const void *const *xs, double div, int maxabs, double *out);
+} fbp_backend;
+
+#endif /* FBP_API_H */
