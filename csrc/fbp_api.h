@@ -110,4 +110,10 @@ typedef struct fbp_backend {
                       const void *const *xs, double div, int maxabs, double *out);
 } fbp_backend;
 
+/* The table's kernel entries, for the backends to fill it from one list:
+ * X(name) for each field besides last_error. */
+#define FBP_BACKEND_ENTRIES(X)                                                          \
+    X(check_labels) X(act_forward) X(act_backward) X(dense_forward) X(dense_backward)   \
+    X(softmax_xent) X(mse) X(sgd) X(clip_value) X(scale) X(sumsq_many)
+
 #endif /* FBP_API_H */

@@ -4,49 +4,29 @@
  *                       #include "fbp_generic.h" / #else <kernels> #endif
  * and writes its kernels once with T for the element type and FN(name) for the
  * suffixed name (name_f32, name_f64). One source per concern, two instantiations.
+ * The math each T needs (fbp_math.h, all vectorizable):
+ *   EXP_NONPOS_NONAN  exp(x) for x <= 0 or -inf, never NaN
+ *   TANH, SIGMOID
  */
 #include "fbp_internal.h"
 #include "fbp_math.h"
 #include <math.h>
 
-#define T float
 #define FBP_T 1
+#define T float
 #define FN(name) name##_f32
-#define EXP expf
-#define EXP_NONPOS_NONAN fbp_expf_nonpos_nonan /* x <= 0 or -inf, no NaN; vectorizable */
-#define LOG logf
-#define TANH fbp_tanh_f32 /* vectorizable; libm tanhf is a scalar call */
-#define SQRT sqrtf
-#define FABS fabsf
+#define EXP_NONPOS_NONAN fbp_expf_nonpos_nonan
+#define TANH fbp_tanh_f32
 #define SIGMOID fbp_sigmoid_f32
 #include FBP_SELF
-#undef T
-#undef FN
-#undef EXP
-#undef EXP_NONPOS_NONAN
-#undef LOG
-#undef TANH
-#undef SQRT
-#undef FABS
-#undef SIGMOID
+#include "fbp_generic_end.h"
 
 #define T double
 #define FN(name) name##_f64
-#define EXP exp
 #define EXP_NONPOS_NONAN fbp_exp_nonpos_nonan_f64
-#define LOG log
 #define TANH fbp_tanh_f64
-#define SQRT sqrt
-#define FABS fabs
 #define SIGMOID fbp_sigmoid_f64
 #include FBP_SELF
-#undef T
-#undef FN
-#undef EXP
-#undef EXP_NONPOS_NONAN
-#undef LOG
-#undef TANH
-#undef SQRT
-#undef FABS
-#undef SIGMOID
+#include "fbp_generic_end.h"
+
 #undef FBP_T

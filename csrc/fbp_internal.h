@@ -145,9 +145,11 @@ static inline void fbp_chunk_range(fbp_idx n, fbp_idx t0, fbp_idx t1, fbp_idx *i
     double fbp_softmax_xent_##S(fbp_idx N, fbp_idx C, const T *z, const int64_t *labels, \
                                 const T *t, T *dz);                                     \
     double fbp_mse_##S(fbp_idx N, fbp_idx D, const T *y, const T *t, T *dy);           \
-    /* optim.c. */                                                                      \
+    /* optim.c. p -= lr (g + wd p); x *= s; dst += a src; v = mu v + g, p -= lr v. */   \
     void fbp_sgd_##S(fbp_idx n, T *p, const T *g, T lr, T wd);                         \
     void fbp_scale_##S(fbp_idx n, T *x, T s);                                          \
+    void fbp_axpy_##S(fbp_idx n, T a, const T *src, T *dst);                           \
+    void fbp_momentum_##S(fbp_idx n, T *p, const T *g, T *v, T lr, T mu);              \
     double fbp_sumsq_##S(fbp_idx n, const T *x);
 
 FBP_DECLARE(float, f32)

@@ -184,40 +184,6 @@ FBP_DISPATCHED(double, FN(fbp_xent_rows_probs), FN(fbp_xent_rows_probs_body),
                (fbp_idx r0, fbp_idx r1, fbp_idx C, const T *z, const T *t, T *dz, T invN),
                (r0, r1, C, z, t, dz, invN))
 
-/* A row-blocked loss: block k covers rows [k bs, (k+1) bs) and writes part[k]. */
-struct FN(xent_ctx) {
-    fbp_idx N, C, bs;
-    const T *z, *t;
-    const int64_t *labels;
-    T *dz, invN;
-    double *part;
-};
-
-static void FN(xent_task)(void *p, fbp_idx b0, fbp_idx b1)
-{
-    const struct FN(xent_ctx) *c = p;
-    for (fbp_idx blk = b0; blk < b1; blk++) {
-        fbp_idx r0 = blk * c->bs, r1 = r0 + c->bs < c->N ? r0 + c->bs : c->N;
-        c->part[blk] = c->labels
-            ? FN(fbp_xent_rows_labels)(r0, r1, c->C, c->z, c->labels, c->dz, c->invN)
-            : FN(fbp_xent_rows_probs)(r0, r1, c->C, c->z, c->t, c->dz, c->invN);
-    }
-}
-
-/* z, dz (N, C); labels (N,) in [0, C), or else t (N, C) class probabilities:
- * dz = (softmax(z) - t) / N; returns the mean loss. */
-double FN(fbp_softmax_xent)(fbp_idx N, fbp_idx C, const T *z, const int64_t *labels,
-                            const T *t, T *dz)
-{
-    if (N <= 0)
-        return NAN;
-    fbp_idx bs = FN(fbp_row_block)(N, C), nb = fbp_nblocks(N, bs);
-    double part[FBP_NBLK_MAX];
-    struct FN(xent_ctx) c = {N, C, bs, z, t, labels, dz, (T)1 / (T)N, part};
-    fbp_parallel(fbp_threads_for(N * C, FBP_COST_EXP), nb, FN(xent_task), &c);
-    return fbp_sum_partials(part, nb) / (double)N;
-}
-
 /* Block [i0, i1) of y, t, dy (n,): dy = (y - t) invN; returns sum (y - t)^2. Eight
  * accumulators give the compiler lanes to vectorize without reassociating. */
 FBP_INLINE double FN(fbp_mse_block_body)(fbp_idx i0, fbp_idx i1, const T *y, const T *t, T *dy,
@@ -243,20 +209,41 @@ FBP_DISPATCHED(double, FN(fbp_mse_block), FN(fbp_mse_block_body),
                (fbp_idx i0, fbp_idx i1, const T *y, const T *t, T *dy, T invN),
                (i0, i1, y, t, dy, invN))
 
-struct FN(mse_ctx) {
-    fbp_idx n, bs;
-    const T *y, *t;
-    T *dy, invN;
+/* A blocked loss: block k covers rows [k bs, (k+1) bs) of z (softmax-xent; labels,
+ * or t) or elements [k bs, (k+1) bs) of y = z (mse), and writes part[k]. */
+struct FN(loss_ctx) {
+    int mse;
+    fbp_idx n, C, bs;
+    const T *z, *t;
+    const int64_t *labels;
+    T *dz, invN;
     double *part;
 };
 
-static void FN(mse_task)(void *p, fbp_idx b0, fbp_idx b1)
+static void FN(loss_task)(void *p, fbp_idx b0, fbp_idx b1)
 {
-    const struct FN(mse_ctx) *c = p;
+    const struct FN(loss_ctx) *c = p;
     for (fbp_idx blk = b0; blk < b1; blk++) {
         fbp_idx i0 = blk * c->bs, i1 = i0 + c->bs < c->n ? i0 + c->bs : c->n;
-        c->part[blk] = FN(fbp_mse_block)(i0, i1, c->y, c->t, c->dy, c->invN);
+        c->part[blk] =
+            c->mse      ? FN(fbp_mse_block)(i0, i1, c->z, c->t, c->dz, c->invN)
+            : c->labels ? FN(fbp_xent_rows_labels)(i0, i1, c->C, c->z, c->labels, c->dz, c->invN)
+                        : FN(fbp_xent_rows_probs)(i0, i1, c->C, c->z, c->t, c->dz, c->invN);
     }
+}
+
+/* z, dz (N, C); labels (N,) in [0, C), or else t (N, C) class probabilities:
+ * dz = (softmax(z) - t) / N; returns the mean loss. */
+double FN(fbp_softmax_xent)(fbp_idx N, fbp_idx C, const T *z, const int64_t *labels,
+                            const T *t, T *dz)
+{
+    if (N <= 0)
+        return NAN;
+    fbp_idx bs = FN(fbp_row_block)(N, C), nb = fbp_nblocks(N, bs);
+    double part[FBP_NBLK_MAX];
+    struct FN(loss_ctx) c = {0, N, C, bs, z, t, labels, dz, (T)1 / (T)N, part};
+    fbp_parallel(fbp_threads_for(N * C, FBP_COST_EXP), nb, FN(loss_task), &c);
+    return fbp_sum_partials(part, nb) / (double)N;
 }
 
 /* y, t, dy (N, D): returns 0.5 * sum((y - t)^2) / N; dy = (y - t) / N. */
@@ -266,8 +253,8 @@ double FN(fbp_mse)(fbp_idx N, fbp_idx D, const T *y, const T *t, T *dy)
         return NAN;
     fbp_idx n = N * D, bs = fbp_block_size(n, FBP_RED_MIN), nb = fbp_nblocks(n, bs);
     double part[FBP_NBLK_MAX];
-    struct FN(mse_ctx) c = {n, bs, y, t, dy, (T)1 / (T)N, part};
-    fbp_parallel(fbp_threads_for(n, FBP_COST_MEM), nb, FN(mse_task), &c);
+    struct FN(loss_ctx) c = {1, n, 0, bs, y, t, NULL, dy, (T)1 / (T)N, part};
+    fbp_parallel(fbp_threads_for(n, FBP_COST_MEM), nb, FN(loss_task), &c);
     return 0.5 * fbp_sum_partials(part, nb) / (double)N;
 }
 

@@ -1,5 +1,8 @@
 /* optim.c - SGD with L2 weight decay, clipping, and the norms clipping needs. */
 #ifndef FBP_T
+/* The element-wise updates of flat_task. */
+enum { OP_SGD, OP_CLIP, OP_SCALE, OP_AXPY, OP_MOMENTUM };
+
 #define FBP_SELF "optim.c"
 #include "fbp_generic.h"
 
@@ -50,71 +53,88 @@ int fbp_sumsq_many(int dev, void *stream, int k, const int *dsizes, const int64_
 
 #else
 
-/* One context for the flat loops of this file: p/x (n,), g (n,), two scalars. */
+/* The element-wise updates, one task for all: p (n,) is updated from g, v (n,)
+ * and the scalars a, b of the op (enum above). */
 struct FN(flat_ctx) {
+    int op;
     fbp_idx n, bs;
-    T *p;
+    T *p, *v;
     const T *g;
     T a, b;
     double *part, div;
 };
 
-static void FN(sgd_task)(void *q, fbp_idx t0, fbp_idx t1)
+static void FN(flat_task)(void *q, fbp_idx t0, fbp_idx t1)
 {
     const struct FN(flat_ctx) *c = q;
     fbp_idx i0, i1;
     fbp_chunk_range(c->n, t0, t1, &i0, &i1);
-    T *restrict p = c->p;
+    T *restrict p = c->p, *restrict v = c->v;
     const T *restrict g = c->g;
-    const T lr = c->a, wd = c->b;
-    for (fbp_idx i = i0; i < i1; i++)
-        p[i] -= lr * (g[i] + wd * p[i]);
-}
-
-/* p, g (n,): p -= lr * (g + wd * p). The same formula for wd == 0, so a
- * non-finite parameter behaves the same either way. */
-void FN(fbp_sgd)(fbp_idx n, T *p, const T *g, T lr, T wd)
-{
-    struct FN(flat_ctx) c = {n, 0, p, g, lr, wd, NULL};
-    fbp_parallel(fbp_threads_for(n, FBP_COST_MEM), fbp_nblocks(n, FBP_CHUNK), FN(sgd_task), &c);
-}
-
-static void FN(clip_task)(void *q, fbp_idx t0, fbp_idx t1)
-{
-    const struct FN(flat_ctx) *c = q;
-    fbp_idx i0, i1;
-    fbp_chunk_range(c->n, t0, t1, &i0, &i1);
-    T *g = c->p;
-    const T limit = c->a;
-    for (fbp_idx i = i0; i < i1; i++) {
-        T v = g[i];
-        g[i] = v > limit ? limit : (v < -limit ? -limit : v);
+    const T a = c->a, b = c->b;
+    switch (c->op) {
+    case OP_SGD: /* a = lr, b = wd; the same formula for wd == 0, so a non-finite
+                  * parameter behaves the same either way */
+        for (fbp_idx i = i0; i < i1; i++)
+            p[i] -= a * (g[i] + b * p[i]);
+        break;
+    case OP_CLIP: /* to [-a, a]; the comparisons keep NaN as NaN */
+        for (fbp_idx i = i0; i < i1; i++) {
+            T x = p[i];
+            p[i] = x > a ? a : (x < -a ? -a : x);
+        }
+        break;
+    case OP_SCALE:
+        for (fbp_idx i = i0; i < i1; i++)
+            p[i] *= a;
+        break;
+    case OP_AXPY:
+        for (fbp_idx i = i0; i < i1; i++)
+            p[i] += a * g[i];
+        break;
+    case OP_MOMENTUM: /* a = lr, b = mu: v = mu v + g; p -= lr v (PyTorch's) */
+        for (fbp_idx i = i0; i < i1; i++) {
+            v[i] = b * v[i] + g[i];
+            p[i] -= a * v[i];
+        }
+        break;
     }
 }
 
-/* g (n,) in place to [-limit, limit]; comparisons keep NaN as NaN. */
-static void FN(fbp_clip_value)(fbp_idx n, T *g, T limit)
+static void FN(flat)(int op, fbp_idx n, T *p, const T *g, T *v, T a, T b)
 {
-    struct FN(flat_ctx) c = {n, 0, g, NULL, limit, 0, NULL};
-    fbp_parallel(fbp_threads_for(n, FBP_COST_MEM), fbp_nblocks(n, FBP_CHUNK), FN(clip_task), &c);
+    struct FN(flat_ctx) c = {op, n, 0, p, v, g, a, b, NULL, 0.0};
+    fbp_parallel(fbp_threads_for(n, FBP_COST_MEM), fbp_nblocks(n, FBP_CHUNK), FN(flat_task), &c);
 }
 
-static void FN(scale_task)(void *q, fbp_idx t0, fbp_idx t1)
+/* p, g (n,): p -= lr * (g + wd * p). */
+void FN(fbp_sgd)(fbp_idx n, T *p, const T *g, T lr, T wd)
 {
-    const struct FN(flat_ctx) *c = q;
-    fbp_idx i0, i1;
-    fbp_chunk_range(c->n, t0, t1, &i0, &i1);
-    T *x = c->p;
-    const T s = c->a;
-    for (fbp_idx i = i0; i < i1; i++)
-        x[i] *= s;
+    FN(flat)(OP_SGD, n, p, g, NULL, lr, wd);
+}
+
+/* g (n,) in place to [-limit, limit]. */
+static void FN(fbp_clip_value)(fbp_idx n, T *g, T limit)
+{
+    FN(flat)(OP_CLIP, n, g, NULL, NULL, limit, 0);
 }
 
 /* x (n,) *= s. */
 void FN(fbp_scale)(fbp_idx n, T *x, T s)
 {
-    struct FN(flat_ctx) c = {n, 0, x, NULL, s, 0, NULL};
-    fbp_parallel(fbp_threads_for(n, FBP_COST_MEM), fbp_nblocks(n, FBP_CHUNK), FN(scale_task), &c);
+    FN(flat)(OP_SCALE, n, x, NULL, NULL, s, 0);
+}
+
+/* dst (n,) += a * src. */
+void FN(fbp_axpy)(fbp_idx n, T a, const T *src, T *dst)
+{
+    FN(flat)(OP_AXPY, n, dst, src, NULL, a, 0);
+}
+
+/* p, g, v (n,): v = mu v + g; p -= lr v. */
+void FN(fbp_momentum)(fbp_idx n, T *p, const T *g, T *v, T lr, T mu)
+{
+    FN(flat)(OP_MOMENTUM, n, p, g, v, lr, mu);
 }
 
 /* [i0, i1) of x: sum of squares in double. Eight accumulators give the compiler
@@ -157,7 +177,7 @@ static double FN(fbp_sumsq_div)(fbp_idx n, const T *x, double div)
 {
     fbp_idx bs = fbp_block_size(n, FBP_RED_MIN), nb = fbp_nblocks(n, bs);
     double part[FBP_NBLK_MAX];
-    struct FN(flat_ctx) c = {n, bs, NULL, x, 0, 0, part, div};
+    struct FN(flat_ctx) c = {0, n, bs, NULL, NULL, x, 0, 0, part, div};
     fbp_parallel(fbp_threads_for(n, FBP_COST_MEM), nb, FN(sumsq_task), &c);
     return fbp_sum_partials(part, nb);
 }

@@ -87,20 +87,9 @@ void fbp_copy(size_t nbytes, const void *src, void *dst)
 
 const char *fbp_last_error(void) { return ""; }
 
-const fbp_backend fbp_cpu = {
-    .last_error = fbp_last_error,
-    .check_labels = fbp_check_labels,
-    .act_forward = fbp_act_forward,
-    .act_backward = fbp_act_backward,
-    .dense_forward = fbp_dense_forward,
-    .dense_backward = fbp_dense_backward,
-    .softmax_xent = fbp_softmax_xent,
-    .mse = fbp_mse,
-    .sgd = fbp_sgd,
-    .clip_value = fbp_clip_value,
-    .scale = fbp_scale,
-    .sumsq_many = fbp_sumsq_many,
-};
+#define ENTRY(name) .name = fbp_##name,
+const fbp_backend fbp_cpu = {.last_error = fbp_last_error, FBP_BACKEND_ENTRIES(ENTRY)};
+#undef ENTRY
 
 #define BLAS_S g_sgemm
 #define BLAS_D g_dgemm
@@ -136,19 +125,19 @@ struct FN(gemm_ctx) {
     T *C;
 };
 
-/* Units [u0, u1) of GEMM_UNIT rows (or columns) of C: one BLAS call. */
+/* Units [u0, u1) of GEMM_UNIT rows (or columns) of C: one BLAS call. Row i of
+ * op(A) starts at A + i lda, or at column i of A; column j of op(B) at B + j, or
+ * at row j of B. */
 static void FN(gemm_task)(void *p, fbp_idx u0, fbp_idx u1)
 {
     const struct FN(gemm_ctx) *c = p;
     fbp_idx total = c->rows ? c->M : c->N;
     fbp_idx i0 = u0 * GEMM_UNIT, i1 = u1 * GEMM_UNIT < total ? u1 * GEMM_UNIT : total;
-    if (c->rows) /* row i of op(A) starts at A + i lda, or at column i of A */
-        FN(gemm_blas)(c->ta, c->tb, i1 - i0, c->N, c->K, c->alpha,
-                      c->A + (c->ta ? i0 : i0 * c->lda), c->lda, c->B, c->ldb, c->beta,
-                      c->C + i0 * c->ldc, c->ldc);
-    else /* column j of op(B) starts at B + j, or at row j of B */
-        FN(gemm_blas)(c->ta, c->tb, c->M, i1 - i0, c->K, c->alpha, c->A, c->lda,
-                      c->B + (c->tb ? i0 * c->ldb : i0), c->ldb, c->beta, c->C + i0, c->ldc);
+    fbp_idx M = c->rows ? i1 - i0 : c->M, N = c->rows ? c->N : i1 - i0;
+    const T *A = c->rows ? c->A + (c->ta ? i0 : i0 * c->lda) : c->A;
+    const T *B = c->rows ? c->B : c->B + (c->tb ? i0 * c->ldb : i0);
+    T *C = c->C + (c->rows ? i0 * c->ldc : i0);
+    FN(gemm_blas)(c->ta, c->tb, M, N, c->K, c->alpha, A, c->lda, B, c->ldb, c->beta, C, c->ldc);
 }
 
 /* Rows (or columns) of the smallest of nt parts of total, split as fbp_parallel

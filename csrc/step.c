@@ -57,51 +57,6 @@ static int64_t FN(fbp_count_correct)(fbp_idx N, fbp_idx C, const T *z, const int
     return hits;
 }
 
-/* dst (n,) += a * src; and the momentum update, p, g, v (n,):
- * v = mu v + g; p -= lr v (the PyTorch convention). */
-struct FN(upd_ctx) {
-    fbp_idx n;
-    T *p, *v;
-    const T *g;
-    T a, mu;
-};
-
-static void FN(axpy_task)(void *q, fbp_idx t0, fbp_idx t1)
-{
-    const struct FN(upd_ctx) *c = q;
-    fbp_idx i0, i1;
-    fbp_chunk_range(c->n, t0, t1, &i0, &i1);
-    T *restrict dst = c->p;
-    const T *restrict src = c->g;
-    for (fbp_idx i = i0; i < i1; i++)
-        dst[i] += c->a * src[i];
-}
-
-static void FN(fbp_axpy)(fbp_idx n, T a, const T *src, T *dst)
-{
-    struct FN(upd_ctx) c = {n, dst, NULL, src, a, 0};
-    fbp_parallel(fbp_threads_for(n, FBP_COST_MEM), fbp_nblocks(n, FBP_CHUNK), FN(axpy_task), &c);
-}
-
-static void FN(momentum_task)(void *q, fbp_idx t0, fbp_idx t1)
-{
-    const struct FN(upd_ctx) *c = q;
-    fbp_idx i0, i1;
-    fbp_chunk_range(c->n, t0, t1, &i0, &i1);
-    T *restrict p = c->p, *restrict v = c->v;
-    const T *restrict g = c->g;
-    for (fbp_idx i = i0; i < i1; i++) {
-        v[i] = c->mu * v[i] + g[i];
-        p[i] -= c->a * v[i];
-    }
-}
-
-static void FN(fbp_momentum)(fbp_idx n, T *p, const T *g, T *v, T lr, T mu)
-{
-    struct FN(upd_ctx) c = {n, p, v, g, lr, mu};
-    fbp_parallel(fbp_threads_for(n, FBP_COST_MEM), fbp_nblocks(n, FBP_CHUNK), FN(momentum_task), &c);
-}
-
 static void FN(fbp_mlp_step)(const fbp_mlp *m, fbp_idx N, const T *x, const int64_t *labels,
                              const T *t, const fbp_step_opts *opt, fbp_step_out *out)
 {

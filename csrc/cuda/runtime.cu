@@ -1,4 +1,5 @@
-/* runtime.cu - errors, devices, copies, the cuBLAS handles and the row-major GEMM.
+/* runtime.cu - errors, devices, copies, the cuBLAS handles, the row-major GEMM,
+ * scratch memory, the final level of the reductions, and this backend's table.
  *
  * GEMM is cuBLAS in its default math mode (CUBLAS_DEFAULT_MATH: full FP32/FP64,
  * no TF32). A row-major C = op(A).op(B) is the column-major C^T = op(B)^T.op(A)^T,
@@ -60,12 +61,6 @@ extern "C" int fbpc_memcpy(int dev, void *stream, void *dst, const void *src, si
     return 0;
 }
 
-extern "C" int64_t fbpc_scratch_doubles(int64_t N, int64_t narrays)
-{
-    int64_t k = narrays < 1 ? 1 : narrays;
-    return (N > 0 ? N : 0) + k * (RED_MAXBLK + 1) + 8;
-}
-
 int fbpc_blas_create(cublasHandle_t *h)
 {
     BLAS_TRY(cublasCreate(h));
@@ -79,6 +74,86 @@ int fbpc_blas_create(cublasHandle_t *h)
 
 #define FBPC_MAX_DEVICES 64
 static cublasHandle_t g_handles[FBPC_MAX_DEVICES];
+
+/* Per host thread and device: grown on demand, kept for the thread's life. */
+static thread_local void *t_scratch[FBPC_MAX_DEVICES];
+static thread_local size_t t_scratch_size[FBPC_MAX_DEVICES];
+
+int fbpc_scratch(size_t nbytes, void **p)
+{
+    int dev;
+    CUDA_TRY(cudaGetDevice(&dev));
+    if (dev < 0 || dev >= FBPC_MAX_DEVICES)
+        return fbpc_fail("device %d: fastbp supports devices 0..%d", dev, FBPC_MAX_DEVICES - 1);
+    if (t_scratch_size[dev] < nbytes) {
+        if (t_scratch[dev])
+            CUDA_TRY(cudaFree(t_scratch[dev])); /* synchronizes: no kernel still reads it */
+        t_scratch[dev] = nullptr;
+        t_scratch_size[dev] = 0;
+        CUDA_TRY(cudaMalloc(&t_scratch[dev], nbytes));
+        t_scratch_size[dev] = nbytes;
+    }
+    *p = t_scratch[dev];
+    return 0;
+}
+
+int fbpc_read_doubles(cudaStream_t s, const double *src, double *out, idx n)
+{
+    CUDA_TRY(cudaMemcpyAsync(out, src, (size_t)n * sizeof(double), cudaMemcpyDeviceToHost, s));
+    CUDA_TRY(cudaStreamSynchronize(s));
+    return 0;
+}
+
+/* ---- the final level of the reductions -------------------------------------------------- */
+
+struct FSumD {
+    const double *x;
+    __device__ double operator()(idx i) const { return x[i]; }
+};
+
+int k_sum_partials(cudaStream_t s, idx n, const double *x, double *part)
+{
+    return reduce1(s, n, FSumD{x}, OpSum(), part);
+}
+
+/* part (np,): dst[0] = op over part, in one block. */
+template <class Op>
+__global__ void __launch_bounds__(RED_THREADS) reduce2_kernel(idx np, const double *part,
+                                                              double *dst, Op op)
+{
+    double a = 0.0;
+    for (idx i = threadIdx.x; i < np; i += RED_THREADS)
+        a = op(a, part[i]);
+    a = block_reduce<RED_THREADS>(a, op, 0.0);
+    if (threadIdx.x == 0)
+        dst[0] = a;
+}
+
+int k_reduce_final(cudaStream_t s, idx np, const double *part, double *dst, int maxop)
+{
+    if (maxop)
+        reduce2_kernel<<<1, RED_THREADS, 0, s>>>(np, part, dst, OpMax());
+    else
+        reduce2_kernel<<<1, RED_THREADS, 0, s>>>(np, part, dst, OpSum());
+    LAUNCH_TRY();
+    return 0;
+}
+
+/* ---- the backend table (fbp_api.h) ------------------------------------------------------- */
+
+static fbp_backend make_backend()
+{
+    fbp_backend b;
+    b.last_error = fbpc_last_error;
+#define ENTRY(name) b.name = fbpc_##name;
+    FBP_BACKEND_ENTRIES(ENTRY)
+#undef ENTRY
+    return b;
+}
+
+static const fbp_backend g_backend = make_backend();
+
+extern "C" const fbp_backend *fbpc_backend(void) { return &g_backend; }
 static std::mutex g_handles_lock;
 
 int fbpc_blas(cudaStream_t s, cublasHandle_t *h)
@@ -97,18 +172,17 @@ int fbpc_blas(cudaStream_t s, cublasHandle_t *h)
     return 0;
 }
 
+template <class T>
 static cublasStatus_t gemm_call(cublasHandle_t h, cublasOperation_t oa, cublasOperation_t ob,
-                                int m, int n, int k, const float *al, const float *A, int lda,
-                                const float *B, int ldb, const float *be, float *C, int ldc)
+                                int m, int n, int k, const T *al, const T *A, int lda,
+                                const T *B, int ldb, const T *be, T *C, int ldc)
 {
-    return cublasSgemm(h, oa, ob, m, n, k, al, A, lda, B, ldb, be, C, ldc);
-}
-
-static cublasStatus_t gemm_call(cublasHandle_t h, cublasOperation_t oa, cublasOperation_t ob,
-                                int m, int n, int k, const double *al, const double *A, int lda,
-                                const double *B, int ldb, const double *be, double *C, int ldc)
-{
-    return cublasDgemm(h, oa, ob, m, n, k, al, A, lda, B, ldb, be, C, ldc);
+    if constexpr (sizeof(T) == sizeof(float))
+        return cublasSgemm(h, oa, ob, m, n, k, (const float *)al, (const float *)A, lda,
+                           (const float *)B, ldb, (const float *)be, (float *)C, ldc);
+    else
+        return cublasDgemm(h, oa, ob, m, n, k, (const double *)al, (const double *)A, lda,
+                           (const double *)B, ldb, (const double *)be, (double *)C, ldc);
 }
 
 template <class T>

@@ -9,7 +9,7 @@
  *           clipping or momentum materialize dW, take the global norm (fixed-order
  *           two-level reduction), and update with the clip factor read on device.
  *
- * No step-internal host round trip: the scalars (loss sums, norm, clip factor,
+ * Codes, buffers and options are fbp_api.h's, as on the CPU. No step-internal host round trip: the scalars (loss sums, norm, clip factor,
  * hits) live in a small device buffer, copied to pinned memory at the end.
  * Inputs are first copied into staging buffers owned by the workspace, so every
  * pointer of the step is fixed: once the same call (rows, options, labels or
@@ -45,12 +45,13 @@ struct GraphSlot {
 };
 
 struct fbpc_mlp {
-    int dev, dsize, L, act, loss, use_graph, graph_failed = 0;
+    int dev, dsize, L, loss, use_graph, graph_failed = 0;
     idx cap;
     std::vector<idx> sz;
-    std::vector<void *> buf[8]; /* enum fbpc_buf, per layer */
+    std::vector<int> act;            /* per layer */
+    std::vector<void *> buf[FBP_NBUF]; /* enum fbp_buf, per layer */
     void *xb = nullptr, *tb = nullptr;
-    int64_t *lb = nullptr, *lcheck = nullptr;
+    int64_t *lb = nullptr;
     double *rows = nullptr, *hits = nullptr, *part = nullptr, *sc = nullptr;
     double *hout = nullptr; /* pinned, SC_COUNT */
     cublasHandle_t blas = nullptr;
@@ -62,7 +63,7 @@ struct fbpc_mlp {
     int has_last = 0;
     uint64_t clock = 0;
     int64_t stats[3] = {0, 0, 0};
-    /* what the last step was, to turn hout into fbpc_step_out */
+    /* what the last step was, to turn hout into fbp_step_out */
     StepKey out_key{};
 };
 
@@ -93,17 +94,17 @@ static int run_step(fbpc_mlp *m, cudaStream_t s, const StepKey &k)
 
     /* forward */
     for (int l = 0; l < L; l++) {
-        const T *in = l ? B<T>(m, FBPC_H, l - 1) : x;
-        TRY(gemm<T>(m->blas, s, 0, 0, N, sz[l + 1], sz[l], (T)1, in, sz[l], B<T>(m, FBPC_W, l),
-                    sz[l + 1], (T)0, B<T>(m, FBPC_H, l), sz[l + 1]));
-        TRY(k_bias_act<T>(s, N, sz[l + 1], B<T>(m, FBPC_B, l), l < L - 1 ? m->act : ACT_NONE,
-                          B<T>(m, FBPC_H, l)));
+        const T *in = l ? B<T>(m, FBP_BUF_H, l - 1) : x;
+        TRY(gemm<T>(m->blas, s, 0, 0, N, sz[l + 1], sz[l], (T)1, in, sz[l], B<T>(m, FBP_BUF_W, l),
+                    sz[l + 1], (T)0, B<T>(m, FBP_BUF_H, l), sz[l + 1]));
+        TRY(k_bias_act<T>(s, N, sz[l + 1], B<T>(m, FBP_BUF_B, l), m->act[l],
+                          B<T>(m, FBP_BUF_H, l)));
     }
-    if (k.mode != 0) {
+    if (k.mode != FBP_MODE_FORWARD) {
         /* loss, with the output gradient written in the same pass */
         const idx C = sz[L];
-        T *top = B<T>(m, FBPC_H, L - 1), *dtop = B<T>(m, FBPC_DH, L - 1);
-        if (m->loss == 0) {
+        T *top = B<T>(m, FBP_BUF_H, L - 1), *dtop = B<T>(m, FBP_BUF_DH, L - 1);
+        if (m->loss == FBP_LOSS_XENT) {
             double *hits = k.count_correct && k.labels ? m->hits : nullptr;
             TRY(k_softmax_xent<T>(s, N, C, top, k.labels ? m->lb : nullptr,
                                   k.labels ? nullptr : (const T *)m->tb, dtop, m->rows, hits));
@@ -119,43 +120,42 @@ static int run_step(fbpc_mlp *m, cudaStream_t s, const StepKey &k)
         }
         if (k.wd != 0.0) { /* sum ||W||^2 over the layers, all partials in one final sum */
             for (int l = 0; l < L; l++)
-                TRY(k_sumsq_partials<T>(s, sz[l] * sz[l + 1], B<T>(m, FBPC_W, l), (T)0,
+                TRY(k_sumsq_partials<T>(s, sz[l] * sz[l + 1], B<T>(m, FBP_BUF_W, l), (T)0,
                                         P_REG(m, l)));
             TRY(k_reduce_final(s, (idx)L * RED_MAXBLK, P_REG(m, 0), m->sc + SC_REG, 0));
         }
     }
-    if (k.mode >= 2) {
+    if (k.mode >= FBP_MODE_GRAD) {
         /* backward (and, for plain SGD, the update) */
-        const int fused = k.mode == 3 && !(k.clip > 0.0) && k.mu == 0.0;
+        const int fused = k.mode == FBP_MODE_TRAIN && !(k.clip > 0.0) && k.mu == 0.0;
         for (int l = L - 1; l >= 0; l--) {
             const idx I = sz[l], O = sz[l + 1];
-            T *dz = B<T>(m, FBPC_DH, l);
-            const T *in = l ? B<T>(m, FBPC_H, l - 1) : x;
-            /* the output layer is affine: dz is the loss gradient as it is */
-            TRY(k_act_backward_bias_grad<T>(s, N, O, l < L - 1 ? m->act : ACT_NONE, dz,
-                                            B<T>(m, FBPC_H, l), dz, B<T>(m, FBPC_DB, l), 0));
+            T *dz = B<T>(m, FBP_BUF_DH, l);
+            const T *in = l ? B<T>(m, FBP_BUF_H, l - 1) : x;
+            TRY(k_act_backward_bias_grad<T>(s, N, O, m->act[l], dz, B<T>(m, FBP_BUF_H, l), dz,
+                                            B<T>(m, FBP_BUF_DB, l), 0));
             if (l > 0)
-                TRY(gemm<T>(m->blas, s, 0, 1, N, I, O, (T)1, dz, O, B<T>(m, FBPC_W, l), O, (T)0,
-                            B<T>(m, FBPC_DH, l - 1), I));
+                TRY(gemm<T>(m->blas, s, 0, 1, N, I, O, (T)1, dz, O, B<T>(m, FBP_BUF_W, l), O, (T)0,
+                            B<T>(m, FBP_BUF_DH, l - 1), I));
             if (fused) {
                 TRY(gemm<T>(m->blas, s, 1, 0, I, O, N, -lr, in, I, dz, O, (T)1 - lr * wd,
-                            B<T>(m, FBPC_W, l), O));
-                TRY(k_axpy<T>(s, O, -lr, B<T>(m, FBPC_DB, l), B<T>(m, FBPC_B, l)));
+                            B<T>(m, FBP_BUF_W, l), O));
+                TRY(k_axpy<T>(s, O, -lr, B<T>(m, FBP_BUF_DB, l), B<T>(m, FBP_BUF_B, l)));
             } else {
                 TRY(gemm<T>(m->blas, s, 1, 0, I, O, N, (T)1, in, I, dz, O, (T)0,
-                            B<T>(m, FBPC_DW, l), O));
+                            B<T>(m, FBP_BUF_DW, l), O));
                 if (wd != (T)0)
-                    TRY(k_axpy<T>(s, I * O, wd, B<T>(m, FBPC_W, l), B<T>(m, FBPC_DW, l)));
+                    TRY(k_axpy<T>(s, I * O, wd, B<T>(m, FBP_BUF_W, l), B<T>(m, FBP_BUF_DW, l)));
             }
         }
-        if (k.mode == 3 && !fused) {
+        if (k.mode == FBP_MODE_TRAIN && !fused) {
             /* clip by global norm: the factor stays on the device */
             const double *clip = nullptr;
             if (k.clip > 0.0) {
                 for (int l = 0; l < L; l++) {
-                    TRY(k_sumsq_partials<T>(s, sz[l] * sz[l + 1], B<T>(m, FBPC_DW, l), (T)0,
+                    TRY(k_sumsq_partials<T>(s, sz[l] * sz[l + 1], B<T>(m, FBP_BUF_DW, l), (T)0,
                                             P_GRAD(m, 2 * l)));
-                    TRY(k_sumsq_partials<T>(s, sz[l + 1], B<T>(m, FBPC_DB, l), (T)0,
+                    TRY(k_sumsq_partials<T>(s, sz[l + 1], B<T>(m, FBP_BUF_DB, l), (T)0,
                                             P_GRAD(m, 2 * l + 1)));
                 }
                 TRY(k_reduce_final(s, 2 * (idx)L * RED_MAXBLK, P_GRAD(m, 0), m->sc + SC_NORM, 0));
@@ -164,10 +164,10 @@ static int run_step(fbpc_mlp *m, cudaStream_t s, const StepKey &k)
             }
             const int mom = k.mu != 0.0;
             for (int l = 0; l < L; l++) {
-                TRY(k_update<T>(s, sz[l] * sz[l + 1], B<T>(m, FBPC_W, l), B<T>(m, FBPC_DW, l),
-                                mom ? B<T>(m, FBPC_VW, l) : nullptr, lr, mu, clip));
-                TRY(k_update<T>(s, sz[l + 1], B<T>(m, FBPC_B, l), B<T>(m, FBPC_DB, l),
-                                mom ? B<T>(m, FBPC_VB, l) : nullptr, lr, mu, clip));
+                TRY(k_update<T>(s, sz[l] * sz[l + 1], B<T>(m, FBP_BUF_W, l), B<T>(m, FBP_BUF_DW, l),
+                                mom ? B<T>(m, FBP_BUF_VW, l) : nullptr, lr, mu, clip));
+                TRY(k_update<T>(s, sz[l + 1], B<T>(m, FBP_BUF_B, l), B<T>(m, FBP_BUF_DB, l),
+                                mom ? B<T>(m, FBP_BUF_VB, l) : nullptr, lr, mu, clip));
             }
         }
     }
@@ -219,7 +219,7 @@ static void free_all(fbpc_mlp *m)
     for (auto &v : m->buf)
         for (void *p : v)
             cudaFree(p);
-    void *bufs[] = {m->xb, m->tb, m->lb, m->lcheck, m->rows, m->hits, m->part, m->sc, m->blas_ws};
+    void *bufs[] = {m->xb, m->tb, m->lb, m->rows, m->hits, m->part, m->sc, m->blas_ws};
     for (void *p : bufs)
         cudaFree(p);
     if (m->hout)
@@ -244,8 +244,8 @@ static int create(fbpc_mlp *m)
     const size_t e = (size_t)m->dsize;
     for (int l = 0; l < L; l++) {
         const size_t I = (size_t)m->sz[l], O = (size_t)m->sz[l + 1], cap = (size_t)m->cap;
-        const size_t n[8] = {I * O, O, I * O, O, 0, 0, cap * O, cap * O};
-        for (int g = 0; g < 8; g++) {
+        const size_t n[FBP_NBUF] = {I * O, O, I * O, O, 0, 0, cap * O, cap * O};
+        for (int g = 0; g < FBP_NBUF; g++) {
             void *p = nullptr;
             if (n[g])
                 TRY(alloc(&p, n[g] * e, 0));
@@ -256,7 +256,6 @@ static int create(fbpc_mlp *m)
     TRY(alloc(&m->xb, cap * (size_t)m->sz[0] * e, 0));
     TRY(alloc(&m->tb, cap * (size_t)m->sz[L] * e, 0));
     TRY(alloc((void **)&m->lb, cap * sizeof(int64_t), 0));
-    TRY(alloc((void **)&m->lcheck, 4 * sizeof(int64_t), 0));
     TRY(alloc((void **)&m->rows, cap * sizeof(double), 0));
     TRY(alloc((void **)&m->hits, cap * sizeof(double), 0));
     TRY(alloc((void **)&m->part, (size_t)(2 + 3 * L) * RED_MAXBLK * sizeof(double), 0));
@@ -272,7 +271,7 @@ static int create(fbpc_mlp *m)
 }
 
 extern "C" int fbpc_mlp_create(fbpc_mlp **out, int dev, int dsize, int L, const int64_t *sizes,
-                               int act, int loss, int64_t cap, int graph)
+                               const int *act, int loss, int64_t cap, int graph)
 {
     *out = nullptr;
     if (L < 1 || cap < 1 || (dsize != 4 && dsize != 8))
@@ -282,7 +281,7 @@ extern "C" int fbpc_mlp_create(fbpc_mlp **out, int dev, int dsize, int L, const 
     m->dev = dev;
     m->dsize = dsize;
     m->L = L;
-    m->act = act;
+    m->act.assign(act, act + L);
     m->loss = loss;
     m->cap = cap;
     m->use_graph = graph;
@@ -310,7 +309,7 @@ extern "C" void fbpc_mlp_destroy(fbpc_mlp *m)
 
 extern "C" void *fbpc_mlp_buffer(const fbpc_mlp *m, int which, int l)
 {
-    if (which < 0 || which > 7 || l < 0 || l >= m->L)
+    if (which < 0 || which >= FBP_NBUF || l < 0 || l >= m->L)
         return nullptr;
     return m->buf[which][l];
 }
@@ -318,10 +317,10 @@ extern "C" void *fbpc_mlp_buffer(const fbpc_mlp *m, int which, int l)
 extern "C" int fbpc_mlp_alloc_momentum(fbpc_mlp *m, void *stream)
 {
     DEVICE_GUARD(m->dev);
-    for (int l = 0; l < m->L && !m->buf[FBPC_VW][l]; l++) {
-        TRY(alloc(&m->buf[FBPC_VW][l], (size_t)(m->sz[l] * m->sz[l + 1]) * m->dsize,
+    for (int l = 0; l < m->L && !m->buf[FBP_BUF_VW][l]; l++) {
+        TRY(alloc(&m->buf[FBP_BUF_VW][l], (size_t)(m->sz[l] * m->sz[l + 1]) * m->dsize,
                   (cudaStream_t)stream));
-        TRY(alloc(&m->buf[FBPC_VB][l], (size_t)m->sz[l + 1] * m->dsize, (cudaStream_t)stream));
+        TRY(alloc(&m->buf[FBP_BUF_VB][l], (size_t)m->sz[l + 1] * m->dsize, (cudaStream_t)stream));
     }
     return 0;
 }
@@ -331,51 +330,36 @@ extern "C" int fbpc_mlp_reset_momentum(fbpc_mlp *m, void *stream)
     DEVICE_GUARD(m->dev);
     cudaStream_t s = (cudaStream_t)stream;
     for (int l = 0; l < m->L; l++) {
-        if (m->buf[FBPC_VW][l])
-            CUDA_TRY(cudaMemsetAsync(m->buf[FBPC_VW][l], 0,
+        if (m->buf[FBP_BUF_VW][l])
+            CUDA_TRY(cudaMemsetAsync(m->buf[FBP_BUF_VW][l], 0,
                                      (size_t)(m->sz[l] * m->sz[l + 1]) * m->dsize, s));
-        if (m->buf[FBPC_VB][l])
-            CUDA_TRY(cudaMemsetAsync(m->buf[FBPC_VB][l], 0, (size_t)m->sz[l + 1] * m->dsize, s));
+        if (m->buf[FBP_BUF_VB][l])
+            CUDA_TRY(cudaMemsetAsync(m->buf[FBP_BUF_VB][l], 0, (size_t)m->sz[l + 1] * m->dsize, s));
     }
     return 0;
 }
 
-extern "C" int fbpc_mlp_check_labels(fbpc_mlp *m, void *stream, int64_t N,
-                                     const int64_t *labels, int64_t out[4])
-{
-    if (N > m->cap)
-        return fbpc_fail("check_labels: %lld rows exceed the capacity", (long long)N);
-    DEVICE_GUARD(m->dev);
-    cudaStream_t s = (cudaStream_t)stream;
-    if (N)
-        CUDA_TRY(cudaMemcpyAsync(m->lb, labels, (size_t)N * sizeof(int64_t), cudaMemcpyDefault, s));
-    TRY(k_check_labels(s, N, m->lb, m->sz[m->L], m->lcheck));
-    CUDA_TRY(cudaMemcpyAsync(out, m->lcheck, 4 * sizeof(int64_t), cudaMemcpyDeviceToHost, s));
-    CUDA_TRY(cudaStreamSynchronize(s));
-    return 0;
-}
-
-static void fill_out(const fbpc_mlp *m, fbpc_step_out *out)
+static void fill_out(const fbpc_mlp *m, fbp_step_out *out)
 {
     const StepKey &k = m->out_key;
     const double *h = m->hout;
     out->loss = 0.0;
     out->grad_norm = -1.0;
     out->ncorrect = 0;
-    if (k.mode == 0)
+    if (k.mode == FBP_MODE_FORWARD)
         return;
-    out->loss = m->loss == 0 ? h[SC_LOSS] / (double)k.N : 0.5 * h[SC_LOSS] / (double)k.N;
+    out->loss = m->loss == FBP_LOSS_XENT ? h[SC_LOSS] / (double)k.N : 0.5 * h[SC_LOSS] / (double)k.N;
     if (k.wd != 0.0)
         out->loss += 0.5 * k.wd * h[SC_REG];
-    if (k.mode == 3 && k.clip > 0.0)
+    if (k.mode == FBP_MODE_TRAIN && k.clip > 0.0)
         out->grad_norm = h[SC_NORM];
-    if (m->loss == 0 && k.labels && k.count_correct)
+    if (m->loss == FBP_LOSS_XENT && k.labels && k.count_correct)
         out->ncorrect = (int64_t)h[SC_HITS];
 }
 
 extern "C" int fbpc_mlp_step(fbpc_mlp *m, void *stream, int64_t N, const void *x,
-                             const int64_t *labels, const void *t, const fbpc_step_opts *opt,
-                             int sync, fbpc_step_out *out)
+                             const int64_t *labels, const void *t, const fbp_step_opts *opt,
+                             int sync, fbp_step_out *out)
 {
     if (N < 1 || N > m->cap)
         return fbpc_fail("mlp_step: %lld rows for a capacity of %lld", (long long)N,
@@ -396,7 +380,7 @@ extern "C" int fbpc_mlp_step(fbpc_mlp *m, void *stream, int64_t N, const void *x
         TRY(fbpc_mlp_alloc_momentum(m, stream));
     /* stage the inputs (host or device memory) */
     CUDA_TRY(cudaMemcpyAsync(m->xb, x, (size_t)N * (size_t)m->sz[0] * e, cudaMemcpyDefault, s));
-    if (k.mode != 0) {
+    if (k.mode != FBP_MODE_FORWARD) {
         if (labels)
             CUDA_TRY(cudaMemcpyAsync(m->lb, labels, (size_t)N * sizeof(int64_t), cudaMemcpyDefault, s));
         else if (t)
@@ -434,7 +418,7 @@ extern "C" int fbpc_mlp_step(fbpc_mlp *m, void *stream, int64_t N, const void *x
     return 0;
 }
 
-extern "C" int fbpc_mlp_read_out(fbpc_mlp *m, void *stream, fbpc_step_out *out)
+extern "C" int fbpc_mlp_read_out(fbpc_mlp *m, void *stream, fbp_step_out *out)
 {
     DEVICE_GUARD(m->dev);
     CUDA_TRY(cudaStreamSynchronize((cudaStream_t)stream));

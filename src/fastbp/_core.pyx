@@ -228,9 +228,17 @@ cdef struct Desc:
     void *stream       # the cudaStream_t work goes to (NULL: the legacy default)
 
 
-cdef inline bint _is_device(object a):
-    return not isinstance(a, np.ndarray) and (
-        hasattr(a, "__cuda_array_interface__") or type(a).__module__ == "torch")
+cdef bint _is_device(object a):
+    """Whether a is a CUDA array (CuPy, a PyTorch CUDA tensor, or anything with
+    __cuda_array_interface__); host data of any kind is not."""
+    if isinstance(a, np.ndarray):
+        return False
+    if type(a).__module__.startswith("torch"):
+        return bool(getattr(a, "is_cuda", False))
+    try:
+        return hasattr(a, "__cuda_array_interface__")
+    except Exception:
+        return False
 
 
 cdef int _describe(str fn, str name, object a, Desc *d) except -1:

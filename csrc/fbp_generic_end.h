@@ -1,0 +1,7 @@
+/* fbp_generic_end.h - fbp_generic.h's element-type names, undone after each
+ * instantiation. */
+#undef T
+#undef FN
+#undef EXP_NONPOS_NONAN
+#undef TANH
+#undef SIGMOID
