@@ -139,7 +139,7 @@ void FN(fbp_momentum)(fbp_idx n, T *p, const T *g, T *v, T lr, T mu)
 
 /* [i0, i1) of x: sum of squares in double. Eight accumulators give the compiler
  * independent lanes to vectorize without reassociating anything. */
-static double FN(sumsq_block)(fbp_idx i0, fbp_idx i1, const T *x)
+FBP_INLINE double FN(sumsq_block_body)(fbp_idx i0, fbp_idx i1, const T *x)
 {
     double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     fbp_idx i = i0;
@@ -150,6 +150,9 @@ static double FN(sumsq_block)(fbp_idx i0, fbp_idx i1, const T *x)
         acc[0] += (double)x[i] * (double)x[i];
     return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
 }
+
+FBP_DISPATCHED(double, FN(sumsq_block), FN(sumsq_block_body),
+               (fbp_idx i0, fbp_idx i1, const T *x), (i0, i1, x))
 
 /* The same of x / div: the rare rescaled pass when the plain sum overflowed. */
 static double FN(sumsq_div_block)(fbp_idx i0, fbp_idx i1, const T *x, double div)
