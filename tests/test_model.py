@@ -599,3 +599,78 @@ def test_bad_regression_targets():
         m.train_step(X, np.zeros((6, 2)), 0.1)
     with pytest.raises(ValueError, match=r"targets must have shape \(6, 3\)"):
         m.fit(X, np.zeros((6, 2)), progress=False)
+
+
+# ---------------------------------------------------------------------------
+# per-layer activations, devices
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("acts", [["relu", "tanh"], ["identity", "sigmoid"], ["tanh", "relu"]])
+def test_per_layer_activations_match_reference(acts):
+    rng = np.random.default_rng(3)
+    sizes = [5, 7, 6, 3]
+    model = MLP(sizes, acts, dtype=np.float64, seed=1)
+    params = copy_params(model)
+    for _ in range(3):
+        x, t = make_batch(rng, sizes, "labels", np.float64)
+        got = model.train_step(x, t, 0.1, weight_decay=0.01)
+        want = ref.mlp_train_step(params, x, t, 0.1, acts, "softmax_cross_entropy",
+                                  weight_decay=0.01)
+        assert abs(got - want) <= 1e-12 * abs(want)
+    assert_params_close(model.params, params, 1e-12)
+    np.testing.assert_allclose(model.predict(x), ref.mlp_forward(params, x, acts)[-1],
+                               rtol=1e-12)
+
+
+def test_activation_list_is_checked():
+    with pytest.raises(ValueError, match="got 1 activations for 2 hidden layers"):
+        MLP([4, 5, 6, 3], ["relu"])
+    with pytest.raises(ValueError, match="unknown activation 'gelu'"):
+        MLP([4, 5, 6, 3], ["relu", "gelu"])
+
+
+def test_reference_momentum_needs_a_velocity():
+    model = MLP([3, 4, 2], dtype=np.float64)
+    with pytest.raises(ValueError, match="needs a velocity dict"):
+        ref.mlp_train_step(copy_params(model), np.ones((2, 3)), np.array([0, 1]), 0.1, "relu",
+                           "softmax_cross_entropy", momentum=0.9)
+
+
+def test_device_is_checked():
+    from fastbp import cuda
+
+    with pytest.raises(ValueError, match="device must be one of"):
+        MLP([3, 2], device="tpu")
+    if not cuda.is_available():
+        with pytest.raises(RuntimeError, match="fastbp.cuda is not available"):
+            MLP([3, 2], device="cuda")
+
+
+def _gpu_ready():
+    from fastbp import cuda
+    try:
+        import cupy  # noqa: F401
+    except Exception:
+        return False
+    return cuda.is_available()
+
+
+@pytest.mark.skipif(not _gpu_ready(), reason="needs a CUDA device, the CUDA extension and CuPy")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_mlp_on_cuda_matches_the_cpu(dtype):
+    rng = np.random.default_rng(4)
+    sizes = [6, 9, 4]
+    cpu = MLP(sizes, "tanh", dtype=dtype, seed=2)
+    gpu = MLP(sizes, "tanh", dtype=dtype, seed=2, device="cuda")
+    X = rng.standard_normal((40, 6)).astype(dtype)
+    y = rng.integers(0, 4, 40)
+    for m in (cpu, gpu):
+        m.train_step(X[:8], y[:8], 0.1, weight_decay=0.01, momentum=0.9)
+        m.fit(X, y, epochs=2, batch_size=16, lr=0.05, progress=False)
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    for k, v in cpu.get_params().items():
+        np.testing.assert_allclose(gpu.get_params()[k], v, rtol=tol, atol=tol)
+    np.testing.assert_allclose(gpu.predict(X), cpu.predict(X), rtol=tol, atol=tol)
+    np.testing.assert_allclose(gpu.loss(X, y), cpu.loss(X, y), rtol=tol)
+    for k, g in cpu.gradient(X, y).items():
+        np.testing.assert_allclose(gpu.gradient(X, y)[k], g, rtol=tol, atol=tol)

@@ -63,7 +63,7 @@ def gradient_check(model, x, t, eps=1e-3, weight_decay=0.0, max_points=None, see
     x = np.asarray(x, np.float64)
     if model.loss_name == "mse" or np.asarray(t).dtype.kind == "f":
         t = np.asarray(t, np.float64)
-    relu = model.activation == "relu"
+    relu = "relu" in model._layer_acts
     analytic = m64.gradient(x, t, weight_decay)
     rng = np.random.default_rng(seed)
 

@@ -3,7 +3,8 @@
 The model owns its parameters (``model.params``: W1, b1, W2, b2, ... with W
 shaped (in, out)) and a workspace (layer outputs, gradients, the C pointer
 table) allocated once per batch capacity, so that after the first step a
-``train_step`` allocates nothing. All math runs in fastbp._core / csrc/step.c.
+``train_step`` allocates nothing. All math runs in fastbp._core (csrc/step.c),
+or on a GPU with ``device="cuda"`` (fastbp.cuda.CudaMLP, csrc/cuda/step.cu).
 """
 import numbers
 import operator
@@ -12,11 +13,16 @@ import numpy as np
 
 from . import _core
 
-_ACTIVATIONS = ("relu", "sigmoid", "tanh")
-_LOSSES = ("softmax_cross_entropy", "mse")
+_HIDDEN = ("relu", "sigmoid", "tanh", "identity")
+_LOSSES = tuple(_core.LOSSES)
+_DEVICES = ("cpu", "cuda")
 
 
 def _check_sizes(sizes):
+    try:
+        sizes = list(sizes)
+    except TypeError:
+        raise TypeError(f"MLP: sizes must be a sequence of integers, got {sizes!r}") from None
     try:
         if any(isinstance(s, (bool, np.bool_)) for s in sizes):
             raise TypeError
@@ -30,6 +36,89 @@ def _check_sizes(sizes):
     return sizes
 
 
+def _check_activations(activation, n_hidden):
+    """One activation name per hidden layer, from one name or a list of them."""
+    if activation is None or isinstance(activation, str):
+        if activation not in _HIDDEN:
+            raise ValueError(f"MLP: unknown activation {activation!r}; expected one of {_HIDDEN}")
+        return [activation] * n_hidden
+    names = activation
+    try:
+        names = list(names)
+    except TypeError:
+        raise TypeError(f"MLP: activation must be a name or a list of names, got "
+                        f"{activation!r}") from None
+    if len(names) != n_hidden:
+        raise ValueError(f"MLP: got {len(names)} activations for {n_hidden} hidden layers")
+    for a in names:
+        if a not in _HIDDEN:
+            raise ValueError(f"MLP: unknown activation {a!r}; expected one of {_HIDDEN}")
+    return names
+
+
+class _CPU:
+    """The CPU engine: a workspace over the model's own parameter arrays."""
+
+    def __init__(self, model):
+        self.model, self.ws = model, None
+
+    def workspace(self, N, momentum=False):
+        """The workspace for batches of N rows: reused while it fits and still
+        points at the current parameter arrays; rebuilt (once) otherwise."""
+        m, ws = self.model, self.ws
+        W, b = m._param_lists()
+        if ws is not None and N <= ws.cap and (ws.has_momentum or not momentum):
+            if all(a is c for a, c in zip(ws.W, W)) and all(a is c for a, c in zip(ws.b, b)):
+                return ws
+        vW = vb = None
+        if momentum or (ws is not None and ws.has_momentum):
+            if m._velocity is None or any(v.shape != w.shape for v, w in zip(m._velocity[0], W)):
+                m._velocity = ([np.zeros_like(w) for w in W], [np.zeros_like(v) for v in b])
+            vW, vb = m._velocity
+        cap = max(N, ws.cap if ws is not None else 0)
+        self.ws = _core.MLPWorkspace(W, b, m._layer_acts, m.loss_name, cap, vW, vb)
+        return self.ws
+
+    def step(self, x, t, mode, N, lr=0.0, weight_decay=0.0, clip_norm=0.0, momentum=0.0,
+             count_correct=False):
+        ws = self.workspace(N, momentum != 0.0)
+        return _core.mlp_step(ws, x, t, mode, lr, weight_decay, clip_norm, momentum,
+                              count_correct)
+
+    def gradient(self):
+        ws = self.ws
+        return ([g.copy() for g in ws.dW], [g.copy() for g in ws.db])
+
+    def output(self, N):
+        return self.ws.h[-1][:N].copy()
+
+
+class _CUDA:
+    """The GPU engine: a fastbp.cuda.CudaMLP holds the parameters."""
+
+    def __init__(self, model):
+        from . import cuda
+
+        if not cuda.is_available():
+            raise RuntimeError("MLP(device='cuda'): fastbp.cuda is not available (a build "
+                               "with FASTBP_CUDA=1 and a CUDA device are needed; docs/cuda.md)")
+        self.cuda, self.model = cuda, model
+        W, b = model._param_lists()
+        self.gpu = cuda.CudaMLP(W, b, model._layer_acts, model.loss_name, cap=1)
+
+    def step(self, x, t, mode, N, lr=0.0, weight_decay=0.0, clip_norm=0.0, momentum=0.0,
+             count_correct=False):
+        if N > self.gpu.cap:
+            self.gpu = self.gpu.grow(N)
+        return self.gpu.step(x, t, mode, lr, weight_decay, clip_norm, momentum, count_correct)
+
+    def gradient(self):
+        return [g.get() for g in self.gpu.dW], [g.get() for g in self.gpu.db]
+
+    def output(self, N):
+        return self.gpu.output(N).get()
+
+
 class MLP:
     """Fully connected network: Dense -> act -> ... -> Dense -> loss.
 
@@ -37,31 +126,40 @@ class MLP:
     ----------
     sizes : widths, e.g. [64, 128, 10] for 64 inputs, one hidden layer of 128
         and 10 outputs.
-    activation : "relu", "sigmoid" or "tanh" for the hidden layers (the output
-        layer is affine: logits for classification, values for regression).
+    activation : "relu", "sigmoid", "tanh" or "identity" for the hidden layers,
+        or a list with one per hidden layer. The output layer is affine: logits
+        for classification, values for regression.
     loss : "softmax_cross_entropy" (targets: integer labels or class
         probabilities) or "mse" (targets: values).
     dtype : np.float32 or np.float64; inputs to train_step must match it.
     seed : seed of the initial weights.
-    init : "he" (default for relu), "xavier" (default for sigmoid/tanh), or a
-        float standard deviation. Weights are normal, biases start at 0.
+    init : "he" (default when the first hidden layer is relu), "xavier"
+        (otherwise), or a float standard deviation. Weights are normal, biases 0.
+    device : "cpu" (default) or "cuda": the parameters and the step live on the
+        GPU (fastbp.cuda.CudaMLP); ``params`` are then device arrays
+        (fastbp.cuda.DeviceBuffer) and ``get_params()`` copies them to NumPy.
     """
 
     def __init__(self, sizes, activation="relu", loss="softmax_cross_entropy",
-                 dtype=np.float32, seed=0, init=None):
+                 dtype=np.float32, seed=0, init=None, device="cpu"):
         self.sizes = _check_sizes(sizes)
-        if activation not in _ACTIVATIONS:
-            raise ValueError(f"MLP: unknown activation {activation!r}; expected one of {_ACTIVATIONS}")
+        acts = _check_activations(activation, len(self.sizes) - 2)
         if loss not in _LOSSES:
             raise ValueError(f"MLP: unknown loss {loss!r}; expected one of {_LOSSES}")
+        if not isinstance(dtype, (type, np.dtype, str)):
+            raise TypeError(f"MLP: dtype must be float32 or float64, got {dtype!r}")
         dtype = np.dtype(dtype)
         if dtype not in (np.float32, np.float64):
             raise TypeError(f"MLP: dtype must be float32 or float64, got {dtype}")
-        self.activation, self.loss_name, self.dtype = activation, loss, dtype
+        if device not in _DEVICES:
+            raise ValueError(f"MLP: device must be one of {_DEVICES}, got {device!r}")
+        self.activation = activation if isinstance(activation, str) else list(activation)
+        self.loss_name, self.dtype, self.device = loss, dtype, device
+        self._layer_acts = acts + ["identity"]
         if init is None:
-            init = "he" if activation == "relu" else "xavier"
+            init = "he" if (acts[:1] or ["relu"])[0] == "relu" else "xavier"
         rng = np.random.default_rng(seed)
-        self.params = {}
+        params = {}
         for l, (fan_in, fan_out) in enumerate(zip(self.sizes[:-1], self.sizes[1:]), start=1):
             if init == "he":
                 std = np.sqrt(2.0 / fan_in)
@@ -71,49 +169,57 @@ class MLP:
                 std = float(init)
             else:
                 raise ValueError(f"MLP: init must be 'he', 'xavier' or a std >= 0, got {init!r}")
-            self.params[f"W{l}"] = (rng.standard_normal((fan_in, fan_out)) * std).astype(dtype)
-            self.params[f"b{l}"] = np.zeros(fan_out, dtype)
-        self._ws = None
+            params[f"W{l}"] = (rng.standard_normal((fan_in, fan_out)) * std).astype(dtype)
+            params[f"b{l}"] = np.zeros(fan_out, dtype)
+        self._params = params
         self._velocity = None
+        self._engine = _CUDA(self) if device == "cuda" else _CPU(self)
 
-    # ---- workspace -----------------------------------------------------------------
+    # ---- parameters ----------------------------------------------------------------
     @property
     def n_layers(self):
         return len(self.sizes) - 1
 
+    @property
+    def params(self):
+        """{"W1": ..., "b1": ..., ...}: the live parameters (NumPy arrays, or on
+        device="cuda" the device arrays)."""
+        if self.device == "cuda":
+            g = self._engine.gpu
+            return {k: v for l in range(self.n_layers)
+                    for k, v in ((f"W{l + 1}", g.W[l]), (f"b{l + 1}", g.b[l]))}
+        return self._params
+
+    def get_params(self):
+        """The parameters as new NumPy arrays."""
+        if self.device == "cuda":
+            return {k: v.get() for k, v in self.params.items()}
+        return {k: v.copy() for k, v in self._params.items()}
+
+    def set_params(self, params):
+        """Copy params (a dict like ``params``, NumPy arrays) into the model."""
+        for k, v in params.items():
+            if k not in self._params:
+                raise KeyError(f"MLP.set_params: unknown parameter {k!r}")
+            if self.device == "cuda":
+                self.params[k].set(np.asarray(v, self.dtype))
+            else:
+                self._params[k][...] = v
+
     def _param_lists(self):
-        L = self.n_layers
-        return ([self.params[f"W{l}"] for l in range(1, L + 1)],
-                [self.params[f"b{l}"] for l in range(1, L + 1)])
+        L, p = self.n_layers, self._params
+        return [p[f"W{l}"] for l in range(1, L + 1)], [p[f"b{l}"] for l in range(1, L + 1)]
 
-    def _workspace(self, N, momentum=False):
-        """The workspace for batches of N rows: reused while it fits and still
-        points at the current parameter arrays; rebuilt (once) otherwise."""
-        ws = self._ws
-        if ws is not None and N <= ws.cap and (ws.has_momentum or not momentum):
-            L = self.n_layers
-            p = self.params
-            ok = True
-            for l in range(L):
-                if ws.W[l] is not p[f"W{l + 1}"] or ws.b[l] is not p[f"b{l + 1}"]:
-                    ok = False
-                    break
-            if ok:
-                return ws
-        W, b = self._param_lists()
-        vW = vb = None
-        if momentum or (ws is not None and ws.has_momentum):
-            if self._velocity is None or any(v.shape != w.shape for v, w in
-                                             zip(self._velocity[0], W)):
-                self._velocity = ([np.zeros_like(w) for w in W], [np.zeros_like(v) for v in b])
-            vW, vb = self._velocity
-        cap = max(N, ws.cap if ws is not None else 0)
-        self._ws = _core.MLPWorkspace(W, b, self.activation, self.loss_name, cap, vW, vb)
-        return self._ws
-
-    def _batch(self, x):
-        N = x.shape[0] if isinstance(x, np.ndarray) and x.ndim >= 1 else len(x)
-        return max(int(N), 1)
+    @staticmethod
+    def _batch(x):
+        """Rows of a batch, to size the workspace (mlp_step checks the rest)."""
+        if isinstance(x, np.ndarray) or hasattr(x, "__cuda_array_interface__"):
+            shape = getattr(x, "shape", ())
+            return max(int(shape[0]), 1) if len(shape) >= 1 else 1
+        try:
+            return max(len(x), 1)
+        except TypeError:
+            return 1
 
     # ---- the native calls ----------------------------------------------------------------
     def train_step(self, x, t, lr, weight_decay=0.0, clip_norm=None, momentum=0.0):
@@ -126,27 +232,23 @@ class MLP:
         """
         if clip_norm is not None and not clip_norm > 0:
             raise ValueError(f"train_step: clip_norm must be > 0 or None, got {clip_norm}")
-        ws = self._workspace(self._batch(x), momentum != 0.0)
-        loss, _, _ = _core.mlp_step(ws, x, t, _core.STEP_TRAIN, lr, weight_decay,
-                                    clip_norm or 0.0, momentum)
-        return loss
+        return self._engine.step(x, t, _core.STEP_TRAIN, self._batch(x), lr, weight_decay,
+                                 clip_norm or 0.0, momentum)[0]
 
     def loss(self, x, t, weight_decay=0.0):
         """Mean loss on (x, t), plus 0.5 * weight_decay * sum ||W||^2.
         x is converted to the model's dtype."""
         x = self._input(x)
-        ws = self._workspace(self._batch(x))
-        return _core.mlp_step(ws, x, t, _core.STEP_LOSS, 0.0, weight_decay)[0]
+        return self._engine.step(x, t, _core.STEP_LOSS, self._batch(x), 0.0, weight_decay)[0]
 
     def gradient(self, x, t, weight_decay=0.0):
         """Gradient of loss(x, t, weight_decay) as a dict keyed like params."""
         x = self._input(x)
-        ws = self._workspace(self._batch(x))
-        _core.mlp_step(ws, x, t, _core.STEP_GRAD, 0.0, weight_decay)
+        self._engine.step(x, t, _core.STEP_GRAD, self._batch(x), 0.0, weight_decay)
+        dW, db = self._engine.gradient()
         grads = {}
         for l in range(self.n_layers):
-            grads[f"W{l + 1}"] = ws.dW[l].copy()
-            grads[f"b{l + 1}"] = ws.db[l].copy()
+            grads[f"W{l + 1}"], grads[f"b{l + 1}"] = dW[l], db[l]
         return grads
 
     def grad_norms(self, x, t, weight_decay=0.0):
@@ -157,23 +259,30 @@ class MLP:
     def _input(self, x):
         """x in the model's dtype: the one conversion outside the hot path
         (train_step is strict and raises instead)."""
+        if self.device == "cuda" and hasattr(x, "__cuda_array_interface__"):
+            return x
         return np.asarray(x, dtype=self.dtype)
 
     def predict(self, x):
         """The network output before the loss: logits, or regression values.
         x is converted to the model's dtype."""
-        h = self._input(x)
-        L = self.n_layers
-        for l in range(1, L + 1):
-            h = _core.dense_forward(h, self.params[f"W{l}"], self.params[f"b{l}"],
-                                    self.activation if l < L else None)
+        x = self._input(x)
+        if self.device == "cuda":
+            N = self._batch(x)
+            self._engine.step(x, None, _core.STEP_FORWARD, N)
+            return self._engine.output(N)
+        h = x
+        W, b = self._param_lists()
+        for l in range(self.n_layers):
+            h = _core.dense_forward(h, W[l], b[l], self._layer_acts[l])
         return h
 
     def _hidden(self, x):
         """Hidden-layer outputs (list of arrays) for x."""
         hs, h = [], self._input(x)
-        for l in range(1, self.n_layers):
-            h = _core.dense_forward(h, self.params[f"W{l}"], self.params[f"b{l}"], self.activation)
+        W, b = self._param_lists()
+        for l in range(self.n_layers - 1):
+            h = _core.dense_forward(h, W[l], b[l], self._layer_acts[l])
             hs.append(h)
         return hs
 
@@ -197,12 +306,13 @@ class MLP:
 
         X is converted once to the model's dtype. Each epoch visits the rows in a
         new permutation (if shuffle), in batches of batch_size, the last partial
-        batch included; one native call per epoch gathers each batch into the
-        workspace and runs its training step. history: "loss" (mean over the epoch's batches, each measured
-        before its update), for classification "accuracy" (the same running
-        measure, from the argmax of each batch's logits), with validation=(Xv, yv) "val_loss" and "val_accuracy" (or
-        "val_r2"), with log_grad_norms "grad_norms" (per-parameter norms on the
-        epoch's last batch).
+        batch included; on the CPU one native call per epoch gathers each batch
+        into the workspace and runs its training step. history: "loss" (mean
+        over the epoch's batches, each measured before its update), for
+        classification "accuracy" (the same running measure, from the argmax of
+        each batch's logits), with validation=(Xv, yv) "val_loss" and
+        "val_accuracy" (or "val_r2"), with log_grad_norms "grad_norms"
+        (per-parameter norms on the epoch's last batch).
         """
         from tqdm.auto import tqdm
 
@@ -236,10 +346,8 @@ class MLP:
         bar = tqdm(range(epochs), disable=not progress, unit="epoch", leave=False)
         for _ in bar:
             order = rng.permutation(n) if shuffle else np.arange(n)
-            ws = self._workspace(B, momentum != 0.0)  # the params may have been replaced
-            # the whole epoch, batch gathering included, is one native call
-            mean_loss, correct = _core.mlp_epoch(ws, X, y, order, B, lr, weight_decay, clip,
-                                                 momentum, classify)
+            mean_loss, correct = self._epoch(X, y, order, B, lr, weight_decay, clip, momentum,
+                                             classify)
             hist["loss"].append(mean_loss)
             post = {"loss": f"{mean_loss:.4f}"}
             if classify:
@@ -256,6 +364,21 @@ class MLP:
             bar.set_postfix(post, refresh=False)
         bar.close()
         return hist
+
+    def _epoch(self, X, y, order, B, lr, weight_decay, clip, momentum, classify):
+        """One epoch: (mean loss over the rows, rows classified right)."""
+        if self.device == "cpu":
+            ws = self._engine.workspace(B, momentum != 0.0)  # the params may have been replaced
+            # the whole epoch, batch gathering included, is one native call
+            return _core.mlp_epoch(ws, X, y, order, B, lr, weight_decay, clip, momentum, classify)
+        total, correct = 0.0, 0
+        for s in range(0, X.shape[0], B):
+            idx = order[s:s + B]
+            loss, _, hits = self._engine.step(X[idx], y[idx], _core.STEP_TRAIN, len(idx), lr,
+                                              weight_decay, clip, momentum, classify)
+            total += loss * len(idx)
+            correct += hits
+        return total / X.shape[0], correct
 
     def _targets(self, fn, y, n):
         y = np.asarray(y)
@@ -277,32 +400,37 @@ class MLP:
         return y
 
     def astype(self, dtype):
-        """A copy of this model (same class) with parameters cast to dtype."""
+        """A copy of this model (same class, on the CPU) with parameters cast to dtype."""
         new = type(self)(self.sizes, self.activation, self.loss_name, dtype=dtype)
-        for k, v in self.params.items():
-            new.params[k][...] = v
+        for k, v in self.get_params().items():
+            new._params[k][...] = v
         return new
 
     # ---- persistence -------------------------------------------------------------------
     def save(self, path):
         """Save sizes, activation, loss, dtype and parameters to an .npz file."""
-        np.savez(path, sizes=np.asarray(self.sizes), activation=np.str_(self.activation),
-                 loss=np.str_(self.loss_name), dtype=np.str_(self.dtype.name), **self.params)
+        a = self.activation
+        acts = np.str_(a) if isinstance(a, str) else np.asarray(a, dtype=np.str_)
+        np.savez(path, sizes=np.asarray(self.sizes), activation=acts,
+                 loss=np.str_(self.loss_name), dtype=np.str_(self.dtype.name), **self.get_params())
 
     @classmethod
     def load(cls, path):
         """Load a model written by save()."""
         with np.load(path, allow_pickle=False) as f:
-            model = cls([int(s) for s in f["sizes"]], activation=str(f["activation"]),
+            acts = f["activation"]
+            act = str(acts) if acts.ndim == 0 else [str(a) for a in acts]
+            model = cls([int(s) for s in f["sizes"]], activation=act,
                         loss=str(f["loss"]), dtype=np.dtype(str(f["dtype"])))
-            for k in model.params:
+            for k in model._params:
                 a = f[k]
-                if a.shape != model.params[k].shape:
+                if a.shape != model._params[k].shape:
                     raise ValueError(f"MLP.load: {k} has shape {a.shape}, "
-                                     f"expected {model.params[k].shape}")
-                model.params[k][...] = a
+                                     f"expected {model._params[k].shape}")
+                model._params[k][...] = a
         return model
 
     def __repr__(self):
+        dev = "" if self.device == "cpu" else f", device={self.device!r}"
         return (f"MLP(sizes={self.sizes}, activation={self.activation!r}, "
-                f"loss={self.loss_name!r}, dtype={self.dtype.name})")
+                f"loss={self.loss_name!r}, dtype={self.dtype.name}{dev})")

@@ -96,6 +96,7 @@ def identity_backward(dy, y):
 #: activation name -> (forward(x), backward(dy, y)); None is the identity.
 ACTIVATIONS = {
     None: (identity_forward, identity_backward),
+    "identity": (identity_forward, identity_backward),
     "relu": (relu_forward, relu_backward),
     "sigmoid": (sigmoid_forward, sigmoid_backward),
     "tanh": (tanh_forward, tanh_backward),
@@ -317,17 +318,26 @@ def _n_layers(params):
     return L
 
 
+def _hidden_act(activation, l, L):
+    """Layer l's (1-based) activation: ``activation`` is one name for every hidden
+    layer or a list with one per hidden layer; the last layer is affine."""
+    if l == L:
+        return None
+    return activation[l - 1] if isinstance(activation, (list, tuple)) else activation
+
+
 def mlp_forward(params, x, activation, L=None):
     """Forward pass of an MLP: list of layer outputs [h1, ..., hL].
 
     params: dict W1, b1, ..., WL, bL with Wl (in, out).  Hidden layers apply
-    ``activation``; the last layer is affine (logits or regression values).
+    ``activation`` (one name, or one per hidden layer); the last layer is affine
+    (logits or regression values).
     """
     if L is None:
         L = _n_layers(params)
     hs, h = [], np.asarray(x)
     for l in range(1, L + 1):
-        h = dense_forward(h, params[f"W{l}"], params[f"b{l}"], activation if l < L else None)
+        h = dense_forward(h, params[f"W{l}"], params[f"b{l}"], _hidden_act(activation, l, L))
         hs.append(h)
     return hs
 
@@ -361,7 +371,7 @@ def mlp_loss_and_grads(params, x, t, activation, loss, weight_decay=0.0):
     for l in range(L, 0, -1):
         inp = hs[l - 2] if l > 1 else x
         W = params[f"W{l}"]
-        dh, dW, db = dense_backward(dh, inp, W, hs[l - 1], activation if l < L else None)
+        dh, dW, db = dense_backward(dh, inp, W, hs[l - 1], _hidden_act(activation, l, L))
         if weight_decay:
             dW = dW + W.dtype.type(weight_decay) * W
         grads[f"W{l}"], grads[f"b{l}"] = dW, db
@@ -379,13 +389,14 @@ def mlp_train_step(params, x, t, lr, activation, loss, weight_decay=0.0, clip_no
                                                 when None, updated in place)
     or  p -= lr * g.
     """
+    if momentum != 0.0 and velocity is None:
+        raise ValueError("mlp_train_step: momentum != 0 needs a velocity dict (zeros at the "
+                         "start), kept from step to step; one made here would be lost")
     value, grads = mlp_loss_and_grads(params, x, t, activation, loss, weight_decay)
     keys = list(params)
     if clip_norm is not None:
         clip_by_global_norm([grads[k] for k in keys], clip_norm)
     if momentum != 0.0:
-        if velocity is None:
-            velocity = {k: np.zeros_like(p) for k, p in params.items()}
         for k in keys:
             v = velocity[k]
             v *= v.dtype.type(momentum)
