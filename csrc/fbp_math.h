@@ -23,15 +23,13 @@
 /* Every floating-point operation is unconditional and every select is on
  * integers: with a float compare (x < -104 ? 0 : ...) GCC branched around the
  * arithmetic, and with trapping math on it then refused to vectorize.
- * The loop is bound by the latency of its dependency chain (the out-of-order
- * window holds too few iterations), so the chain is kept short: Estrin's form
- * for the polynomial and one FMA for (q + 1) 2^n. 0.48 ns per float in a
- * softmax-style exp-and-sum loop on one Zen 2 core (AVX2), against 0.52 with
- * Horner's form, 0.88 for the first version and 0.51 for glibc's libmvec expf.
+ * The loop is bound by the latency of its dependency chain, so the chain is
+ * kept short: Estrin's form for the polynomial and one FMA for (q + 1) 2^n
+ * (measurements: docs/dev/history.md).
  *
  * fbp_expf_nonpos_nonan: x <= 0 or -inf, never NaN (a negative NaN would
- * come out as 0). The softmax uses it after checking each row for NaN once:
- * the NaN mask costs three of about 22 vector operations, 9% of the loop. */
+ * come out as 0). The softmax uses it after checking each row for NaN once,
+ * which saves the NaN mask in the loop. */
 static inline __attribute__((always_inline)) float fbp_expf_nonpos_nonan(float x)
 {
     uint32_t xb;

@@ -96,9 +96,7 @@ FBP_INLINE T FN(fbp_exp_sum)(fbp_idx C, const T *zr, T m, T *dzr)
 
 /* zr_next (C,): the row after this one, asked for while this row is computed.
  * A row is about a page and the hardware prefetchers stop at page boundaries,
- * so without it every row's max pass waited on memory: 2.27 -> 2.13 ms at
- * (4096, 1000) float32 on 2 threads. Asking for the dz row too, with write
- * intent, was slower (2.29 ms), in one burst and spread over the row alike. */
+ * so without it every row's max pass waits on memory (docs/dev/history.md). */
 FBP_INLINE void FN(fbp_prefetch_row)(fbp_idx C, const T *zr_next)
 {
     const char *p = (const char *)zr_next;
