@@ -169,7 +169,8 @@ class MLP:
                 std = float(init)
             else:
                 raise ValueError(f"MLP: init must be 'he', 'xavier' or a std >= 0, got {init!r}")
-            params[f"W{l}"] = (rng.standard_normal((fan_in, fan_out)) * std).astype(dtype)
+            params[f"W{l}"] = (np.zeros((fan_in, fan_out), dtype) if std == 0 else
+                               (rng.standard_normal((fan_in, fan_out)) * std).astype(dtype))
             params[f"b{l}"] = np.zeros(fan_out, dtype)
         self._params = params
         self._velocity = None
@@ -408,27 +409,24 @@ class MLP:
 
     # ---- persistence -------------------------------------------------------------------
     def save(self, path):
-        """Save sizes, activation, loss, dtype and parameters to an .npz file."""
+        """Save sizes, activation, loss, dtype and parameters to an .npz file.
+        Returns the file's path: path itself, or path + ".npz" as NumPy names it;
+        load() reads what save() wrote for the same path."""
+        from ._checkpoint import npz_path
+
+        path = npz_path(path)
         a = self.activation
         acts = np.str_(a) if isinstance(a, str) else np.asarray(a, dtype=np.str_)
         np.savez(path, sizes=np.asarray(self.sizes), activation=acts,
                  loss=np.str_(self.loss_name), dtype=np.str_(self.dtype.name), **self.get_params())
+        return path
 
     @classmethod
     def load(cls, path):
-        """Load a model written by save()."""
-        with np.load(path, allow_pickle=False) as f:
-            acts = f["activation"]
-            act = str(acts) if acts.ndim == 0 else [str(a) for a in acts]
-            model = cls([int(s) for s in f["sizes"]], activation=act,
-                        loss=str(f["loss"]), dtype=np.dtype(str(f["dtype"])))
-            for k in model._params:
-                a = f[k]
-                if a.shape != model._params[k].shape:
-                    raise ValueError(f"MLP.load: {k} has shape {a.shape}, "
-                                     f"expected {model._params[k].shape}")
-                model._params[k][...] = a
-        return model
+        """Load a model written by save(path) (path with or without ".npz")."""
+        from ._checkpoint import read_model
+
+        return read_model(cls, path)
 
     def __repr__(self):
         dev = "" if self.device == "cpu" else f", device={self.device!r}"

@@ -1,0 +1,126 @@
+"""MLP.load: a model file read without trusting it.
+
+A file is an .npz archive (a zip of .npy members) written by MLP.save. Before
+anything is allocated or decompressed, every declared size is checked (integers,
+>= 1, within the BLAS's 32-bit limit) and every member's header is read on its
+own (a few hundred bytes): its dtype must be the one the model needs, its shape
+the one the sizes imply, and the zip directory's size of the member must be the
+header plus exactly that many bytes. Only then is the model built and the data
+read; a member whose stream ends early or fails its CRC is an error, not a
+partial model.
+"""
+import math
+import os
+import zipfile
+
+import numpy as np
+
+BLAS_INT_MAX = 2**31 - 1
+MAX_LAYERS = 10_000
+
+
+def _fail(path, msg, exc=ValueError):
+    raise exc(f"MLP.load: {path}: {msg}")
+
+
+def npz_path(path):
+    """The file save() writes for path: NumPy's rule, ".npz" added if missing."""
+    path = os.fspath(path)
+    return path if path.endswith(".npz") else path + ".npz"
+
+
+def _header(zf, name, path):
+    """(info, shape, dtype, offset of the data) of member name, from its header."""
+    try:
+        info = zf.getinfo(name + ".npy")
+    except KeyError:
+        _fail(path, f"has no {name!r} (not a file written by MLP.save?)", KeyError)
+    fmt = np.lib.format
+    with zf.open(info) as f:
+        try:
+            version = fmt.read_magic(f)
+            if version == (1, 0):
+                shape, fortran, dtype = fmt.read_array_header_1_0(f)
+            elif version == (2, 0):
+                shape, fortran, dtype = fmt.read_array_header_2_0(f)
+            else:
+                _fail(path, f"{name!r} has .npy format version {version}, expected 1.0 or 2.0")
+        except ValueError as e:
+            _fail(path, f"{name!r} is not a valid .npy member: {e}")
+        offset = f.tell()
+    if fortran:
+        _fail(path, f"{name!r} is stored in Fortran order, which MLP.save never writes")
+    if dtype.hasobject:
+        _fail(path, f"{name!r} holds Python objects; a model file holds numbers and strings")
+    nbytes = math.prod(shape) * dtype.itemsize
+    if info.file_size != offset + nbytes:
+        _fail(path, f"{name!r} declares shape {shape} of {dtype} ({nbytes} bytes) but the "
+                    f"archive holds {info.file_size - offset} bytes of data for it")
+    return info, shape, dtype
+
+
+def _read(zf, name, path, shape=None, kinds=None):
+    """Member name as an array, after its header has been checked."""
+    info, got_shape, dtype = _header(zf, name, path)
+    if shape is not None and got_shape != shape:
+        _fail(path, f"{name!r} has shape {got_shape}, expected {shape}")
+    if kinds is not None and dtype.kind not in kinds:
+        _fail(path, f"{name!r} has dtype {dtype}, expected {kinds}")
+    with zf.open(info) as f:
+        try:
+            return np.lib.format.read_array(f, allow_pickle=False)
+        except (ValueError, EOFError, zipfile.BadZipFile, OSError) as e:
+            _fail(path, f"{name!r} could not be read: {e}")
+
+
+def _string(zf, name, path):
+    a = _read(zf, name, path, kinds="U")
+    if a.ndim > 1 or a.size > MAX_LAYERS:
+        _fail(path, f"{name!r} must be a string or a list of strings, got shape {a.shape}")
+    return str(a) if a.ndim == 0 else [str(s) for s in a]
+
+
+def read_model(cls, path):
+    """The model (of class cls) that save(path) wrote."""
+    path = os.fspath(path)
+    if not os.path.exists(path) and os.path.exists(npz_path(path)):
+        path = npz_path(path)
+    try:
+        zf = zipfile.ZipFile(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"MLP.load: no such file: {path!r}") from None
+    except (zipfile.BadZipFile, IsADirectoryError):
+        _fail(path, "not an .npz archive written by MLP.save (a .npy file holds one array, "
+                    "not a model)")
+    with zf:
+        _, shape, dtype = _header(zf, "sizes", path)
+        if dtype.kind not in "iu":
+            _fail(path, f"sizes must be integers, got dtype {dtype}")
+        if len(shape) != 1 or not 2 <= shape[0] <= MAX_LAYERS + 1:
+            _fail(path, f"sizes must be a list of 2 to {MAX_LAYERS + 1} widths, got shape {shape}")
+        sizes = [int(s) for s in _read(zf, "sizes", path)]
+        if min(sizes) < 1 or max(sizes) > BLAS_INT_MAX:
+            _fail(path, f"every width must be in [1, {BLAS_INT_MAX}], got {sizes}")
+        dt = _string(zf, "dtype", path)
+        if dt not in ("float32", "float64"):
+            _fail(path, f"dtype must be 'float32' or 'float64', got {dt!r}")
+        dt = np.dtype(dt)
+        activation, loss = _string(zf, "activation", path), _string(zf, "loss", path)
+        L = len(sizes) - 1
+        wanted = {}
+        for l in range(1, L + 1):
+            wanted[f"W{l}"] = (sizes[l - 1], sizes[l])
+            wanted[f"b{l}"] = (sizes[l],)
+        for name, shp in wanted.items():  # every header before any allocation
+            _, got, got_dt = _header(zf, name, path)
+            if got != shp:
+                _fail(path, f"{name!r} has shape {got}, expected {shp} from sizes {sizes}")
+            if got_dt.kind != "f" or got_dt.itemsize != dt.itemsize:
+                _fail(path, f"{name!r} has dtype {got_dt}, expected {dt}", TypeError)
+        try:
+            model = cls(sizes, activation=activation, loss=loss, dtype=dt, init=0.0)
+        except (TypeError, ValueError) as e:
+            _fail(path, f"describes no valid model: {e}")
+        for name in wanted:
+            model._params[name][...] = _read(zf, name, path)
+    return model
