@@ -1092,3 +1092,56 @@ def test_global_norm_overflow_0d_array_crash(grads):
     n, after = (float(v) for v in r.stdout.split())
     assert np.isfinite(n) and n > 1e199
     np.testing.assert_allclose(after, 1.0, rtol=1e-12)
+
+
+# ---- arrays that lie about themselves ----------------------------------------------------
+
+class _LyingShape(np.ndarray):
+    """An ndarray subclass whose Python-level shape (and size) say 100x more
+    than the memory holds: the binding must read the C-level description."""
+
+    @property
+    def shape(self):
+        return tuple(100 * s for s in np.ndarray.shape.__get__(self))
+
+    @property
+    def size(self):
+        return 100 * np.ndarray.size.__get__(self)
+
+
+def _liar(a):
+    return np.ascontiguousarray(a).view(_LyingShape)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_subclass_with_a_lying_shape_is_read_by_its_memory(survived, dtype):
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((7, 5)).astype(dtype)
+    W = rng.standard_normal((5, 3)).astype(dtype)
+    b = rng.standard_normal(3).astype(dtype)
+    np.testing.assert_allclose(fastbp.dense_forward(_liar(x), _liar(W), _liar(b), "tanh"),
+                               ref.dense_forward(x, W, b, "tanh"), rtol=1e-5)
+    z, labels = rng.standard_normal((7, 3)).astype(dtype), np.array([0, 1, 2, 0, 1, 2, 0])
+    loss, dz = fastbp.softmax_cross_entropy(_liar(z), _liar(labels))
+    rloss, rdz = ref.softmax_cross_entropy(z, labels)
+    np.testing.assert_allclose(dz, rdz, rtol=1e-5, atol=1e-7)
+    out = _liar(np.empty_like(z))
+    fastbp.relu_forward(_liar(z), out=out)
+    np.testing.assert_array_equal(np.asarray(out), ref.relu_forward(z))
+    with pytest.raises(ValueError, match=r"shapes \(7, 5\) \(x\) and \(3, 5\) \(W\) not aligned"):
+        fastbp.dense_forward(_liar(x), _liar(W.T), None)
+    m = fastbp.MLP([5, 4, 3], dtype=dtype)
+    assert np.isfinite(m.train_step(_liar(x), _liar(labels), 0.1))
+
+
+def test_fastbp_blas_in_the_environment_is_ignored():
+    """FASTBP_BLAS (a switch of an earlier release) must not stop the import."""
+    import subprocess
+    import sys
+
+    src = os.path.dirname(os.path.dirname(os.path.abspath(fastbp.__file__)))
+    env = dict(os.environ, FASTBP_BLAS="bogus",
+               PYTHONPATH=os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]))
+    r = subprocess.run([sys.executable, "-c", "import fastbp; fastbp.show_config()"],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr

@@ -674,3 +674,147 @@ def test_mlp_on_cuda_matches_the_cpu(dtype):
     np.testing.assert_allclose(gpu.loss(X, y), cpu.loss(X, y), rtol=tol)
     for k, g in cpu.gradient(X, y).items():
         np.testing.assert_allclose(gpu.gradient(X, y)[k], g, rtol=tol, atol=tol)
+
+
+# ---------------------------------------------------------------------------
+# hostile inputs: aliasing, scalars, model files
+# ---------------------------------------------------------------------------
+
+def test_batch_aliasing_a_parameter_is_refused():
+    """x (or the targets) sharing memory with a parameter would be read while
+    the step updates it: refused, and nothing changes."""
+    model = MLP([4, 4, 4], "relu", "mse", dtype=np.float64, seed=0)
+    before = copy_params(model)
+    t = np.zeros((4, 4))
+    with pytest.raises(ValueError, match="x overlaps the model's W1 in memory"):
+        model.train_step(model.params["W1"], t, 0.5)
+    with pytest.raises(ValueError, match="target overlaps the model's W2 in memory"):
+        model.train_step(np.ones((4, 4)), model.params["W2"], 0.5)
+    with pytest.raises(ValueError, match="overlaps the model's b1"):
+        model.train_step(model.params["b1"].reshape(1, 4), t[:1], 0.5)
+    assert_params_close(model.params, before, 0.0)
+    from fastbp import _core
+
+    with pytest.raises(ValueError, match="X overlaps the model's W2"):
+        _core.mlp_epoch(model._engine.workspace(4), model.params["W2"], t, np.arange(4), 2, 0.1)
+
+
+@pytest.mark.parametrize("x", [np.float32(1), 3.0, np.ones(4, np.float32)])
+def test_train_step_on_a_scalar_or_1d_batch_says_so(x):
+    model = MLP([4, 3, 2])
+    with pytest.raises(ValueError, match=r"x must be 2-D, got [01]-D array"):
+        model.train_step(x, np.zeros(1, np.int64), 0.1)
+
+
+def test_save_then_load_the_same_path(tmp_path):
+    model = MLP([3, 4, 2], "tanh", dtype=np.float64, seed=3)
+    written = model.save(tmp_path / "m")
+    assert written == str(tmp_path / "m.npz")
+    back = MLP.load(tmp_path / "m")
+    for k, v in model.params.items():
+        np.testing.assert_array_equal(back.params[k], v)
+    assert MLP.load(written).activation == "tanh"
+
+
+def _write(path, **members):
+    np.savez(path, **members)
+    return path
+
+
+def _good(sizes=(3, 4, 2), dtype="float32"):
+    m = dict(sizes=np.asarray(sizes), activation=np.str_("relu"),
+             loss=np.str_("softmax_cross_entropy"), dtype=np.str_(dtype))
+    for l in range(1, len(sizes)):
+        m[f"W{l}"] = np.zeros((sizes[l - 1], sizes[l]), dtype)
+        m[f"b{l}"] = np.zeros(sizes[l], dtype)
+    return m
+
+
+def test_load_checks_declared_sizes_before_allocating(tmp_path):
+    """A 2 KB file declaring a 20000 x 20000 layer is refused at once (before,
+    the model was built, 4.6 GB, and only then compared with the file)."""
+    import time
+
+    m = _good()
+    m["sizes"] = np.asarray([20000, 20000, 3])
+    p = _write(tmp_path / "big.npz", **m)
+    t0 = time.perf_counter()
+    with pytest.raises(ValueError, match=r"'W1' has shape \(3, 4\), expected \(20000, 20000\)"):
+        MLP.load(p)
+    assert time.perf_counter() - t0 < 1.0
+    m["sizes"] = np.asarray([100000, 100000, 3])
+    with pytest.raises(ValueError, match="expected"):
+        MLP.load(_write(tmp_path / "bigger.npz", **m))
+
+
+def test_load_refuses_a_member_whose_data_is_not_there(tmp_path):
+    """A member whose header declares more data than the archive holds (a
+    rewritten header) is refused from the zip directory, before any read."""
+    import zipfile
+
+    m = _good()
+    p = _write(tmp_path / "m.npz", **m)
+    with zipfile.ZipFile(p) as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    raw = members["W1.npy"]
+    members["W1.npy"] = raw.replace(b"(3, 4)", b"(9, 4)")  # the same header length
+    bad = tmp_path / "bad.npz"
+    with zipfile.ZipFile(bad, "w") as z:
+        for n, data in members.items():
+            z.writestr(n, data)
+    with pytest.raises(ValueError, match="'W1' declares shape"):
+        MLP.load(bad)
+
+
+def test_load_refuses_a_huge_compressed_member_before_reading_it(tmp_path):
+    """2 GB of zeros compress to a few MB: the shape is checked from the header
+    alone, so such a member is refused without being decompressed."""
+    import time
+    import zipfile
+
+    m = _good()
+    p = tmp_path / "m.npz"
+    np.savez(p, **m)
+    with zipfile.ZipFile(p) as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    with zipfile.ZipFile(p, "w", zipfile.ZIP_DEFLATED) as z:
+        for n, data in members.items():
+            if n != "W1.npy":
+                z.writestr(n, data)
+        with z.open("W1.npy", "w", force_zip64=True) as f:  # (16384, 16384) float64 = 2 GiB
+            np.lib.format.write_array_header_1_0(
+                f, {"descr": "<f8", "fortran_order": False, "shape": (16384, 16384)})
+            zeros = bytes(1 << 24)
+            for _ in range(128):
+                f.write(zeros)
+    t0 = time.perf_counter()
+    with pytest.raises(ValueError, match=r"'W1' has shape \(16384, 16384\), expected \(3, 4\)"):
+        MLP.load(p)
+    assert time.perf_counter() - t0 < 1.0
+
+
+@pytest.mark.parametrize("change, exc, msg", [
+    (dict(sizes=np.asarray([3.0, 4.5, 2.0])), ValueError, "sizes must be integers"),
+    (dict(sizes=np.asarray([3, 0, 2])), ValueError, "every width must be in"),
+    (dict(W1=np.zeros((3, 4), np.complex64)), TypeError, "'W1' has dtype complex64"),
+    (dict(W1=np.zeros((3, 4), np.float64)), TypeError, "'W1' has dtype float64, expected float32"),
+    (dict(dtype=np.str_("int8")), ValueError, "dtype must be 'float32' or 'float64'"),
+    (dict(activation=np.str_("gelu")), ValueError, "describes no valid model"),
+])
+def test_load_rejects_bad_members(tmp_path, change, exc, msg):
+    m = _good()
+    m.update(change)
+    with pytest.raises(exc, match=msg):
+        MLP.load(_write(tmp_path / "m.npz", **m))
+
+
+def test_load_names_what_is_wrong_with_the_file(tmp_path):
+    m = _good()
+    del m["b2"]
+    with pytest.raises(KeyError, match="has no 'b2'"):
+        MLP.load(_write(tmp_path / "m.npz", **m))
+    np.save(tmp_path / "w.npy", np.zeros(3))
+    with pytest.raises(ValueError, match="not an .npz archive"):
+        MLP.load(tmp_path / "w.npy")
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        MLP.load(tmp_path / "nothing.npz")

@@ -232,3 +232,47 @@ def test_threadpoolctl_limits_our_threads_when_not_set():
     assert out.returncode == 0, out.stderr
     # OMP_NUM_THREADS honoured, then limited, then restored
     assert out.stdout.split() == ["3", "1", "2", "3"]
+
+
+# ---- the pool: threads the system cannot start, the environment -------------------------------
+
+def _child(code, env=None, timeout=120):
+    import os
+    import subprocess
+    import sys
+
+    here = os.path.dirname(os.path.dirname(os.path.abspath(fastbp.__file__)))
+    env = dict(os.environ, **(env or {}),
+               PYTHONPATH=os.pathsep.join([here, os.environ.get("PYTHONPATH", "")]))
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env, timeout=timeout)
+
+
+def test_threads_the_system_cannot_start_leave_a_smaller_pool():
+    """set_num_threads(512) under an address-space limit: the workers that cannot
+    start are not started (before: libgomp exited the process). The kernel runs
+    on the workers that did, with the same result."""
+    code = (
+        "import resource, numpy as np, fastbp, hashlib\n"
+        "x = np.linspace(-3, 3, 1 << 22)\n"
+        "y = np.empty_like(x)\n"
+        "want = hashlib.sha256(fastbp.tanh_forward(x, out=y).data).hexdigest()\n"
+        "soft, hard = resource.getrlimit(resource.RLIMIT_AS)\n"
+        "with open('/proc/self/status') as f:\n"
+        "    vm = [int(l.split()[1]) * 1024 for l in f if l.startswith('VmSize')][0]\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (vm + (64 << 20), hard))\n"
+        "fastbp.set_num_threads(512)\n"
+        "got = hashlib.sha256(fastbp.tanh_forward(x, out=y).data).hexdigest()\n"
+        "info = fastbp._core.pool_info()\n"
+        "print(got == want, 0 < info['workers'] < 511, info['create_error'] != 0)\n")
+    r = _child(code)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == ["True", "True", "True"], r.stdout
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-3", "2,1", ""])
+def test_omp_num_threads_of_any_value_imports(value):
+    r = _child("import fastbp; print(fastbp.get_num_threads())", {"OMP_NUM_THREADS": value})
+    assert r.returncode == 0, r.stderr
+    n = int(r.stdout)
+    assert n == 2 if value == "2,1" else n >= 1

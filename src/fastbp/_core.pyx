@@ -1058,6 +1058,31 @@ cdef class MLPWorkspace:
     def has_momentum(self):
         return self.buffers["vW"] is not None
 
+    cdef int refuse_overlap(self, str fn, str name, const Desc *d) except -1:
+        """A batch must not share memory with any buffer of the step (a parameter
+        as x would be read after the step starts to update it)."""
+        cdef Py_ssize_t nd = d.size * d.itemsize, nb, l, rows
+        cdef int k
+        cdef char *p
+        if nd == 0:
+            return 0
+        for k in range(FBP_NBUF):
+            if self.m.buf[k] == NULL:
+                continue
+            for l in range(self.m.L):
+                if k == FBP_BUF_W or k == FBP_BUF_DW or k == FBP_BUF_VW:
+                    rows = self.sizes_c[l]
+                elif k == FBP_BUF_H or k == FBP_BUF_DH:
+                    rows = self.cap
+                else:
+                    rows = 1
+                nb = rows * self.sizes_c[l + 1] * self.m.dsize
+                p = <char *>self.m.buf[k][l]
+                if d.ptr < p + nb and p < d.ptr + nd:
+                    raise ValueError(f"{fn}: {name} overlaps the model's {BUFFERS[k]}{l + 1} "
+                                     "in memory; pass a copy")
+        return 0
+
     def __getattr__(self, name):  # ws.W, ws.dW, ws.h, ...
         try:
             return self.buffers[name]
@@ -1161,6 +1186,9 @@ def mlp_step(ws, x, target, int mode, lr=0.0, weight_decay=0.0, clip_norm=0.0, m
     cdef const void *pt = dt.ptr if kind == 0 else NULL
     if isinstance(ws, MLPWorkspace):
         cws = <MLPWorkspace>ws
+        cws.refuse_overlap(fn, "x", &dx)
+        if kind >= 0:
+            cws.refuse_overlap(fn, "target", &dt)
         with nogil:
             rc = fbp_mlp_step(&cws.m, N, dx.ptr, pl, pt, &opt, &out)
         return out.loss, out.grad_norm, out.ncorrect
@@ -1210,6 +1238,8 @@ def mlp_epoch(MLPWorkspace ws, X, target, order, Py_ssize_t batch_size, lr, weig
         raise ValueError(f"{fn}: target is on {_where(dt.device)}, the model on the host")
     cdef const int64_t *pl = <int64_t *>dt.ptr if kind == 1 else NULL
     cdef const void *pt = dt.ptr if kind == 0 else NULL
+    ws.refuse_overlap(fn, "X", &dX)
+    ws.refuse_overlap(fn, "target", &dt)
     cdef Py_ssize_t B = batch_size
     with nogil:
         fbp_mlp_epoch(&ws.m, n, dX.ptr, pl, pt, <int64_t *>do.ptr, B, &opt, &out)

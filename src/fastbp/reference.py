@@ -198,12 +198,16 @@ def softmax_cross_entropy(logits, target):
     shifted = z - z.max(axis=1, keepdims=True)        # row max becomes 0
     expz = np.exp(shifted)
     sumexp = expz.sum(axis=1, keepdims=True)          # in [1, C]
-    lse_minus_z = np.log(sumexp) - shifted            # = lse_n - z_nc
 
+    # The loss is a Python float, accumulated in float64 as the kernels do: a
+    # float32 batch whose loss exceeds float32's range gives that loss, not inf.
+    z64 = z.astype(np.float64)
+    s64 = z64 - z64.max(axis=1, keepdims=True)
+    lse_minus_z = np.log(np.exp(s64).sum(axis=1, keepdims=True)) - s64   # lse_n - z_nc
     # Skip terms with t == 0 so that t * inf (from z = -inf) never gives nan.
-    terms = t * np.where(t != 0, lse_minus_z, z.dtype.type(0))
+    terms = t.astype(np.float64) * np.where(t != 0, lse_minus_z, 0.0)
     loss_n = terms.sum(axis=1)
-    loss = loss_n.sum() / z.dtype.type(N)
+    loss = loss_n.sum() / N
 
     softmax = expz / sumexp
     dlogits = (softmax - t) / z.dtype.type(N)
@@ -227,7 +231,9 @@ def mse_loss(pred, target):
         return float("nan"), np.zeros_like(y)
     diff = y - t
     n = y.dtype.type(N)
-    loss = y.dtype.type(0.5) * np.sum(diff * diff) / n
+    # accumulated in float64, as the kernels do (see softmax_cross_entropy)
+    d64 = diff.astype(np.float64)
+    loss = 0.5 * np.sum(d64 * d64) / N
     return float(loss), diff / n
 
 
