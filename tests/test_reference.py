@@ -12,29 +12,10 @@ import pytest
 
 from fastbp import reference as ref
 
-ACTS = [None, "relu", "sigmoid", "tanh"]
+from conftest import ACTS, NUMGRAD_TOL, dense_inputs, rel_err
+
 # (N, I, O): 1x1, batch 1, primes, a single output.
 DENSE_SHAPES = [(1, 1, 1), (1, 4, 3), (7, 5, 3), (3, 2, 1), (2, 1, 5)]
-TOL = 1e-7
-
-
-def rel_err(a, b):
-    """Relative error of a w.r.t. b, on the whole array."""
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    assert a.shape == b.shape, (a.shape, b.shape)
-    return np.linalg.norm(a - b) / max(np.linalg.norm(a) + np.linalg.norm(b), 1e-12)
-
-
-def dense_inputs(rng, N, I, O, activation, dtype=np.float64):
-    """Random x, W, b with every pre-activation at least 1e-3 from the ReLU kink."""
-    for _ in range(1000):
-        x = rng.standard_normal((N, I)).astype(dtype)
-        W = rng.standard_normal((I, O)).astype(dtype)
-        b = rng.standard_normal(O).astype(dtype)
-        if activation != "relu" or np.abs(x @ W + b).min() >= 1e-3:
-            return x, W, b
-    raise AssertionError("could not draw inputs away from the ReLU kink")
 
 
 # ---------------------------------------------------------------------------
@@ -73,7 +54,7 @@ def test_activation_backward_matches_numerical(activation, shape):
     G = rng.standard_normal(shape)
     num = ref.numerical_gradient(lambda: np.sum(G * fwd(x)), x)
     ana = bwd(G, fwd(x))
-    assert rel_err(ana, num) < TOL
+    assert rel_err(ana, num) < NUMGRAD_TOL
 
 
 def test_activation_forward_values():
@@ -151,9 +132,9 @@ def test_dense_backward_matches_numerical(activation, N, I, O):
     y = ref.dense_forward(x, W, b, activation)
     dx, dW, db = ref.dense_backward(G, x, W, y, activation)
     assert dx.shape == (N, I) and dW.shape == (I, O) and db.shape == (O,)
-    assert rel_err(dx, ref.numerical_gradient(loss, x)) < TOL
-    assert rel_err(dW, ref.numerical_gradient(loss, W)) < TOL
-    assert rel_err(db, ref.numerical_gradient(loss, b)) < TOL
+    assert rel_err(dx, ref.numerical_gradient(loss, x)) < NUMGRAD_TOL
+    assert rel_err(dW, ref.numerical_gradient(loss, W)) < NUMGRAD_TOL
+    assert rel_err(db, ref.numerical_gradient(loss, b)) < NUMGRAD_TOL
 
 
 def test_dense_unknown_activation():
@@ -184,7 +165,7 @@ def test_softmax_ce_labels_matches_numerical(label_dtype, N, C):
         np.testing.assert_array_equal(dz, 0.0)
         np.testing.assert_allclose(num, 0.0, atol=1e-12)
     else:
-        assert rel_err(dz, num) < TOL
+        assert rel_err(dz, num) < NUMGRAD_TOL
 
 
 @pytest.mark.parametrize("N,C", [(1, 2), (7, 3), (4, 6)])
@@ -197,7 +178,7 @@ def test_softmax_ce_probabilities_matches_numerical(N, C):
     logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
     assert loss == pytest.approx(-np.mean(np.sum(t * logp, axis=1)), rel=1e-12)
     num = ref.numerical_gradient(lambda: ref.softmax_cross_entropy(z, t)[0], z)
-    assert rel_err(dz, num) < TOL
+    assert rel_err(dz, num) < NUMGRAD_TOL
 
 
 def test_softmax_ce_labels_equal_one_hot():
@@ -263,7 +244,7 @@ def test_mse_loss_matches_numerical(shape):
     assert isinstance(loss, float)
     assert loss == pytest.approx(0.5 * np.sum((y - t) ** 2) / shape[0], rel=1e-14)
     num = ref.numerical_gradient(lambda: ref.mse_loss(y, t)[0], y)
-    assert rel_err(dy, num) < TOL
+    assert rel_err(dy, num) < NUMGRAD_TOL
 
 
 # ---------------------------------------------------------------------------

@@ -1,27 +1,14 @@
 """Bad inputs raise ValueError/TypeError naming what was expected and given."""
 
-import re
-
 import numpy as np
 import pytest
 
 import fastbp
 from fastbp import reference as ref
 
-from conftest import DTYPES, assert_close
+from conftest import DTYPES, assert_close, dense_inputs, raises
 
 f32, f64 = np.float32, np.float64
-
-
-def _dense(rng, N=4, I=3, O=2, dtype=f64):
-    x = rng.standard_normal((N, I)).astype(dtype)
-    W = rng.standard_normal((I, O)).astype(dtype)
-    b = rng.standard_normal(O).astype(dtype)
-    return x, W, b
-
-
-def raises(exc, fragment):
-    return pytest.raises(exc, match=re.escape(fragment))
 
 
 # ---------------------------------------------------------------------------
@@ -29,14 +16,14 @@ def raises(exc, fragment):
 # ---------------------------------------------------------------------------
 
 def test_forward_inner_dim_mismatch(rng):
-    x, _, b = _dense(rng)
+    x, _, b = dense_inputs(rng)
     W = np.ones((5, 2))
     with raises(ValueError, "3 (dim 1) != 5 (dim 0)"):
         fastbp.dense_forward(x, W, b)
 
 
 def test_forward_wrong_ndim(rng):
-    x, W, b = _dense(rng)
+    x, W, b = dense_inputs(rng)
     with raises(ValueError, "x must be 2-D, got 1-D array of shape (3,)"):
         fastbp.dense_forward(np.ones(3), W, b)
     with raises(ValueError, "W must be 2-D, got 3-D array of shape (3, 2, 1)"):
@@ -46,20 +33,20 @@ def test_forward_wrong_ndim(rng):
 
 
 def test_forward_int_x(rng):
-    _, W, b = _dense(rng)
+    _, W, b = dense_inputs(rng)
     with raises(TypeError, "x must be a float32 or float64 array, got dtype int64"):
         fastbp.dense_forward(np.ones((4, 3), np.int64), W, b)
 
 
 @pytest.mark.parametrize("bad", [np.float16, np.complex128, np.bool_, object])
 def test_forward_other_bad_dtypes(rng, bad):
-    _, W, b = _dense(rng)
+    _, W, b = dense_inputs(rng)
     with raises(TypeError, "x must be a float32 or float64 array, got dtype"):
         fastbp.dense_forward(np.ones((4, 3), dtype=bad), W, b)
 
 
 def test_forward_mixed_dtypes(rng):
-    x, W, b = _dense(rng)
+    x, W, b = dense_inputs(rng)
     with raises(TypeError, "W has dtype float32 but the inputs are float64"):
         fastbp.dense_forward(x, W.astype(f32), b)
     with raises(TypeError, "b has dtype float64 but the inputs are float32"):
@@ -67,20 +54,20 @@ def test_forward_mixed_dtypes(rng):
 
 
 def test_forward_bias_wrong_length(rng):
-    x, W, _ = _dense(rng)
+    x, W, _ = dense_inputs(rng)
     with raises(ValueError, "b must have shape (2,) to match W (3, 2), got (3,)"):
         fastbp.dense_forward(x, W, np.ones(3))
 
 
 @pytest.mark.parametrize("act", ["gelu", "ReLU", 1, ["relu"]])
 def test_forward_unknown_activation(rng, act):
-    x, W, b = _dense(rng)
+    x, W, b = dense_inputs(rng)
     with raises(ValueError, f"unknown activation {act!r}"):
         fastbp.dense_forward(x, W, b, act)
 
 
 def test_forward_bad_out(rng):
-    x, W, b = _dense(rng)
+    x, W, b = dense_inputs(rng)
     with raises(ValueError, "out must have shape (4, 2), got (2, 4)"):
         fastbp.dense_forward(x, W, b, out=np.empty((2, 4)))
     with raises(TypeError, "out must have dtype float64, got float32"):
@@ -115,26 +102,26 @@ def test_forward_out_overlaps_input(rng):
 # ---------------------------------------------------------------------------
 
 def test_backward_wrong_dy_shape(rng):
-    x, W, _ = _dense(rng)
+    x, W, _ = dense_inputs(rng)
     with raises(ValueError, "dy must have shape (4, 2) (x rows, W columns), got (4, 3)"):
         fastbp.dense_backward(np.ones((4, 3)), x, W)
 
 
 def test_backward_missing_y(rng):
-    x, W, _ = _dense(rng)
+    x, W, _ = dense_inputs(rng)
     with raises(ValueError, "y (the forward output) is required with activation 'relu'"):
         fastbp.dense_backward(np.ones((4, 2)), x, W, None, "relu")
 
 
 def test_backward_wrong_y_shape(rng):
-    x, W, _ = _dense(rng)
+    x, W, _ = dense_inputs(rng)
     with raises(ValueError, "y must have the shape of dy (4, 2), got (2, 4)"):
         fastbp.dense_backward(np.ones((4, 2)), x, W, np.ones((2, 4)), "tanh")
 
 
 @pytest.mark.parametrize("given", ["none", "dW", "db"])
 def test_backward_accumulate_needs_buffers(rng, given):
-    x, W, _ = _dense(rng)
+    x, W, _ = dense_inputs(rng)
     kw = {}
     if given == "dW":
         kw["dW"] = np.zeros((3, 2))
@@ -145,7 +132,7 @@ def test_backward_accumulate_needs_buffers(rng, given):
 
 
 def test_backward_dz_partially_overlapping_dy(rng):
-    x, W, _ = _dense(rng)
+    x, W, _ = dense_inputs(rng)
     buf = rng.standard_normal((5, 2))
     dy, dz = buf[:4], buf[1:]
     y = np.tanh(rng.standard_normal((4, 2)))
@@ -154,7 +141,7 @@ def test_backward_dz_partially_overlapping_dy(rng):
 
 
 def test_backward_buffer_wrong_shape_and_dtype(rng):
-    x, W, _ = _dense(rng)
+    x, W, _ = dense_inputs(rng)
     dy = np.ones((4, 2))
     with raises(ValueError, "dW must have shape (3, 2), got (2, 3)"):
         fastbp.dense_backward(dy, x, W, dW=np.zeros((2, 3)))
@@ -167,7 +154,7 @@ def test_backward_buffer_wrong_shape_and_dtype(rng):
 
 
 def test_backward_output_overlaps_input(rng):
-    x, W, _ = _dense(rng, O=3)
+    x, W, _ = dense_inputs(rng, O=3)
     dy = rng.standard_normal((4, 3))
     with raises(ValueError, "dW overlaps W"):
         fastbp.dense_backward(dy, x, W, dW=W)
@@ -176,7 +163,7 @@ def test_backward_output_overlaps_input(rng):
 
 
 def test_backward_mixed_dtypes(rng):
-    x, W, _ = _dense(rng)
+    x, W, _ = dense_inputs(rng)
     with raises(TypeError, "x has dtype float32 but the inputs are float64"):
         fastbp.dense_backward(np.ones((4, 2)), x.astype(f32), W)
 
@@ -400,7 +387,7 @@ def test_python_lists_of_ints_rejected():
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_big_endian_inputs(rng, dtype):
     be = np.dtype(dtype).newbyteorder(">")
-    x, W, b = _dense(rng, 6, 5, 4, dtype)
+    x, W, b = dense_inputs(rng, 6, 5, 4, dtype=dtype)
     dy = rng.standard_normal((6, 4)).astype(dtype)
     y = fastbp.dense_forward(x.astype(be), W.astype(be), b.astype(be), "sigmoid")
     assert y.dtype == np.dtype(dtype) and y.dtype.isnative
