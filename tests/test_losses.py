@@ -8,7 +8,7 @@ import pytest
 import fastbp
 from fastbp import reference as ref
 
-from conftest import DTYPES, assert_close, assert_loss_close
+from conftest import DTYPES, assert_close, assert_loss_close, raises
 
 LABEL_DTYPES = [np.int8, np.uint8, np.int32, np.int64, np.uint64]
 # (N, C); the last one is large enough for the kernel to go parallel.
@@ -253,3 +253,93 @@ def test_mse_empty_and_nan(rng, dtype):
     loss, dy = fastbp.mse_loss(y, np.zeros(3, dtype))
     assert math.isnan(loss)
     np.testing.assert_array_equal(np.isnan(dy), [False, True, False])
+
+
+# ---- input checks ----
+# Bad inputs raise ValueError/TypeError naming what was expected and given.
+
+# softmax_cross_entropy
+
+@pytest.mark.parametrize("dtype", [np.int64, np.uint8, np.uint64])
+def test_xent_label_too_large(rng, dtype):
+    z = rng.standard_normal((3, 4))
+    with raises(ValueError, "labels must be in [0, 4), got values in [0, 4]"):
+        fastbp.softmax_cross_entropy(z, np.array([0, 4, 1], dtype))
+
+
+def test_xent_negative_label(rng):
+    z = rng.standard_normal((3, 4))
+    with raises(ValueError, "labels must be in [0, 4), got values in [-1, 2]"):
+        fastbp.softmax_cross_entropy(z, np.array([0, -1, 2], np.int8))
+
+
+def test_xent_float_labels(rng):
+    z = rng.standard_normal((3, 4))
+    with raises(TypeError, "1-D targets must be integer class labels, got dtype float64"):
+        fastbp.softmax_cross_entropy(z, np.array([0.0, 1.0, 2.0]))
+
+
+def test_xent_bool_labels(rng):
+    z = rng.standard_normal((3, 4))
+    with raises(TypeError, "1-D targets must be integer class labels, got dtype bool"):
+        fastbp.softmax_cross_entropy(z, np.array([True, False, True]))
+
+
+def test_xent_wrong_label_count(rng):
+    z = rng.standard_normal((3, 4))
+    with raises(ValueError, "got 2 labels for 3 rows of logits"):
+        fastbp.softmax_cross_entropy(z, np.array([0, 1]))
+
+
+def test_xent_3d_target(rng):
+    z = rng.standard_normal((3, 4))
+    with raises(ValueError, "got 3-D array of shape (3, 4, 1)"):
+        fastbp.softmax_cross_entropy(z, np.ones((3, 4, 1)))
+    with raises(ValueError, "got 0-D array of shape ()"):
+        fastbp.softmax_cross_entropy(z, np.int64(1))
+
+
+def test_xent_prob_target_wrong_shape_or_dtype(rng):
+    z = rng.standard_normal((3, 4))
+    with raises(ValueError, "probability targets must have the logits' shape (3, 4), got (3, 5)"):
+        fastbp.softmax_cross_entropy(z, np.full((3, 5), 0.2))
+    with raises(TypeError, "target has dtype float32 but the inputs are float64"):
+        fastbp.softmax_cross_entropy(z, np.full((3, 4), 0.25, np.float32))
+    with raises(TypeError, "target must be a float32 or float64 array, got dtype int64"):
+        fastbp.softmax_cross_entropy(z, np.zeros((3, 4), np.int64))
+
+
+def test_xent_zero_classes():
+    with raises(ValueError, "logits must have at least one class, got shape (3, 0)"):
+        fastbp.softmax_cross_entropy(np.zeros((3, 0)), np.zeros(3, np.int64))
+
+
+def test_xent_logits_wrong_ndim():
+    with raises(ValueError, "logits must be 2-D, got 1-D"):
+        fastbp.softmax_cross_entropy(np.zeros(3), np.zeros(3, np.int64))
+
+
+def test_xent_bad_out(rng):
+    z = rng.standard_normal((3, 4))
+    with raises(ValueError, "out must have shape (3, 4), got (4, 3)"):
+        fastbp.softmax_cross_entropy(z, np.array([0, 1, 2]), out=np.empty((4, 3)))
+    t = np.full((3, 4), 0.25)
+    with raises(ValueError, "out overlaps target"):
+        fastbp.softmax_cross_entropy(z, t, out=t)
+
+
+# mse_loss
+
+def test_mse_shape_mismatch():
+    with raises(ValueError, "target must have the shape of pred (3, 2), got (2, 3)"):
+        fastbp.mse_loss(np.ones((3, 2)), np.ones((2, 3)))
+
+
+def test_mse_0d_pred():
+    with raises(ValueError, "pred must have a batch dimension, got a 0-D array"):
+        fastbp.mse_loss(np.float64(1.0), np.float64(1.0))
+
+
+def test_mse_mixed_dtypes():
+    with raises(TypeError, "target has dtype float32 but the inputs are float64"):
+        fastbp.mse_loss(np.ones(3), np.ones(3, np.float32))

@@ -8,7 +8,7 @@ import pytest
 import fastbp
 from fastbp import reference as ref
 
-from conftest import DTYPES, assert_close
+from conftest import DTYPES, assert_close, raises
 
 SIZES = [(1,), (7,), (33, 5), (4, 3, 2), (300_000,)]
 
@@ -181,3 +181,92 @@ def test_clip_global_norm_zero_max_norm(rng):
     fastbp.clip_by_global_norm(gs, 0.0)
     for g in gs:
         np.testing.assert_array_equal(g, 0)
+
+
+# ---- input checks ----
+# Bad inputs raise ValueError/TypeError naming what was expected and given.
+
+# sgd_update, clip_by_value, clip_by_global_norm
+
+def test_sgd_non_contiguous_param():
+    p = np.ones(10)[::2]
+    with raises(ValueError, "param must be C-contiguous, aligned and native-endian"):
+        fastbp.sgd_update(p, np.ones(5), 0.1)
+    np.testing.assert_array_equal(p, 1.0)
+
+
+def test_sgd_big_endian_param_rejected():
+    p = np.ones(4, ">f8")
+    with raises(ValueError, "param must be C-contiguous, aligned and native-endian"):
+        fastbp.sgd_update(p, np.ones(4), 0.1)
+
+
+def test_sgd_list_param():
+    with raises(TypeError, "param must be a numpy.ndarray (updated in place), got list"):
+        fastbp.sgd_update([1.0, 2.0], np.ones(2), 0.1)
+
+
+def test_sgd_shape_mismatch():
+    with raises(ValueError, "grad must have the shape of param (4,), got (2, 2)"):
+        fastbp.sgd_update(np.ones(4), np.ones((2, 2)), 0.1)
+
+
+def test_sgd_grad_dtype_mismatch():
+    with raises(TypeError, "grad has dtype float64 but the inputs are float32"):
+        fastbp.sgd_update(np.ones(4, np.float32), np.ones(4), 0.1)
+
+
+@pytest.mark.parametrize("lr, tname", [("0.1", "str"), (None, "NoneType"), (True, "bool"),
+                                       (np.ones(1), "ndarray")])
+def test_sgd_lr_not_real(lr, tname):
+    p = np.ones(3)
+    with raises(TypeError, f"lr must be a real number, got {tname}"):
+        fastbp.sgd_update(p, np.ones(3), lr)
+    np.testing.assert_array_equal(p, 1.0)
+
+
+def test_sgd_read_only_param_and_overlap():
+    p = np.ones(4)
+    p.flags.writeable = False
+    with raises(ValueError, "param is read-only"):
+        fastbp.sgd_update(p, np.ones(4), 0.1)
+    q = np.ones(8)
+    with raises(ValueError, "param overlaps grad"):
+        fastbp.sgd_update(q[:6], q[2:], 0.1)
+
+
+def test_clip_value_negative_limit():
+    with raises(ValueError, "limit must be >= 0, got -1.0"):
+        fastbp.clip_by_value([np.ones(3)], -1.0)
+    with raises(ValueError, "limit must be >= 0, got nan"):
+        fastbp.clip_by_value([np.ones(3)], float("nan"))
+
+
+def test_clip_value_non_array_grads():
+    with raises(TypeError, "grads[1] must be a numpy.ndarray (clipped in place), got list"):
+        fastbp.clip_by_value([np.ones(3), [1.0, 2.0]], 1.0)
+    with raises(TypeError, "grads must be a list of arrays, got float"):
+        fastbp.clip_by_value(1.5, 1.0)
+
+
+def test_clip_value_int_arrays():
+    with raises(TypeError, "grads[0] must be float32 or float64, got dtype int64"):
+        fastbp.clip_by_value([np.ones(3, np.int64)], 1.0)
+
+
+def test_clip_value_non_contiguous_grad_not_partially_clipped():
+    a = np.full(4, 5.0)
+    b = np.full(10, 5.0)[::2]
+    with raises(ValueError, "grads[1] must be C-contiguous"):
+        fastbp.clip_by_value([a, b], 1.0)
+    # validation happens before any clipping
+    np.testing.assert_array_equal(a, 5.0)
+
+
+def test_clip_global_norm_negative_max_norm():
+    g = np.full(3, 5.0)
+    with raises(ValueError, "max_norm must be >= 0, got -0.5"):
+        fastbp.clip_by_global_norm([g], -0.5)
+    with raises(TypeError, "max_norm must be a real number, got str"):
+        fastbp.clip_by_global_norm([g], "1")
+    np.testing.assert_array_equal(g, 5.0)
