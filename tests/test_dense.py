@@ -1,13 +1,15 @@
 """fastbp.dense_forward / dense_backward against fastbp.reference."""
 
+import math
+
 import numpy as np
 import pytest
 
 import fastbp
 from fastbp import reference as ref
 
-from conftest import (ACTS, ALL_SHAPES, DTYPES, assert_close, dense_data, dense_inputs,
-                      raises, shape_id)
+from conftest import (ACTS, ALL_SHAPES, DTYPES, NUMGRAD_TOL, assert_close, dense_data,
+                      dense_inputs, raises, rel_err, shape_id)
 
 
 # ---------------------------------------------------------------------------
@@ -413,3 +415,49 @@ def test_backward_mixed_dtypes(rng):
     x, W, _ = dense_inputs(rng)
     with raises(TypeError, "x has dtype float32 but the inputs are float64"):
         fastbp.dense_backward(np.ones((4, 2)), x.astype(np.float32), W)
+
+
+# ---- the NumPy twin (fastbp.reference) ----
+# Against numerical gradients (ref.numerical_gradient, float64) and known values.
+
+# (N, I, O): 1x1, batch 1, primes, a single output.
+TWIN_SHAPES = [(1, 1, 1), (1, 4, 3), (7, 5, 3), (3, 2, 1), (2, 1, 5)]
+
+
+@pytest.mark.parametrize("activation", ACTS)
+def test_dense_forward_explicit_loops(activation):
+    rng = np.random.default_rng(2)
+    x, W, b = dense_inputs(rng, 3, 4, 2, activation)
+    fwd = {None: lambda v: v, "relu": lambda v: max(v, 0.0),
+           "sigmoid": lambda v: 1 / (1 + math.exp(-v)), "tanh": math.tanh}[activation]
+    y = ref.dense_forward(x, W, b, activation)
+    for n in range(3):
+        for o in range(2):
+            z = b[o] + sum(x[n, i] * W[i, o] for i in range(4))
+            assert y[n, o] == pytest.approx(fwd(z), rel=1e-12, abs=1e-14)
+    np.testing.assert_allclose(ref.dense_forward(x, W, None, activation),
+                               ref.ACTIVATIONS[activation][0](x @ W), rtol=1e-14)
+
+
+@pytest.mark.parametrize("activation", ACTS)
+@pytest.mark.parametrize("N,I,O", TWIN_SHAPES)
+def test_dense_backward_matches_numerical(activation, N, I, O):
+    rng = np.random.default_rng(100 * N + 10 * I + O)
+    x, W, b = dense_inputs(rng, N, I, O, activation)
+    G = rng.standard_normal((N, O))
+
+    def loss():
+        return np.sum(G * ref.dense_forward(x, W, b, activation))
+
+    y = ref.dense_forward(x, W, b, activation)
+    dx, dW, db = ref.dense_backward(G, x, W, y, activation)
+    assert dx.shape == (N, I) and dW.shape == (I, O) and db.shape == (O,)
+    assert rel_err(dx, ref.numerical_gradient(loss, x)) < NUMGRAD_TOL
+    assert rel_err(dW, ref.numerical_gradient(loss, W)) < NUMGRAD_TOL
+    assert rel_err(db, ref.numerical_gradient(loss, b)) < NUMGRAD_TOL
+
+
+def test_dense_unknown_activation():
+    x = np.ones((2, 2))
+    with pytest.raises(ValueError):
+        ref.dense_forward(x, x, None, "gelu")
