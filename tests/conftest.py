@@ -4,6 +4,8 @@ The compiled kernels (fastbp._core) are compared against fastbp.reference,
 the pure-NumPy ground truth.
 """
 
+import re
+
 import numpy as np
 import pytest
 
@@ -24,6 +26,10 @@ SHAPES = [
     (300, 4, 2),     # tall
     (64, 64, 64),
 ]
+# rel_err of an analytic gradient against fastbp.reference.numerical_gradient
+# (float64 central differences).
+NUMGRAD_TOL = 1e-7
+
 # N * O = 153600 >= 2 * 65536 (FBP_PAR_MIN): the elementwise epilogues and the
 # bias-gradient reduction go multi-threaded; O > 256 gives two column blocks.
 BIG_SHAPE = (512, 64, 300)
@@ -75,6 +81,31 @@ def dense_data(rng, N, I, O, dtype, activation=None):
     dy = rng.standard_normal((N, O)).astype(dtype)
     y = np.asarray(ref.dense_forward(x, W, b, activation), dtype=dtype)
     return x, W, b, dy, y
+
+
+def raises(exc, fragment):
+    """pytest.raises(exc) whose message contains fragment literally."""
+    return pytest.raises(exc, match=re.escape(fragment))
+
+
+def rel_err(a, b):
+    """Relative error of a w.r.t. b, on the whole array."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    assert a.shape == b.shape, (a.shape, b.shape)
+    return np.linalg.norm(a - b) / max(np.linalg.norm(a) + np.linalg.norm(b), 1e-12)
+
+
+def dense_inputs(rng, N=4, I=3, O=2, activation=None, dtype=np.float64):
+    """Random x (N, I), W (I, O), b (O,), all standard normal; with
+    activation="relu", every pre-activation at least 1e-3 from the ReLU kink."""
+    for _ in range(1000):
+        x = rng.standard_normal((N, I)).astype(dtype)
+        W = rng.standard_normal((I, O)).astype(dtype)
+        b = rng.standard_normal(O).astype(dtype)
+        if activation != "relu" or np.abs(x @ W + b).min() >= 1e-3:
+            return x, W, b
+    raise AssertionError("could not draw inputs away from the ReLU kink")
 
 
 @pytest.fixture

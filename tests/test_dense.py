@@ -1,12 +1,15 @@
 """fastbp.dense_forward / dense_backward against fastbp.reference."""
 
+import math
+
 import numpy as np
 import pytest
 
 import fastbp
 from fastbp import reference as ref
 
-from conftest import ACTS, ALL_SHAPES, DTYPES, assert_close, dense_data, shape_id
+from conftest import (ACTS, ALL_SHAPES, DTYPES, NUMGRAD_TOL, assert_close, dense_data,
+                      dense_inputs, raises, rel_err, shape_id)
 
 
 # ---------------------------------------------------------------------------
@@ -256,3 +259,205 @@ def test_zero_width_layers(rng, dtype, activation):
     dx, dW, db = fastbp.dense_backward(dy, x, W, y, activation)
     assert dx.shape == (4, 0) and dW.shape == (0, 3)
     assert_close(db, ref.dense_backward(dy, x, W, y, activation)[2], dtype)
+
+
+# ---- input checks ----
+# Bad inputs raise ValueError/TypeError naming what was expected and given.
+
+# dense_forward
+
+def test_forward_inner_dim_mismatch(rng):
+    x, _, b = dense_inputs(rng)
+    W = np.ones((5, 2))
+    with raises(ValueError, "3 (dim 1) != 5 (dim 0)"):
+        fastbp.dense_forward(x, W, b)
+
+
+def test_forward_wrong_ndim(rng):
+    x, W, b = dense_inputs(rng)
+    with raises(ValueError, "x must be 2-D, got 1-D array of shape (3,)"):
+        fastbp.dense_forward(np.ones(3), W, b)
+    with raises(ValueError, "W must be 2-D, got 3-D array of shape (3, 2, 1)"):
+        fastbp.dense_forward(x, np.ones((3, 2, 1)), b)
+    with raises(ValueError, "b must be 1-D, got 2-D"):
+        fastbp.dense_forward(x, W, b[None])
+
+
+def test_forward_int_x(rng):
+    _, W, b = dense_inputs(rng)
+    with raises(TypeError, "x must be a float32 or float64 array, got dtype int64"):
+        fastbp.dense_forward(np.ones((4, 3), np.int64), W, b)
+
+
+@pytest.mark.parametrize("bad", [np.float16, np.complex128, np.bool_, object])
+def test_forward_other_bad_dtypes(rng, bad):
+    _, W, b = dense_inputs(rng)
+    with raises(TypeError, "x must be a float32 or float64 array, got dtype"):
+        fastbp.dense_forward(np.ones((4, 3), dtype=bad), W, b)
+
+
+def test_forward_mixed_dtypes(rng):
+    x, W, b = dense_inputs(rng)
+    with raises(TypeError, "W has dtype float32 but the inputs are float64"):
+        fastbp.dense_forward(x, W.astype(np.float32), b)
+    with raises(TypeError, "b has dtype float64 but the inputs are float32"):
+        fastbp.dense_forward(x.astype(np.float32), W.astype(np.float32), b)
+
+
+def test_forward_bias_wrong_length(rng):
+    x, W, _ = dense_inputs(rng)
+    with raises(ValueError, "b must have shape (2,) to match W (3, 2), got (3,)"):
+        fastbp.dense_forward(x, W, np.ones(3))
+
+
+@pytest.mark.parametrize("act", ["gelu", "ReLU", 1, ["relu"]])
+def test_forward_unknown_activation(rng, act):
+    x, W, b = dense_inputs(rng)
+    with raises(ValueError, f"unknown activation {act!r}"):
+        fastbp.dense_forward(x, W, b, act)
+
+
+def test_forward_bad_out(rng):
+    x, W, b = dense_inputs(rng)
+    with raises(ValueError, "out must have shape (4, 2), got (2, 4)"):
+        fastbp.dense_forward(x, W, b, out=np.empty((2, 4)))
+    with raises(TypeError, "out must have dtype float64, got float32"):
+        fastbp.dense_forward(x, W, b, out=np.empty((4, 2), np.float32))
+    with raises(ValueError, "out must be C-contiguous"):
+        fastbp.dense_forward(x, W, b, out=np.empty((4, 4))[:, ::2])
+    with raises(ValueError, "out must be C-contiguous"):
+        fastbp.dense_forward(x, W, b, out=np.asfortranarray(np.empty((4, 2))))
+    ro = np.empty((4, 2))
+    ro.flags.writeable = False
+    with raises(ValueError, "out is read-only"):
+        fastbp.dense_forward(x, W, b, out=ro)
+    with raises(TypeError, "out must be a numpy.ndarray, got list"):
+        fastbp.dense_forward(x, W, b, out=[[0.0] * 2] * 4)
+
+
+def test_forward_out_overlaps_input(rng):
+    buf = rng.standard_normal((4, 3))
+    W = rng.standard_normal((3, 3))
+    with raises(ValueError, "out overlaps x"):
+        fastbp.dense_forward(buf, W, None, out=buf)
+    big = rng.standard_normal(20)
+    x = big[:12].reshape(4, 3)
+    with raises(ValueError, "out overlaps x"):
+        fastbp.dense_forward(x, W, None, out=big[6:18].reshape(4, 3))
+    with raises(ValueError, "out overlaps W"):
+        fastbp.dense_forward(rng.standard_normal((3, 3)), W, None, out=W)
+
+
+# dense_backward
+
+def test_backward_wrong_dy_shape(rng):
+    x, W, _ = dense_inputs(rng)
+    with raises(ValueError, "dy must have shape (4, 2) (x rows, W columns), got (4, 3)"):
+        fastbp.dense_backward(np.ones((4, 3)), x, W)
+
+
+def test_backward_missing_y(rng):
+    x, W, _ = dense_inputs(rng)
+    with raises(ValueError, "y (the forward output) is required with activation 'relu'"):
+        fastbp.dense_backward(np.ones((4, 2)), x, W, None, "relu")
+
+
+def test_backward_wrong_y_shape(rng):
+    x, W, _ = dense_inputs(rng)
+    with raises(ValueError, "y must have the shape of dy (4, 2), got (2, 4)"):
+        fastbp.dense_backward(np.ones((4, 2)), x, W, np.ones((2, 4)), "tanh")
+
+
+@pytest.mark.parametrize("given", ["none", "dW", "db"])
+def test_backward_accumulate_needs_buffers(rng, given):
+    x, W, _ = dense_inputs(rng)
+    kw = {}
+    if given == "dW":
+        kw["dW"] = np.zeros((3, 2))
+    if given == "db":
+        kw["db"] = np.zeros(2)
+    with raises(ValueError, "accumulate=True needs the dW and db buffers"):
+        fastbp.dense_backward(np.ones((4, 2)), x, W, accumulate=True, **kw)
+
+
+def test_backward_dz_partially_overlapping_dy(rng):
+    x, W, _ = dense_inputs(rng)
+    buf = rng.standard_normal((5, 2))
+    dy, dz = buf[:4], buf[1:]
+    y = np.tanh(rng.standard_normal((4, 2)))
+    with raises(ValueError, "dz overlaps dy"):
+        fastbp.dense_backward(dy, x, W, y, "tanh", dz=dz)
+
+
+def test_backward_buffer_wrong_shape_and_dtype(rng):
+    x, W, _ = dense_inputs(rng)
+    dy = np.ones((4, 2))
+    with raises(ValueError, "dW must have shape (3, 2), got (2, 3)"):
+        fastbp.dense_backward(dy, x, W, dW=np.zeros((2, 3)))
+    with raises(TypeError, "db must have dtype float64, got float32"):
+        fastbp.dense_backward(dy, x, W, db=np.zeros(2, np.float32))
+    with raises(ValueError, "dx must have shape (4, 3), got (3, 4)"):
+        fastbp.dense_backward(dy, x, W, dx=np.zeros((3, 4)))
+    with raises(ValueError, "dx given with need_dx=False"):
+        fastbp.dense_backward(dy, x, W, dx=np.zeros((4, 3)), need_dx=False)
+
+
+def test_backward_output_overlaps_input(rng):
+    x, W, _ = dense_inputs(rng, O=3)
+    dy = rng.standard_normal((4, 3))
+    with raises(ValueError, "dW overlaps W"):
+        fastbp.dense_backward(dy, x, W, dW=W)
+    with raises(ValueError, "dx overlaps x"):
+        fastbp.dense_backward(dy, x, W, dx=x)
+
+
+def test_backward_mixed_dtypes(rng):
+    x, W, _ = dense_inputs(rng)
+    with raises(TypeError, "x has dtype float32 but the inputs are float64"):
+        fastbp.dense_backward(np.ones((4, 2)), x.astype(np.float32), W)
+
+
+# ---- the NumPy twin (fastbp.reference) ----
+# Against numerical gradients (ref.numerical_gradient, float64) and known values.
+
+# (N, I, O): 1x1, batch 1, primes, a single output.
+TWIN_SHAPES = [(1, 1, 1), (1, 4, 3), (7, 5, 3), (3, 2, 1), (2, 1, 5)]
+
+
+@pytest.mark.parametrize("activation", ACTS)
+def test_dense_forward_explicit_loops(activation):
+    rng = np.random.default_rng(2)
+    x, W, b = dense_inputs(rng, 3, 4, 2, activation)
+    fwd = {None: lambda v: v, "relu": lambda v: max(v, 0.0),
+           "sigmoid": lambda v: 1 / (1 + math.exp(-v)), "tanh": math.tanh}[activation]
+    y = ref.dense_forward(x, W, b, activation)
+    for n in range(3):
+        for o in range(2):
+            z = b[o] + sum(x[n, i] * W[i, o] for i in range(4))
+            assert y[n, o] == pytest.approx(fwd(z), rel=1e-12, abs=1e-14)
+    np.testing.assert_allclose(ref.dense_forward(x, W, None, activation),
+                               ref.ACTIVATIONS[activation][0](x @ W), rtol=1e-14)
+
+
+@pytest.mark.parametrize("activation", ACTS)
+@pytest.mark.parametrize("N,I,O", TWIN_SHAPES)
+def test_dense_backward_matches_numerical(activation, N, I, O):
+    rng = np.random.default_rng(100 * N + 10 * I + O)
+    x, W, b = dense_inputs(rng, N, I, O, activation)
+    G = rng.standard_normal((N, O))
+
+    def loss():
+        return np.sum(G * ref.dense_forward(x, W, b, activation))
+
+    y = ref.dense_forward(x, W, b, activation)
+    dx, dW, db = ref.dense_backward(G, x, W, y, activation)
+    assert dx.shape == (N, I) and dW.shape == (I, O) and db.shape == (O,)
+    assert rel_err(dx, ref.numerical_gradient(loss, x)) < NUMGRAD_TOL
+    assert rel_err(dW, ref.numerical_gradient(loss, W)) < NUMGRAD_TOL
+    assert rel_err(db, ref.numerical_gradient(loss, b)) < NUMGRAD_TOL
+
+
+def test_dense_unknown_activation():
+    x = np.ones((2, 2))
+    with pytest.raises(ValueError):
+        ref.dense_forward(x, x, None, "gelu")

@@ -1,6 +1,7 @@
 """softmax_cross_entropy and mse_loss against fastbp.reference."""
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ import pytest
 import fastbp
 from fastbp import reference as ref
 
-from conftest import DTYPES, assert_close, assert_loss_close
+from conftest import DTYPES, NUMGRAD_TOL, assert_close, assert_loss_close, raises, rel_err
 
 LABEL_DTYPES = [np.int8, np.uint8, np.int32, np.int64, np.uint64]
 # (N, C); the last one is large enough for the kernel to go parallel.
@@ -253,3 +254,196 @@ def test_mse_empty_and_nan(rng, dtype):
     loss, dy = fastbp.mse_loss(y, np.zeros(3, dtype))
     assert math.isnan(loss)
     np.testing.assert_array_equal(np.isnan(dy), [False, True, False])
+
+
+# ---- input checks ----
+# Bad inputs raise ValueError/TypeError naming what was expected and given.
+
+# softmax_cross_entropy
+
+@pytest.mark.parametrize("dtype", [np.int64, np.uint8, np.uint64])
+def test_xent_label_too_large(rng, dtype):
+    z = rng.standard_normal((3, 4))
+    with raises(ValueError, "labels must be in [0, 4), got values in [0, 4]"):
+        fastbp.softmax_cross_entropy(z, np.array([0, 4, 1], dtype))
+
+
+def test_xent_negative_label(rng):
+    z = rng.standard_normal((3, 4))
+    with raises(ValueError, "labels must be in [0, 4), got values in [-1, 2]"):
+        fastbp.softmax_cross_entropy(z, np.array([0, -1, 2], np.int8))
+
+
+def test_xent_float_labels(rng):
+    z = rng.standard_normal((3, 4))
+    with raises(TypeError, "1-D targets must be integer class labels, got dtype float64"):
+        fastbp.softmax_cross_entropy(z, np.array([0.0, 1.0, 2.0]))
+
+
+def test_xent_bool_labels(rng):
+    z = rng.standard_normal((3, 4))
+    with raises(TypeError, "1-D targets must be integer class labels, got dtype bool"):
+        fastbp.softmax_cross_entropy(z, np.array([True, False, True]))
+
+
+def test_xent_wrong_label_count(rng):
+    z = rng.standard_normal((3, 4))
+    with raises(ValueError, "got 2 labels for 3 rows of logits"):
+        fastbp.softmax_cross_entropy(z, np.array([0, 1]))
+
+
+def test_xent_3d_target(rng):
+    z = rng.standard_normal((3, 4))
+    with raises(ValueError, "got 3-D array of shape (3, 4, 1)"):
+        fastbp.softmax_cross_entropy(z, np.ones((3, 4, 1)))
+    with raises(ValueError, "got 0-D array of shape ()"):
+        fastbp.softmax_cross_entropy(z, np.int64(1))
+
+
+def test_xent_prob_target_wrong_shape_or_dtype(rng):
+    z = rng.standard_normal((3, 4))
+    with raises(ValueError, "probability targets must have the logits' shape (3, 4), got (3, 5)"):
+        fastbp.softmax_cross_entropy(z, np.full((3, 5), 0.2))
+    with raises(TypeError, "target has dtype float32 but the inputs are float64"):
+        fastbp.softmax_cross_entropy(z, np.full((3, 4), 0.25, np.float32))
+    with raises(TypeError, "target must be a float32 or float64 array, got dtype int64"):
+        fastbp.softmax_cross_entropy(z, np.zeros((3, 4), np.int64))
+
+
+def test_xent_zero_classes():
+    with raises(ValueError, "logits must have at least one class, got shape (3, 0)"):
+        fastbp.softmax_cross_entropy(np.zeros((3, 0)), np.zeros(3, np.int64))
+
+
+def test_xent_logits_wrong_ndim():
+    with raises(ValueError, "logits must be 2-D, got 1-D"):
+        fastbp.softmax_cross_entropy(np.zeros(3), np.zeros(3, np.int64))
+
+
+def test_xent_bad_out(rng):
+    z = rng.standard_normal((3, 4))
+    with raises(ValueError, "out must have shape (3, 4), got (4, 3)"):
+        fastbp.softmax_cross_entropy(z, np.array([0, 1, 2]), out=np.empty((4, 3)))
+    t = np.full((3, 4), 0.25)
+    with raises(ValueError, "out overlaps target"):
+        fastbp.softmax_cross_entropy(z, t, out=t)
+
+
+# mse_loss
+
+def test_mse_shape_mismatch():
+    with raises(ValueError, "target must have the shape of pred (3, 2), got (2, 3)"):
+        fastbp.mse_loss(np.ones((3, 2)), np.ones((2, 3)))
+
+
+def test_mse_0d_pred():
+    with raises(ValueError, "pred must have a batch dimension, got a 0-D array"):
+        fastbp.mse_loss(np.float64(1.0), np.float64(1.0))
+
+
+def test_mse_mixed_dtypes():
+    with raises(TypeError, "target has dtype float32 but the inputs are float64"):
+        fastbp.mse_loss(np.ones(3), np.ones(3, np.float32))
+
+
+# ---- the NumPy twin (fastbp.reference) ----
+# Against numerical gradients (ref.numerical_gradient, float64) and known values.
+
+@pytest.mark.parametrize("label_dtype", [np.int8, np.uint8, np.int32, np.int64])
+@pytest.mark.parametrize("N,C", [(1, 1), (1, 4), (7, 3), (5, 11)])
+def test_softmax_ce_labels_matches_numerical(label_dtype, N, C):
+    rng = np.random.default_rng(N * 31 + C)
+    z = rng.standard_normal((N, C)) * 3
+    labels = rng.integers(0, C, size=N).astype(label_dtype)
+    loss, dz = ref.softmax_cross_entropy(z, labels)
+    assert isinstance(loss, float)
+    # Naive formula, fine for moderate logits.
+    p = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    expected = -np.mean(np.log(p[np.arange(N), labels.astype(np.intp)]))
+    assert loss == pytest.approx(expected, rel=1e-12, abs=1e-15)
+    num = ref.numerical_gradient(lambda: ref.softmax_cross_entropy(z, labels)[0], z)
+    assert dz.shape == (N, C) and dz.dtype == np.float64
+    if C == 1:  # loss is identically 0
+        np.testing.assert_array_equal(dz, 0.0)
+        np.testing.assert_allclose(num, 0.0, atol=1e-12)
+    else:
+        assert rel_err(dz, num) < NUMGRAD_TOL
+
+
+@pytest.mark.parametrize("N,C", [(1, 2), (7, 3), (4, 6)])
+def test_softmax_ce_probabilities_matches_numerical(N, C):
+    rng = np.random.default_rng(7 * N + C)
+    z = rng.standard_normal((N, C)) * 2
+    t = rng.dirichlet(np.ones(C), size=N)
+    np.testing.assert_allclose(t.sum(axis=1), 1.0)
+    loss, dz = ref.softmax_cross_entropy(z, t)
+    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    assert loss == pytest.approx(-np.mean(np.sum(t * logp, axis=1)), rel=1e-12)
+    num = ref.numerical_gradient(lambda: ref.softmax_cross_entropy(z, t)[0], z)
+    assert rel_err(dz, num) < NUMGRAD_TOL
+
+
+def test_softmax_ce_labels_equal_one_hot():
+    rng = np.random.default_rng(3)
+    z = rng.standard_normal((6, 4))
+    labels = np.array([0, 3, 1, 1, 2, 0])
+    oh = ref.one_hot(labels, 4, np.float64)
+    np.testing.assert_array_equal(oh.argmax(axis=1), labels)
+    np.testing.assert_array_equal(oh.sum(axis=1), 1.0)
+    l1, g1 = ref.softmax_cross_entropy(z, labels)
+    l2, g2 = ref.softmax_cross_entropy(z, oh)
+    assert l1 == pytest.approx(l2, rel=1e-14)
+    np.testing.assert_allclose(g1, g2, rtol=1e-14, atol=1e-17)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_softmax_ce_large_logits(dtype):
+    rng = np.random.default_rng(4)
+    z = (rng.standard_normal((5, 7)) * 1e4).astype(dtype)
+    z[0] = [1e4, -1e4, 0, 0, 0, 0, 0]
+    labels = np.array([0, 1, 2, 3, 4])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loss, dz = ref.softmax_cross_entropy(z, labels)
+        loss_p, dz_p = ref.softmax_cross_entropy(z, ref.one_hot(labels, 7, dtype))
+    assert math.isfinite(loss) and math.isfinite(loss_p)
+    assert dz.dtype == dtype and np.all(np.isfinite(dz))
+    np.testing.assert_allclose(dz.sum(axis=1), 0.0, atol=1e-6)
+    # Exact per-row value: lse - z[label], with lse ~= row max for such gaps.
+    z64 = z.astype(np.float64)
+    expected = np.mean(z64.max(axis=1) - z64[np.arange(5), labels])
+    assert loss == pytest.approx(expected, rel=1e-6)
+    # Row 0 alone: correct label at the max gives loss 0, the other gives 2e4.
+    assert ref.softmax_cross_entropy(z[:1], np.array([0]))[0] == pytest.approx(0.0, abs=1e-6)
+    assert ref.softmax_cross_entropy(z[:1], np.array([1]))[0] == pytest.approx(2e4, rel=1e-6)
+
+
+def test_softmax_ce_neg_inf_logit_with_zero_target():
+    z = np.array([[0.0, -np.inf, 1.0]])
+    t = np.array([[0.5, 0.0, 0.5]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loss, dz = ref.softmax_cross_entropy(z, t)
+    assert math.isfinite(loss)
+    assert np.all(np.isfinite(dz)) and dz[0, 1] == 0.0
+    l2, _ = ref.softmax_cross_entropy(z[:, [0, 2]], t[:, [0, 2]])
+    assert loss == pytest.approx(l2, rel=1e-14)
+
+
+def test_softmax_ce_bad_labels():
+    with pytest.raises(ValueError):
+        ref.softmax_cross_entropy(np.zeros((2, 3)), np.array([0, 3]))
+    with pytest.raises(ValueError):
+        ref.softmax_cross_entropy(np.zeros((2, 3)), np.array([-1, 0]))
+
+
+@pytest.mark.parametrize("shape", [(1,), (1, 1), (4, 3), (7, 2)])
+def test_mse_loss_matches_numerical(shape):
+    rng = np.random.default_rng(5)
+    y = rng.standard_normal(shape)
+    t = rng.standard_normal(shape)
+    loss, dy = ref.mse_loss(y, t)
+    assert isinstance(loss, float)
+    assert loss == pytest.approx(0.5 * np.sum((y - t) ** 2) / shape[0], rel=1e-14)
+    num = ref.numerical_gradient(lambda: ref.mse_loss(y, t)[0], y)
+    assert rel_err(dy, num) < NUMGRAD_TOL

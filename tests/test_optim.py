@@ -1,6 +1,7 @@
 """sgd_update, clip_by_value, clip_by_global_norm, global_norm vs reference."""
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ import pytest
 import fastbp
 from fastbp import reference as ref
 
-from conftest import DTYPES, assert_close
+from conftest import DTYPES, assert_close, raises
 
 SIZES = [(1,), (7,), (33, 5), (4, 3, 2), (300_000,)]
 
@@ -181,3 +182,176 @@ def test_clip_global_norm_zero_max_norm(rng):
     fastbp.clip_by_global_norm(gs, 0.0)
     for g in gs:
         np.testing.assert_array_equal(g, 0)
+
+
+# ---- input checks ----
+# Bad inputs raise ValueError/TypeError naming what was expected and given.
+
+# sgd_update, clip_by_value, clip_by_global_norm
+
+def test_sgd_non_contiguous_param():
+    p = np.ones(10)[::2]
+    with raises(ValueError, "param must be C-contiguous, aligned and native-endian"):
+        fastbp.sgd_update(p, np.ones(5), 0.1)
+    np.testing.assert_array_equal(p, 1.0)
+
+
+def test_sgd_big_endian_param_rejected():
+    p = np.ones(4, ">f8")
+    with raises(ValueError, "param must be C-contiguous, aligned and native-endian"):
+        fastbp.sgd_update(p, np.ones(4), 0.1)
+
+
+def test_sgd_list_param():
+    with raises(TypeError, "param must be a numpy.ndarray (updated in place), got list"):
+        fastbp.sgd_update([1.0, 2.0], np.ones(2), 0.1)
+
+
+def test_sgd_shape_mismatch():
+    with raises(ValueError, "grad must have the shape of param (4,), got (2, 2)"):
+        fastbp.sgd_update(np.ones(4), np.ones((2, 2)), 0.1)
+
+
+def test_sgd_grad_dtype_mismatch():
+    with raises(TypeError, "grad has dtype float64 but the inputs are float32"):
+        fastbp.sgd_update(np.ones(4, np.float32), np.ones(4), 0.1)
+
+
+@pytest.mark.parametrize("lr, tname", [("0.1", "str"), (None, "NoneType"), (True, "bool"),
+                                       (np.ones(1), "ndarray")])
+def test_sgd_lr_not_real(lr, tname):
+    p = np.ones(3)
+    with raises(TypeError, f"lr must be a real number, got {tname}"):
+        fastbp.sgd_update(p, np.ones(3), lr)
+    np.testing.assert_array_equal(p, 1.0)
+
+
+def test_sgd_read_only_param_and_overlap():
+    p = np.ones(4)
+    p.flags.writeable = False
+    with raises(ValueError, "param is read-only"):
+        fastbp.sgd_update(p, np.ones(4), 0.1)
+    q = np.ones(8)
+    with raises(ValueError, "param overlaps grad"):
+        fastbp.sgd_update(q[:6], q[2:], 0.1)
+
+
+def test_clip_value_negative_limit():
+    with raises(ValueError, "limit must be >= 0, got -1.0"):
+        fastbp.clip_by_value([np.ones(3)], -1.0)
+    with raises(ValueError, "limit must be >= 0, got nan"):
+        fastbp.clip_by_value([np.ones(3)], float("nan"))
+
+
+def test_clip_value_non_array_grads():
+    with raises(TypeError, "grads[1] must be a numpy.ndarray (clipped in place), got list"):
+        fastbp.clip_by_value([np.ones(3), [1.0, 2.0]], 1.0)
+    with raises(TypeError, "grads must be a list of arrays, got float"):
+        fastbp.clip_by_value(1.5, 1.0)
+
+
+def test_clip_value_int_arrays():
+    with raises(TypeError, "grads[0] must be float32 or float64, got dtype int64"):
+        fastbp.clip_by_value([np.ones(3, np.int64)], 1.0)
+
+
+def test_clip_value_non_contiguous_grad_not_partially_clipped():
+    a = np.full(4, 5.0)
+    b = np.full(10, 5.0)[::2]
+    with raises(ValueError, "grads[1] must be C-contiguous"):
+        fastbp.clip_by_value([a, b], 1.0)
+    # validation happens before any clipping
+    np.testing.assert_array_equal(a, 5.0)
+
+
+def test_clip_global_norm_negative_max_norm():
+    g = np.full(3, 5.0)
+    with raises(ValueError, "max_norm must be >= 0, got -0.5"):
+        fastbp.clip_by_global_norm([g], -0.5)
+    with raises(TypeError, "max_norm must be a real number, got str"):
+        fastbp.clip_by_global_norm([g], "1")
+    np.testing.assert_array_equal(g, 5.0)
+
+
+# ---- the NumPy twin (fastbp.reference) ----
+# Against explicit formulas and edge cases.
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
+def test_sgd_update(dtype, weight_decay):
+    rng = np.random.default_rng(6)
+    p = rng.standard_normal((4, 3)).astype(dtype)
+    g = rng.standard_normal((4, 3)).astype(dtype)
+    p0 = p.copy()
+    out = ref.sgd_update(p, g, 0.05, weight_decay=weight_decay)
+    assert out is p and p.dtype == dtype
+    expected = p0.astype(np.float64) - 0.05 * (g + weight_decay * p0.astype(np.float64))
+    rtol = 1e-6 if dtype == np.float32 else 1e-15
+    np.testing.assert_allclose(p, expected, rtol=rtol)
+    assert not np.array_equal(p, p0)
+
+
+def test_sgd_weight_decay_uses_old_param():
+    p = np.array([2.0])
+    ref.sgd_update(p, np.array([0.0]), 0.5, weight_decay=1.0)
+    assert p[0] == 1.0  # 2 - 0.5 * (0 + 1 * 2)
+
+
+def test_clip_by_value():
+    a = np.array([-3.0, -0.5, 0.0, 0.5, 3.0, np.nan])
+    b = np.array([[10.0, -10.0]], dtype=np.float32)
+    a_id = a
+    assert ref.clip_by_value([a, b], 1.0) is None
+    assert a is a_id
+    np.testing.assert_array_equal(a, [-1.0, -0.5, 0.0, 0.5, 1.0, np.nan])
+    np.testing.assert_array_equal(b, [[1.0, -1.0]])
+    assert b.dtype == np.float32
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_clip_by_global_norm_scales(dtype):
+    rng = np.random.default_rng(8)
+    grads = [rng.standard_normal((5, 3)).astype(dtype), rng.standard_normal(3).astype(dtype)]
+    orig = [g.astype(np.float64) for g in grads]
+    expected_total = math.sqrt(sum(np.sum(g ** 2) for g in orig))
+    total = ref.clip_by_global_norm(grads, 1.0)
+    assert isinstance(total, float)
+    assert total == pytest.approx(expected_total, rel=1e-12)
+    assert total > 1.0
+    new_norm = math.sqrt(sum(np.sum(g.astype(np.float64) ** 2) for g in grads))
+    assert new_norm == pytest.approx(1.0, rel=1e-6)
+    rtol = 1e-6 if dtype == np.float32 else 1e-14
+    for g, g0 in zip(grads, orig):
+        assert g.dtype == dtype
+        np.testing.assert_allclose(g, g0 / expected_total, rtol=rtol)
+
+
+def test_clip_by_global_norm_leaves_small():
+    grads = [np.array([0.3, 0.4]), np.array([[0.0]])]
+    copies = [g.copy() for g in grads]
+    assert ref.clip_by_global_norm(grads, 1.0) == pytest.approx(0.5, rel=1e-15)
+    for g, c in zip(grads, copies):
+        np.testing.assert_array_equal(g, c)
+
+
+def test_clip_by_global_norm_float64_accumulation():
+    # 1e30**2 overflows float32 but not float64.
+    grads = [np.full(4, 1e30, dtype=np.float32)]
+    total = ref.clip_by_global_norm(grads, 1.0)
+    assert total == pytest.approx(2e30, rel=1e-6)
+    np.testing.assert_allclose(grads[0], 0.5, rtol=1e-6)
+
+
+@pytest.mark.parametrize("bad, expect_nan", [(np.inf, False), (-np.inf, False), (np.nan, True)])
+def test_clip_by_global_norm_non_finite(bad, expect_nan):
+    grads = [np.array([1.0, 2.0, bad]), np.array([100.0], dtype=np.float32)]
+    copies = [g.copy() for g in grads]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        total = ref.clip_by_global_norm(grads, 1.0)
+    if expect_nan:
+        assert math.isnan(total)
+    else:
+        assert total == math.inf
+    for g, c in zip(grads, copies):
+        np.testing.assert_array_equal(g, c)
