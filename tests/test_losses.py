@@ -447,3 +447,24 @@ def test_mse_loss_matches_numerical(shape):
     assert loss == pytest.approx(0.5 * np.sum((y - t) ** 2) / shape[0], rel=1e-14)
     num = ref.numerical_gradient(lambda: ref.mse_loss(y, t)[0], y)
     assert rel_err(dy, num) < NUMGRAD_TOL
+
+
+# ---- losses beyond float32's range ---------------------------------------------------------
+
+def test_float32_losses_beyond_float32_range_are_finite_and_agree():
+    """The loss is a Python float accumulated in float64 (kernel and reference
+    alike): float32 inputs whose loss exceeds 3.4e38 give that loss, not inf
+    (before, the kernel said 6.8e38 and the reference inf)."""
+    z = np.array([[-3e38, 3e38], [0.0, 1.0]], np.float32)
+    labels = np.array([0, 1])
+    loss, dz = fastbp.softmax_cross_entropy(z, labels)
+    rloss, rdz = ref.softmax_cross_entropy(z, labels)
+    assert np.isfinite(loss) and loss == pytest.approx(rloss, rel=1e-6)
+    assert loss == pytest.approx((6e38 + np.log1p(np.exp(-1.0))) / 2, rel=1e-6)
+    np.testing.assert_allclose(dz, rdz, rtol=1e-6, atol=1e-7)
+    y = np.full((2, 3), 1e20, np.float32)
+    t = -y
+    loss, _ = fastbp.mse_loss(y, t)
+    rloss, _ = ref.mse_loss(y, t)
+    assert np.isfinite(loss) and loss == pytest.approx(rloss, rel=1e-6)
+    assert loss == pytest.approx(0.5 * 6 * (2e20) ** 2 / 2, rel=1e-6)

@@ -195,7 +195,8 @@ def softmax_cross_entropy(logits, target):
     if N == 0:
         return float("nan"), np.zeros_like(z)
 
-    shifted = z - z.max(axis=1, keepdims=True)        # row max becomes 0
+    with np.errstate(over="ignore"):  # z - max below -3.4e38 is -inf: exp gives 0
+        shifted = z - z.max(axis=1, keepdims=True)    # row max becomes 0
     expz = np.exp(shifted)
     sumexp = expz.sum(axis=1, keepdims=True)          # in [1, C]
 
