@@ -386,3 +386,65 @@ def test_sequential_step_fortran_W_matches_reference():
     for k in params:
         np.testing.assert_allclose(got[k], params[k], rtol=1e-12, atol=1e-12, err_msg=k)
 
+
+# ---- Sequential: layers as arguments or one list/tuple, each one checked -------------------
+
+@pytest.mark.parametrize("form", ["args", "list", "tuple"])
+def test_sequential_list_or_args(form):
+    rng = np.random.default_rng(3)
+    params, layers = _net(rng, np.float64, fused=False)
+    net = {"args": lambda: Sequential(*layers), "list": lambda: Sequential(layers),
+           "tuple": lambda: Sequential(tuple(layers), loss=SoftmaxCrossEntropy())}[form]()
+    assert net.layers == layers and net.layers is not layers
+    x = rng.standard_normal((7, 5))
+    t = rng.integers(0, 3, 7)
+    want_loss, want = ref.mlp_loss_and_grads(params, x, t, "relu", "softmax_cross_entropy")
+    assert net.loss(x, t) == pytest.approx(want_loss, rel=1e-12)
+    net.backward()
+    got = _grads(layers)
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-12, atol=1e-12, err_msg=k)
+
+
+def test_sequential_empty():
+    x = np.random.default_rng(0).standard_normal((3, 4))
+    for net in (Sequential(), Sequential([]), Sequential(())):
+        assert net.layers == []
+        np.testing.assert_array_equal(net.forward(x), x)
+
+
+_D = Dense(3, 2)
+
+
+@pytest.mark.parametrize("args,kwargs,exc,match", [
+    (([_D, ReLU(), 3],), {}, TypeError,
+     r"Sequential: layer 2 must be a layer \(an object with forward and backward\), got int"),
+    ((_D, [ReLU()]), {}, TypeError, r"Sequential: layer 1 must be a layer .* got list"),
+    (([_D], [ReLU()]), {}, TypeError, r"Sequential: layer 0 must be a layer .* got list"),
+    ((_D, None), {}, TypeError, r"layer 1 .* got NoneType"),
+    ((np.zeros((3, 2)),), {}, TypeError, r"layer 0 .* got ndarray"),
+    (("relu",), {}, TypeError, r"layer 0 .* got str"),
+    ((_D, ReLU), {}, TypeError, r"Sequential: layer 1 is the class ReLU, not a layer; "
+                                r"did you mean ReLU\(\)\?"),
+    ((_D, SoftmaxCrossEntropy()), {}, TypeError,
+     r"Sequential: layer 1 is a loss \(SoftmaxCrossEntropy\); pass it as loss="),
+    (([_D, MSELoss()],), {}, TypeError, r"layer 1 is a loss \(MSELoss\)"),
+    ((_D,), {"loss": "mse"}, TypeError,
+     r"Sequential: loss must be a loss layer \(an object with forward and backward\), got str"),
+    ((_D,), {"loss": MSELoss}, TypeError, r"Sequential: loss is the class MSELoss, not a layer; "
+                                          r"did you mean MSELoss\(\)\?"),
+])
+def test_sequential_bad_layers(args, kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        Sequential(*args, **kwargs)
+
+
+def test_sequential_duck_typed_layer():
+    class Scale:
+        def forward(self, x):
+            return 2 * x
+
+        def backward(self, dout):
+            return 2 * dout
+    x = np.ones((2, 3))
+    np.testing.assert_array_equal(Sequential([Scale(), Scale()]).forward(x), 4 * x)

@@ -277,14 +277,41 @@ class MSELoss:
         return self.dy if dout == 1.0 else self.dy * dout
 
 
+def _check_layer(fn, what, obj):
+    """obj must be a layer instance: forward and backward callable."""
+    if isinstance(obj, type):
+        raise TypeError(f"{fn}: {what} is the class {obj.__name__}, not a layer; "
+                        f"did you mean {obj.__name__}()?")
+    if not (callable(getattr(obj, "forward", None)) and callable(getattr(obj, "backward", None))):
+        kind = "a loss layer" if what == "loss" else "a layer"
+        raise TypeError(f"{fn}: {what} must be {kind} (an object with forward and backward), "
+                        f"got {type(obj).__name__}")
+
+
 class Sequential:
     """Layers applied in order, with a loss layer last.
+
+    ``Sequential(layer0, layer1, ..., loss=None)`` or ``Sequential([layer0,
+    layer1, ...], loss=None)`` (one list or tuple). A layer is any object with
+    ``forward`` and ``backward``; anything else, a layer class instead of an
+    instance, or a loss among the layers is refused at construction, naming
+    its position (from 0). ``loss`` defaults to SoftmaxCrossEntropy().
 
     ``forward(x)`` runs the layers, ``loss(x, t)`` adds the loss, ``backward()``
     runs the chain rule back through every layer, ``step(lr)`` applies SGD.
     """
 
     def __init__(self, *layers, loss=None):
+        fn = "Sequential"
+        if len(layers) == 1 and isinstance(layers[0], (list, tuple)):
+            layers = layers[0]
+        for i, layer in enumerate(layers):
+            if isinstance(layer, (SoftmaxCrossEntropy, MSELoss)):
+                raise TypeError(f"{fn}: layer {i} is a loss ({type(layer).__name__}); "
+                                "pass it as loss=")
+            _check_layer(fn, f"layer {i}", layer)
+        if loss is not None:
+            _check_layer(fn, "loss", loss)
         self.layers = list(layers)
         self.loss_layer = loss if loss is not None else SoftmaxCrossEntropy()
 
