@@ -168,3 +168,150 @@ def test_relative_error_floor():
     assert err(1.0, 1.0 + 1e-9) == pytest.approx(1e-9, rel=1e-3)
     assert err(0.0, 1e-14) == pytest.approx(1e-8)            # absolute below the floor
     assert err(2.0, 1.0) == pytest.approx(0.5)
+
+
+# ---- hostile inputs ------------------------------------------------------------------
+
+def test_nan_gradients_are_reported_not_zero():
+    """A NaN weight makes the loss and every gradient NaN: that is a failure
+    (error inf, worst at the first entry), never a perfect 0."""
+    model = MLP(SIZES, "tanh", dtype=np.float64, seed=1)
+    model.params["W3"][0, 0] = np.nan
+    x, t = batch("labels", np.float64)
+    res = fastbp.gradient_check(model, x, t)
+    for k in model.params:
+        assert res[k] == np.inf, (k, res[k])
+        assert not res[k] < TOL
+        assert res.checked[k] == n_params(k)
+        assert res.worst[k][0] == (0,) * model.params[k].ndim, (k, res.worst[k])
+        assert np.isnan(res.worst[k][1]) and np.isnan(res.worst[k][2])
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_nonfinite_analytic_gradient_is_reported(monkeypatch, bad):
+    model = MLP(SIZES, "tanh", dtype=np.float64, seed=1)
+    x, t = batch("labels", np.float64)
+
+    def wrong(self, *args, **kwargs):
+        g = gradient(self, *args, **kwargs)
+        g["W2"][1, 2] = bad
+        return g
+    gradient = MLP.gradient
+    monkeypatch.setattr(MLP, "gradient", wrong)
+    res = fastbp.gradient_check(model, x, t)
+    assert res["W2"] == np.inf
+    idx, ana, num = res.worst["W2"]
+    assert idx == (1, 2)
+    assert ana == bad or (np.isnan(bad) and np.isnan(ana))
+    assert np.isfinite(num)
+    assert all(res[k] < TOL for k in res if k != "W2"), res
+
+
+def test_nonfinite_numeric_gradient_is_reported(monkeypatch):
+    """The loss is inf at one stencil point of b3[0]: the quotient is -inf."""
+    model = MLP(SIZES, "tanh", dtype=np.float64, seed=1)
+    x, t = batch("labels", np.float64)
+    b3, eps = model.params["b3"], 1e-3
+    b0 = b3[0]
+    loss = MLP.loss
+
+    def inf_at_plus_2h(self, *args, **kwargs):
+        return np.inf if b3[0] > b0 + 1.5 * eps else loss(self, *args, **kwargs)
+    monkeypatch.setattr(MLP, "loss", inf_at_plus_2h)
+    res = fastbp.gradient_check(model, x, t, eps=eps)
+    assert res["b3"] == np.inf
+    assert res.worst["b3"][0] == (0,)
+    assert res.worst["b3"][2] == -np.inf
+    assert all(res[k] < TOL for k in res if k != "b3"), res
+
+
+@pytest.mark.parametrize("eps,exc", [
+    (0, ValueError), (0.0, ValueError), (-1e-3, ValueError), (np.nan, ValueError),
+    (np.inf, ValueError), (-np.inf, ValueError), (True, TypeError), ("1e-3", TypeError),
+    (None, TypeError), (1e-3 + 0j, TypeError), (np.array([1e-3, 1e-3]), TypeError)])
+def test_bad_eps_refused(eps, exc):
+    model = MLP(SIZES, "tanh", dtype=np.float64, seed=1)
+    x, t = batch("labels", np.float64)
+    with pytest.raises(exc, match=r"^gradient_check: eps must be a finite real number > 0, "
+                                  r"got "):
+        fastbp.gradient_check(model, x, t, eps=eps)
+
+
+@pytest.mark.parametrize("max_points,exc", [
+    (0, ValueError), (-1, ValueError), (np.int64(0), ValueError), (2.0, TypeError),
+    (2.5, TypeError), ("3", TypeError), (True, TypeError), (False, TypeError)])
+def test_bad_max_points_refused(max_points, exc):
+    model = MLP(SIZES, "tanh", dtype=np.float64, seed=1)
+    x, t = batch("labels", np.float64)
+    with pytest.raises(exc, match=r"^gradient_check: max_points must be None or an integer "
+                                  r">= 1, got "):
+        fastbp.gradient_check(model, x, t, max_points=max_points)
+
+
+@pytest.mark.parametrize("floor,exc", [(0.0, ValueError), (-1.0, ValueError),
+                                       (np.nan, ValueError), ("1", TypeError)])
+def test_bad_floor_refused(floor, exc):
+    model = MLP(SIZES, "tanh", dtype=np.float64, seed=1)
+    x, t = batch("labels", np.float64)
+    with pytest.raises(exc, match=r"^gradient_check: floor must be a finite real number > 0"):
+        fastbp.gradient_check(model, x, t, floor=floor)
+
+
+def test_valid_eps_and_max_points_types():
+    model = MLP(SIZES, "tanh", dtype=np.float64, seed=1)
+    x, t = batch("labels", np.float64)
+    res = fastbp.gradient_check(model, x, t, eps=np.float32(1e-3), max_points=np.int64(1))
+    assert all(res.checked[k] == 1 for k in res) and all(res[k] < TOL for k in res)
+
+
+@pytest.mark.parametrize("exc", [KeyboardInterrupt, RuntimeError])
+@pytest.mark.parametrize("after", [1, 2, 3, 6, 11])
+def test_interrupt_restores_parameters(monkeypatch, exc, after):
+    """model.loss raising mid-stencil (entry perturbed by up to 2 eps) leaves
+    every parameter bitwise as it was."""
+    model = MLP(SIZES, "relu", dtype=np.float64, seed=1)
+    x, t = batch("labels", np.float64)
+    before = {k: v.copy() for k, v in model.params.items()}
+    loss, calls = MLP.loss, [0]
+
+    def flaky(self, *args, **kwargs):
+        calls[0] += 1
+        if calls[0] > after:
+            raise exc("interrupted")
+        return loss(self, *args, **kwargs)
+    monkeypatch.setattr(MLP, "loss", flaky)
+    with pytest.raises(exc, match="interrupted"):
+        fastbp.gradient_check(model, x, t)
+    assert calls[0] == after + 1
+    for k, v in before.items():
+        assert model.params[k].tobytes() == v.tobytes(), k
+
+
+def test_all_points_skipped_is_not_a_pass():
+    """Every unit of layer 1 sits 1e-5 above its kink for row 0: each b1 entry
+    straddles a kink and is skipped. Nothing was compared, so b1 reports nan
+    (checked 0), not an error of 0."""
+    model = MLP(SIZES, "relu", dtype=np.float64, seed=3)
+    x, t = batch("labels", np.float64, seed=4)
+    W1, b1 = model.params["W1"], model.params["b1"]
+    b1[:] = 1e-5 - x[0] @ W1
+    res = fastbp.gradient_check(model, x, t)
+    assert res.checked["b1"] == 0 and res.skipped["b1"] == SIZES[1]
+    assert np.isnan(res["b1"])
+    assert not res["b1"] < TOL
+    idx, ana, num = res.worst["b1"]
+    assert idx is None and np.isnan(ana) and np.isnan(num)
+    assert "b1: nan" in repr(res)
+    # (row 0 then feeds layer 2 ~0, so with b2 = 0 its units sit at their kinks
+    # too); the output layer has no kink and is compared as usual
+    for k in ("W3", "b3"):
+        assert res.checked[k] == n_params(k) and res[k] < TOL, (k, res[k])
+
+
+def test_all_points_skipped_with_max_points():
+    model = MLP(SIZES, "relu", dtype=np.float64, seed=3)
+    x, t = batch("labels", np.float64, seed=4)
+    model.params["b1"][:] = 1e-5 - x[0] @ model.params["W1"]
+    res = fastbp.gradient_check(model, x, t, max_points=2)
+    assert res.checked["b1"] == 0 and res.skipped["b1"] == 2
+    assert np.isnan(res["b1"])
