@@ -8,10 +8,13 @@
 The datasets are the ones scikit-learn ships inside its package (no download).
 """
 import argparse
+import math
 import sys
 import time
 
 import numpy as np
+
+from .bench import SIZES
 
 DATASETS = {
     # name: (loader name, task, default learning rate)
@@ -125,24 +128,67 @@ def cmd_info(args):
     return 0
 
 
+# ---- argument types: each raises ArgumentTypeError (argparse's usage error, exit 2)
+# saying what it expected and what it was given -------------------------------------------
+
+def _integer(want, ok):
+    """An int type accepting what ok() accepts; want says which, in the message."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or not ok(value):
+            raise argparse.ArgumentTypeError(f"expected an integer {want}, got {text!r}")
+        return value
+    return parse
+
+
+def _real(want, ok):
+    """A float type accepting the finite values ok() accepts (never nan or inf)."""
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            value = None
+        if value is None or not math.isfinite(value) or not ok(value):
+            raise argparse.ArgumentTypeError(f"expected a finite number {want}, got {text!r}")
+        return value
+    return parse
+
+
+_count = _integer(">= 1", lambda v: v >= 1)
+_seed = _integer(">= 0", lambda v: v >= 0)
+_threads = _integer("in [1, 4096]", lambda v: 1 <= v <= 4096)  # fastbp.set_num_threads's range
+_lr = _real("> 0", lambda v: v > 0)
+_momentum = _real("in [0, 1)", lambda v: 0 <= v < 1)
+_weight_decay = _real(">= 0", lambda v: v >= 0)
+
+
+def _size(text):
+    if text not in SIZES:
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(SIZES)}; got {text!r}")
+    return text
+
+
 def build_parser():
     p = argparse.ArgumentParser(prog="python -m fastbp", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
 
     t = sub.add_parser("train", help="train an MLP on a dataset scikit-learn ships")
     t.add_argument("--data", choices=sorted(DATASETS), default="digits")
-    t.add_argument("--hidden", type=int, nargs="+", default=[128], metavar="WIDTH",
+    t.add_argument("--hidden", type=_count, nargs="+", default=[128], metavar="WIDTH",
                    help="hidden layer widths (default: 128)")
     t.add_argument("--activation", choices=["relu", "sigmoid", "tanh"], default="relu")
-    t.add_argument("--epochs", type=int, default=30)
-    t.add_argument("--batch-size", type=int, default=32)
-    t.add_argument("--lr", type=float, default=None,
+    t.add_argument("--epochs", type=_count, default=30)
+    t.add_argument("--batch-size", type=_count, default=32)
+    t.add_argument("--lr", type=_lr, default=None,
                    help="learning rate (default: 0.1; 0.01 for diabetes)")
-    t.add_argument("--weight-decay", type=float, default=0.0)
-    t.add_argument("--momentum", type=float, default=0.0)
+    t.add_argument("--weight-decay", type=_weight_decay, default=0.0)
+    t.add_argument("--momentum", type=_momentum, default=0.0)
     t.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--threads", type=int, default=None, help="fastbp's threads")
+    t.add_argument("--seed", type=_seed, default=0)
+    t.add_argument("--threads", type=_threads, default=None, help="fastbp's threads")
     t.add_argument("--compare-numpy", action="store_true",
                    help="also run the same schedule on fastbp.reference (pure NumPy)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -150,13 +196,13 @@ def build_parser():
     t.set_defaults(func=cmd_train)
 
     b = sub.add_parser("bench", help="training-step speed vs the GEMM floor, NumPy, PyTorch")
-    b.add_argument("--sizes", nargs="+", default=None,
-                   help="step sizes (default: all): book small medium large wide")
-    b.add_argument("--repeat", type=int, default=None, help="timed repetitions per size")
+    b.add_argument("--sizes", type=_size, nargs="+", default=None, metavar="SIZE",
+                   help=f"step sizes (default: all: {' '.join(SIZES)})")
+    b.add_argument("--repeat", type=_count, default=None, help="timed repetitions per size")
     b.add_argument("--json", default="bench-results/step.json", help="where to write JSON")
     b.add_argument("--png", default="bench-results/step.png",
                    help="where to write the chart (needs matplotlib)")
-    b.add_argument("--threads", type=int, default=None, help="fastbp's threads")
+    b.add_argument("--threads", type=_threads, default=None, help="fastbp's threads")
     b.set_defaults(func=cmd_bench)
 
     i = sub.add_parser("info", help="print the build configuration")

@@ -1,0 +1,143 @@
+"""The command line: python -m fastbp train | bench | info (also the `fastbp`
+console script).
+
+Most tests call fastbp.__main__.main in-process and catch SystemExit; a few run
+a subprocess for what only a real program has: its name (sys.argv[0]), a
+stderr that is no terminal, and its exit status. Training runs are tiny
+(digits, one epoch, 8 hidden units); bench runs replace fastbp.bench.run and
+environment with fakes, so nothing is timed.
+"""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastbp
+from fastbp import bench
+from fastbp.__main__ import main
+
+SRC = os.path.dirname(os.path.dirname(os.path.abspath(fastbp.__file__)))
+TINY = ["train", "--epochs", "1", "--hidden", "8", "--no-progress"]
+# MSE on diabetes (standardized targets) at lr 1e6: the first epoch's loss is nan
+DIVERGE = ["--data", "diabetes", "--lr", "1e6"]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def usage_error(capsys, argv):
+    """main(argv) stops with argparse's usage error (exit 2): its stderr."""
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2, err
+    assert "usage:" in err and "error:" in err, err
+    return err
+
+
+def run_program(args, tmp_path, stderr_to_file=False):
+    """Run a program (argv list) with this checkout's fastbp; (rc, stdout, stderr),
+    decoded as they are (no newline translation: a "\\r" stays one)."""
+    env = dict(os.environ, PYTHONPATH=SRC, COLUMNS="200")
+    if stderr_to_file:
+        with open(tmp_path / "stderr.log", "w+b") as log:
+            p = subprocess.run(args, stdout=subprocess.PIPE, stderr=log, env=env, timeout=120)
+            log.seek(0)
+            err = log.read()
+    else:
+        p = subprocess.run(args, capture_output=True, env=env, timeout=120)
+        err = p.stderr
+    return p.returncode, p.stdout.decode(), err.decode()
+
+
+def console_script(tmp_path):
+    """A stand-in for the installed `fastbp` script (what pip writes for
+    [project.scripts] fastbp = "fastbp.__main__:main")."""
+    path = tmp_path / "bin" / "fastbp"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text("import sys\nfrom fastbp.__main__ import main\n"
+                    "if __name__ == '__main__':\n    sys.exit(main())\n")
+    return [sys.executable, str(path)]
+
+
+@pytest.fixture
+def fake_bench(monkeypatch, tmp_path):
+    """bench without timing anything: run() returns fixed rows (and records its
+    calls), environment() is empty; the working directory is tmp_path."""
+    calls = []
+
+    def run(sizes=None, repeat=None, threads=None, with_torch=None):
+        calls.append((sizes, repeat, threads))
+        return [{"size": s, "batch": bench.SIZES[s][0], "widths": bench.SIZES[s][1],
+                 "ms": {"fastbp": 2.0, "floor": 1.0, "numpy": 4.0},
+                 "ratio_to_floor": {"fastbp": 2.0, "floor": 1.0, "numpy": 4.0}}
+                for s in sizes or ["book", "small"]]
+
+    monkeypatch.setattr(bench, "run", run)
+    monkeypatch.setattr(bench, "environment", lambda: {})
+    monkeypatch.chdir(tmp_path)
+    return calls
+
+
+# ---- 1. values out of range: argparse's usage error, exit 2 ------------------------------
+
+BAD_TRAIN = [
+    (["--epochs", "0"], "--epochs", "'0'"),
+    (["--epochs", "-3"], "--epochs", "'-3'"),
+    (["--batch-size", "0"], "--batch-size", "'0'"),
+    (["--hidden", "0"], "--hidden", "'0'"),
+    (["--hidden", "16", "-1"], "--hidden", "'-1'"),
+    (["--threads", "0"], "--threads", "'0'"),
+    (["--threads", "5000"], "--threads", "'5000'"),
+    (["--lr", "0"], "--lr", "'0'"),
+    (["--lr", "-0.1"], "--lr", "'-0.1'"),
+    (["--lr", "nan"], "--lr", "'nan'"),
+    (["--lr", "inf"], "--lr", "'inf'"),
+    (["--momentum", "1"], "--momentum", "'1'"),
+    (["--momentum", "-0.5"], "--momentum", "'-0.5'"),
+    (["--momentum", "nan"], "--momentum", "'nan'"),
+    (["--weight-decay=-1e-4"], "--weight-decay", "'-1e-4'"),
+    (["--weight-decay", "-0.5"], "--weight-decay", "'-0.5'"),
+    (["--weight-decay", "nan"], "--weight-decay", "'nan'"),
+    (["--weight-decay", "inf"], "--weight-decay", "'inf'"),
+    (["--seed", "-1"], "--seed", "'-1'"),
+    (["--epochs", "two"], "--epochs", "'two'"),
+]
+
+
+@pytest.mark.parametrize("bad, option, given", BAD_TRAIN, ids=[" ".join(b[0]) for b in BAD_TRAIN])
+def test_train_rejects_out_of_range_values(capsys, bad, option, given):
+    err = usage_error(capsys, TINY + bad)
+    assert f"argument {option}" in err and given in err and "expected" in err, err
+    assert "Traceback" not in err
+
+
+BAD_BENCH = [
+    (["--repeat", "-1"], "--repeat", "'-1'"),
+    (["--repeat", "0"], "--repeat", "'0'"),
+    (["--threads", "0"], "--threads", "'0'"),
+    (["--sizes", "small", "bogus"], "--sizes", "'bogus'"),
+]
+
+
+@pytest.mark.parametrize("bad, option, given", BAD_BENCH, ids=[" ".join(b[0]) for b in BAD_BENCH])
+def test_bench_rejects_out_of_range_values(capsys, fake_bench, bad, option, given):
+    err = usage_error(capsys, ["bench", *bad])
+    assert f"argument {option}" in err and given in err and "expected" in err, err
+    assert fake_bench == []  # nothing ran
+
+
+def test_bench_sizes_message_lists_the_sizes(capsys, fake_bench):
+    err = usage_error(capsys, ["bench", "--sizes", "bogus"])
+    for name in bench.SIZES:
+        assert name in err, err
+
+
+def test_good_values_pass(capsys, fake_bench):
+    assert main(["bench", "--sizes", "book", "wide", "--repeat", "3", "--threads", "1"]) == 0
+    assert fake_bench == [(["book", "wide"], 3, 1)]
+    assert main(TINY + ["--momentum", "0.9", "--weight-decay", "0", "--lr", "0.05",
+                        "--threads", "1", "--hidden", "8", "4"]) == 0
+    assert "64-8-4-10" in capsys.readouterr().out
+
+
