@@ -141,3 +141,79 @@ def test_good_values_pass(capsys, fake_bench):
     assert "64-8-4-10" in capsys.readouterr().out
 
 
+# ---- 2. output paths are checked before the work starts ------------------------------------
+
+def test_save_into_a_missing_directory(capsys, tmp_path):
+    path = str(tmp_path / "nowhere" / "model.npz")
+    err = usage_error(capsys, TINY + ["--save", path])
+    assert "argument --save" in err and path in err and "does not exist" in err, err
+
+
+def test_save_to_a_directory(capsys, tmp_path):
+    err = usage_error(capsys, TINY + ["--save", str(tmp_path)])
+    assert str(tmp_path) in err and "directory" in err, err
+    assert not os.path.exists(str(tmp_path) + ".npz")
+
+
+def test_save_under_a_file(capsys, tmp_path):
+    (tmp_path / "plain").write_text("")
+    path = str(tmp_path / "plain" / "model.npz")
+    err = usage_error(capsys, TINY + ["--save", path])
+    assert path in err, err
+
+
+def test_save_into_a_read_only_directory(capsys, monkeypatch, tmp_path):
+    ro = str(tmp_path / "ro")
+    os.mkdir(ro)
+    real_access = os.access
+    # as if read-only (a real chmod means nothing to root)
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: (
+        False if os.fspath(p) == ro and mode & os.W_OK else real_access(p, mode, **kw)))
+    path = os.path.join(ro, "m.npz")
+    err = usage_error(capsys, TINY + ["--save", path])
+    assert path in err and "not writable" in err, err
+    err = usage_error(capsys, ["bench", "--json", os.path.join(ro, "new", "r.json")])
+    assert "not writable" in err, err
+
+
+@pytest.mark.parametrize("option", ["--json", "--png"])
+def test_bench_output_is_a_directory(capsys, fake_bench, tmp_path, option):
+    (tmp_path / "out").mkdir()
+    err = usage_error(capsys, ["bench", option, "out"])
+    assert f"argument {option}" in err and "'out'" in err and "directory" in err, err
+    assert fake_bench == []
+
+
+@pytest.mark.parametrize("option", ["--json", "--png"])
+def test_bench_output_under_a_file(capsys, fake_bench, tmp_path, option):
+    (tmp_path / "plain").write_text("")
+    err = usage_error(capsys, ["bench", option, "plain/x"])
+    assert f"argument {option}" in err and "plain/x" in err, err
+    assert fake_bench == []
+
+
+def test_bench_creates_missing_directories(capsys, fake_bench, tmp_path):
+    assert main(["bench", "--json", "a/b/r.json", "--png", ""]) == 0
+    assert (tmp_path / "a" / "b" / "r.json").is_file()
+    assert "wrote a/b/r.json" in capsys.readouterr().out
+
+
+# ---- 3. the messages name the files really written ---------------------------------------
+
+def test_save_reports_the_file_written(capsys, tmp_path):
+    path = str(tmp_path / "model")
+    assert main(TINY + ["--save", path]) == 0
+    out = capsys.readouterr().out
+    assert f"saved to {path}.npz\n" in out, out
+    assert fastbp.MLP.load(path + ".npz").sizes == [64, 8, 10]
+
+
+def test_png_goes_where_asked(capsys, fake_bench, tmp_path):
+    pytest.importorskip("matplotlib")
+    assert main(["bench", "--json", "r.json", "--png", "chart"]) == 0
+    out = capsys.readouterr().out
+    assert "wrote r.json\n" in out and "wrote chart\n" in out, out
+    assert (tmp_path / "chart").read_bytes().startswith(PNG_MAGIC)
+    assert not (tmp_path / "chart.png").exists()
+    assert (tmp_path / "r.json").is_file()
+

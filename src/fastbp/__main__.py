@@ -9,6 +9,7 @@ The datasets are the ones scikit-learn ships inside its package (no download).
 """
 import argparse
 import math
+import os
 import sys
 import time
 
@@ -110,8 +111,7 @@ def cmd_train(args):
         print(f"NumPy ref  {metric} {ref_model.score(Xte, yte):.4f}   fit {t_np * 1e3:8.1f} ms "
               f"(fastbp.reference, same schedule)  -> fastbp is {t_np / t_fast:.1f}x faster")
     if args.save:
-        model.save(args.save)
-        print(f"saved to {args.save}")
+        print(f"saved to {model.save(args.save)}")
     return 0
 
 
@@ -171,6 +171,51 @@ def _size(text):
     return text
 
 
+def _unwritable(path, make_dirs):
+    """Why path cannot be written as a file, or None if it can: it is no
+    directory, and its directory exists (or, with make_dirs, its nearest
+    existing ancestor is one) and is writable."""
+    if path.endswith(os.sep) or (os.altsep and path.endswith(os.altsep)) or os.path.isdir(path):
+        return f"{path!r} is a directory"
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        return f"{path!r} is not writable"
+    parent = os.path.dirname(path) or "."
+    if make_dirs:
+        while not os.path.lexists(parent) and os.path.dirname(parent) not in ("", parent):
+            parent = os.path.dirname(parent)
+        if not os.path.lexists(parent):
+            parent = "."
+    if not os.path.exists(parent):
+        return f"cannot write {path!r}: directory {parent!r} does not exist"
+    if not os.path.isdir(parent):
+        return f"cannot write {path!r}: {parent!r} is not a directory"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"cannot write {path!r}: directory {parent!r} is not writable"
+    return None
+
+
+def _model_path(text):
+    """--save: the file MLP.save will write (text, or text + ".npz") must be writable
+    in an existing directory."""
+    from ._checkpoint import npz_path
+
+    if not text:
+        raise argparse.ArgumentTypeError("expected a file path, got ''")
+    why = _unwritable(text, False) if os.path.isdir(text) else _unwritable(npz_path(text), False)
+    if why:
+        raise argparse.ArgumentTypeError(why)
+    return text
+
+
+def _output_path(text):
+    """bench --json/--png: a writable file path; missing directories are created
+    when written (as for the default, bench-results/). '' writes nothing."""
+    why = text and _unwritable(text, True)
+    if why:
+        raise argparse.ArgumentTypeError(why)
+    return text
+
+
 def build_parser():
     p = argparse.ArgumentParser(prog="python -m fastbp", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -192,15 +237,15 @@ def build_parser():
     t.add_argument("--compare-numpy", action="store_true",
                    help="also run the same schedule on fastbp.reference (pure NumPy)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
-    t.add_argument("--save", metavar="PATH", help="save the trained model (.npz)")
+    t.add_argument("--save", type=_model_path, metavar="PATH", help="save the trained model (.npz)")
     t.set_defaults(func=cmd_train)
 
     b = sub.add_parser("bench", help="training-step speed vs the GEMM floor, NumPy, PyTorch")
     b.add_argument("--sizes", type=_size, nargs="+", default=None, metavar="SIZE",
                    help=f"step sizes (default: all: {' '.join(SIZES)})")
     b.add_argument("--repeat", type=_count, default=None, help="timed repetitions per size")
-    b.add_argument("--json", default="bench-results/step.json", help="where to write JSON")
-    b.add_argument("--png", default="bench-results/step.png",
+    b.add_argument("--json", type=_output_path, default="bench-results/step.json", help="where to write JSON")
+    b.add_argument("--png", type=_output_path, default="bench-results/step.png",
                    help="where to write the chart (needs matplotlib)")
     b.add_argument("--threads", type=_threads, default=None, help="fastbp's threads")
     b.set_defaults(func=cmd_bench)
