@@ -217,3 +217,48 @@ def test_png_goes_where_asked(capsys, fake_bench, tmp_path):
     assert not (tmp_path / "chart.png").exists()
     assert (tmp_path / "r.json").is_file()
 
+
+# ---- 4. a diverged run fails ------------------------------------------------------------
+
+def test_divergence_exits_1(capsys):
+    assert main(TINY + DIVERGE) == 1
+    err = capsys.readouterr().err
+    assert "fastbp train: the loss diverged (nan) at epoch 1; lower --lr" in err, err
+
+
+def test_non_finite_score_exits_1(capsys, monkeypatch):
+    monkeypatch.setattr(fastbp.MLP, "score", lambda self, X, y: float("inf"))
+    assert main(TINY) == 1
+    err = capsys.readouterr().err
+    assert "fastbp train: the loss diverged" in err and "inf" in err and "lower --lr" in err
+
+
+def test_non_finite_weights_exit_1(capsys, monkeypatch):
+    # losses measured before each update, an accuracy finite whatever the outputs:
+    # only the weights show a last update that diverged
+    fit = fastbp.MLP.fit
+
+    def diverging_fit(self, *args, **kw):
+        hist = fit(self, *args, **kw)
+        next(iter(self.params.values()))[...] = np.nan
+        return hist
+
+    monkeypatch.setattr(fastbp.MLP, "fit", diverging_fit)
+    assert main(TINY) == 1
+    err = capsys.readouterr().err
+    assert "the loss diverged (" in err and "not finite) after epoch 1; lower --lr" in err, err
+
+
+def test_divergence_does_not_save(capsys, tmp_path):
+    assert main(TINY + DIVERGE + ["--save", str(tmp_path / "m.npz")]) == 1
+    assert not (tmp_path / "m.npz").exists()
+
+
+def test_console_script_exit_status(tmp_path):
+    script = console_script(tmp_path)
+    rc, out, err = run_program(script + TINY + DIVERGE, tmp_path)
+    assert rc == 1 and "the loss diverged (nan) at epoch 1" in err, (rc, out, err)
+    rc, out, err = run_program(script + ["train", "--epochs", "0"], tmp_path)
+    assert rc == 2 and "Traceback" not in err, (rc, out, err)
+
+

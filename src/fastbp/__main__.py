@@ -72,6 +72,23 @@ def _numpy_fit(model, X, y, args, loss):
     return params
 
 
+def _divergence(losses, metric, score, params):
+    """How training diverged, as (what, when), or None: a non-finite epoch loss,
+    else a non-finite test score, else non-finite weights (the last update
+    comes after the last loss is measured, and an accuracy stays finite
+    whatever the outputs)."""
+    for epoch, loss in enumerate(losses, 1):
+        if not math.isfinite(loss):
+            return f"{loss}", f"at epoch {epoch}"
+    after = f"after epoch {len(losses)}"
+    if not math.isfinite(score):
+        return f"{metric} {score}", after
+    for name, value in params.items():
+        if not np.isfinite(value).all():
+            return f"{name} not finite", after
+    return None
+
+
 def cmd_train(args):
     import fastbp
 
@@ -91,14 +108,20 @@ def cmd_train(args):
           f"test {Xte.shape[0]}, net {'-'.join(map(str, sizes))} {args.activation}, "
           f"{dtype.name}, {fastbp.get_num_threads()} thread(s)")
     t0 = time.perf_counter()
-    model.fit(Xtr, ytr, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+    hist = model.fit(Xtr, ytr, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
               weight_decay=args.weight_decay, momentum=args.momentum, seed=args.seed,
               progress=not args.no_progress)
     t_fast = time.perf_counter() - t0
     metric = "test accuracy" if classify else "test R^2"
-    score = model.score(Xte, yte)
+    with np.errstate(all="ignore"):
+        score = model.score(Xte, yte)
     print(f"fastbp     {metric} {score:.4f}   fit {t_fast * 1e3:8.1f} ms "
           f"({args.epochs} epochs, batch {args.batch_size}, lr {args.lr})")
+    diverged = _divergence(hist["loss"], metric, score, model.params)
+    if diverged:
+        # nothing worth comparing or saving
+        print("fastbp train: the loss diverged (%s) %s; lower --lr" % diverged, file=sys.stderr)
+        return 1
     if args.compare_numpy:
         ref_model = fastbp.MLP(sizes, args.activation, loss, dtype=dtype, seed=args.seed)
         for k, v in init.items():
