@@ -262,3 +262,42 @@ def test_console_script_exit_status(tmp_path):
     assert rc == 2 and "Traceback" not in err, (rc, out, err)
 
 
+# ---- 5. --help: the program's name, the defaults -----------------------------------------
+
+@pytest.mark.parametrize("argv0, prog", [
+    ("/usr/lib/python3/site-packages/fastbp/__main__.py", "python -m fastbp"),
+    ("/usr/local/bin/fastbp", "fastbp"),
+    ("fastbp-dev", "fastbp-dev"),
+])
+def test_help_names_the_program(capsys, monkeypatch, argv0, prog):
+    monkeypatch.setattr(sys, "argv", [argv0])
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--help"])
+    assert e.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: {prog} train ")
+
+
+def test_help_names_the_program_when_run(tmp_path):
+    rc, out, _ = run_program([sys.executable, "-m", "fastbp", "--help"], tmp_path)
+    assert rc == 0 and out.startswith("usage: python -m fastbp "), out
+    rc, out, _ = run_program(console_script(tmp_path) + ["bench", "--help"], tmp_path)
+    assert rc == 0 and out.startswith("usage: fastbp bench "), out
+
+
+def test_help_shows_defaults(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    for text in ["(default: digits)", "(default: 128)", "(default: relu)", "(default: 30)",
+                 "(default: 32)", "(default: 0.1; 0.01 for diabetes)", "(default: 0.0)",
+                 "(default: float32)", "(default: 0)"]:
+        assert text in out, (text, out)
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    out = capsys.readouterr().out
+    for text in ["(default: bench-results/step.json)", "(default: bench-results/step.png)",
+                 "(default: all:"]:
+        assert text in out, (text, out)
+
+

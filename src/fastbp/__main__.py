@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from .bench import SIZES
+from .bench import BLOCK, SIZES
 
 DATASETS = {
     # name: (loader name, task, default learning rate)
@@ -239,41 +239,79 @@ def _output_path(text):
     return text
 
 
-def build_parser():
-    p = argparse.ArgumentParser(prog="python -m fastbp", description=__doc__.split("\n")[0])
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's help ends with its default, unless the help already says
+    it or there is none to show (None, a flag's False)."""
+
+    def _get_help_string(self, action):
+        help = action.help or ""
+        if "(default" in help or action.default is None or action.default is False:
+            return help
+        return super()._get_help_string(action)
+
+
+def _prog():
+    """The program as it was called: "python -m fastbp" for ``python -m``, else
+    the script's name (the console script: "fastbp")."""
+    argv0 = sys.argv[0] if sys.argv and sys.argv[0] else ""
+    if argv0.endswith("__main__.py") or argv0 in ("", "-c", "-m"):
+        return "python -m fastbp"
+    return os.path.basename(argv0)
+
+
+def build_parser(prog=None):
+    p = argparse.ArgumentParser(prog=prog or _prog(), description=__doc__.split("\n")[0],
+                                formatter_class=_HelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
 
-    t = sub.add_parser("train", help="train an MLP on a dataset scikit-learn ships")
-    t.add_argument("--data", choices=sorted(DATASETS), default="digits")
+    t = sub.add_parser("train", help="train an MLP on a dataset scikit-learn ships",
+                       description="Train an MLP on a dataset scikit-learn ships.",
+                       formatter_class=_HelpFormatter)
+    t.add_argument("--data", choices=sorted(DATASETS), default="digits", help="the dataset")
     t.add_argument("--hidden", type=_count, nargs="+", default=[128], metavar="WIDTH",
-                   help="hidden layer widths (default: 128)")
-    t.add_argument("--activation", choices=["relu", "sigmoid", "tanh"], default="relu")
-    t.add_argument("--epochs", type=_count, default=30)
-    t.add_argument("--batch-size", type=_count, default=32)
+                   help="hidden layer widths, one per layer (default: 128)")
+    t.add_argument("--activation", choices=["relu", "sigmoid", "tanh"], default="relu",
+                   help="the hidden layers' activation")
+    t.add_argument("--epochs", type=_count, default=30, help="passes over the training set")
+    t.add_argument("--batch-size", type=_count, default=32, help="rows per SGD step")
     t.add_argument("--lr", type=_lr, default=None,
                    help="learning rate (default: 0.1; 0.01 for diabetes)")
-    t.add_argument("--weight-decay", type=_weight_decay, default=0.0)
-    t.add_argument("--momentum", type=_momentum, default=0.0)
-    t.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    t.add_argument("--seed", type=_seed, default=0)
-    t.add_argument("--threads", type=_threads, default=None, help="fastbp's threads")
+    t.add_argument("--weight-decay", type=_weight_decay, default=0.0, help="L2 penalty")
+    t.add_argument("--momentum", type=_momentum, default=0.0, help="SGD momentum")
+    t.add_argument("--dtype", choices=["float32", "float64"], default="float32",
+                   help="the model's floating-point type")
+    t.add_argument("--seed", type=_seed, default=0,
+                   help="seed of the split, the initial weights and the batch order")
+    t.add_argument("--threads", type=_threads, default=None,
+                   help="fastbp's threads (default: OMP_NUM_THREADS, else the CPUs "
+                        "this process may run on)")
     t.add_argument("--compare-numpy", action="store_true",
                    help="also run the same schedule on fastbp.reference (pure NumPy)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
-    t.add_argument("--save", type=_model_path, metavar="PATH", help="save the trained model (.npz)")
+    t.add_argument("--save", type=_model_path, metavar="PATH",
+                   help="save the trained model to PATH (\".npz\" added if missing)")
     t.set_defaults(func=cmd_train)
 
-    b = sub.add_parser("bench", help="training-step speed vs the GEMM floor, NumPy, PyTorch")
+    b = sub.add_parser("bench", help="training-step speed vs the GEMM floor, NumPy, PyTorch",
+                       description="The training step's speed against its GEMM floor, "
+                                   "NumPy and PyTorch.", formatter_class=_HelpFormatter)
     b.add_argument("--sizes", type=_size, nargs="+", default=None, metavar="SIZE",
                    help=f"step sizes (default: all: {' '.join(SIZES)})")
-    b.add_argument("--repeat", type=_count, default=None, help="timed repetitions per size")
-    b.add_argument("--json", type=_output_path, default="bench-results/step.json", help="where to write JSON")
+    b.add_argument("--repeat", type=_count, default=None,
+                   help="calls in each timed block (default: as many as take about "
+                        f"{BLOCK} s)")
+    b.add_argument("--json", type=_output_path, default="bench-results/step.json",
+                   help="where to write the results as JSON ('' for nowhere)")
     b.add_argument("--png", type=_output_path, default="bench-results/step.png",
-                   help="where to write the chart (needs matplotlib)")
-    b.add_argument("--threads", type=_threads, default=None, help="fastbp's threads")
+                   help="where to write the chart, a PNG (needs matplotlib; '' for nowhere)")
+    b.add_argument("--threads", type=_threads, default=None,
+                   help="fastbp's threads (default: OMP_NUM_THREADS, else the CPUs "
+                        "this process may run on)")
     b.set_defaults(func=cmd_bench)
 
-    i = sub.add_parser("info", help="print the build configuration")
+    i = sub.add_parser("info", help="print the build configuration",
+                       description="Print the build configuration.",
+                       formatter_class=_HelpFormatter)
     i.set_defaults(func=cmd_info)
     return p
 
