@@ -301,3 +301,69 @@ def test_help_shows_defaults(capsys, monkeypatch):
         assert text in out, (text, out)
 
 
+# ---- 6. the progress bar only on a terminal ----------------------------------------------
+
+def test_no_progress_bar_into_a_log(tmp_path):
+    rc, out, err = run_program([sys.executable, "-m", "fastbp", "train", "--epochs", "2",
+                                "--hidden", "8"], tmp_path, stderr_to_file=True)
+    assert rc == 0, err
+    assert "\r" not in err, repr(err)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
+def test_progress_bar_on_a_terminal(tmp_path):
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))  # 0 cols: no bar
+    env = dict(os.environ, PYTHONPATH=SRC)
+    try:
+        p = subprocess.Popen([sys.executable, "-m", "fastbp", "train", "--epochs", "2",
+                              "--hidden", "8"], stdout=subprocess.DEVNULL, stderr=slave, env=env)
+        os.close(slave)
+        assert p.wait(timeout=120) == 0
+        err = b""
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the terminal's other end is closed and drained
+                break
+            if not chunk:
+                break
+            err += chunk
+    finally:
+        os.close(master)
+    assert b"\r" in err and b"epoch" in err, err
+
+
+def test_progress_follows_stderr(capsys):
+    assert main(["train", "--epochs", "2", "--hidden", "8"]) == 0
+    assert "\r" not in capsys.readouterr().err  # capsys's stderr is no terminal
+    assert main(["train", "--epochs", "2", "--hidden", "8", "--progress"]) == 0
+    assert "\r" in capsys.readouterr().err
+    err = usage_error(capsys, TINY + ["--progress"])
+    assert "not allowed with" in err
+
+
+# ---- 7. bench's default outputs --------------------------------------------------------
+
+def test_bench_default_outputs(capsys, fake_bench, tmp_path):
+    assert main(["bench"]) == 0
+    out = capsys.readouterr().out
+    assert (tmp_path / "bench-results" / "step.json").is_file()
+    assert "wrote bench-results/step.json\n" in out
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return
+    assert (tmp_path / "bench-results" / "step.png").read_bytes().startswith(PNG_MAGIC)
+    assert "wrote bench-results/step.png\n" in out
+
+
+def test_bench_empty_path_skips_the_output(capsys, fake_bench, tmp_path):
+    assert main(["bench", "--json", "", "--png", ""]) == 0
+    assert "wrote" not in capsys.readouterr().out
+    assert os.listdir(tmp_path) == []

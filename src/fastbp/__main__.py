@@ -89,6 +89,15 @@ def _divergence(losses, metric, score, params):
     return None
 
 
+def _stderr_is_terminal():
+    """Whether a progress bar on stderr would be seen as one (in a log file
+    or a pipe it is lines of carriage-return debris)."""
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # no stderr (pythonw), or closed
+        return False
+
+
 def cmd_train(args):
     import fastbp
 
@@ -110,7 +119,7 @@ def cmd_train(args):
     t0 = time.perf_counter()
     hist = model.fit(Xtr, ytr, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
               weight_decay=args.weight_decay, momentum=args.momentum, seed=args.seed,
-              progress=not args.no_progress)
+              progress=_stderr_is_terminal() if args.progress is None else args.progress)
     t_fast = time.perf_counter() - t0
     metric = "test accuracy" if classify else "test R^2"
     with np.errstate(all="ignore"):
@@ -287,10 +296,15 @@ def build_parser(prog=None):
                         "this process may run on)")
     t.add_argument("--compare-numpy", action="store_true",
                    help="also run the same schedule on fastbp.reference (pure NumPy)")
-    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    bar = t.add_mutually_exclusive_group()
+    bar.add_argument("--progress", dest="progress", action="store_true",
+                     help="draw the progress bar even when stderr is no terminal "
+                          "(default: only when it is one)")
+    bar.add_argument("--no-progress", dest="progress", action="store_false",
+                     help="no progress bar")
     t.add_argument("--save", type=_model_path, metavar="PATH",
                    help="save the trained model to PATH (\".npz\" added if missing)")
-    t.set_defaults(func=cmd_train)
+    t.set_defaults(func=cmd_train, progress=None)
 
     b = sub.add_parser("bench", help="training-step speed vs the GEMM floor, NumPy, PyTorch",
                        description="The training step's speed against its GEMM floor, "
