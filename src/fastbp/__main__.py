@@ -117,9 +117,10 @@ def cmd_train(args):
           f"test {Xte.shape[0]}, net {'-'.join(map(str, sizes))} {args.activation}, "
           f"{dtype.name}, {fastbp.get_num_threads()} thread(s)")
     t0 = time.perf_counter()
+    progress = _stderr_is_terminal() if args.progress is None else args.progress
     hist = model.fit(Xtr, ytr, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-              weight_decay=args.weight_decay, momentum=args.momentum, seed=args.seed,
-              progress=_stderr_is_terminal() if args.progress is None else args.progress)
+                     weight_decay=args.weight_decay, momentum=args.momentum, seed=args.seed,
+                     progress=progress)
     t_fast = time.perf_counter() - t0
     metric = "test accuracy" if classify else "test R^2"
     with np.errstate(all="ignore"):
