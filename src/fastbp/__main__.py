@@ -8,10 +8,14 @@
 The datasets are the ones scikit-learn ships inside its package (no download).
 """
 import argparse
+import math
+import os
 import sys
 import time
 
 import numpy as np
+
+from .bench import BLOCK, SIZES
 
 DATASETS = {
     # name: (loader name, task, default learning rate)
@@ -68,6 +72,32 @@ def _numpy_fit(model, X, y, args, loss):
     return params
 
 
+def _divergence(losses, metric, score, params):
+    """How training diverged, as (what, when), or None: a non-finite epoch loss,
+    else a non-finite test score, else non-finite weights (the last update
+    comes after the last loss is measured, and an accuracy stays finite
+    whatever the outputs)."""
+    for epoch, loss in enumerate(losses, 1):
+        if not math.isfinite(loss):
+            return f"{loss}", f"at epoch {epoch}"
+    after = f"after epoch {len(losses)}"
+    if not math.isfinite(score):
+        return f"{metric} {score}", after
+    for name, value in params.items():
+        if not np.isfinite(value).all():
+            return f"{name} not finite", after
+    return None
+
+
+def _stderr_is_terminal():
+    """Whether a progress bar on stderr would be seen as one (in a log file
+    or a pipe it is lines of carriage-return debris)."""
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # no stderr (pythonw), or closed
+        return False
+
+
 def cmd_train(args):
     import fastbp
 
@@ -87,14 +117,21 @@ def cmd_train(args):
           f"test {Xte.shape[0]}, net {'-'.join(map(str, sizes))} {args.activation}, "
           f"{dtype.name}, {fastbp.get_num_threads()} thread(s)")
     t0 = time.perf_counter()
-    model.fit(Xtr, ytr, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-              weight_decay=args.weight_decay, momentum=args.momentum, seed=args.seed,
-              progress=not args.no_progress)
+    progress = _stderr_is_terminal() if args.progress is None else args.progress
+    hist = model.fit(Xtr, ytr, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                     weight_decay=args.weight_decay, momentum=args.momentum, seed=args.seed,
+                     progress=progress)
     t_fast = time.perf_counter() - t0
     metric = "test accuracy" if classify else "test R^2"
-    score = model.score(Xte, yte)
+    with np.errstate(all="ignore"):
+        score = model.score(Xte, yte)
     print(f"fastbp     {metric} {score:.4f}   fit {t_fast * 1e3:8.1f} ms "
           f"({args.epochs} epochs, batch {args.batch_size}, lr {args.lr})")
+    diverged = _divergence(hist["loss"], metric, score, model.params)
+    if diverged:
+        # nothing worth comparing or saving
+        print("fastbp train: the loss diverged (%s) %s; lower --lr" % diverged, file=sys.stderr)
+        return 1
     if args.compare_numpy:
         ref_model = fastbp.MLP(sizes, args.activation, loss, dtype=dtype, seed=args.seed)
         for k, v in init.items():
@@ -107,8 +144,7 @@ def cmd_train(args):
         print(f"NumPy ref  {metric} {ref_model.score(Xte, yte):.4f}   fit {t_np * 1e3:8.1f} ms "
               f"(fastbp.reference, same schedule)  -> fastbp is {t_np / t_fast:.1f}x faster")
     if args.save:
-        model.save(args.save)
-        print(f"saved to {args.save}")
+        print(f"saved to {model.save(args.save)}")
     return 0
 
 
@@ -125,41 +161,172 @@ def cmd_info(args):
     return 0
 
 
-def build_parser():
-    p = argparse.ArgumentParser(prog="python -m fastbp", description=__doc__.split("\n")[0])
+# ---- argument types: each raises ArgumentTypeError (argparse's usage error, exit 2)
+# saying what it expected and what it was given -------------------------------------------
+
+def _integer(want, ok):
+    """An int type accepting what ok() accepts; want says which, in the message."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or not ok(value):
+            raise argparse.ArgumentTypeError(f"expected an integer {want}, got {text!r}")
+        return value
+    return parse
+
+
+def _real(want, ok):
+    """A float type accepting the finite values ok() accepts (never nan or inf)."""
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            value = None
+        if value is None or not math.isfinite(value) or not ok(value):
+            raise argparse.ArgumentTypeError(f"expected a finite number {want}, got {text!r}")
+        return value
+    return parse
+
+
+_count = _integer(">= 1", lambda v: v >= 1)
+_seed = _integer(">= 0", lambda v: v >= 0)
+_threads = _integer("in [1, 4096]", lambda v: 1 <= v <= 4096)  # fastbp.set_num_threads's range
+_lr = _real("> 0", lambda v: v > 0)
+_momentum = _real("in [0, 1)", lambda v: 0 <= v < 1)
+_weight_decay = _real(">= 0", lambda v: v >= 0)
+
+
+def _size(text):
+    if text not in SIZES:
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(SIZES)}; got {text!r}")
+    return text
+
+
+def _unwritable(path, make_dirs):
+    """Why path cannot be written as a file, or None if it can: it is no
+    directory, and its directory exists (or, with make_dirs, its nearest
+    existing ancestor is one) and is writable."""
+    if path.endswith(os.sep) or (os.altsep and path.endswith(os.altsep)) or os.path.isdir(path):
+        return f"{path!r} is a directory"
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        return f"{path!r} is not writable"
+    parent = os.path.dirname(path) or "."
+    if make_dirs:
+        while not os.path.lexists(parent) and os.path.dirname(parent) not in ("", parent):
+            parent = os.path.dirname(parent)
+        if not os.path.lexists(parent):
+            parent = "."
+    if not os.path.exists(parent):
+        return f"cannot write {path!r}: directory {parent!r} does not exist"
+    if not os.path.isdir(parent):
+        return f"cannot write {path!r}: {parent!r} is not a directory"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"cannot write {path!r}: directory {parent!r} is not writable"
+    return None
+
+
+def _model_path(text):
+    """--save: the file MLP.save will write (text, or text + ".npz") must be writable
+    in an existing directory."""
+    from ._checkpoint import npz_path
+
+    if not text:
+        raise argparse.ArgumentTypeError("expected a file path, got ''")
+    why = _unwritable(text, False) if os.path.isdir(text) else _unwritable(npz_path(text), False)
+    if why:
+        raise argparse.ArgumentTypeError(why)
+    return text
+
+
+def _output_path(text):
+    """bench --json/--png: a writable file path; missing directories are created
+    when written (as for the default, bench-results/). '' writes nothing."""
+    why = text and _unwritable(text, True)
+    if why:
+        raise argparse.ArgumentTypeError(why)
+    return text
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's help ends with its default, unless the help already says
+    it or there is none to show (None, a flag's False)."""
+
+    def _get_help_string(self, action):
+        help = action.help or ""
+        if "(default" in help or action.default is None or action.default is False:
+            return help
+        return super()._get_help_string(action)
+
+
+def _prog():
+    """The program as it was called: "python -m fastbp" for ``python -m``, else
+    the script's name (the console script: "fastbp")."""
+    argv0 = sys.argv[0] if sys.argv and sys.argv[0] else ""
+    if argv0.endswith("__main__.py") or argv0 in ("", "-c", "-m"):
+        return "python -m fastbp"
+    return os.path.basename(argv0)
+
+
+def build_parser(prog=None):
+    p = argparse.ArgumentParser(prog=prog or _prog(), description=__doc__.split("\n")[0],
+                                formatter_class=_HelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
 
-    t = sub.add_parser("train", help="train an MLP on a dataset scikit-learn ships")
-    t.add_argument("--data", choices=sorted(DATASETS), default="digits")
-    t.add_argument("--hidden", type=int, nargs="+", default=[128], metavar="WIDTH",
-                   help="hidden layer widths (default: 128)")
-    t.add_argument("--activation", choices=["relu", "sigmoid", "tanh"], default="relu")
-    t.add_argument("--epochs", type=int, default=30)
-    t.add_argument("--batch-size", type=int, default=32)
-    t.add_argument("--lr", type=float, default=None,
+    t = sub.add_parser("train", help="train an MLP on a dataset scikit-learn ships",
+                       description="Train an MLP on a dataset scikit-learn ships.",
+                       formatter_class=_HelpFormatter)
+    t.add_argument("--data", choices=sorted(DATASETS), default="digits", help="the dataset")
+    t.add_argument("--hidden", type=_count, nargs="+", default=[128], metavar="WIDTH",
+                   help="hidden layer widths, one per layer (default: 128)")
+    t.add_argument("--activation", choices=["relu", "sigmoid", "tanh"], default="relu",
+                   help="the hidden layers' activation")
+    t.add_argument("--epochs", type=_count, default=30, help="passes over the training set")
+    t.add_argument("--batch-size", type=_count, default=32, help="rows per SGD step")
+    t.add_argument("--lr", type=_lr, default=None,
                    help="learning rate (default: 0.1; 0.01 for diabetes)")
-    t.add_argument("--weight-decay", type=float, default=0.0)
-    t.add_argument("--momentum", type=float, default=0.0)
-    t.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--threads", type=int, default=None, help="fastbp's threads")
+    t.add_argument("--weight-decay", type=_weight_decay, default=0.0, help="L2 penalty")
+    t.add_argument("--momentum", type=_momentum, default=0.0, help="SGD momentum")
+    t.add_argument("--dtype", choices=["float32", "float64"], default="float32",
+                   help="the model's floating-point type")
+    t.add_argument("--seed", type=_seed, default=0,
+                   help="seed of the split, the initial weights and the batch order")
+    t.add_argument("--threads", type=_threads, default=None,
+                   help="fastbp's threads (default: OMP_NUM_THREADS, else the CPUs "
+                        "this process may run on)")
     t.add_argument("--compare-numpy", action="store_true",
                    help="also run the same schedule on fastbp.reference (pure NumPy)")
-    t.add_argument("--no-progress", action="store_true", help="no progress bar")
-    t.add_argument("--save", metavar="PATH", help="save the trained model (.npz)")
-    t.set_defaults(func=cmd_train)
+    bar = t.add_mutually_exclusive_group()
+    bar.add_argument("--progress", dest="progress", action="store_true",
+                     help="draw the progress bar even when stderr is no terminal "
+                          "(default: only when it is one)")
+    bar.add_argument("--no-progress", dest="progress", action="store_false",
+                     help="no progress bar")
+    t.add_argument("--save", type=_model_path, metavar="PATH",
+                   help="save the trained model to PATH (\".npz\" added if missing)")
+    t.set_defaults(func=cmd_train, progress=None)
 
-    b = sub.add_parser("bench", help="training-step speed vs the GEMM floor, NumPy, PyTorch")
-    b.add_argument("--sizes", nargs="+", default=None,
-                   help="step sizes (default: all): book small medium large wide")
-    b.add_argument("--repeat", type=int, default=None, help="timed repetitions per size")
-    b.add_argument("--json", default="bench-results/step.json", help="where to write JSON")
-    b.add_argument("--png", default="bench-results/step.png",
-                   help="where to write the chart (needs matplotlib)")
-    b.add_argument("--threads", type=int, default=None, help="fastbp's threads")
+    b = sub.add_parser("bench", help="training-step speed vs the GEMM floor, NumPy, PyTorch",
+                       description="The training step's speed against its GEMM floor, "
+                                   "NumPy and PyTorch.", formatter_class=_HelpFormatter)
+    b.add_argument("--sizes", type=_size, nargs="+", default=None, metavar="SIZE",
+                   help=f"step sizes (default: all: {' '.join(SIZES)})")
+    b.add_argument("--repeat", type=_count, default=None,
+                   help="calls in each timed block (default: as many as take about "
+                        f"{BLOCK} s)")
+    b.add_argument("--json", type=_output_path, default="bench-results/step.json",
+                   help="where to write the results as JSON ('' for nowhere)")
+    b.add_argument("--png", type=_output_path, default="bench-results/step.png",
+                   help="where to write the chart, a PNG (needs matplotlib; '' for nowhere)")
+    b.add_argument("--threads", type=_threads, default=None,
+                   help="fastbp's threads (default: OMP_NUM_THREADS, else the CPUs "
+                        "this process may run on)")
     b.set_defaults(func=cmd_bench)
 
-    i = sub.add_parser("info", help="print the build configuration")
+    i = sub.add_parser("info", help="print the build configuration",
+                       description="Print the build configuration.",
+                       formatter_class=_HelpFormatter)
     i.set_defaults(func=cmd_info)
     return p
 

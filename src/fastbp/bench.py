@@ -10,6 +10,7 @@ interleaved rounds, and the table reports medians and ratios.
 
 Used by ``python -m fastbp bench`` and by bench/bench_step.py.
 """
+import io
 import json
 import os
 import platform
@@ -258,8 +259,20 @@ def main(args):
             json.dump({"environment": environment(), "rows": rows}, f, indent=1)
         print(f"wrote {args.json}")
     if args.png:
-        os.makedirs(os.path.dirname(args.png) or ".", exist_ok=True)
-        if plot(rows, args.png):
+        # Into memory first, as PNG whatever the name's extension (savefig would
+        # add ".png" to a name without one): the file is then exactly args.png.
+        chart, drawn = io.BytesIO(), False
+        try:
+            import matplotlib
+        except ImportError:
+            pass
+        else:
+            with matplotlib.rc_context({"savefig.format": "png"}):
+                drawn = plot(rows, chart)
+        if drawn:
+            os.makedirs(os.path.dirname(args.png) or ".", exist_ok=True)
+            with open(args.png, "wb") as f:
+                f.write(chart.getvalue())
             print(f"wrote {args.png}")
         else:
             print("matplotlib is not installed: no chart")
