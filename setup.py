@@ -44,6 +44,9 @@ def _extensions():
               "-fvisibility=hidden"]
     lflags = ["-pthread"]
     cflags.append("-pthread")
+    # sqrt then never sets errno, so loops that take one vectorize; no result
+    # changes (this is not one of fast-math's value-changing flags)
+    cflags.append("-fno-math-errno")
     # `omp simd` reductions vectorize with -fopenmp-simd, which needs no runtime:
     # the threads are fastbp's own pool (csrc/threads.c)
     if _compiler_accepts(["-fopenmp-simd"]):

@@ -5,27 +5,14 @@ Every contender is timed the way ``python -m fastbp bench`` times a step
 fastbp.bench.BLOCK seconds, reported per call. The two harnesses give the same
 numbers for the same work.
 """
-import ctypes
 import time
 
 import numpy as np
 
-from fastbp import _core
 from fastbp import bench as fbench
+from fastbp.bench import parallel_copy
 
 ROUNDS = 7
-
-_lib = ctypes.CDLL(_core.__file__)
-_lib.fbp_copy.argtypes = [ctypes.c_size_t, ctypes.c_void_p, ctypes.c_void_p]
-_lib.fbp_copy.restype = None
-
-
-def parallel_copy(src, dst):
-    """dst[...] = src on fastbp's thread pool (csrc/runtime.c's fbp_copy): the floor
-    of a memory-bound kernel that moves the same bytes."""
-    assert src.nbytes == dst.nbytes and src.flags.c_contiguous and dst.flags.c_contiguous
-    _lib.fbp_copy(src.nbytes, src.ctypes.data, dst.ctypes.data)
-    return dst
 
 
 def copy_floor(nbytes_moved):

@@ -76,10 +76,11 @@ void FN(fbp_bias_act)(fbp_idx N, fbp_idx O, const T *b, int act, T *y)
     fbp_parallel(fbp_threads_for(N * O, fbp_act_cost(act)), N, FN(bias_act_task), &c);
 }
 
-/* Column block cb of dy, y, dz (N, O): dz = dy * act'(y), db (+)= its column sums. */
+/* Column block cb of dy, y, dz (N, O): dz = dy * act'(y), db (+)= its column sums;
+ * with keep (N, O) bytes, dy is first multiplied by keep * scale (dropout). */
 FBP_INLINE int FN(fbp_mask_bias_block_body)(fbp_idx cb, fbp_idx N, fbp_idx O, int act,
-                                            const T *dy, const T *y, T *dz, T *db,
-                                            int accumulate)
+                                            const T *dy, const T *y, const uint8_t *keep,
+                                            T scale, T *dz, T *db, int accumulate)
 {
     fbp_idx o0 = cb * FBP_COLBLK;
     fbp_idx w = O - o0 < FBP_COLBLK ? O - o0 : FBP_COLBLK;
@@ -88,7 +89,13 @@ FBP_INLINE int FN(fbp_mask_bias_block_body)(fbp_idx cb, fbp_idx N, fbp_idx O, in
         acc[j] = (T)0;
     for (fbp_idx r = 0; r < N; r++) {
         const T *dyr = dy + r * O + o0;
-        if (act == FBP_ACT_NONE) {
+        if (keep) {
+            T *dzr = dz + r * O + o0;
+#define ROW_DROP(a) FN(fbp_mask_acc_row_drop)(w, a, dyr, y + r * O + o0, keep + r * O + o0, \
+                                              scale, dzr, acc)
+            FBP_ACT_DISPATCH(act, ROW_DROP)
+#undef ROW_DROP
+        } else if (act == FBP_ACT_NONE) {
             for (fbp_idx j = 0; j < w; j++)
                 acc[j] += dyr[j];
             if (dz && dz != dy)
@@ -114,14 +121,16 @@ FBP_INLINE int FN(fbp_mask_bias_block_body)(fbp_idx cb, fbp_idx N, fbp_idx O, in
 }
 
 FBP_DISPATCHED(int, FN(fbp_mask_bias_block), FN(fbp_mask_bias_block_body),
-               (fbp_idx cb, fbp_idx N, fbp_idx O, int act, const T *dy, const T *y, T *dz,
-                T *db, int accumulate),
-               (cb, N, O, act, dy, y, dz, db, accumulate))
+               (fbp_idx cb, fbp_idx N, fbp_idx O, int act, const T *dy, const T *y,
+                const uint8_t *keep, T scale, T *dz, T *db, int accumulate),
+               (cb, N, O, act, dy, y, keep, scale, dz, db, accumulate))
 
 struct FN(mask_bias_ctx) {
     fbp_idx N, O;
     int act, accumulate;
     const T *dy, *y;
+    const uint8_t *keep;
+    T scale;
     T *dz, *db;
 };
 
@@ -129,17 +138,19 @@ static void FN(mask_bias_task)(void *p, fbp_idx cb0, fbp_idx cb1)
 {
     const struct FN(mask_bias_ctx) *c = p;
     for (fbp_idx cb = cb0; cb < cb1; cb++)
-        FN(fbp_mask_bias_block)(cb, c->N, c->O, c->act, c->dy, c->y, c->dz, c->db,
-                                c->accumulate);
+        FN(fbp_mask_bias_block)(cb, c->N, c->O, c->act, c->dy, c->y, c->keep, c->scale,
+                                c->dz, c->db, c->accumulate);
 }
 
 /* dy, y, dz (N, O), db (O,): dz = dy * act'(y) and db (+)= sum over rows of dz,
- * in the same pass over dy. Each block of columns is summed over all rows, in
- * row order, by one thread. dz may alias dy; dz may be NULL with act NONE. */
+ * in the same pass over dy; keep (N, O) bytes or NULL: dy * keep * scale first.
+ * Each block of columns is summed over all rows, in row order, by one thread.
+ * dz may alias dy; dz may be NULL with act NONE and no keep. */
 void FN(fbp_act_backward_bias_grad)(fbp_idx N, fbp_idx O, int act, const T *dy,
-                                    const T *y, T *dz, T *db, int accumulate)
+                                    const T *y, const uint8_t *keep, T scale, T *dz, T *db,
+                                    int accumulate)
 {
-    struct FN(mask_bias_ctx) c = {N, O, act, accumulate, dy, y, dz, db};
+    struct FN(mask_bias_ctx) c = {N, O, act, accumulate, dy, y, keep, scale, dz, db};
     fbp_parallel(fbp_threads_for(N * O, FBP_COST_MEM), fbp_nblocks(O, FBP_COLBLK),
                  FN(mask_bias_task), &c);
 }
@@ -161,9 +172,9 @@ static void FN(fbp_dense_backward)(fbp_idx N, fbp_idx I, fbp_idx O, const T *dy,
 {
     const T *g = dy;
     if (act == FBP_ACT_NONE) {
-        FN(fbp_act_backward_bias_grad)(N, O, act, dy, y, NULL, db, accumulate);
+        FN(fbp_act_backward_bias_grad)(N, O, act, dy, y, NULL, 0, NULL, db, accumulate);
     } else {
-        FN(fbp_act_backward_bias_grad)(N, O, act, dy, y, dz, db, accumulate);
+        FN(fbp_act_backward_bias_grad)(N, O, act, dy, y, NULL, 0, dz, db, accumulate);
         g = dz;
     }
     if (dx)

@@ -61,6 +61,10 @@ FBP_API int fbp_softmax_xent(int dev, void *stream, int dsize, int64_t N, int64_
 /* losses.c: y, t, dy (N, D): *loss = 0.5 sum((y - t)^2) / N, dy = (y - t) / N. */
 FBP_API int fbp_mse(int dev, void *stream, int dsize, int64_t N, int64_t D, const void *y,
                     const void *t, void *dy, double *loss);
+/* losses.c: z, t, dz (N, C), t in [0, 1]: sigmoid + binary cross-entropy, *loss =
+ * sum over outputs, mean over rows; dz = (sigmoid(z) - t) / N (may alias z). */
+FBP_API int fbp_bce(int dev, void *stream, int dsize, int64_t N, int64_t C, const void *z,
+                    const void *t, void *dz, double *loss);
 
 /* optim.c: p, g (n,): p -= lr (g + wd p). g (n,) clipped in place to
  * [-limit, limit], NaN stays NaN. x (n,) *= s. */
@@ -115,8 +119,9 @@ FBP_API void fbp_copy(size_t nbytes, const void *src, void *dst);
 
 /* An MLP of L dense layers and its workspace, all buffers caller-owned (the
  * model allocates them once): buf[k][l] is buffer k (enum fbp_buf) of layer l,
- * of the shapes fbp_api.h gives; buf[FBP_BUF_VW], buf[FBP_BUF_VB] are NULL
- * without momentum. Elements have size dsize. */
+ * of the shapes fbp_api.h gives; buf[k] is NULL for a buffer the model does not
+ * have (optimizer state it does not keep, hd without dropout). Elements have size
+ * dsize. */
 typedef struct fbp_mlp {
     int dsize;
     int L;
@@ -125,23 +130,36 @@ typedef struct fbp_mlp {
     int loss;             /* enum fbp_loss */
     fbp_idx cap;          /* rows the h/dh buffers hold */
     void **buf[FBP_NBUF];
-    /* gather buffers of fbp_mlp_epoch: xb (cap, I), lb (cap,), tb (cap, sizes[L]) */
-    void *xb, *tb;
+    const double *drop;   /* (L,) dropout rates in [0, 1), or NULL: none */
+    uint8_t **keep;       /* (L,): (cap, sizes[l+1]) masks where drop[l] > 0 */
+    /* gather buffers of fbp_mlp_epoch: xb (cap, I), lb (cap,), tb (cap, sizes[L]),
+     * wb (cap,) sample weights */
+    void *xb, *tb, *wb;
     int64_t *lb;
 } fbp_mlp;
 
+/* What an epoch (or a run of its batches) returns. */
+typedef struct fbp_epoch_out {
+    double loss_sum;   /* sum over batches of (loss + reg) times the batch's weight */
+    double weight_sum; /* sum of the batches' weights (rows, or sample weights) */
+    double grad_norm;  /* the last batch's, as fbp_step_out */
+    int64_t ncorrect;
+} fbp_epoch_out;
+
 /* x (N, I) with 0 < N <= m->cap; labels (N,) in [0, C) for XENT, else targets
- * t (N, sizes[L]). FORWARD fills h; LOSS adds the loss; GRAD fills dW, db
- * (weight decay included); TRAIN also clips and updates the params. One call
- * does it all: GEMMs through the BLAS, everything else here. */
+ * t (N, sizes[L]); w (N,) sample weights or NULL. FORWARD fills h; LOSS adds the
+ * loss; GRAD fills dW, db (weight decay included); TRAIN also clips and updates
+ * the params; UPDATE only clips and updates from dW, db. One call does it all:
+ * GEMMs through the BLAS, everything else here. */
 FBP_API int fbp_mlp_step(const fbp_mlp *m, int64_t N, const void *x, const int64_t *labels,
-                         const void *t, const fbp_step_opts *opt, fbp_step_out *out);
-/* One epoch of TRAIN steps: X (n, I), labels (n,) or t (n, C), order (n,) a
- * permutation of [0, n); batches of B <= cap rows in that order (the last one
- * partial) are gathered into m->xb/lb/tb and stepped. out->loss is the
- * row-weighted mean of the batch losses (NaN if n == 0). */
+                         const void *t, const void *w, const fbp_step_opts *opt,
+                         fbp_step_out *out);
+/* Batches [s0, s1) of an epoch of TRAIN steps: X (n, I), labels (n,) or t (n, C),
+ * w (n,) or NULL, order (n,) a permutation of [0, n); batch s holds rows
+ * order[s B : (s+1) B] (the last one partial), gathered into m->xb/lb/tb/wb and
+ * stepped; opt->t and opt->step advance by one per batch. */
 FBP_API int fbp_mlp_epoch(const fbp_mlp *m, int64_t n, const void *X, const int64_t *labels,
-                          const void *t, const int64_t *order, int64_t B,
-                          const fbp_step_opts *opt, fbp_step_out *out);
+                          const void *t, const void *w, const int64_t *order, int64_t B,
+                          int64_t s0, int64_t s1, const fbp_step_opts *opt, fbp_epoch_out *out);
 
 #endif /* FASTBP_H */

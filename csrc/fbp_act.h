@@ -88,6 +88,21 @@ FBP_INLINE void FN(fbp_mask_acc_row_inplace)(fbp_idx w, int act, const T *restri
     }
 }
 
+/* The same with the dropout factor first, as the forward pass applied it:
+ * dzr = (dyr * (keep * scale)) * act'(yr); acc += dzr. dzr may be dyr. */
+FBP_INLINE void FN(fbp_mask_acc_row_drop)(fbp_idx w, int act, const T *dyr,
+                                          const T *restrict yr, const uint8_t *restrict kr,
+                                          T scale, T *dzr, T *restrict acc)
+{
+    for (fbp_idx j = 0; j < w; j++) {
+        T m = FN(fbp_act_mask)(act, yr[j]);
+        T d = dyr[j] * ((T)kr[j] * scale);
+        T v = d * m;
+        dzr[j] = v;
+        acc[j] += v;
+    }
+}
+
 #ifndef FBP_ACT_DISPATCH
 /* Call CALL(a) with a replaced by the constant for act. */
 #define FBP_ACT_DISPATCH(act, CALL)                                                   \

@@ -28,41 +28,76 @@ static inline const char *fbp_act_name(int k)
     return k >= 0 && k < FBP_NACT ? names[k] : "";
 }
 
-enum fbp_loss { FBP_LOSS_XENT = 0, FBP_LOSS_MSE = 1, FBP_NLOSS };
+/* softmax + cross-entropy (labels or class probabilities), mean squared error
+ * (0.5 sum over outputs), sigmoid + binary cross-entropy (sum over outputs); each
+ * averaged over the rows, or weighted by the rows' sample weights. */
+enum fbp_loss { FBP_LOSS_XENT = 0, FBP_LOSS_MSE = 1, FBP_LOSS_BCE = 2, FBP_NLOSS };
 static inline const char *fbp_loss_name(int k)
 {
-    static const char *const names[FBP_NLOSS] = {"softmax_cross_entropy", "mse"};
+    static const char *const names[FBP_NLOSS] = {"softmax_cross_entropy", "mse",
+                                                 "binary_cross_entropy"};
     return k >= 0 && k < FBP_NLOSS ? names[k] : "";
 }
 
 /* What a step does: FORWARD fills the layer outputs, LOSS adds the loss, GRAD the
- * gradients, TRAIN also updates the parameters. */
+ * gradients (weight decay included, for model.gradient), TRAIN computes the loss
+ * gradients and then applies UPDATE; UPDATE alone applies clipping and the
+ * optimizer to gradients already in dW, db (summed over processes, say). */
 enum fbp_mode { FBP_MODE_FORWARD = 0, FBP_MODE_LOSS = 1, FBP_MODE_GRAD = 2,
-                FBP_MODE_TRAIN = 3 };
+                FBP_MODE_TRAIN = 3, FBP_MODE_UPDATE = 4 };
+
+/* The optimizers, with PyTorch's update rules: SGD (momentum, dampening, Nesterov,
+ * coupled L2), Adam (coupled L2), AdamW (decoupled decay). */
+enum fbp_opt { FBP_OPT_SGD = 0, FBP_OPT_ADAM = 1, FBP_OPT_ADAMW = 2, FBP_NOPT };
+static inline const char *fbp_opt_name(int k)
+{
+    static const char *const names[FBP_NOPT] = {"SGD", "Adam", "AdamW"};
+    return k >= 0 && k < FBP_NOPT ? names[k] : "";
+}
 
 /* An MLP workspace's buffers, per layer l of L (sizes (L+1,) the widths):
- * W, dW, vW (sizes[l], sizes[l+1]); b, db, vb (sizes[l+1],); h, dh (cap, sizes[l+1]).
- * vW, vb: the momentum buffers. h[L-1] holds the logits (or regression outputs). */
+ * W, dW, vW, sW (sizes[l], sizes[l+1]); b, db, vb, sb (sizes[l+1],); h, dh, hd
+ * (cap, sizes[l+1]). vW, vb: SGD's momentum or Adam's first moment; sW, sb:
+ * Adam's second moment (NULL when the optimizer has no such state). h[L-1] holds
+ * the logits (or regression outputs). hd: a hidden layer's output after dropout
+ * (NULL without dropout), the next layer's input in a training step. */
 enum fbp_buf { FBP_BUF_W = 0, FBP_BUF_B, FBP_BUF_DW, FBP_BUF_DB, FBP_BUF_VW, FBP_BUF_VB,
-               FBP_BUF_H, FBP_BUF_DH, FBP_NBUF };
+               FBP_BUF_SW, FBP_BUF_SB, FBP_BUF_H, FBP_BUF_DH, FBP_BUF_HD, FBP_NBUF };
 static inline const char *fbp_buf_name(int k)
 {
-    static const char *const names[FBP_NBUF] = {"W", "b", "dW", "db", "vW", "vb", "h", "dh"};
+    static const char *const names[FBP_NBUF] = {"W", "b", "dW", "db", "vW", "vb",
+                                                "sW", "sb", "h", "dh", "hd"};
     return k >= 0 && k < FBP_NBUF ? names[k] : "";
 }
 
 /* A step's options; scalars in double, applied in the step's element type. */
 typedef struct fbp_step_opts {
-    int mode;          /* enum fbp_mode */
-    double lr, weight_decay, clip_norm /* <= 0: none */, momentum;
-    int count_correct; /* fill ncorrect (labels only) */
+    int mode;           /* enum fbp_mode */
+    int optimizer;      /* enum fbp_opt */
+    double lr;
+    double weight_decay; /* weights only: coupled L2 (SGD, Adam), decoupled (AdamW) */
+    double momentum, dampening; /* SGD */
+    int nesterov;       /* SGD */
+    double beta1, beta2, eps; /* Adam, AdamW */
+    int64_t t;          /* the optimizer's step, 1 on its first (bias correction, the
+                         * first momentum step) */
+    double clip_norm;   /* > 0: rescale the loss gradient to this global norm first */
+    double clip_value;  /* > 0: clip each loss gradient element to [-v, v] first */
+    uint64_t seed;      /* dropout masks: keyed by (seed, step, layer, row, column) */
+    int64_t step;       /* the model's training step, for the dropout key */
+    int64_t row0;       /* global index of this batch's first row, for the dropout key */
+    double norm;        /* > 0: the loss is normalized by this total weight (a data-
+                         * parallel batch's), else by this batch's rows or weights */
+    int count_correct;  /* fill ncorrect */
 } fbp_step_opts;
 
 /* What a step returns besides the parameter updates. */
 typedef struct fbp_step_out {
-    double loss;      /* mean loss + 0.5 wd sum ||W||^2, before the update */
-    double grad_norm; /* global gradient norm if clipping ran, else -1 */
-    int64_t ncorrect; /* rows whose argmax logit equals the label */
+    double loss;      /* the data loss, before the update: mean, or weighted mean */
+    double reg;       /* 0.5 wd sum ||W||^2 for coupled decay (SGD, Adam), else 0 */
+    double grad_norm; /* the loss gradient's global norm if clip_norm ran, else -1 */
+    int64_t ncorrect; /* XENT: rows whose argmax logit is the label; BCE: outputs on the
+                       * right side of 0.5 */
 } fbp_step_out;
 
 /* ---- the entry points of a backend ----------------------------------------------
@@ -99,6 +134,10 @@ typedef struct fbp_backend {
     /* y, t, dy (N, D): *loss = 0.5 sum (y - t)^2 / N, dy = (y - t) / N; N > 0. */
     int (*mse)(int dev, void *stream, int dsize, int64_t N, int64_t D, const void *y,
                const void *t, void *dy, double *loss);
+    /* z, t, dz (N, C): sigmoid + binary cross-entropy, summed over the C outputs,
+     * averaged over the rows; dz = (sigmoid(z) - t) / N (may alias z); N > 0. */
+    int (*bce)(int dev, void *stream, int dsize, int64_t N, int64_t C, const void *z,
+               const void *t, void *dz, double *loss);
     /* p, g (n,): p -= lr (g + wd p). g (n,) clipped to [-limit, limit]. x (n,) *= s. */
     int (*sgd)(int dev, void *stream, int dsize, int64_t n, void *p, const void *g, double lr,
                double wd);
@@ -110,8 +149,9 @@ typedef struct fbp_backend {
                       const void *const *xs, double div, int maxabs, double *out);
 } fbp_backend;
 
-/* The table's kernel entries, for the backends to fill it from one list:
- * X(name) for each field besides last_error. */
+/* The table's kernel entries that every backend has, for the backends to fill it
+ * from one list: X(name) for each field but last_error and bce (CPU only so far;
+ * the binding raises NotImplementedError where an entry is NULL). */
 #define FBP_BACKEND_ENTRIES(X)                                                          \
     X(check_labels) X(act_forward) X(act_backward) X(dense_forward) X(dense_backward)   \
     X(softmax_xent) X(mse) X(sgd) X(clip_value) X(scale) X(sumsq_many)

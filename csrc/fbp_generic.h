@@ -6,7 +6,7 @@
  * suffixed name (name_f32, name_f64). One source per concern, two instantiations.
  * The math each T needs (fbp_math.h, all vectorizable):
  *   EXP_NONPOS_NONAN  exp(x) for x <= 0 or -inf, never NaN
- *   TANH, SIGMOID
+ *   TANH, SIGMOID, SQRT
  */
 #include "fbp_internal.h"
 #include "fbp_math.h"
@@ -18,6 +18,7 @@
 #define EXP_NONPOS_NONAN fbp_expf_nonpos_nonan
 #define TANH fbp_tanh_f32
 #define SIGMOID fbp_sigmoid_f32
+#define SQRT sqrtf
 #include FBP_SELF
 #include "fbp_generic_end.h"
 
@@ -26,6 +27,7 @@
 #define EXP_NONPOS_NONAN fbp_exp_nonpos_nonan_f64
 #define TANH fbp_tanh_f64
 #define SIGMOID fbp_sigmoid_f64
+#define SQRT sqrt
 #include FBP_SELF
 #include "fbp_generic_end.h"
 

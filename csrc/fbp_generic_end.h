@@ -5,3 +5,4 @@
 #undef EXP_NONPOS_NONAN
 #undef TANH
 #undef SIGMOID
+#undef SQRT

@@ -140,16 +140,30 @@ static inline void fbp_chunk_range(fbp_idx n, fbp_idx t0, fbp_idx t1, fbp_idx *i
      * alias dy; NULL with act NONE). */                                               \
     void fbp_bias_act_##S(fbp_idx N, fbp_idx O, const T *b, int act, T *y);            \
     void fbp_act_backward_bias_grad_##S(fbp_idx N, fbp_idx O, int act, const T *dy,     \
-                                        const T *y, T *dz, T *db, int accumulate);     \
-    /* losses.c. Returns the mean loss; labels NULL: probability targets t. */         \
+                                        const T *y, const uint8_t *keep, T scale,      \
+                                        T *dz, T *db, int accumulate);                  \
+    /* dropout.c. h, hd, keep (N, O): hd = h keep / (1 - p), keep from fbp_rng.h. */   \
+    void fbp_dropout_##S(fbp_idx N, fbp_idx O, const T *h, T *hd, uint8_t *keep,       \
+                         double p, uint64_t seed, int64_t step, int layer, int64_t row0); \
+    /* losses.c. Return the sum over rows of w_r loss_r (w NULL: 1) and write       \
+     * dz = w_r (p - t) / W, the gradient of that sum over W (the batch's total    \
+     * weight: N, sum w, or a data-parallel batch's); labels NULL: targets t. */    \
     double fbp_softmax_xent_##S(fbp_idx N, fbp_idx C, const T *z, const int64_t *labels, \
-                                const T *t, T *dz);                                     \
-    double fbp_mse_##S(fbp_idx N, fbp_idx D, const T *y, const T *t, T *dy);           \
-    /* optim.c. p -= lr (g + wd p); x *= s; dst += a src; v = mu v + g, p -= lr v. */   \
+                                const T *t, const T *w, double W, T *dz);                \
+    double fbp_mse_##S(fbp_idx N, fbp_idx D, const T *y, const T *t, const T *w,        \
+                       double W, T *dy);                                                \
+    double fbp_bce_##S(fbp_idx N, fbp_idx C, const T *z, const T *t, const T *w,        \
+                       double W, T *dz);                                                \
+    /* optim.c. p -= lr (g + wd p); x *= s; dst += a src; x to [-a, a]. */             \
     void fbp_sgd_##S(fbp_idx n, T *p, const T *g, T lr, T wd);                         \
     void fbp_scale_##S(fbp_idx n, T *x, T s);                                          \
     void fbp_axpy_##S(fbp_idx n, T a, const T *src, T *dst);                           \
-    void fbp_momentum_##S(fbp_idx n, T *p, const T *g, T *v, T lr, T mu);              \
+    void fbp_clip_value_##S(fbp_idx n, T *g, T limit);                                 \
+    /* One parameter's optimizer step (PyTorch's rules), p, g (n,) and the state      \
+     * v, s (n,) the optimizer keeps (NULL where it keeps none); wd: this tensor's.   \
+     */                                                                                 \
+    void fbp_optimizer_step_##S(fbp_idx n, T *p, const T *g, T *v, T *s,               \
+                                const fbp_step_opts *o, double wd);                    \
     double fbp_sumsq_##S(fbp_idx n, const T *x);
 
 FBP_DECLARE(float, f32)

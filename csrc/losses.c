@@ -1,4 +1,5 @@
-/* losses.c - fused softmax + cross-entropy, and mean squared error.
+/* losses.c - fused softmax + cross-entropy, mean squared error, and sigmoid +
+ * binary cross-entropy, each with optional row weights.
  *
  * Softmax-xent touches each logit row once from memory: the row (which fits in
  * cache) is scanned for its max, exponentiated into dz while summing, then
@@ -31,8 +32,8 @@ int fbp_softmax_xent(int dev, void *stream, int dsize, int64_t N, int64_t C, con
                      const int64_t *labels, const void *t, void *dz, double *loss)
 {
     (void)dev, (void)stream;
-    *loss = dsize == 4 ? fbp_softmax_xent_f32(N, C, z, labels, t, dz)
-                       : fbp_softmax_xent_f64(N, C, z, labels, t, dz);
+    *loss = dsize == 4 ? fbp_softmax_xent_f32(N, C, z, labels, t, NULL, 0.0, dz)
+                       : fbp_softmax_xent_f64(N, C, z, labels, t, NULL, 0.0, dz);
     return 0;
 }
 
@@ -40,7 +41,17 @@ int fbp_mse(int dev, void *stream, int dsize, int64_t N, int64_t D, const void *
             void *dy, double *loss)
 {
     (void)dev, (void)stream;
-    *loss = dsize == 4 ? fbp_mse_f32(N, D, y, t, dy) : fbp_mse_f64(N, D, y, t, dy);
+    *loss = dsize == 4 ? fbp_mse_f32(N, D, y, t, NULL, 0.0, dy)
+                       : fbp_mse_f64(N, D, y, t, NULL, 0.0, dy);
+    return 0;
+}
+
+int fbp_bce(int dev, void *stream, int dsize, int64_t N, int64_t C, const void *z, const void *t,
+            void *dz, double *loss)
+{
+    (void)dev, (void)stream;
+    *loss = dsize == 4 ? fbp_bce_f32(N, C, z, t, NULL, 0.0, dz)
+                       : fbp_bce_f64(N, C, z, t, NULL, 0.0, dz);
     return 0;
 }
 
@@ -116,29 +127,31 @@ FBP_INLINE int FN(fbp_row_start)(fbp_idx r, fbp_idx r1, fbp_idx C, const T *zr, 
 }
 
 /* Rows [r0, r1) of z, dz (N, C) with labels: writes dz, returns the rows' loss
- * sum. loss_n = log(sum) + (max - z_label): no large terms that cancel. */
+ * sum (weighted by w, if given). loss_n = log(sum) + (max - z_label): no large
+ * terms that cancel. The gradient's row factor is invN, or w_r invN. */
 FBP_INLINE double FN(fbp_xent_rows_labels_body)(fbp_idx r0, fbp_idx r1, fbp_idx C,
-                                                const T *z, const int64_t *labels, T *dz,
-                                                T invN)
+                                                const T *z, const int64_t *labels,
+                                                const T *w, T *dz, T invN)
 {
     double acc = 0.0;
     for (fbp_idx r = r0; r < r1; r++) {
         const T *zr = z + r * C;
         T *dzr = dz + r * C;
         fbp_idx lab = (fbp_idx)labels[r];
-        T m;
+        T m, f = w ? w[r] * invN : invN;
+        double wr = w ? (double)w[r] : 1.0;
         if (FN(fbp_row_start)(r, r1, C, zr, dzr, &m)) {
             acc += NAN;
             continue;
         }
         double gap = (double)m - (double)zr[lab]; /* before dz (maybe z) is written */
         T s = FN(fbp_exp_sum)(C, zr, m, dzr);
-        acc += log((double)s) + gap;
-        T rs = (T)1 / s, k = rs * invN; /* one multiply per element */
+        acc += wr * (log((double)s) + gap);
+        T rs = (T)1 / s, k = rs * f; /* one multiply per element */
         T pl = dzr[lab] * rs;
         for (fbp_idx c = 0; c < C; c++)
             dzr[c] *= k;
-        dzr[lab] = (pl - (T)1) * invN;
+        dzr[lab] = (pl - (T)1) * f;
     }
     return acc;
 }
@@ -147,13 +160,15 @@ FBP_INLINE double FN(fbp_xent_rows_labels_body)(fbp_idx r0, fbp_idx r1, fbp_idx 
  * = (sum t) log(sum) + sum_c t_c (max - z_c), terms with t_c == 0 skipped (so a
  * -inf logit with t_c == 0 costs nothing). */
 FBP_INLINE double FN(fbp_xent_rows_probs_body)(fbp_idx r0, fbp_idx r1, fbp_idx C,
-                                               const T *z, const T *t, T *dz, T invN)
+                                               const T *z, const T *t, const T *w, T *dz,
+                                               T invN)
 {
     double acc = 0.0;
     for (fbp_idx r = r0; r < r1; r++) {
         const T *zr = z + r * C, *tr = t + r * C;
         T *dzr = dz + r * C;
-        T m;
+        T m, f = w ? w[r] * invN : invN;
+        double wr = w ? (double)w[r] : 1.0;
         if (FN(fbp_row_start)(r, r1, C, zr, dzr, &m)) {
             acc += NAN;
             continue;
@@ -165,22 +180,23 @@ FBP_INLINE double FN(fbp_xent_rows_probs_body)(fbp_idx r0, fbp_idx r1, fbp_idx C
                 gap += (double)tr[c] * ((double)m - (double)zr[c]);
             }
         T s = FN(fbp_exp_sum)(C, zr, m, dzr);
-        acc += (st != 0.0 ? st * log((double)s) : 0.0) + gap;
+        acc += wr * ((st != 0.0 ? st * log((double)s) : 0.0) + gap);
         T rs = (T)1 / s;
         for (fbp_idx c = 0; c < C; c++)
-            dzr[c] = (dzr[c] * rs - tr[c]) * invN;
+            dzr[c] = (dzr[c] * rs - tr[c]) * f;
     }
     return acc;
 }
 
 FBP_DISPATCHED(double, FN(fbp_xent_rows_labels), FN(fbp_xent_rows_labels_body),
-               (fbp_idx r0, fbp_idx r1, fbp_idx C, const T *z, const int64_t *labels, T *dz,
-                T invN),
-               (r0, r1, C, z, labels, dz, invN))
+               (fbp_idx r0, fbp_idx r1, fbp_idx C, const T *z, const int64_t *labels,
+                const T *w, T *dz, T invN),
+               (r0, r1, C, z, labels, w, dz, invN))
 
 FBP_DISPATCHED(double, FN(fbp_xent_rows_probs), FN(fbp_xent_rows_probs_body),
-               (fbp_idx r0, fbp_idx r1, fbp_idx C, const T *z, const T *t, T *dz, T invN),
-               (r0, r1, C, z, t, dz, invN))
+               (fbp_idx r0, fbp_idx r1, fbp_idx C, const T *z, const T *t, const T *w, T *dz,
+                T invN),
+               (r0, r1, C, z, t, w, dz, invN))
 
 /* Block [i0, i1) of y, t, dy (n,): dy = (y - t) invN; returns sum (y - t)^2. Eight
  * accumulators give the compiler lanes to vectorize without reassociating. */
@@ -207,12 +223,47 @@ FBP_DISPATCHED(double, FN(fbp_mse_block), FN(fbp_mse_block_body),
                (fbp_idx i0, fbp_idx i1, const T *y, const T *t, T *dy, T invN),
                (i0, i1, y, t, dy, invN))
 
-/* A blocked loss: block k covers rows [k bs, (k+1) bs) of z (softmax-xent; labels,
- * or t) or elements [k bs, (k+1) bs) of y = z (mse), and writes part[k]. */
+/* Rows [r0, r1) of y, t, dy (N, D) with row weights: dy = (y - t) w_r invN;
+ * returns sum_r w_r sum_c (y - t)^2. */
+static double FN(fbp_mse_rows_weighted)(fbp_idx r0, fbp_idx r1, fbp_idx D, const T *y,
+                                        const T *t, const T *w, T *dy, T invN)
+{
+    double acc = 0.0;
+    for (fbp_idx r = r0; r < r1; r++)
+        acc += (double)w[r] * FN(fbp_mse_block)(r * D, (r + 1) * D, y, t, dy, w[r] * invN);
+    return acc;
+}
+
+/* Rows [r0, r1) of z, t, dz (N, C): sigmoid + binary cross-entropy, returns the
+ * (weighted) sum of sum_c softplus(z) - t z, written max(z, 0) - t z + log1p(e),
+ * e = exp(-|z|) <= 1: exact for large |z| (finite at +-800); dz = (sigmoid(z) - t) f. */
+static double FN(fbp_bce_rows)(fbp_idx r0, fbp_idx r1, fbp_idx C, const T *z, const T *t,
+                               const T *w, T *dz, T invN)
+{
+    double acc = 0.0;
+    for (fbp_idx r = r0; r < r1; r++) {
+        const T *zr = z + r * C, *tr = t + r * C;
+        T *dzr = dz + r * C;
+        T f = w ? w[r] * invN : invN;
+        double row = 0.0;
+        for (fbp_idx c = 0; c < C; c++) {
+            double zc = (double)zr[c], tc = (double)tr[c];
+            double e = exp(-fabs(zc));
+            row += (zc > 0.0 ? zc : 0.0) - tc * zc + log1p(e);
+            dzr[c] = (SIGMOID(zr[c]) - tr[c]) * f;
+        }
+        acc += (w ? (double)w[r] : 1.0) * row;
+    }
+    return acc;
+}
+
+/* A blocked loss: block k covers rows [k bs, (k+1) bs) of z (kind LOSS_XENT with
+ * labels or t, LOSS_BCE), or elements [k bs, (k+1) bs) of y = z (LOSS_MSE; rows
+ * when weighted), and writes part[k]. */
 struct FN(loss_ctx) {
-    int mse;
+    int kind;
     fbp_idx n, C, bs;
-    const T *z, *t;
+    const T *z, *t, *w;
     const int64_t *labels;
     T *dz, invN;
     double *part;
@@ -223,37 +274,63 @@ static void FN(loss_task)(void *p, fbp_idx b0, fbp_idx b1)
     const struct FN(loss_ctx) *c = p;
     for (fbp_idx blk = b0; blk < b1; blk++) {
         fbp_idx i0 = blk * c->bs, i1 = i0 + c->bs < c->n ? i0 + c->bs : c->n;
-        c->part[blk] =
-            c->mse      ? FN(fbp_mse_block)(i0, i1, c->z, c->t, c->dz, c->invN)
-            : c->labels ? FN(fbp_xent_rows_labels)(i0, i1, c->C, c->z, c->labels, c->dz, c->invN)
-                        : FN(fbp_xent_rows_probs)(i0, i1, c->C, c->z, c->t, c->dz, c->invN);
+        double s;
+        if (c->kind == FBP_LOSS_MSE)
+            s = c->w ? FN(fbp_mse_rows_weighted)(i0, i1, c->C, c->z, c->t, c->w, c->dz, c->invN)
+                     : FN(fbp_mse_block)(i0, i1, c->z, c->t, c->dz, c->invN);
+        else if (c->kind == FBP_LOSS_BCE)
+            s = FN(fbp_bce_rows)(i0, i1, c->C, c->z, c->t, c->w, c->dz, c->invN);
+        else if (c->labels)
+            s = FN(fbp_xent_rows_labels)(i0, i1, c->C, c->z, c->labels, c->w, c->dz, c->invN);
+        else
+            s = FN(fbp_xent_rows_probs)(i0, i1, c->C, c->z, c->t, c->w, c->dz, c->invN);
+        c->part[blk] = s;
     }
 }
 
-/* z, dz (N, C); labels (N,) in [0, C), or else t (N, C) class probabilities:
- * dz = (softmax(z) - t) / N; returns the mean loss. */
-double FN(fbp_softmax_xent)(fbp_idx N, fbp_idx C, const T *z, const int64_t *labels,
-                            const T *t, T *dz)
+/* Runs a loss over N rows of C outputs, weights w (N,) or NULL, normalized by W
+ * (> 0; else the rows, or the sum of w); returns the weighted sum of the row
+ * losses and writes dz scaled by 1 / W. */
+static double FN(fbp_loss)(int kind, fbp_idx N, fbp_idx C, const T *z, const int64_t *labels,
+                           const T *t, const T *w, double W, T *dz)
 {
     if (N <= 0)
         return NAN;
-    fbp_idx bs = FN(fbp_row_block)(N, C), nb = fbp_nblocks(N, bs);
+    if (!(W > 0.0)) {
+        W = 0.0;
+        for (fbp_idx r = 0; r < N; r++)
+            W += w ? (double)w[r] : 1.0;
+    }
+    int flat = kind == FBP_LOSS_MSE && !w; /* blocks of elements, not rows */
+    fbp_idx n = flat ? N * C : N;
+    fbp_idx bs = flat ? fbp_block_size(n, FBP_RED_MIN) : FN(fbp_row_block)(N, C);
+    fbp_idx nb = fbp_nblocks(n, bs);
     double part[FBP_NBLK_MAX];
-    struct FN(loss_ctx) c = {0, N, C, bs, z, t, labels, dz, (T)1 / (T)N, part};
-    fbp_parallel(fbp_threads_for(N * C, FBP_COST_EXP), nb, FN(loss_task), &c);
-    return fbp_sum_partials(part, nb) / (double)N;
+    T invN = w || W != (double)N ? (T)(1.0 / W) : (T)1 / (T)N;
+    struct FN(loss_ctx) c = {kind, n, C, bs, z, t, w, labels, dz, invN, part};
+    int cost = kind == FBP_LOSS_MSE ? FBP_COST_MEM : FBP_COST_EXP;
+    fbp_parallel(fbp_threads_for(N * C, cost), nb, FN(loss_task), &c);
+    return fbp_sum_partials(part, nb) / W;
 }
 
-/* y, t, dy (N, D): returns 0.5 * sum((y - t)^2) / N; dy = (y - t) / N. */
-double FN(fbp_mse)(fbp_idx N, fbp_idx D, const T *y, const T *t, T *dy)
+/* z, dz (N, C); labels (N,) in [0, C), or else t (N, C) class probabilities:
+ * dz = w_r (softmax(z) - t) / W; returns the (weighted) mean loss. */
+double FN(fbp_softmax_xent)(fbp_idx N, fbp_idx C, const T *z, const int64_t *labels,
+                            const T *t, const T *w, double W, T *dz)
 {
-    if (N <= 0)
-        return NAN;
-    fbp_idx n = N * D, bs = fbp_block_size(n, FBP_RED_MIN), nb = fbp_nblocks(n, bs);
-    double part[FBP_NBLK_MAX];
-    struct FN(loss_ctx) c = {1, n, 0, bs, y, t, NULL, dy, (T)1 / (T)N, part};
-    fbp_parallel(fbp_threads_for(n, FBP_COST_MEM), nb, FN(loss_task), &c);
-    return 0.5 * fbp_sum_partials(part, nb) / (double)N;
+    return FN(fbp_loss)(FBP_LOSS_XENT, N, C, z, labels, t, w, W, dz);
+}
+
+/* y, t, dy (N, D): returns 0.5 sum w_r (y - t)^2 / W; dy = w_r (y - t) / W. */
+double FN(fbp_mse)(fbp_idx N, fbp_idx D, const T *y, const T *t, const T *w, double W, T *dy)
+{
+    return 0.5 * FN(fbp_loss)(FBP_LOSS_MSE, N, D, y, NULL, t, w, W, dy);
+}
+
+/* z, t, dz (N, C): returns sum w_r bce_r / W; dz = w_r (sigmoid(z) - t) / W. */
+double FN(fbp_bce)(fbp_idx N, fbp_idx C, const T *z, const T *t, const T *w, double W, T *dz)
+{
+    return FN(fbp_loss)(FBP_LOSS_BCE, N, C, z, NULL, t, w, W, dz);
 }
 
 #endif

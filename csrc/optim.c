@@ -114,7 +114,7 @@ void FN(fbp_sgd)(fbp_idx n, T *p, const T *g, T lr, T wd)
 }
 
 /* g (n,) in place to [-limit, limit]. */
-static void FN(fbp_clip_value)(fbp_idx n, T *g, T limit)
+void FN(fbp_clip_value)(fbp_idx n, T *g, T limit)
 {
     FN(flat)(OP_CLIP, n, g, NULL, NULL, limit, 0);
 }
@@ -135,6 +135,131 @@ void FN(fbp_axpy)(fbp_idx n, T a, const T *src, T *dst)
 void FN(fbp_momentum)(fbp_idx n, T *p, const T *g, T *v, T lr, T mu)
 {
     FN(flat)(OP_MOMENTUM, n, p, g, v, lr, mu);
+}
+
+/* ---- the optimizers' updates, PyTorch's rules and order of operations -------------------
+ * SGD (torch.optim.SGD): g += wd p; with momentum, buf = g on the first step, else
+ * buf = mu buf + (1 - dampening) g, and g = g + mu buf (Nesterov) or buf; p -= lr g.
+ * Adam (torch.optim.Adam): g += wd p; m = lerp(m, g, 1 - beta1); v = beta2 v +
+ * (1 - beta2) g g; p += -(lr / bc1) m / (sqrt(v) / sqrt(bc2) + eps), bcK = 1 - betaK^t.
+ * AdamW: p *= 1 - lr wd first, then Adam without the L2 term. The scalars are
+ * formed in double, as PyTorch's Python code forms them, then cast to T. */
+struct FN(opt_ctx) {
+    int kind, first, nesterov;
+    fbp_idx n;
+    T *p, *v, *s;
+    const T *g;
+    T lr, wd, mu, damp1, w1, b2, omb2, step_size, bc2s, eps, decay;
+};
+
+/* torch.lerp's two forms, picked by the weight (aten/src/ATen/native/Lerp.h). */
+FBP_INLINE T FN(lerp)(T a, T b, T w, int low)
+{
+    return low ? a + w * (b - a) : b - (b - a) * ((T)1 - w);
+}
+
+/* [i0, i1) of one SGD step. The flags are constants at each call site, so every
+ * variant compiles to its own branch-free loop; wd = 0 skips the decay term (as
+ * torch does: 0 * inf would be NaN). */
+FBP_INLINE void FN(sgd_range)(fbp_idx i0, fbp_idx i1, T *restrict p, const T *restrict g,
+                              T *restrict v, T lr, T wd, T mu, T damp1, int decay, int mom,
+                              int first, int nesterov)
+{
+    for (fbp_idx i = i0; i < i1; i++) {
+        T gi = decay ? g[i] + wd * p[i] : g[i];
+        if (mom) {
+            T b = first ? gi : v[i] * mu + gi * damp1;
+            v[i] = b;
+            gi = nesterov ? gi + b * mu : b;
+        }
+        p[i] = p[i] + gi * -lr;
+    }
+}
+
+/* [i0, i1) of one Adam step: coupled L2 (Adam's weight_decay), decoupled decay
+ * (AdamW's p *= 1 - lr wd), or neither. */
+FBP_INLINE void FN(adam_range)(fbp_idx i0, fbp_idx i1, T *restrict p, const T *restrict g,
+                               T *restrict m, T *restrict s, T wd, T decay, T w1, T b2, T omb2,
+                               T bc2s, T eps, T step_size, int coupled, int decoupled, int low)
+{
+    for (fbp_idx i = i0; i < i1; i++) {
+        T pi = decoupled ? p[i] * decay : p[i];
+        T gi = coupled ? g[i] + wd * pi : g[i];
+        T mi = FN(lerp)(m[i], gi, w1, low);
+        T si = s[i] * b2 + omb2 * gi * gi;
+        m[i] = mi;
+        s[i] = si;
+        T denom = SQRT(si) / bc2s + eps;
+        p[i] = pi + -step_size * mi / denom;
+    }
+}
+
+FBP_INLINE void FN(opt_range_body)(const struct FN(opt_ctx) *c, fbp_idx i0, fbp_idx i1)
+{
+    if (c->kind == FBP_OPT_SGD) {
+        const int decay = c->wd != (T)0;
+#define SGD_CASE(dec, mom, first, nest)                                                           \
+        FN(sgd_range)(i0, i1, c->p, c->g, c->v, c->lr, c->wd, c->mu, c->damp1, dec, mom, first, nest)
+        if (!c->v)
+            decay ? SGD_CASE(1, 0, 0, 0) : SGD_CASE(0, 0, 0, 0);
+        else if (c->first)
+            c->nesterov ? (decay ? SGD_CASE(1, 1, 1, 1) : SGD_CASE(0, 1, 1, 1))
+                        : (decay ? SGD_CASE(1, 1, 1, 0) : SGD_CASE(0, 1, 1, 0));
+        else
+            c->nesterov ? (decay ? SGD_CASE(1, 1, 0, 1) : SGD_CASE(0, 1, 0, 1))
+                        : (decay ? SGD_CASE(1, 1, 0, 0) : SGD_CASE(0, 1, 0, 0));
+#undef SGD_CASE
+        return;
+    }
+    const int coupled = c->wd != (T)0, decoupled = c->decay != (T)1, low = c->w1 < (T)0.5;
+#define ADAM_CASE(cp, dc, lo)                                                                      \
+    FN(adam_range)(i0, i1, c->p, c->g, c->v, c->s, c->wd, c->decay, c->w1, c->b2, c->omb2,        \
+                   c->bc2s, c->eps, c->step_size, cp, dc, lo)
+    if (low)
+        coupled ? ADAM_CASE(1, 0, 1) : decoupled ? ADAM_CASE(0, 1, 1) : ADAM_CASE(0, 0, 1);
+    else
+        coupled ? ADAM_CASE(1, 0, 0) : decoupled ? ADAM_CASE(0, 1, 0) : ADAM_CASE(0, 0, 0);
+#undef ADAM_CASE
+}
+
+FBP_DISPATCHED(void, FN(opt_range), FN(opt_range_body),
+               (const struct FN(opt_ctx) *c, fbp_idx i0, fbp_idx i1), (c, i0, i1))
+
+static void FN(opt_task)(void *q, fbp_idx t0, fbp_idx t1)
+{
+    const struct FN(opt_ctx) *c = q;
+    fbp_idx i0, i1;
+    fbp_chunk_range(c->n, t0, t1, &i0, &i1);
+    FN(opt_range)(c, i0, i1);
+}
+
+/* One tensor's step of optimizer o (its t: the optimizer's step, from 1); wd is
+ * this tensor's decay (the weights', or 0 for biases). v: momentum buffer or
+ * Adam's first moment (NULL: plain SGD), s: Adam's second moment. All (n,). */
+void FN(fbp_optimizer_step)(fbp_idx n, T *p, const T *g, T *v, T *s, const fbp_step_opts *o,
+                            double wd)
+{
+    struct FN(opt_ctx) c = {0};
+    c.kind = o->optimizer == FBP_OPT_SGD ? FBP_OPT_SGD : FBP_OPT_ADAM;
+    c.n = n, c.p = p, c.g = g, c.s = s;
+    c.lr = (T)o->lr;
+    c.decay = (T)1;
+    if (o->optimizer == FBP_OPT_SGD) {
+        c.v = o->momentum != 0.0 ? v : NULL;
+        c.first = o->t <= 1;
+        c.nesterov = o->nesterov;
+        c.wd = (T)wd, c.mu = (T)o->momentum, c.damp1 = (T)(1.0 - o->dampening);
+    } else {
+        double bc1 = 1.0 - pow(o->beta1, (double)o->t), bc2 = 1.0 - pow(o->beta2, (double)o->t);
+        c.v = v;
+        if (o->optimizer == FBP_OPT_ADAMW)
+            c.decay = (T)(1.0 - o->lr * wd);
+        else
+            c.wd = (T)wd;
+        c.w1 = (T)(1.0 - o->beta1), c.b2 = (T)o->beta2, c.omb2 = (T)(1.0 - o->beta2);
+        c.step_size = (T)(o->lr / bc1), c.bc2s = (T)pow(bc2, 0.5), c.eps = (T)o->eps;
+    }
+    fbp_parallel(fbp_threads_for(n, FBP_COST_MEM), fbp_nblocks(n, FBP_CHUNK), FN(opt_task), &c);
 }
 
 /* [i0, i1) of x: sum of squares in double. Eight accumulators give the compiler

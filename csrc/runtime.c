@@ -88,7 +88,8 @@ void fbp_copy(size_t nbytes, const void *src, void *dst)
 const char *fbp_last_error(void) { return ""; }
 
 #define ENTRY(name) .name = fbp_##name,
-const fbp_backend fbp_cpu = {.last_error = fbp_last_error, FBP_BACKEND_ENTRIES(ENTRY)};
+const fbp_backend fbp_cpu = {.last_error = fbp_last_error, .bce = fbp_bce,
+                             FBP_BACKEND_ENTRIES(ENTRY)};
 #undef ENTRY
 
 #define BLAS_S g_sgemm

@@ -1,15 +1,21 @@
 /* step.c - an MLP's whole training step in one call.
  *
- * forward:  h[l] = act(h[l-1].W[l] + b[l])            (GEMM + fused epilogue)
- * loss:     fused softmax-xent (or mse) writes dh[L-1] in the loss pass
- * backward: dz = dh[l] * act'(h[l]) with db[l] in the same pass (in place),
- *           dh[l-1] = dz.W[l]^T, dW[l] = h[l-1]^T.dz   (GEMMs)
- * update:   plain SGD folds the update into the dW GEMM through BLAS's beta:
- *           W[l] = (1 - lr wd) W[l] - lr h[l-1]^T.dz, so dW is never written
- *           and W is never read by a separate pass. Clipping and momentum need
- *           the whole gradient first, so they materialize dW and update after.
+ * forward:  h[l] = act(in.W[l] + b[l])           (GEMM + fused epilogue), in the
+ *           previous layer's output; in a training step a hidden layer with dropout
+ *           also writes hd[l] = h[l] keep / (1 - p), which the next layer reads
+ * loss:     fused softmax-xent, mse or sigmoid-bce writes dh[L-1] in the loss pass,
+ *           rows weighted by the sample weights if given
+ * backward: dz = dh[l] (keep / (1 - p)) act'(h[l]) with db[l] in the same pass (in
+ *           place), dh[l-1] = dz.W[l]^T, dW[l] = in^T.dz   (GEMMs)
+ * update:   clipping (by value, then by global norm, as torch.nn.utils'
+ *           clip_grad_value_ and clip_grad_norm_) and one optimizer step
+ *           (optim.c, PyTorch's rules). Without clipping a layer updates as
+ *           soon as its gradients exist, while they are in cache; plain SGD
+ *           folds the update into the dW GEMM through BLAS's beta: W = (1 - lr
+ *           wd) W - lr in^T.dz, so dW is never written and W never read by a
+ *           pass of its own.
  * dh[l-1] is computed before W[l] changes, so the update cannot leak into the
- * backward pass.
+ * backward pass. Biases take no weight decay.
  */
 #ifndef FBP_T
 #include <string.h>
@@ -17,35 +23,45 @@
 #include "fbp_generic.h"
 
 int fbp_mlp_step(const fbp_mlp *m, int64_t N, const void *x, const int64_t *labels,
-                 const void *t, const fbp_step_opts *opt, fbp_step_out *out)
+                 const void *t, const void *w, const fbp_step_opts *opt, fbp_step_out *out)
 {
     if (m->dsize == 4)
-        fbp_mlp_step_f32(m, N, x, labels, t, opt, out);
+        fbp_mlp_step_f32(m, N, x, labels, t, w, opt, out);
     else
-        fbp_mlp_step_f64(m, N, x, labels, t, opt, out);
+        fbp_mlp_step_f64(m, N, x, labels, t, w, opt, out);
     return 0;
 }
 
 int fbp_mlp_epoch(const fbp_mlp *m, int64_t n, const void *X, const int64_t *labels,
-                  const void *t, const int64_t *order, int64_t B, const fbp_step_opts *opt,
-                  fbp_step_out *out)
+                  const void *t, const void *w, const int64_t *order, int64_t B, int64_t s0,
+                  int64_t s1, const fbp_step_opts *opt, fbp_epoch_out *out)
 {
     if (m->dsize == 4)
-        fbp_mlp_epoch_f32(m, n, X, labels, t, order, B, opt, out);
+        fbp_mlp_epoch_f32(m, n, X, labels, t, w, order, B, s0, s1, opt, out);
     else
-        fbp_mlp_epoch_f64(m, n, X, labels, t, order, B, opt, out);
+        fbp_mlp_epoch_f64(m, n, X, labels, t, w, order, B, s0, s1, opt, out);
     return 0;
 }
 
 #else
 
-/* Buffer k (enum fbp_buf) of layer l, e.g. P(W, l). */
-#define P(k, l) ((T *)m->buf[FBP_BUF_##k][l])
+/* Buffer k (enum fbp_buf) of layer l, e.g. P(W, l); NULL where the table has none. */
+#define P(k, l) (m->buf[FBP_BUF_##k] ? (T *)m->buf[FBP_BUF_##k][l] : (T *)NULL)
 
-/* Rows of logits z (N, C) whose first maximal entry is the label. */
-static int64_t FN(fbp_count_correct)(fbp_idx N, fbp_idx C, const T *z, const int64_t *labels)
+/* Whether layer l drops out in this step. */
+#define DROPS(l) (train && m->drop && m->drop[l] > 0.0)
+
+/* Rows of logits z (N, C) whose first maximal entry is the label (XENT); for BCE,
+ * outputs on the right side of 0 (z > 0 where t >= 0.5). */
+static int64_t FN(fbp_count_correct)(int loss, fbp_idx N, fbp_idx C, const T *z,
+                                     const int64_t *labels, const T *t)
 {
     int64_t hits = 0;
+    if (loss == FBP_LOSS_BCE) {
+        for (fbp_idx i = 0; i < N * C; i++)
+            hits += (z[i] > (T)0) == (t[i] >= (T)0.5);
+        return hits;
+    }
     for (fbp_idx r = 0; r < N; r++) {
         const T *zr = z + r * C;
         fbp_idx best = 0;
@@ -57,122 +73,163 @@ static int64_t FN(fbp_count_correct)(fbp_idx N, fbp_idx C, const T *z, const int
     return hits;
 }
 
-static void FN(fbp_mlp_step)(const fbp_mlp *m, fbp_idx N, const T *x, const int64_t *labels,
-                             const T *t, const fbp_step_opts *opt, fbp_step_out *out)
+/* Clipping and the optimizer over every parameter, from the loss gradient in dW, db. */
+static void FN(fbp_update)(const fbp_mlp *m, const fbp_step_opts *opt, fbp_step_out *out)
 {
     const int L = m->L;
     const fbp_idx *sz = m->sizes;
-    const T lr = (T)opt->lr, wd = (T)opt->weight_decay, mu = (T)opt->momentum;
+    if (opt->clip_value > 0.0)
+        for (int l = 0; l < L; l++) {
+            FN(fbp_clip_value)(sz[l] * sz[l + 1], P(DW, l), (T)opt->clip_value);
+            FN(fbp_clip_value)(sz[l + 1], P(DB, l), (T)opt->clip_value);
+        }
+    /* clip by global norm; a non-finite norm leaves the gradients as they are */
+    if (opt->clip_norm > 0.0) {
+        double ss = 0.0;
+        for (int l = 0; l < L; l++)
+            ss += FN(fbp_sumsq)(sz[l] * sz[l + 1], P(DW, l)) + FN(fbp_sumsq)(sz[l + 1], P(DB, l));
+        double norm = sqrt(ss), coef = opt->clip_norm / (norm + 1e-6);
+        out->grad_norm = norm;
+        if (isfinite(norm) && coef < 1.0)
+            for (int l = 0; l < L; l++) {
+                FN(fbp_scale)(sz[l] * sz[l + 1], P(DW, l), (T)coef);
+                FN(fbp_scale)(sz[l + 1], P(DB, l), (T)coef);
+            }
+    }
+    for (int l = 0; l < L; l++) {
+        FN(fbp_optimizer_step)(sz[l] * sz[l + 1], P(W, l), P(DW, l), P(VW, l), P(SW, l), opt,
+                               opt->weight_decay);
+        FN(fbp_optimizer_step)(sz[l + 1], P(B, l), P(DB, l), P(VB, l), P(SB, l), opt, 0.0);
+    }
+}
+
+static void FN(fbp_mlp_step)(const fbp_mlp *m, fbp_idx N, const T *x, const int64_t *labels,
+                             const T *t, const T *w, const fbp_step_opts *opt, fbp_step_out *out)
+{
+    const int L = m->L;
+    const fbp_idx *sz = m->sizes;
+    const int mode = opt->mode;
+    const int train = mode == FBP_MODE_TRAIN;
     out->loss = 0.0;
+    out->reg = 0.0;
     out->grad_norm = -1.0;
     out->ncorrect = 0;
+    if (mode == FBP_MODE_UPDATE) {
+        FN(fbp_update)(m, opt, out);
+        return;
+    }
 
     /* forward */
     for (int l = 0; l < L; l++) {
-        const T *in = l ? P(H, l - 1) : x;
+        const T *in = l == 0 ? x : DROPS(l - 1) ? P(HD, l - 1) : P(H, l - 1);
         FN(fbp_gemm)(0, 0, N, sz[l + 1], sz[l], (T)1, in, sz[l], P(W, l), sz[l + 1], (T)0,
                      P(H, l), sz[l + 1]);
         FN(fbp_bias_act)(N, sz[l + 1], P(B, l), m->act[l], P(H, l));
+        if (DROPS(l))
+            FN(fbp_dropout)(N, sz[l + 1], P(H, l), P(HD, l), m->keep[l], m->drop[l], opt->seed,
+                            opt->step, l, opt->row0);
     }
-    if (opt->mode == FBP_MODE_FORWARD)
+    if (mode == FBP_MODE_FORWARD)
         return;
 
     /* loss, with the output gradient written in the same pass */
     const fbp_idx C = sz[L];
     T *top = P(H, L - 1), *dtop = P(DH, L - 1);
-    if (m->loss == FBP_LOSS_XENT) {
-        if (opt->count_correct && labels)
-            out->ncorrect = FN(fbp_count_correct)(N, C, top, labels);
-        out->loss = FN(fbp_softmax_xent)(N, C, top, labels, t, dtop);
-    } else {
-        out->loss = FN(fbp_mse)(N, C, top, t, dtop);
-    }
-    if (opt->weight_decay != 0.0) {
-        double reg = 0.0;
+    if (opt->count_correct && (labels || m->loss == FBP_LOSS_BCE))
+        out->ncorrect = FN(fbp_count_correct)(m->loss, N, C, top, labels, t);
+    if (m->loss == FBP_LOSS_XENT)
+        out->loss = FN(fbp_softmax_xent)(N, C, top, labels, t, w, opt->norm, dtop);
+    else if (m->loss == FBP_LOSS_MSE)
+        out->loss = FN(fbp_mse)(N, C, top, t, w, opt->norm, dtop);
+    else
+        out->loss = FN(fbp_bce)(N, C, top, t, w, opt->norm, dtop);
+    const double wd = opt->weight_decay;
+    const int coupled = wd != 0.0 && opt->optimizer != FBP_OPT_ADAMW;
+    if (coupled) {
+        double ss = 0.0;
         for (int l = 0; l < L; l++)
-            reg += FN(fbp_sumsq)(sz[l] * sz[l + 1], P(W, l));
-        out->loss += 0.5 * opt->weight_decay * reg;
+            ss += FN(fbp_sumsq)(sz[l] * sz[l + 1], P(W, l));
+        out->reg = 0.5 * wd * ss;
     }
-    if (opt->mode == FBP_MODE_LOSS)
+    if (mode == FBP_MODE_LOSS)
         return;
 
-    /* backward (and, for plain SGD, the update) */
-    const int fused = opt->mode == FBP_MODE_TRAIN && !(opt->clip_norm > 0.0) &&
-                      opt->momentum == 0.0;
+    /* backward, and without clipping each layer's update as soon as its gradient
+     * is made (still in cache): plain SGD inside the dW GEMM, the others in one
+     * pass over the layer's parameters and state */
+    const int clips = opt->clip_norm > 0.0 || opt->clip_value > 0.0;
+    const int fused = train && !clips && opt->optimizer == FBP_OPT_SGD && opt->momentum == 0.0;
+    const int layerwise = train && !clips && !fused;
+    const T lr = (T)opt->lr;
     for (int l = L - 1; l >= 0; l--) {
         const fbp_idx I = sz[l], O = sz[l + 1];
         T *dz = P(DH, l);
-        const T *in = l ? P(H, l - 1) : x;
-        FN(fbp_act_backward_bias_grad)(N, O, m->act[l], dz, P(H, l), dz, P(DB, l), 0);
+        const T *in = l == 0 ? x : DROPS(l - 1) ? P(HD, l - 1) : P(H, l - 1);
+        const uint8_t *keep = DROPS(l) ? m->keep[l] : NULL;
+        T scale = keep ? (T)(1.0 / (1.0 - m->drop[l])) : (T)0;
+        FN(fbp_act_backward_bias_grad)(N, O, m->act[l], dz, P(H, l), keep, scale, dz, P(DB, l), 0);
         if (l > 0)
             FN(fbp_gemm)(0, 1, N, I, O, (T)1, dz, O, P(W, l), O, (T)0, P(DH, l - 1), I);
         if (fused) {
-            FN(fbp_gemm)(1, 0, I, O, N, -lr, in, I, dz, O, (T)1 - lr * wd, P(W, l), O);
+            FN(fbp_gemm)(1, 0, I, O, N, -lr, in, I, dz, O, (T)1 - lr * (T)wd, P(W, l), O);
             FN(fbp_axpy)(O, -lr, P(DB, l), P(B, l));
         } else {
             FN(fbp_gemm)(1, 0, I, O, N, (T)1, in, I, dz, O, (T)0, P(DW, l), O);
-            if (wd != (T)0)
-                FN(fbp_axpy)(I * O, wd, P(W, l), P(DW, l));
-        }
-    }
-    if (opt->mode != FBP_MODE_TRAIN || fused)
-        return;
-
-    /* clip by global norm: a non-finite norm leaves the gradients as they are */
-    if (opt->clip_norm > 0.0) {
-        double ss = 0.0;
-        for (int l = 0; l < L; l++)
-            ss += FN(fbp_sumsq)(sz[l] * sz[l + 1], P(DW, l)) + FN(fbp_sumsq)(sz[l + 1], P(DB, l));
-        double norm = sqrt(ss);
-        out->grad_norm = norm;
-        if (isfinite(norm) && norm > opt->clip_norm) {
-            T s = (T)(opt->clip_norm / norm);
-            for (int l = 0; l < L; l++) {
-                FN(fbp_scale)(sz[l] * sz[l + 1], P(DW, l), s);
-                FN(fbp_scale)(sz[l + 1], P(DB, l), s);
+            if (!train && wd != 0.0) /* GRAD: the gradient of loss + reg */
+                FN(fbp_axpy)(I * O, (T)wd, P(W, l), P(DW, l));
+            if (layerwise) {
+                FN(fbp_optimizer_step)(I * O, P(W, l), P(DW, l), P(VW, l), P(SW, l), opt, wd);
+                FN(fbp_optimizer_step)(O, P(B, l), P(DB, l), P(VB, l), P(SB, l), opt, 0.0);
             }
         }
     }
-    for (int l = 0; l < L; l++) {
-        fbp_idx nW = sz[l] * sz[l + 1], nb = sz[l + 1];
-        if (opt->momentum != 0.0) {
-            FN(fbp_momentum)(nW, P(W, l), P(DW, l), P(VW, l), lr, mu);
-            FN(fbp_momentum)(nb, P(B, l), P(DB, l), P(VB, l), lr, mu);
-        } else {
-            FN(fbp_sgd)(nW, P(W, l), P(DW, l), lr, (T)0);
-            FN(fbp_sgd)(nb, P(B, l), P(DB, l), lr, (T)0);
-        }
-    }
+    if (train && clips)
+        FN(fbp_update)(m, opt, out);
 }
 
+/* Batches [s0, s1) of the epoch: batch s has rows order[s B ...] (the last one
+ * partial), gathered into xb/lb/tb/wb; optimizer and model steps advance by one
+ * per batch. */
 static void FN(fbp_mlp_epoch)(const fbp_mlp *m, fbp_idx n, const T *X, const int64_t *labels,
-                       const T *t, const int64_t *order, fbp_idx B, const fbp_step_opts *opt,
-                       fbp_step_out *out)
+                              const T *t, const T *w, const int64_t *order, fbp_idx B,
+                              fbp_idx s0, fbp_idx s1, const fbp_step_opts *opt,
+                              fbp_epoch_out *out)
 {
     const fbp_idx I = m->sizes[0], C = m->sizes[m->L];
-    T *xb = (T *)m->xb, *tb = (T *)m->tb;
-    double total = 0.0;
+    T *xb = (T *)m->xb, *tb = (T *)m->tb, *wb = (T *)m->wb;
+    double total = 0.0, weight = 0.0;
     int64_t hits = 0;
-    fbp_step_out o = {0.0, -1.0, 0};
-    for (fbp_idx s = 0; s < n; s += B) {
-        fbp_idx rows = n - s < B ? n - s : B;
+    fbp_step_out o = {0.0, 0.0, -1.0, 0};
+    fbp_step_opts so = *opt;
+    for (fbp_idx s = s0; s < s1; s++) {
+        fbp_idx first = s * B, rows = n - first < B ? n - first : B;
+        double bw = 0.0;
         for (fbp_idx r = 0; r < rows; r++) {
-            fbp_idx src = (fbp_idx)order[s + r];
+            fbp_idx src = (fbp_idx)order[first + r];
             memcpy(xb + r * I, X + src * I, (size_t)I * sizeof(T));
             if (labels)
                 m->lb[r] = labels[src];
             else
                 memcpy(tb + r * C, t + src * C, (size_t)C * sizeof(T));
+            if (w)
+                wb[r] = w[src];
+            bw += w ? (double)w[src] : 1.0;
         }
-        FN(fbp_mlp_step)(m, rows, xb, labels ? m->lb : NULL, labels ? NULL : tb, opt, &o);
-        total += o.loss * (double)rows;
+        so.t = opt->t + (s - s0);
+        so.step = opt->step + (s - s0);
+        FN(fbp_mlp_step)(m, rows, xb, labels ? m->lb : NULL, labels ? NULL : tb, w ? wb : NULL,
+                         &so, &o);
+        total += (o.loss + o.reg) * bw;
+        weight += bw;
         hits += o.ncorrect;
     }
-    out->loss = n > 0 ? total / (double)n : NAN;
+    out->loss_sum = total;
+    out->weight_sum = weight;
     out->grad_norm = o.grad_norm;
     out->ncorrect = hits;
 }
 
 #undef P
+#undef DROPS
 
 #endif

@@ -66,8 +66,8 @@ def fake_bench(monkeypatch, tmp_path):
     calls), environment() is empty; the working directory is tmp_path."""
     calls = []
 
-    def run(sizes=None, repeat=None, threads=None, with_torch=None):
-        calls.append((sizes, repeat, threads))
+    def run(sizes=None, repeat=None, threads=None, with_torch=None, optimizer="sgd"):
+        calls.append((sizes, repeat, threads) + ((optimizer,) if optimizer != "sgd" else ()))
         return [{"size": s, "batch": bench.SIZES[s][0], "widths": bench.SIZES[s][1],
                  "ms": {"fastbp": 2.0, "floor": 1.0, "numpy": 4.0},
                  "ratio_to_floor": {"fastbp": 2.0, "floor": 1.0, "numpy": 4.0}}
@@ -127,6 +127,12 @@ def test_bench_rejects_out_of_range_values(capsys, fake_bench, bad, option, give
     assert fake_bench == []  # nothing ran
 
 
+def test_bench_optimizer_must_be_known(capsys, fake_bench):
+    err = usage_error(capsys, ["bench", "--optimizer", "rmsprop"])
+    assert "--optimizer" in err and "'rmsprop'" in err and "adam" in err, err
+    assert fake_bench == []
+
+
 def test_bench_sizes_message_lists_the_sizes(capsys, fake_bench):
     err = usage_error(capsys, ["bench", "--sizes", "bogus"])
     for name in bench.SIZES:
@@ -136,6 +142,9 @@ def test_bench_sizes_message_lists_the_sizes(capsys, fake_bench):
 def test_good_values_pass(capsys, fake_bench):
     assert main(["bench", "--sizes", "book", "wide", "--repeat", "3", "--threads", "1"]) == 0
     assert fake_bench == [(["book", "wide"], 3, 1)]
+    assert main(["bench", "--sizes", "small", "--optimizer", "adam", "--repeat", "2"]) == 0
+    assert fake_bench[-1] == (["small"], 2, None, "adam")
+    assert "optimizer: Adam(lr=0.0001)" in capsys.readouterr().out
     assert main(TINY + ["--momentum", "0.9", "--weight-decay", "0", "--lr", "0.05",
                         "--threads", "1", "--hidden", "8", "4"]) == 0
     assert "64-8-4-10" in capsys.readouterr().out

@@ -231,16 +231,17 @@ template <class T>
 int k_mse_partials(cudaStream_t s, idx n, const T *y, const T *t, T invN, T *dy, double *part);
 int k_check_labels(cudaStream_t s, idx N, const int64_t *labels, int64_t C, int64_t *out);
 /* optim.cu. part[0:red_blocks(n)] = partial sums of (x/div)^2 (div 0: x^2), or of
- * max|x|. dst (n,) += a src. x (n,) *= sc. The step's update after clipping:
- * p, g, v (n,); clip (device double) or NULL: g *= (T)*clip in place; then
- * v = mu v + g, p -= lr v (v non-NULL) or p -= lr (g + 0 p). sc[0] = sqrt(sc[0]) (the
- * norm); sc[1] = (T)(max_norm / norm) if the norm is finite and > max_norm, else 1. */
+ * max|x|. dst (n,) += a src. x (n,) *= sc. The step's update after clipping, as
+ * torch.optim.SGD: p, g, v (n,); clip (device double) or NULL: g *= (T)*clip in
+ * place; then g += wd p, v = mu v + g (v non-NULL) and p -= lr v, or p -= lr g.
+ * sc[0] = sqrt(sc[0]) (the norm); sc[1] = (T)(max_norm / (norm + 1e-6)) if the norm
+ * is finite and that is < 1, else 1 (torch.nn.utils.clip_grad_norm_). */
 template <class T> int k_sumsq_partials(cudaStream_t s, idx n, const T *x, T div, double *part);
 template <class T> int k_maxabs_partials(cudaStream_t s, idx n, const T *x, double *part);
 template <class T> int k_axpy(cudaStream_t s, idx n, T a, const T *src, T *dst);
 template <class T> int k_scale(cudaStream_t s, idx n, T *x, T sc);
 template <class T>
-int k_update(cudaStream_t s, idx n, T *p, T *g, T *v, T lr, T mu, const double *clip);
+int k_update(cudaStream_t s, idx n, T *p, T *g, T *v, T lr, T mu, T wd, const double *clip);
 template <class T> int k_clip_factor(cudaStream_t s, double *sc, double max_norm);
 
 #endif /* FBPC_INTERNAL_H */

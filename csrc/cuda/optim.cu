@@ -37,7 +37,7 @@ template <class T> __global__ void axpy_kernel(idx n, T a, const T *src, T *dst)
 /* p, g, v (n,): g *= (T)*clip (clip non-NULL); v = mu v + g, p -= lr v (v
  * non-NULL), else p -= lr (g + 0 p) (fbp_sgd with wd 0). */
 template <class T>
-__global__ void update_kernel(idx n, T *p, T *g, T *v, T lr, T mu, const double *clip)
+__global__ void update_kernel(idx n, T *p, T *g, T *v, T lr, T mu, T wd, const double *clip)
 {
     const T c = clip ? (T)*clip : (T)1;
     GRID_STRIDE(i, n)
@@ -47,13 +47,14 @@ __global__ void update_kernel(idx n, T *p, T *g, T *v, T lr, T mu, const double 
             gi = gi * c;
             g[i] = gi;
         }
+        if (wd != (T)0) /* coupled L2 on the weights (torch.optim.SGD) */
+            gi = gi + wd * p[i];
         if (v) {
-            T vi = mu * v[i] + gi;
+            T vi = v[i] * mu + gi;
             v[i] = vi;
-            p[i] -= lr * vi;
-        } else {
-            p[i] -= lr * (gi + (T)0 * p[i]);
+            gi = vi;
         }
+        p[i] = p[i] + gi * -lr;
     }
 }
 
@@ -62,7 +63,8 @@ template <class T> __global__ void clip_factor_kernel(double *sc, double max_nor
 {
     double norm = sqrt(sc[0]);
     sc[0] = norm;
-    sc[1] = (isfinite(norm) && norm > max_norm) ? (double)(T)(max_norm / norm) : 1.0;
+    double coef = max_norm / (norm + 1e-6); /* torch.nn.utils.clip_grad_norm_'s */
+    sc[1] = (isfinite(norm) && coef < 1.0) ? (double)(T)coef : 1.0;
 }
 
 template <class T> int k_sgd(cudaStream_t s, idx n, T *p, const T *g, T lr, T wd)
@@ -98,10 +100,10 @@ template <class T> int k_axpy(cudaStream_t s, idx n, T a, const T *src, T *dst)
 }
 
 template <class T>
-int k_update(cudaStream_t s, idx n, T *p, T *g, T *v, T lr, T mu, const double *clip)
+int k_update(cudaStream_t s, idx n, T *p, T *g, T *v, T lr, T mu, T wd, const double *clip)
 {
     if (n > 0)
-        update_kernel<T><<<ew_blocks(n), EW_THREADS, 0, s>>>(n, p, g, v, lr, mu, clip);
+        update_kernel<T><<<ew_blocks(n), EW_THREADS, 0, s>>>(n, p, g, v, lr, mu, wd, clip);
     LAUNCH_TRY();
     return 0;
 }
@@ -197,7 +199,7 @@ extern "C" int fbpc_sumsq_many(int dev, void *stream, int k, const int *dsizes,
     template int k_maxabs_partials<T>(cudaStream_t, idx, const T *, double *);              \
     template int k_scale<T>(cudaStream_t, idx, T *, T);                                     \
     template int k_axpy<T>(cudaStream_t, idx, T, const T *, T *);                           \
-    template int k_update<T>(cudaStream_t, idx, T *, T *, T *, T, T, const double *);       \
+    template int k_update<T>(cudaStream_t, idx, T *, T *, T *, T, T, T, const double *);    \
     template int k_clip_factor<T>(cudaStream_t, double *, double);
 INSTANTIATE(float)
 INSTANTIATE(double)

@@ -145,6 +145,7 @@ static fbp_backend make_backend()
 {
     fbp_backend b;
     b.last_error = fbpc_last_error;
+    b.bce = nullptr; /* not on CUDA yet */
 #define ENTRY(name) b.name = fbpc_##name;
     FBP_BACKEND_ENTRIES(ENTRY)
 #undef ENTRY

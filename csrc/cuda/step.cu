@@ -144,7 +144,7 @@ static int run_step(fbpc_mlp *m, cudaStream_t s, const StepKey &k)
             } else {
                 TRY(gemm<T>(m->blas, s, 1, 0, I, O, N, (T)1, in, I, dz, O, (T)0,
                             B<T>(m, FBP_BUF_DW, l), O));
-                if (wd != (T)0)
+                if (wd != (T)0 && k.mode == FBP_MODE_GRAD) /* the gradient of loss + reg */
                     TRY(k_axpy<T>(s, I * O, wd, B<T>(m, FBP_BUF_W, l), B<T>(m, FBP_BUF_DW, l)));
             }
         }
@@ -165,9 +165,9 @@ static int run_step(fbpc_mlp *m, cudaStream_t s, const StepKey &k)
             const int mom = k.mu != 0.0;
             for (int l = 0; l < L; l++) {
                 TRY(k_update<T>(s, sz[l] * sz[l + 1], B<T>(m, FBP_BUF_W, l), B<T>(m, FBP_BUF_DW, l),
-                                mom ? B<T>(m, FBP_BUF_VW, l) : nullptr, lr, mu, clip));
+                                mom ? B<T>(m, FBP_BUF_VW, l) : nullptr, lr, mu, wd, clip));
                 TRY(k_update<T>(s, sz[l + 1], B<T>(m, FBP_BUF_B, l), B<T>(m, FBP_BUF_DB, l),
-                                mom ? B<T>(m, FBP_BUF_VB, l) : nullptr, lr, mu, clip));
+                                mom ? B<T>(m, FBP_BUF_VB, l) : nullptr, lr, mu, (T)0, clip));
             }
         }
     }
@@ -344,13 +344,13 @@ static void fill_out(const fbpc_mlp *m, fbp_step_out *out)
     const StepKey &k = m->out_key;
     const double *h = m->hout;
     out->loss = 0.0;
+    out->reg = 0.0;
     out->grad_norm = -1.0;
     out->ncorrect = 0;
     if (k.mode == FBP_MODE_FORWARD)
         return;
     out->loss = m->loss == FBP_LOSS_XENT ? h[SC_LOSS] / (double)k.N : 0.5 * h[SC_LOSS] / (double)k.N;
-    if (k.wd != 0.0)
-        out->loss += 0.5 * k.wd * h[SC_REG];
+    out->reg = k.wd != 0.0 ? 0.5 * k.wd * h[SC_REG] : 0.0;
     if (k.mode == FBP_MODE_TRAIN && k.clip > 0.0)
         out->grad_norm = h[SC_NORM];
     if (m->loss == FBP_LOSS_XENT && k.labels && k.count_correct)

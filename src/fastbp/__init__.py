@@ -12,6 +12,7 @@ from . import _blas, _core
 _blas.load()
 
 from ._core import (  # noqa: E402
+    binary_cross_entropy,
     clip_by_global_norm,
     clip_by_value,
     dense_backward,
@@ -33,13 +34,15 @@ from . import _threadpool  # noqa: E402,F401  (registers the pool with threadpoo
 from ._config import show_config  # noqa: E402
 from .model import MLP  # noqa: E402
 from .gradcheck import gradient_check  # noqa: E402
-from . import layers, reference  # noqa: E402
+from . import layers, optim, reference  # noqa: E402
 
 __all__ = [
     "MLP",
     "gradient_check",
     "layers",
+    "optim",
     "reference",
+    "binary_cross_entropy",
     "clip_by_global_norm",
     "clip_by_value",
     "dense_backward",

@@ -15,7 +15,8 @@ import time
 
 import numpy as np
 
-from .bench import BLOCK, SIZES
+from .bench import BLOCK, OPTIMIZERS, SIZES
+from .model import epoch_order
 
 DATASETS = {
     # name: (loader name, task, default learning rate)
@@ -60,10 +61,9 @@ def _numpy_fit(model, X, y, args, loss):
 
     params = {k: v.copy() for k, v in model.params.items()}
     velocity = {k: np.zeros_like(v) for k, v in params.items()} if args.momentum else None
-    rng = np.random.default_rng(args.seed)
     n, B = X.shape[0], min(args.batch_size, X.shape[0])
-    for _ in range(args.epochs):
-        order = rng.permutation(n)
+    for epoch in range(args.epochs):
+        order = epoch_order(n, args.seed, epoch)
         for s in range(0, n, B):
             idx = order[s:s + B]
             ref.mlp_train_step(params, X[idx], y[idx], args.lr, model.activation, loss,
@@ -312,6 +312,9 @@ def build_parser(prog=None):
                                    "NumPy and PyTorch.", formatter_class=_HelpFormatter)
     b.add_argument("--sizes", type=_size, nargs="+", default=None, metavar="SIZE",
                    help=f"step sizes (default: all: {' '.join(SIZES)})")
+    b.add_argument("--optimizer", choices=list(OPTIMIZERS), default="sgd",
+                   help="the optimizer every contender trains with; the floor adds a "
+                        "parallel copy of its state's bytes")
     b.add_argument("--repeat", type=_count, default=None,
                    help="calls in each timed block (default: as many as take about "
                         f"{BLOCK} s)")

@@ -1,6 +1,6 @@
 # csrc/fbp_api.h for Cython: the codes, the step's options and the backend table
 # that both extensions (_core: CPU, _cuda: CUDA) use. Nothing here defines a value.
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint64_t
 
 cdef extern from "fbp_api.h" nogil:
     enum:
@@ -11,30 +11,48 @@ cdef extern from "fbp_api.h" nogil:
         FBP_NACT
         FBP_LOSS_XENT
         FBP_LOSS_MSE
+        FBP_LOSS_BCE
         FBP_NLOSS
         FBP_MODE_FORWARD
         FBP_MODE_LOSS
         FBP_MODE_GRAD
         FBP_MODE_TRAIN
+        FBP_MODE_UPDATE
+        FBP_OPT_SGD
+        FBP_OPT_ADAM
+        FBP_OPT_ADAMW
+        FBP_NOPT
         FBP_BUF_W
         FBP_BUF_B
         FBP_BUF_DW
         FBP_BUF_DB
         FBP_BUF_VW
         FBP_BUF_VB
+        FBP_BUF_SW
+        FBP_BUF_SB
         FBP_BUF_H
         FBP_BUF_DH
+        FBP_BUF_HD
         FBP_NBUF
     const char *fbp_act_name(int k)
     const char *fbp_loss_name(int k)
+    const char *fbp_opt_name(int k)
     const char *fbp_buf_name(int k)
 
     ctypedef struct fbp_step_opts:
         int mode
-        double lr, weight_decay, clip_norm, momentum
+        int optimizer
+        double lr, weight_decay, momentum, dampening
+        int nesterov
+        double beta1, beta2, eps
+        int64_t t
+        double clip_norm, clip_value
+        uint64_t seed
+        int64_t step, row0
+        double norm
         int count_correct
     ctypedef struct fbp_step_out:
-        double loss, grad_norm
+        double loss, reg, grad_norm
         int64_t ncorrect
 
     ctypedef struct fbp_backend:
@@ -55,6 +73,8 @@ cdef extern from "fbp_api.h" nogil:
                             double *loss) nogil
         int (*mse)(int dev, void *stream, int dsize, int64_t N, int64_t D, const void *y,
                    const void *t, void *dy, double *loss) nogil
+        int (*bce)(int dev, void *stream, int dsize, int64_t N, int64_t C, const void *z,
+                   const void *t, void *dz, double *loss) nogil
         int (*sgd)(int dev, void *stream, int dsize, int64_t n, void *p, const void *g,
                    double lr, double wd) nogil
         int (*clip_value)(int dev, void *stream, int dsize, int64_t n, void *g, double limit) nogil

@@ -117,10 +117,64 @@ def read_model(cls, path):
                 _fail(path, f"{name!r} has shape {got}, expected {shp} from sizes {sizes}")
             if got_dt.kind != "f" or got_dt.itemsize != dt.itemsize:
                 _fail(path, f"{name!r} has dtype {got_dt}, expected {dt}", TypeError)
+        names = {n[:-4] for n in zf.namelist() if n.endswith(".npy")}
+        extra = _training_state(zf, path, names, L, dt, wanted)
         try:
-            model = cls(sizes, activation=activation, loss=loss, dtype=dt, init=0.0)
+            model = cls(sizes, activation=activation, loss=loss, dtype=dt, init=0.0,
+                        seed=extra["seed"], dropout=extra["dropout"])
         except (TypeError, ValueError) as e:
             _fail(path, f"describes no valid model: {e}")
         for name in wanted:
             model._params[name][...] = _read(zf, name, path)
+        state = {}
+        for kind in extra["state"]:
+            state[kind] = [_read(zf, f"state_{kind}{l}", path) for l in range(1, L + 1)]
+        model._restore_training_state(extra["optimizer"], extra["optimizer_t"], state,
+                                      extra["step"], extra["epoch"])
     return model
+
+
+def _integer(zf, name, path, default):
+    """An optional integer member >= 0 (files written before it existed lack it)."""
+    if name + ".npy" not in zf.namelist():
+        return default
+    a = _read(zf, name, path, shape=(), kinds="iu")
+    if int(a) < 0:
+        _fail(path, f"{name!r} must be >= 0, got {int(a)}")
+    return int(a)
+
+
+def _training_state(zf, path, names, L, dt, wanted):
+    """The optional members a model file has since checkpoints resume training:
+    seed, dropout, step and epoch counters, the optimizer's name, step count and
+    state, each checked (headers first) before anything is read in bulk."""
+    out = {"seed": _integer(zf, "seed", path, 0), "step": _integer(zf, "step", path, 0),
+           "epoch": _integer(zf, "epoch", path, 0),
+           "optimizer_t": _integer(zf, "optimizer_t", path, 0), "dropout": 0.0}
+    if "dropout" in names:
+        d = _read(zf, "dropout", path, shape=(L - 1,), kinds="f")
+        out["dropout"] = [float(p) for p in d]
+    opt = _string(zf, "optimizer", path) if "optimizer" in names else ""
+    if opt not in ("", "SGD", "Adam", "AdamW"):
+        _fail(path, f"optimizer must be 'SGD', 'Adam', 'AdamW' or '', got {opt!r}")
+    out["optimizer"] = opt or None
+    kinds = [k for k in ("vW", "vb", "sW", "sb") if f"state_{k}1" in names]
+    if opt in ("Adam", "AdamW") and kinds and kinds != ["vW", "vb", "sW", "sb"]:
+        _fail(path, f"an {opt} state needs vW, vb, sW and sb, got {kinds}")
+    if opt == "SGD" and kinds not in ([], ["vW", "vb"]):
+        _fail(path, f"an SGD state holds vW and vb only, got {kinds}")
+    if kinds and not opt:
+        _fail(path, "optimizer state without an optimizer name")
+    for k in kinds:
+        for l in range(1, L + 1):
+            name = f"state_{k}{l}"
+            shp = wanted[f"{k[1]}{l}"]
+            if name not in names:
+                _fail(path, f"has no {name!r} (a partial optimizer state)", KeyError)
+            _, got, got_dt = _header(zf, name, path)
+            if got != shp:
+                _fail(path, f"{name!r} has shape {got}, expected {shp} from sizes")
+            if got_dt != dt:
+                _fail(path, f"{name!r} has dtype {got_dt}, expected {dt}", TypeError)
+    out["state"] = kinds
+    return out

@@ -22,7 +22,7 @@ import warnings as _warnings
 import numpy as np
 cimport numpy as cnp
 from cpython.pycapsule cimport PyCapsule_GetPointer
-from libc.stdint cimport int64_t, uintptr_t
+from libc.stdint cimport int64_t, uint64_t, uint8_t, uintptr_t
 from libc.stdlib cimport calloc, free, malloc
 
 from fastbp._api cimport *
@@ -55,14 +55,20 @@ cdef extern from "fastbp.h" nogil:
         int loss
         fbp_idx cap
         void **buf[FBP_NBUF]
+        const double *drop
+        uint8_t **keep
         void *xb
         void *tb
+        void *wb
         int64_t *lb
+    ctypedef struct fbp_epoch_out:
+        double loss_sum, weight_sum, grad_norm
+        int64_t ncorrect
     int fbp_mlp_step(const fbp_mlp *m, int64_t N, const void *x, const int64_t *labels,
-                     const void *t, const fbp_step_opts *opt, fbp_step_out *out)
+                     const void *t, const void *w, const fbp_step_opts *opt, fbp_step_out *out)
     int fbp_mlp_epoch(const fbp_mlp *m, int64_t n, const void *X, const int64_t *labels,
-                      const void *t, const int64_t *order, int64_t B, const fbp_step_opts *opt,
-                      fbp_step_out *out)
+                      const void *t, const void *w, const int64_t *order, int64_t B, int64_t s0,
+                      int64_t s1, const fbp_step_opts *opt, fbp_epoch_out *out)
 
 
 # ---- codes (csrc/fbp_api.h) --------------------------------------------------------
@@ -72,10 +78,12 @@ ACTIVATIONS = {None: FBP_ACT_NONE}
 ACTIVATIONS.update({fbp_act_name(k).decode(): k for k in range(FBP_NACT)})
 #: loss name -> code
 LOSSES = {fbp_loss_name(k).decode(): k for k in range(FBP_NLOSS)}
+#: optimizer name -> code
+OPTIMIZERS = {fbp_opt_name(k).decode(): k for k in range(FBP_NOPT)}
 #: the buffers of an MLP workspace, in the order of their codes
 BUFFERS = tuple(fbp_buf_name(k).decode() for k in range(FBP_NBUF))
-STEP_FORWARD, STEP_LOSS, STEP_GRAD, STEP_TRAIN = (
-    FBP_MODE_FORWARD, FBP_MODE_LOSS, FBP_MODE_GRAD, FBP_MODE_TRAIN)
+STEP_FORWARD, STEP_LOSS, STEP_GRAD, STEP_TRAIN, STEP_UPDATE = (
+    FBP_MODE_FORWARD, FBP_MODE_LOSS, FBP_MODE_GRAD, FBP_MODE_TRAIN, FBP_MODE_UPDATE)
 
 # The BLAS fastbp calls (OpenBLAS's Fortran ABI on the CPU, cuBLAS on the GPU)
 # takes 32-bit integer dimensions.
@@ -737,6 +745,41 @@ def mse_loss(pred, target, out=None):
     return loss, out
 
 
+def binary_cross_entropy(logits, target, out=None):
+    """Fused sigmoid + binary cross-entropy: returns (loss, dlogits).
+
+    logits, target (N, C) of one dtype, target in [0, 1] (multi-label; C = 1 is
+    binary). loss = sum over the C outputs of -(t log s + (1 - t) log(1 - s)),
+    s = sigmoid(logits), averaged over the N rows (NaN for N == 0), computed as
+    max(z, 0) - t z + log1p(exp(-|z|)): exact and finite for large |z|.
+    dlogits = (s - t) / N. ``out`` may be ``logits`` itself.
+    """
+    fn = "binary_cross_entropy"
+    cdef Desc dz, dt, do
+    cdef const fbp_backend *be
+    cdef int rc
+    cdef double loss = float("nan")
+    z = _float_input(fn, "logits", logits, &dz, 2)
+    t = _float_view(fn, "target", target, &dt, -1, &dz, z)
+    if _shape(&dt) != _shape(&dz):
+        raise ValueError(f"{fn}: target must have the shape of logits {_shape(&dz)}, "
+                         f"got {_shape(&dt)}")
+    t = _contig(fn, "target", t, &dt)
+    out = _out_buffer(fn, "out", out, &do, _shape(&dz), &dz, z)
+    _same_device(fn, ["logits", "target", "out"], [_dp(&dz), _dp(&dt), _dp(&do)])
+    _no_overlap(fn, "out", &do, ["logits", "target"], [_dp(&dz), _dp(&dt)], ("logits",))
+    cdef Py_ssize_t N = dz.shape[0], C = dz.shape[1]
+    if N == 0:
+        return loss, out
+    be = _backend(dz.device)
+    if be.bce == NULL:
+        raise NotImplementedError(f"{fn} is not implemented for {_where(dz.device)} yet")
+    with nogil:
+        rc = be.bce(dz.device, dz.stream, dz.itemsize, N, C, dz.ptr, dt.ptr, do.ptr, &loss)
+    _check(rc, be)
+    return loss, out
+
+
 # ---- optimizer and clipping ----------------------------------------------------------------------
 
 def sgd_update(param, grad, lr, weight_decay=0.0):
@@ -937,28 +980,37 @@ cdef class MLPWorkspace:
     """Everything an MLP step writes besides the parameters, allocated once.
 
     Holds the layer outputs h[l] and their gradients dh[l] for batches of up to
-    ``cap`` rows, the gradients dW[l], db[l], and the C pointer table over them
-    and over the parameters (and momentum buffers) it was built with; the
-    arrays are kept referenced here so the pointers stay valid. ``buffers[name]``
-    is the list of a buffer's arrays by layer (names: BUFFERS). activation: one
-    name for the hidden layers (the output layer is affine), or one per layer.
+    ``cap`` rows, the gradients dW[l], db[l], dropout's hd[l] and masks, and the C
+    pointer table over them and over the parameters and optimizer state it was
+    built with; the arrays are kept referenced here so the pointers stay valid.
+    ``buffers[name]`` is the list of a buffer's arrays by layer (names: BUFFERS;
+    None for a buffer this workspace does not have). activation: one name for
+    the hidden layers (the output layer is affine), or one per layer. state:
+    {"vW": [...], "vb": [...], "sW": [...], "sb": [...]} the optimizer's state
+    arrays (any of them absent or None). dropout: one rate in [0, 1) per layer
+    (the output layer's 0), or None.
     """
     cdef fbp_mlp m
     cdef fbp_idx *sizes_c
     cdef int *act_c
+    cdef double *drop_c
+    cdef uint8_t **keep_c
     cdef void **table
     cdef readonly dict buffers
-    cdef readonly object xb, lb, tb
-    cdef readonly tuple sizes, activations
+    cdef readonly list keep
+    cdef readonly object xb, lb, tb, wb
+    cdef readonly tuple sizes, activations, dropout
     cdef readonly object dtype
     cdef readonly Py_ssize_t cap
     cdef readonly int loss_code, device
 
-    def __cinit__(self, W, b, activation, loss, Py_ssize_t cap, vW=None, vb=None):
+    def __cinit__(self, W, b, activation, loss, Py_ssize_t cap, state=None, dropout=None):
         fn = "MLPWorkspace"
         self.table = NULL
         self.sizes_c = NULL
         self.act_c = NULL
+        self.drop_c = NULL
+        self.keep_c = NULL
         self.device = -1
         cdef Py_ssize_t L = len(W), l
         cdef Desc d
@@ -989,55 +1041,77 @@ cdef class MLPWorkspace:
                 raise TypeError(f"{fn}: W[{l}] must be a {dt} array")
             _describe(fn, f"W[{l}]", W[l], &d)
             sizes.append(d.shape[d.ndim - 1] if d.ndim else -1)
+        state = dict(state or {})
+        for key in state:
+            if key not in ("vW", "vb", "sW", "sb"):
+                raise ValueError(f"{fn}: unknown optimizer state {key!r}")
         for l in range(L):
-            for name, a, shape in ((f"W[{l}]", W[l], (sizes[l], sizes[l + 1])),
-                                   (f"b[{l}]", b[l], (sizes[l + 1],))):
+            for name, group, shape in (("W", W, (sizes[l], sizes[l + 1])),
+                                       ("b", b, (sizes[l + 1],)),
+                                       ("vW", state.get("vW"), (sizes[l], sizes[l + 1])),
+                                       ("vb", state.get("vb"), (sizes[l + 1],)),
+                                       ("sW", state.get("sW"), (sizes[l], sizes[l + 1])),
+                                       ("sb", state.get("sb"), (sizes[l + 1],))):
+                if group is None:
+                    continue
+                a = group[l]
                 if not isinstance(a, np.ndarray):
-                    raise TypeError(f"{fn}: {name} must be a {dt} array")
-                _describe(fn, name, a, &d)
+                    raise TypeError(f"{fn}: {name}[{l}] must be a {dt} array")
+                _describe(fn, f"{name}[{l}]", a, &d)
                 if d.kind != b'f' or d.itemsize != dt.itemsize or not d.native:
-                    raise TypeError(f"{fn}: {name} must be a {dt} array")
-                _need_shape(fn, name, &d, shape)
-                _writable(fn, name, &d)
+                    raise TypeError(f"{fn}: {name}[{l}] must be a {dt} array")
+                _need_shape(fn, f"{name}[{l}]", &d, shape)
+                _writable(fn, f"{name}[{l}]", &d)
+        if dropout is None:
+            drops = [0.0] * L
+        else:
+            drops = [float(p) for p in dropout]
+            if len(drops) != L or drops[L - 1] != 0.0 or not all(0.0 <= p < 1.0 for p in drops):
+                raise ValueError(f"{fn}: dropout must be one rate in [0, 1) per layer, "
+                                 f"the output layer's 0, got {dropout!r}")
         _check_blas_dims(fn, [("cap", cap)] + [(f"width {i}", s) for i, s in enumerate(sizes)])
-        momentum = vW is not None
-        if momentum:
-            for l in range(L):
-                for name, a, shape in ((f"vW[{l}]", vW[l], (sizes[l], sizes[l + 1])),
-                                       (f"vb[{l}]", vb[l], (sizes[l + 1],))):
-                    _describe(fn, name, a, &d)
-                    if d.kind != b'f' or d.itemsize != dt.itemsize or _shape(&d) != shape:
-                        raise ValueError(f"{fn}: momentum buffers must match the parameters")
-                    _writable(fn, name, &d)
         self.sizes = tuple(int(s) for s in sizes)
         self.activations = tuple(acts)
+        self.dropout = tuple(drops)
         self.dtype = dt
         self.cap = cap
         bufs = {"W": list(W), "b": list(b),
-                "dW": [np.zeros_like(w) for w in W], "db": [np.zeros_like(v) for v in b],
-                "vW": list(vW) if momentum else None, "vb": list(vb) if momentum else None,
+                "dW": [np.zeros(w.shape, dt) for w in W], "db": [np.zeros(v.shape, dt) for v in b],
                 "h": [np.zeros((cap, s), dt) for s in sizes[1:]],
-                "dh": [np.zeros((cap, s), dt) for s in sizes[1:]]}
+                "dh": [np.zeros((cap, s), dt) for s in sizes[1:]],
+                "hd": ([np.zeros((cap, sizes[l + 1]), dt) if drops[l] > 0 else None
+                        for l in range(L)] if any(drops) else None)}
+        for key in ("vW", "vb", "sW", "sb"):
+            bufs[key] = list(state[key]) if state.get(key) is not None else None
         self.buffers = bufs
+        self.keep = [np.zeros((cap, sizes[l + 1]), np.uint8) if drops[l] > 0 else None
+                     for l in range(L)]
         self.xb = np.zeros((cap, sizes[0]), dt)
         self.lb = np.zeros(cap, np.int64)
         self.tb = np.zeros((cap, sizes[L]), dt)
+        self.wb = np.zeros(cap, dt)
 
         self.sizes_c = <fbp_idx *>calloc(L + 1, sizeof(fbp_idx))
         self.act_c = <int *>calloc(L, sizeof(int))
+        self.drop_c = <double *>calloc(L, sizeof(double))
+        self.keep_c = <uint8_t **>calloc(L, sizeof(uint8_t *))
         self.table = <void **>calloc(FBP_NBUF * L, sizeof(void *))
-        if self.sizes_c == NULL or self.table == NULL or self.act_c == NULL:
+        if (self.sizes_c == NULL or self.table == NULL or self.act_c == NULL or
+                self.drop_c == NULL or self.keep_c == NULL):
             raise MemoryError()
         for l in range(L + 1):
             self.sizes_c[l] = sizes[l]
         for l in range(L):
             self.act_c[l] = acts[l]
+            self.drop_c[l] = drops[l]
+            if self.keep[l] is not None:
+                self.keep_c[l] = <uint8_t *>cnp.PyArray_DATA(<cnp.ndarray>self.keep[l])
         cdef int k
         for k in range(FBP_NBUF):
             group = bufs[BUFFERS[k]]
             self.m.buf[k] = NULL if group is None else self.table + k * L
             for l in range(L):
-                if group is not None:
+                if group is not None and group[l] is not None:
                     self.table[k * L + l] = cnp.PyArray_DATA(<cnp.ndarray>group[l])
         self.m.dsize = dt.itemsize
         self.m.L = <int>L
@@ -1045,18 +1119,27 @@ cdef class MLPWorkspace:
         self.m.act = self.act_c
         self.m.loss = self.loss_code
         self.m.cap = cap
+        self.m.drop = self.drop_c if any(drops) else NULL
+        self.m.keep = self.keep_c
         self.m.xb = cnp.PyArray_DATA(<cnp.ndarray>self.xb)
         self.m.tb = cnp.PyArray_DATA(<cnp.ndarray>self.tb)
+        self.m.wb = cnp.PyArray_DATA(<cnp.ndarray>self.wb)
         self.m.lb = <int64_t *>cnp.PyArray_DATA(<cnp.ndarray>self.lb)
 
     def __dealloc__(self):
         free(self.table)
         free(self.sizes_c)
         free(self.act_c)
+        free(self.drop_c)
+        free(self.keep_c)
 
     @property
     def has_momentum(self):
         return self.buffers["vW"] is not None
+
+    def has_state(self, names):
+        """Whether this workspace holds every optimizer state buffer in names."""
+        return all(self.buffers[k] is not None for k in names)
 
     cdef int refuse_overlap(self, str fn, str name, const Desc *d) except -1:
         """A batch must not share memory with any buffer of the step (a parameter
@@ -1070,14 +1153,16 @@ cdef class MLPWorkspace:
             if self.m.buf[k] == NULL:
                 continue
             for l in range(self.m.L):
-                if k == FBP_BUF_W or k == FBP_BUF_DW or k == FBP_BUF_VW:
+                p = <char *>self.m.buf[k][l]
+                if p == NULL:
+                    continue
+                if k == FBP_BUF_W or k == FBP_BUF_DW or k == FBP_BUF_VW or k == FBP_BUF_SW:
                     rows = self.sizes_c[l]
-                elif k == FBP_BUF_H or k == FBP_BUF_DH:
+                elif k == FBP_BUF_H or k == FBP_BUF_DH or k == FBP_BUF_HD:
                     rows = self.cap
                 else:
                     rows = 1
                 nb = rows * self.sizes_c[l + 1] * self.m.dsize
-                p = <char *>self.m.buf[k][l]
                 if d.ptr < p + nb and p < d.ptr + nd:
                     raise ValueError(f"{fn}: {name} overlaps the model's {BUFFERS[k]}{l + 1} "
                                      "in memory; pass a copy")
@@ -1090,16 +1175,83 @@ cdef class MLPWorkspace:
             raise AttributeError(name) from None
 
 
-cdef inline fbp_step_opts _step_opts(str fn, int mode, lr, weight_decay, clip_norm, momentum,
-                                     bint count_correct) except *:
-    cdef fbp_step_opts opt
-    opt.mode = mode
-    opt.lr = _real(fn, "lr", lr)
-    opt.weight_decay = _real(fn, "weight_decay", weight_decay)
-    opt.clip_norm = _real(fn, "clip_norm", clip_norm)
-    opt.momentum = _real(fn, "momentum", momentum)
-    opt.count_correct = count_correct
-    return opt
+cdef class StepOptions:
+    """The options of one kind of step (csrc/fbp_api.h's fbp_step_opts), kept by a
+    model and updated in place (t, step, lr) from step to step.
+
+    mode: STEP_*; optimizer: "SGD", "Adam" or "AdamW", with PyTorch's arguments
+    (lr, momentum, dampening, nesterov, betas, eps, weight_decay on the weights
+    only); t: the optimizer's step (from 1); clip_norm, clip_value: 0 for none;
+    seed, step, row0: the dropout key; norm: the total weight the loss is
+    divided by (0: this batch's); count_correct.
+    """
+    cdef fbp_step_opts o
+
+    def __cinit__(self, int mode=FBP_MODE_TRAIN, optimizer="SGD", lr=0.0, weight_decay=0.0,
+                  momentum=0.0, dampening=0.0, nesterov=False, betas=(0.9, 0.999), eps=1e-8,
+                  t=1, clip_norm=0.0, clip_value=0.0, seed=0, step=0, row0=0, norm=0.0,
+                  count_correct=False):
+        fn = "StepOptions"
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"{fn}: unknown optimizer {optimizer!r}; expected one of "
+                             f"{sorted(OPTIMIZERS)}")
+        self.o.mode = mode
+        self.o.optimizer = OPTIMIZERS[optimizer]
+        self.o.lr = _real(fn, "lr", lr)
+        self.o.weight_decay = _real(fn, "weight_decay", weight_decay)
+        self.o.momentum = _real(fn, "momentum", momentum)
+        self.o.dampening = _real(fn, "dampening", dampening)
+        self.o.nesterov = bool(nesterov)
+        self.o.beta1 = _real(fn, "betas[0]", betas[0])
+        self.o.beta2 = _real(fn, "betas[1]", betas[1])
+        self.o.eps = _real(fn, "eps", eps)
+        self.o.t = t
+        self.o.clip_norm = _real(fn, "clip_norm", clip_norm)
+        self.o.clip_value = _real(fn, "clip_value", clip_value)
+        self.o.seed = seed
+        self.o.step = step
+        self.o.row0 = row0
+        self.o.norm = _real(fn, "norm", norm)
+        self.o.count_correct = bool(count_correct)
+
+    property mode:
+        def __get__(self): return self.o.mode
+        def __set__(self, int v): self.o.mode = v
+    property optimizer:
+        def __get__(self): return fbp_opt_name(self.o.optimizer).decode()
+    property lr:
+        def __get__(self): return self.o.lr
+        def __set__(self, double v): self.o.lr = v
+    property weight_decay:
+        def __get__(self): return self.o.weight_decay
+    property momentum:
+        def __get__(self): return self.o.momentum
+    property dampening:
+        def __get__(self): return self.o.dampening
+    property nesterov:
+        def __get__(self): return bool(self.o.nesterov)
+    property clip_norm:
+        def __get__(self): return self.o.clip_norm
+    property clip_value:
+        def __get__(self): return self.o.clip_value
+    property t:
+        def __get__(self): return self.o.t
+        def __set__(self, int64_t v): self.o.t = v
+    property step:
+        def __get__(self): return self.o.step
+        def __set__(self, int64_t v): self.o.step = v
+    property seed:
+        def __get__(self): return self.o.seed
+        def __set__(self, uint64_t v): self.o.seed = v
+    property row0:
+        def __get__(self): return self.o.row0
+        def __set__(self, int64_t v): self.o.row0 = v
+    property norm:
+        def __get__(self): return self.o.norm
+        def __set__(self, double v): self.o.norm = v
+    property count_correct:
+        def __get__(self): return bool(self.o.count_correct)
+        def __set__(self, bint v): self.o.count_correct = v
 
 
 cdef int _step_target(str fn, object ws, int mode, Py_ssize_t N, object target, Desc *dt,
@@ -1107,8 +1259,7 @@ cdef int _step_target(str fn, object ws, int mode, Py_ssize_t N, object target, 
     """The step's labels (1 for labels in dt) or float targets (0), checked: ws
     is a CPU MLPWorkspace or a CUDA one (fastbp._cuda), with the same attributes."""
     cdef Py_ssize_t C = ws.sizes[len(ws.sizes) - 1]
-    cdef int64_t out[4]
-    if mode == FBP_MODE_FORWARD:
+    if mode == FBP_MODE_FORWARD or mode == FBP_MODE_UPDATE:
         return -2
     t = target if isinstance(target, np.ndarray) or _is_device(target) else np.asarray(target)
     tndim = t.ndim if isinstance(t, np.ndarray) else len(_cuda().describe(fn, "target", t)[1])
@@ -1139,78 +1290,143 @@ cdef int _step_target(str fn, object ws, int mode, Py_ssize_t N, object target, 
     return 0
 
 
-def mlp_step(ws, x, target, int mode, lr=0.0, weight_decay=0.0, clip_norm=0.0, momentum=0.0,
-             bint count_correct=False, *, bint check_labels=True, bint sync=True, stream=None):
-    """One native call: forward, loss, backward and (mode TRAIN) the update.
+cdef object _sample_weight(str fn, object w, Desc *dw, Py_ssize_t N, object dtype):
+    """Sample weights (N,) of the step's dtype, finite and >= 0 (the caller checks
+    their sum once, where it knows the batch)."""
+    w = _float_view(fn, "sample_weight", w, dw, 1)
+    if dw.itemsize != dtype.itemsize:
+        raise TypeError(f"{fn}: sample_weight has dtype {_dtype(w)} but the inputs are "
+                        f"{dtype}; fastbp never casts silently, convert it with .astype()")
+    if dw.shape[0] != N:
+        raise ValueError(f"{fn}: got {dw.shape[0]} sample weights for {N} rows of x")
+    return _contig(fn, "sample_weight", w, dw)
+
+
+cdef int _gpu_unsupported(str fn, object ws, StepOptions opts, bint weighted) except -1:
+    """The GPU step implements SGD (momentum, weight decay) and clip_norm; anything
+    else is refused by name rather than computed differently."""
+    cdef fbp_step_opts *o = &opts.o
+    what = None
+    if o.mode == FBP_MODE_UPDATE:
+        what = "a step from given gradients (mode UPDATE)"
+    elif o.optimizer != FBP_OPT_SGD:
+        what = f"optimizer {fbp_opt_name(o.optimizer).decode()!r}"
+    elif o.nesterov:
+        what = "nesterov=True"
+    elif o.dampening != 0.0:
+        what = "dampening"
+    elif o.clip_value > 0.0:
+        what = "clip_value"
+    elif o.norm > 0.0:
+        what = "a data-parallel normalization (norm)"
+    elif weighted:
+        what = "sample_weight"
+    if what is not None:
+        raise NotImplementedError(f"{fn}: {what} is not supported on the GPU yet "
+                                  "(docs/cuda.md lists what is)")
+    return 0
+
+
+def mlp_step(ws, x, target, StepOptions opts not None, sample_weight=None, *,
+             bint check_labels=True, bint sync=True, stream=None):
+    """One native call: forward, loss, backward and (TRAIN) the update, as opts says.
 
     ws: an MLPWorkspace (CPU) or a fastbp._cuda.Workspace (GPU; x and target
     may then be NumPy or CUDA arrays, copied into its staging buffers). x (N, I)
     with 0 < N <= ws.cap; target: integer labels (N,) for softmax-xent (any
     integer dtype; range-checked unless check_labels=False), or float targets
-    (N, outputs). Returns (loss, grad_norm, ncorrect); grad_norm is -1.0 unless
-    clipping ran. GPU only: sync=False returns None at once (read_out() gives
-    the result later), stream is a cudaStream_t as an int. A well-formed CPU
-    call (C-contiguous x of the workspace dtype, int64 labels) allocates nothing.
+    (N, outputs); sample_weight: (N,) or None. Mode UPDATE takes no x or target
+    (pass None) and applies the optimizer to the gradients in ws.dW, ws.db.
+    Returns (loss, reg, grad_norm, ncorrect): the data loss, 0.5 wd sum ||W||^2
+    for coupled decay, the clipped gradient's norm (-1 unless clip_norm ran).
+    GPU only: sync=False returns None at once (read_out() gives the result
+    later), stream is a cudaStream_t as an int. A well-formed CPU call
+    (C-contiguous x of the workspace dtype, int64 labels) allocates nothing.
     """
     fn = "mlp_step"
-    cdef Desc dx, dt
+    cdef Desc dx, dt, dw
     cdef list keep = []
     cdef fbp_step_out out
-    cdef fbp_step_opts opt = _step_opts(fn, mode, lr, weight_decay, clip_norm, momentum,
-                                        count_correct)
     cdef MLPWorkspace cws
-    cdef int rc
-    cdef Py_ssize_t I = ws.sizes[0]
-    x = _float_view(fn, "x", x, &dx, 2)
-    if dx.itemsize != ws.dtype.itemsize:
-        raise TypeError(f"{fn}: x has dtype {_dtype(x)} but the inputs are {ws.dtype}; "
-                        "fastbp never casts silently, convert it with .astype()")
-    if dx.shape[1] != I:
-        raise ValueError(f"{fn}: x must have shape (N, {I}), got {_shape(&dx)}")
-    cdef Py_ssize_t N = dx.shape[0]
-    if N > ws.cap:
-        raise ValueError(f"{fn}: batch of {N} rows exceeds the workspace capacity {ws.cap}")
-    if N == 0:
-        raise ValueError(f"{fn}: empty batch")
-    if ws.device < 0 and dx.device >= 0:
-        raise ValueError(f"{fn}: x is on {_where(dx.device)}, the model on the host")
-    if dx.device >= 0 and dx.device != ws.device:
-        raise ValueError(f"{fn}: x is on {_where(dx.device)}, the model on {_where(ws.device)}")
-    x = _contig(fn, "x", x, &dx)
-    if opt.momentum != 0.0 and not ws.has_momentum and ws.device < 0:
-        raise ValueError(f"{fn}: momentum != 0 needs a workspace built with momentum buffers")
+    cdef int rc, mode = opts.o.mode
+    cdef Py_ssize_t I = ws.sizes[0], N = 0
+    cdef const void *px = NULL
+    cdef const void *pw = NULL
+    if ws.device >= 0:
+        _gpu_unsupported(fn, ws, opts, sample_weight is not None)
+    if mode != FBP_MODE_UPDATE:
+        x = _float_view(fn, "x", x, &dx, 2)
+        if dx.itemsize != ws.dtype.itemsize:
+            raise TypeError(f"{fn}: x has dtype {_dtype(x)} but the inputs are {ws.dtype}; "
+                            "fastbp never casts silently, convert it with .astype()")
+        if dx.shape[1] != I:
+            raise ValueError(f"{fn}: x must have shape (N, {I}), got {_shape(&dx)}")
+        N = dx.shape[0]
+        if N > ws.cap:
+            raise ValueError(f"{fn}: batch of {N} rows exceeds the workspace capacity {ws.cap}")
+        if N == 0:
+            raise ValueError(f"{fn}: empty batch")
+        if ws.device < 0 and dx.device >= 0:
+            raise ValueError(f"{fn}: x is on {_where(dx.device)}, the model on the host")
+        if dx.device >= 0 and dx.device != ws.device:
+            raise ValueError(f"{fn}: x is on {_where(dx.device)}, the model on {_where(ws.device)}")
+        x = _contig(fn, "x", x, &dx)
+        px = dx.ptr
     kind = _step_target(fn, ws, mode, N, target, &dt, keep, check_labels)
     if kind >= 0 and ws.device < 0 and dt.device >= 0:
         raise ValueError(f"{fn}: target is on {_where(dt.device)}, the model on the host")
+    if sample_weight is not None and mode != FBP_MODE_FORWARD and mode != FBP_MODE_UPDATE:
+        keep.append(_sample_weight(fn, sample_weight, &dw, N, ws.dtype))
+        pw = dw.ptr
     cdef const int64_t *pl = <int64_t *>dt.ptr if kind == 1 else NULL
     cdef const void *pt = dt.ptr if kind == 0 else NULL
     if isinstance(ws, MLPWorkspace):
         cws = <MLPWorkspace>ws
-        cws.refuse_overlap(fn, "x", &dx)
+        if mode == FBP_MODE_TRAIN or mode == FBP_MODE_UPDATE:
+            _check_state(fn, cws, opts)
+        if mode != FBP_MODE_UPDATE:
+            cws.refuse_overlap(fn, "x", &dx)
         if kind >= 0:
             cws.refuse_overlap(fn, "target", &dt)
+        if pw != NULL:
+            cws.refuse_overlap(fn, "sample_weight", &dw)
         with nogil:
-            rc = fbp_mlp_step(&cws.m, N, dx.ptr, pl, pt, &opt, &out)
-        return out.loss, out.grad_norm, out.ncorrect
+            rc = fbp_mlp_step(&cws.m, N, px, pl, pt, pw, &opts.o, &out)
+        return out.loss, out.reg, out.grad_norm, out.ncorrect
     s = <uintptr_t>dx.stream if stream is None and dx.device >= 0 else (stream or 0)
-    return ws.run(s, N, <uintptr_t>dx.ptr, <uintptr_t>pl, <uintptr_t>pt, mode, opt.lr,
-                  opt.weight_decay, opt.clip_norm, opt.momentum, count_correct, sync)
+    r = ws.run(s, N, <uintptr_t>px, <uintptr_t>pl, <uintptr_t>pt, mode, opts.o.lr,
+               opts.o.weight_decay, opts.o.clip_norm, opts.o.momentum,
+               opts.o.count_correct, sync)
+    return r
 
 
-def mlp_epoch(MLPWorkspace ws, X, target, order, Py_ssize_t batch_size, lr, weight_decay=0.0,
-              clip_norm=0.0, momentum=0.0, bint count_correct=False):
-    """One epoch of training steps in one native call; returns (loss, ncorrect).
+cdef int _check_state(str fn, MLPWorkspace ws, StepOptions opts) except -1:
+    """The workspace holds the state the optimizer updates."""
+    cdef fbp_step_opts *o = &opts.o
+    need = (("vW", "vb") if o.optimizer == FBP_OPT_SGD and o.momentum != 0.0 else
+            ("vW", "vb", "sW", "sb") if o.optimizer != FBP_OPT_SGD else ())
+    if not ws.has_state(need):
+        raise ValueError(f"{fn}: the {fbp_opt_name(o.optimizer).decode()} step needs a "
+                         f"workspace built with its state {need}")
+    return 0
+
+
+def mlp_epoch(MLPWorkspace ws, X, target, sample_weight, order, Py_ssize_t batch_size,
+              Py_ssize_t first, Py_ssize_t last, StepOptions opts not None):
+    """Batches [first, last) of an epoch of training steps in one native call.
 
     X (n, I) of the workspace dtype; target int labels (n,) for softmax-xent or
-    float targets (n, outputs); order (n,), a permutation of range(n); batches
-    of batch_size <= ws.cap rows are gathered in C. The CPU only.
+    float targets (n, outputs); sample_weight (n,) or None; order (n,), a
+    permutation of range(n); batch s holds rows order[s B : (s+1) B] (the last
+    partial), gathered in C; opts.t and opts.step are the first batch's and
+    advance by one per batch (opts itself is left as given). Returns (sum of
+    (loss + reg) times each batch's weight, the weights' sum, the last grad_norm,
+    ncorrect). The CPU only.
     """
     fn = "mlp_epoch"
-    cdef Desc dX, dt, do
+    cdef Desc dX, dt, do, dw
     cdef list keep = []
-    cdef fbp_step_out out
-    cdef fbp_step_opts opt = _step_opts(fn, FBP_MODE_TRAIN, lr, weight_decay, clip_norm,
-                                        momentum, count_correct)
+    cdef fbp_epoch_out out
     X = _float_view(fn, "X", X, &dX, 2)
     if dX.device >= 0:
         raise ValueError(f"{fn}: X is on {_where(dX.device)}, the model on the host")
@@ -1223,8 +1439,11 @@ def mlp_epoch(MLPWorkspace ws, X, target, order, Py_ssize_t batch_size, lr, weig
     X = _contig(fn, "X", X, &dX)
     if not 1 <= batch_size <= ws.cap:
         raise ValueError(f"{fn}: batch_size must be in [1, {ws.cap}], got {batch_size}")
-    if opt.momentum != 0.0 and not ws.has_momentum:
-        raise ValueError(f"{fn}: momentum != 0 needs a workspace built with momentum buffers")
+    cdef Py_ssize_t nbatches = (n + batch_size - 1) // batch_size
+    if not 0 <= first <= last <= nbatches:
+        raise ValueError(f"{fn}: batches [{first}, {last}) are not within the epoch's "
+                         f"{nbatches} batches")
+    _check_state(fn, ws, opts)
     order = np.asarray(order)
     if order.dtype.kind not in "iu" or order.shape != (n,):
         raise ValueError(f"{fn}: order must be integers of shape ({n},), got "
@@ -1236,11 +1455,18 @@ def mlp_epoch(MLPWorkspace ws, X, target, order, Py_ssize_t batch_size, lr, weig
     kind = _step_target(fn, ws, FBP_MODE_TRAIN, n, target, &dt, keep, True)
     if dt.device >= 0:
         raise ValueError(f"{fn}: target is on {_where(dt.device)}, the model on the host")
+    cdef const void *pw = NULL
+    if sample_weight is not None:
+        keep.append(_sample_weight(fn, sample_weight, &dw, n, ws.dtype))
+        ws.refuse_overlap(fn, "sample_weight", &dw)
+        pw = dw.ptr
     cdef const int64_t *pl = <int64_t *>dt.ptr if kind == 1 else NULL
     cdef const void *pt = dt.ptr if kind == 0 else NULL
     ws.refuse_overlap(fn, "X", &dX)
     ws.refuse_overlap(fn, "target", &dt)
     cdef Py_ssize_t B = batch_size
+    cdef fbp_step_opts o = opts.o
+    o.mode = FBP_MODE_TRAIN
     with nogil:
-        fbp_mlp_epoch(&ws.m, n, dX.ptr, pl, pt, <int64_t *>do.ptr, B, &opt, &out)
-    return out.loss, out.ncorrect
+        fbp_mlp_epoch(&ws.m, n, dX.ptr, pl, pt, pw, <int64_t *>do.ptr, B, first, last, &o, &out)
+    return out.loss_sum, out.weight_sum, out.grad_norm, out.ncorrect

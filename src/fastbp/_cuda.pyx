@@ -13,6 +13,7 @@ RuntimeError with the library's message.
 from cpython.pycapsule cimport PyCapsule_New
 from libc.stdint cimport int64_t, uintptr_t
 from libc.stdlib cimport free, malloc
+from libc.string cimport memset
 
 import numpy as np
 
@@ -140,9 +141,12 @@ cdef class Workspace:
     def run(self, stream, int64_t N, x, labels, t, int mode, double lr, double weight_decay,
             double clip_norm, double momentum, bint count_correct, bint sync):
         """The step on checked inputs (fastbp._core.mlp_step checks them): (loss,
-        grad_norm, ncorrect) if sync, else None."""
+        reg, grad_norm, ncorrect) if sync, else None."""
         cdef fbp_step_opts opt
         cdef fbp_step_out out
+        memset(&opt, 0, sizeof(opt))
+        opt.optimizer = FBP_OPT_SGD
+        opt.t = 1
         opt.mode = mode
         opt.lr = lr
         opt.weight_decay = weight_decay
@@ -157,7 +161,7 @@ cdef class Workspace:
         with nogil:
             rc = fbpc_mlp_step(self.m, s, N, px, <int64_t *>pl, pt, &opt, sy, &out)
         check(rc)
-        return (out.loss, out.grad_norm, out.ncorrect) if sync else None
+        return (out.loss, out.reg, out.grad_norm, out.ncorrect) if sync else None
 
     def read_out(self, stream):
         cdef fbp_step_out out
@@ -166,7 +170,7 @@ cdef class Workspace:
         with nogil:
             rc = fbpc_mlp_read_out(self.m, s, &out)
         check(rc)
-        return out.loss, out.grad_norm, out.ncorrect
+        return out.loss, out.reg, out.grad_norm, out.ncorrect
 
     def stats(self):
         cdef int64_t out[3]

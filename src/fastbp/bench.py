@@ -1,15 +1,19 @@
-"""Training-step benchmark: fastbp against its GEMM floor, NumPy and PyTorch.
+"""Training-step benchmark: fastbp against its floor, NumPy and PyTorch.
 
 A training step's matrix products already run at the BLAS's speed, so the floor
 of a step is the time of those products alone: per layer the forward product
 h·W, the weight gradient hᵀ·dz and (except for the first layer) the input
-gradient dz·Wᵀ, done with NumPy into preallocated outputs. Everything above the
+gradient dz·Wᵀ, done with NumPy into preallocated outputs. An optimizer with
+state (momentum; Adam's two moments) must also stream that state once per step,
+so its floor adds a parallel copy of the state's bytes. Everything above the
 floor is overhead. All contenders run the same step (float32, ReLU hidden
-layers, softmax-cross-entropy, plain SGD) side by side in one process, in
-interleaved rounds, and the table reports medians and ratios.
+layers, softmax-cross-entropy, the chosen optimizer) side by side in one
+process, in interleaved rounds, and the table reports medians and ratios.
 
 Used by ``python -m fastbp bench`` and by bench/bench_step.py.
 """
+import ctypes
+import functools
 import io
 import json
 import os
@@ -29,6 +33,45 @@ SIZES = {
 
 LR = 1e-4  # small, so repeated steps on one batch change the weights slowly
 
+#: the optimizers a step can be benchmarked with: name -> (fastbp.optim class,
+#: keyword arguments; torch.optim takes the same), and the state buffers it keeps
+#: per parameter
+OPTIMIZERS = {
+    "sgd": ("SGD", {}, 0),
+    "momentum": ("SGD", {"momentum": 0.9}, 1),
+    "adam": ("Adam", {}, 2),
+    "adamw": ("AdamW", {}, 2),
+}
+
+
+def make_optimizer(name, lib="fastbp"):
+    """(class, kwargs) of optimizer name in fastbp.optim or torch.optim."""
+    cls, kw, _ = OPTIMIZERS[name]
+    if lib == "torch":
+        import torch
+        return getattr(torch.optim, cls), dict(kw, lr=LR)
+    from . import optim
+    return getattr(optim, cls), dict(kw, lr=LR)
+
+
+@functools.cache
+def _fbp_copy():
+    from . import _core
+
+    fn = ctypes.CDLL(_core.__file__).fbp_copy
+    fn.argtypes = [ctypes.c_size_t, ctypes.c_void_p, ctypes.c_void_p]
+    fn.restype = None
+    return fn
+
+
+def parallel_copy(src, dst):
+    """dst[...] = src on fastbp's thread pool (csrc/runtime.c's fbp_copy): the
+    floor of a memory-bound pass over the same bytes."""
+    if src.nbytes != dst.nbytes or not (src.flags.c_contiguous and dst.flags.c_contiguous):
+        raise ValueError("parallel_copy: src and dst must be contiguous and of equal size")
+    _fbp_copy()(src.nbytes, src.ctypes.data, dst.ctypes.data)
+    return dst
+
 
 def make_batch(size, dtype=np.float32, seed=0):
     N, widths = SIZES[size]
@@ -46,27 +89,40 @@ def _init_params(widths, dtype=np.float32, seed=0):
 
 # ---- contenders: each returns a zero-argument callable doing one training step ----
 
-def fastbp_step(size, dtype=np.float32):
+def fastbp_step(size, dtype=np.float32, optimizer="sgd"):
     import fastbp
 
     N, widths = SIZES[size]
     x, labels = make_batch(size, dtype)
     model = fastbp.MLP(widths, "relu", dtype=dtype, seed=0)
-    model.train_step(x, labels, LR)
-    return lambda: model.train_step(x, labels, LR)
+    cls, kw = make_optimizer(optimizer)
+    opt = cls(**kw)
+    model.train_step(x, labels, optimizer=opt)
+    return lambda: model.train_step(x, labels, optimizer=opt)
 
 
-def numpy_step(size, dtype=np.float32):
+def numpy_step(size, dtype=np.float32, optimizer="sgd"):
     from . import reference as ref
 
     N, widths = SIZES[size]
     x, labels = make_batch(size, dtype)
     params = {k: v.copy() for k, v in _init_params(widths, dtype).items()}
-    return lambda: ref.mlp_train_step(params, x, labels, LR, "relu", "softmax_cross_entropy")
+    cls, kw = make_optimizer(optimizer)
+    opt = cls(**kw).options()
+    opt["name"] = opt.pop("optimizer")
+    state = {k: {"v": np.zeros_like(v), "s": np.zeros_like(v)} for k, v in params.items()}
+    t = [0]
+
+    def step():
+        t[0] += 1
+        return ref.mlp_train_step(params, x, labels, LR, "relu", "softmax_cross_entropy",
+                                  optimizer=opt, state=state, step=t[0])
+    return step
 
 
-def floor_step(size, dtype=np.float32):
-    """The step's GEMMs alone, with NumPy into preallocated outputs."""
+def floor_step(size, dtype=np.float32, optimizer="sgd"):
+    """The step's GEMMs alone, with NumPy into preallocated outputs, and for an
+    optimizer with state a parallel copy of the state's bytes."""
     N, widths = SIZES[size]
     x, _ = make_batch(size, dtype)
     rng = np.random.default_rng(1)
@@ -77,6 +133,8 @@ def floor_step(size, dtype=np.float32):
     dW = [np.empty_like(w) for w in W]
     dh = [np.empty((N, w), dtype) for w in widths[:-1]]
     mm = np.matmul
+    n_state = OPTIMIZERS[optimizer][2] * sum(i * o + o for i, o in zip(widths[:-1], widths[1:]))
+    src, dst = np.ones(n_state, dtype), np.empty(n_state, dtype)
 
     def step():
         for l in range(L):
@@ -85,11 +143,13 @@ def floor_step(size, dtype=np.float32):
             mm(h[l].T, dz[l], out=dW[l])
             if l > 0:
                 mm(dz[l], W[l].T, out=dh[l])
+        if n_state:
+            parallel_copy(src, dst)
     return step
 
 
-def torch_step(size, dtype=np.float32):
-    """PyTorch CPU eager: nn.Linear/ReLU, CrossEntropyLoss, optim.SGD."""
+def torch_step(size, dtype=np.float32, optimizer="sgd"):
+    """PyTorch CPU eager: nn.Linear/ReLU, CrossEntropyLoss, torch.optim."""
     import torch
 
     N, widths = SIZES[size]
@@ -103,7 +163,8 @@ def torch_step(size, dtype=np.float32):
     net = torch.nn.Sequential(*layers)
     if dtype == np.float64:
         net = net.double()
-    opt = torch.optim.SGD(net.parameters(), lr=LR)
+    cls, kw = make_optimizer(optimizer, "torch")
+    opt = cls(net.parameters(), **kw)
     lossf = torch.nn.CrossEntropyLoss()
 
     def step():
@@ -166,8 +227,9 @@ def time_steps(fns, repeat=None, block=BLOCK, settle=SETTLE, rounds=ROUNDS):
     return {name: float(np.median(s)) for name, s in samples.items()}
 
 
-def run(sizes=None, repeat=None, threads=None, with_torch=None):
-    """Time every contender at every size; returns a list of result rows."""
+def run(sizes=None, repeat=None, threads=None, with_torch=None, optimizer="sgd"):
+    """Time every contender at every size, each training with optimizer (a key
+    of OPTIMIZERS); returns a list of result rows."""
     import fastbp
 
     if threads is not None:
@@ -176,11 +238,11 @@ def run(sizes=None, repeat=None, threads=None, with_torch=None):
         with_torch = have_torch()
     rows = []
     for size in sizes or list(SIZES):
-        fns = {name: make(size) for name, make in CONTENDERS.items()
+        fns = {name: make(size, optimizer=optimizer) for name, make in CONTENDERS.items()
                if name != "torch" or with_torch}
         t = time_steps(fns, repeat)
         row = {"size": size, "batch": SIZES[size][0], "widths": SIZES[size][1],
-               "ms": {k: v * 1e3 for k, v in t.items()}}
+               "optimizer": optimizer, "ms": {k: v * 1e3 for k, v in t.items()}}
         row["ratio_to_floor"] = {k: v / t["floor"] for k, v in t.items()}
         rows.append(row)
     return rows
@@ -207,14 +269,12 @@ def format_table(rows):
 
 
 def environment():
-    import scipy
-
     import fastbp
     from ._config import config
 
     env = {"machine": platform.machine(), "processor": platform.processor(),
            "cpus": os.cpu_count(), "fastbp": fastbp.__version__, "numpy": np.__version__,
-           "scipy": scipy.__version__, "config": config()}
+           "config": config()}
     if have_torch():
         import torch
         env["torch"] = torch.__version__
@@ -238,7 +298,8 @@ def plot(rows, path):
     ax.axhline(1.0, color="k", lw=0.8, ls="--", label="GEMM floor")
     ax.set_xticks(xs + w * (len(names) - 1) / 2, [r["size"] for r in rows])
     ax.set_ylabel("time / GEMM floor")
-    ax.set_title("Training step, float32, ReLU MLP + softmax-xent + SGD")
+    ax.set_title(f"Training step, float32, ReLU MLP + softmax-xent + "
+                 f"{rows[0].get('optimizer', 'sgd')}")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -248,10 +309,15 @@ def plot(rows, path):
 def main(args):
     import fastbp
 
-    rows = run(args.sizes, args.repeat, args.threads)
+    optimizer = getattr(args, "optimizer", "sgd")
+    rows = run(args.sizes, args.repeat, args.threads, optimizer=optimizer)
     from ._blas import info
 
-    print(f"fastbp GEMMs: {info()['version'].split(' DYNAMIC')[0]}; floor: NumPy's matmul")
+    cls, kw, n_state = OPTIMIZERS[optimizer]
+    floor = "NumPy's matmuls" + (f" + a parallel copy of the {n_state} state buffer(s)"
+                                 if n_state else "")
+    print(f"optimizer: {cls}({', '.join(f'{k}={v}' for k, v in dict(kw, lr=LR).items())}); "
+          f"fastbp GEMMs: {info()['version'].split(' DYNAMIC')[0]}; floor: {floor}")
     print(format_table(rows))
     if args.json:
         os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)

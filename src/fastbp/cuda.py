@@ -271,6 +271,9 @@ class CudaMLP:
             acts = [_core._act_code(fn, activation)] * (L - 1) + [_core.ACTIVATIONS[None]]
         if loss not in LOSSES:
             raise ValueError(f"{fn}: unknown loss {loss!r}; expected one of {sorted(LOSSES)}")
+        if loss == "binary_cross_entropy":
+            raise NotImplementedError(f"{fn}: loss 'binary_cross_entropy' is not supported on "
+                                      "the GPU yet (docs/cuda.md lists what is)")
         cap = operator.index(cap)
         if cap < 1:
             raise ValueError(f"{fn}: cap must be >= 1, got {cap}")
@@ -376,12 +379,25 @@ class CudaMLP:
         exports, or the legacy default stream).
         """
         had_momentum = self.vW is not None
-        out = _core.mlp_step(self._ws, x, target, mode, lr, weight_decay, clip_norm, momentum,
-                             count_correct, check_labels=check_labels, sync=sync, stream=stream)
+        opts = _core.StepOptions(mode, "SGD", lr, weight_decay, momentum, clip_norm=clip_norm,
+                                 count_correct=count_correct)
+        out = _core.mlp_step(self._ws, x, target, opts, check_labels=check_labels, sync=sync,
+                             stream=stream)
         if not had_momentum and momentum != 0.0:
+            self._views()
+        return None if out is None else (out[0] + out[1], out[2], out[3])
+
+    def run(self, x, target, opts, sample_weight=None):
+        """One step with prepared fastbp._core.StepOptions (the MLP engine's
+        call): (loss, reg, grad_norm, ncorrect). Options the GPU step lacks raise
+        NotImplementedError naming them."""
+        had_momentum = self.vW is not None
+        out = _core.mlp_step(self._ws, x, target, opts, sample_weight)
+        if not had_momentum and opts.momentum != 0.0:
             self._views()
         return out
 
     def read_out(self, stream=0):
         """Wait for the last step on stream; its (loss, grad_norm, ncorrect)."""
-        return self._ws.read_out(stream)
+        loss, reg, norm, hits = self._ws.read_out(stream)
+        return loss + reg, norm, hits

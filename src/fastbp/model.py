@@ -1,21 +1,32 @@
 """fastbp.MLP: a multilayer perceptron whose training step is one native call.
 
 The model owns its parameters (``model.params``: W1, b1, W2, b2, ... with W
-shaped (in, out)) and a workspace (layer outputs, gradients, the C pointer
-table) allocated once per batch capacity, so that after the first step a
-``train_step`` allocates nothing. All math runs in fastbp._core (csrc/step.c),
-or on a GPU with ``device="cuda"`` (fastbp.cuda.CudaMLP, csrc/cuda/step.cu).
+shaped (in, out)), its optimizer's state, and a workspace (layer outputs,
+gradients, the C pointer table) allocated once per batch capacity, so that after
+the first step a ``train_step`` allocates nothing. All math runs in
+fastbp._core (csrc/step.c), or on a GPU with ``device="cuda"``
+(fastbp.cuda.CudaMLP, csrc/cuda/step.cu).
 """
+import math
 import numbers
 import operator
+import time
+import warnings
 
 import numpy as np
 
 from . import _core
+from . import optim as _optim
 
 _HIDDEN = ("relu", "sigmoid", "tanh", "identity")
 _LOSSES = tuple(_core.LOSSES)
 _DEVICES = ("cpu", "cuda")
+#: the optimizer state buffers of each kind of state ("v": momentum or first
+#: moment, "s": second moment)
+_STATE = {"v": ("vW", "vb"), "s": ("sW", "sb")}
+#: seconds of work per native call of fit on the CPU: the interval at which an
+#: interrupt (Ctrl-C) is seen
+_CHUNK_SECONDS = 0.05
 
 
 def _check_sizes(sizes):
@@ -56,38 +67,63 @@ def _check_activations(activation, n_hidden):
     return names
 
 
+def _check_dropout(dropout, n_hidden):
+    """One dropout rate in [0, 1) per hidden layer, from one rate or a list."""
+    rates = [dropout] * n_hidden if isinstance(dropout, numbers.Real) else dropout
+    try:
+        rates = [float(p) for p in rates]
+    except (TypeError, ValueError):
+        raise TypeError(f"MLP: dropout must be a rate or a list of rates, got {dropout!r}") from None
+    if len(rates) != n_hidden:
+        raise ValueError(f"MLP: got {len(rates)} dropout rates for {n_hidden} hidden layers")
+    for p in rates:
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"MLP: dropout rates must be in [0, 1), got {p}")
+    return rates
+
+
+def epoch_order(n, seed, epoch, shuffle=True):
+    """The rows of epoch ``epoch`` of a fit (0 for a model's first epoch), in the
+    order fit visits them: a function of the seed and the epoch number alone, so
+    a fit resumed from a checkpoint continues with the same orders."""
+    if not shuffle:
+        return np.arange(n)
+    return np.random.default_rng([int(seed), int(epoch)]).permutation(n)
+
+
 class _CPU:
     """The CPU engine: a workspace over the model's own parameter arrays."""
 
     def __init__(self, model):
         self.model, self.ws = model, None
 
-    def workspace(self, N, momentum=False):
+    def workspace(self, N):
         """The workspace for batches of N rows: reused while it fits and still
-        points at the current parameter arrays; rebuilt (once) otherwise."""
+        points at the current parameter and state arrays; rebuilt otherwise."""
         m, ws = self.model, self.ws
         W, b = m._param_lists()
-        if ws is not None and N <= ws.cap and (ws.has_momentum or not momentum):
-            if all(a is c for a, c in zip(ws.W, W)) and all(a is c for a, c in zip(ws.b, b)):
+        if ws is not None and N <= ws.cap and \
+                all(a is c for a, c in zip(ws.W, W)) and all(a is c for a, c in zip(ws.b, b)):
+            same = True
+            for name in ("vW", "vb", "sW", "sb"):
+                mine, theirs = m._state.get(name), ws.buffers[name]
+                if (mine is None) != (theirs is None) or (
+                        mine is not None and any(a is not c for a, c in zip(mine, theirs))):
+                    same = False
+                    break
+            if same:
                 return ws
-        vW = vb = None
-        if momentum or (ws is not None and ws.has_momentum):
-            if m._velocity is None or any(v.shape != w.shape for v, w in zip(m._velocity[0], W)):
-                m._velocity = ([np.zeros_like(w) for w in W], [np.zeros_like(v) for v in b])
-            vW, vb = m._velocity
         cap = max(N, ws.cap if ws is not None else 0)
-        self.ws = _core.MLPWorkspace(W, b, m._layer_acts, m.loss_name, cap, vW, vb)
+        self.ws = _core.MLPWorkspace(W, b, m._layer_acts, m.loss_name, cap, m._state,
+                                     m._dropout + [0.0] if any(m._dropout) else None)
         return self.ws
 
-    def step(self, x, t, mode, N, lr=0.0, weight_decay=0.0, clip_norm=0.0, momentum=0.0,
-             count_correct=False):
-        ws = self.workspace(N, momentum != 0.0)
-        return _core.mlp_step(ws, x, t, mode, lr, weight_decay, clip_norm, momentum,
-                              count_correct)
+    def step(self, x, t, opts, N, sample_weight=None):
+        return _core.mlp_step(self.workspace(N), x, t, opts, sample_weight)
 
     def gradient(self):
         ws = self.ws
-        return ([g.copy() for g in ws.dW], [g.copy() for g in ws.db])
+        return [g.copy() for g in ws.dW], [g.copy() for g in ws.db]
 
     def output(self, N):
         return self.ws.h[-1][:N].copy()
@@ -102,15 +138,17 @@ class _CUDA:
         if not cuda.is_available():
             raise RuntimeError("MLP(device='cuda'): fastbp.cuda is not available (a build "
                                "with FASTBP_CUDA=1 and a CUDA device are needed; docs/cuda.md)")
+        if any(model._dropout):
+            raise NotImplementedError("MLP(device='cuda'): dropout is not supported on the GPU "
+                                      "yet (docs/cuda.md lists what is)")
         self.cuda, self.model = cuda, model
         W, b = model._param_lists()
         self.gpu = cuda.CudaMLP(W, b, model._layer_acts, model.loss_name, cap=1)
 
-    def step(self, x, t, mode, N, lr=0.0, weight_decay=0.0, clip_norm=0.0, momentum=0.0,
-             count_correct=False):
+    def step(self, x, t, opts, N, sample_weight=None):
         if N > self.gpu.cap:
             self.gpu = self.gpu.grow(N)
-        return self.gpu.step(x, t, mode, lr, weight_decay, clip_norm, momentum, count_correct)
+        return self.gpu.run(x, t, opts, sample_weight)
 
     def gradient(self):
         return [g.get() for g in self.gpu.dW], [g.get() for g in self.gpu.db]
@@ -130,18 +168,28 @@ class MLP:
         or a list with one per hidden layer. The output layer is affine: logits
         for classification, values for regression.
     loss : "softmax_cross_entropy" (targets: integer labels or class
-        probabilities) or "mse" (targets: values).
+        probabilities), "mse" (targets: values) or "binary_cross_entropy"
+        (sigmoid outputs; targets in [0, 1], (N, outputs): multi-label, or one
+        output for binary classification).
     dtype : np.float32 or np.float64; inputs to train_step must match it.
-    seed : seed of the initial weights.
+    seed : seed of the initial weights, and of the dropout masks.
     init : "he" (default when the first hidden layer is relu), "xavier"
         (otherwise), or a float standard deviation. Weights are normal, biases 0.
     device : "cpu" (default) or "cuda": the parameters and the step live on the
         GPU (fastbp.cuda.CudaMLP); ``params`` are then device arrays
         (fastbp.cuda.DeviceBuffer) and ``get_params()`` copies them to NumPy.
+    dropout : inverted dropout on the hidden layers' outputs in training steps
+        (one rate, or one per hidden layer, in [0, 1)); predict, loss and
+        gradient use the plain network. The masks are a function of (seed,
+        training step, layer, row, column).
+
+    Attributes: ``step_`` and ``epoch_`` count the training steps and the epochs
+    of fit over the model's life (saved with it); ``history_`` is the history of
+    the last fit, kept epoch by epoch (also when the fit is interrupted).
     """
 
     def __init__(self, sizes, activation="relu", loss="softmax_cross_entropy",
-                 dtype=np.float32, seed=0, init=None, device="cpu"):
+                 dtype=np.float32, seed=0, init=None, device="cpu", dropout=0.0):
         self.sizes = _check_sizes(sizes)
         acts = _check_activations(activation, len(self.sizes) - 2)
         if loss not in _LOSSES:
@@ -153,9 +201,13 @@ class MLP:
             raise TypeError(f"MLP: dtype must be float32 or float64, got {dtype}")
         if device not in _DEVICES:
             raise ValueError(f"MLP: device must be one of {_DEVICES}, got {device!r}")
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+            raise ValueError(f"MLP: seed must be an integer >= 0, got {seed!r}")
         self.activation = activation if isinstance(activation, str) else list(activation)
-        self.loss_name, self.dtype, self.device = loss, dtype, device
+        self.loss_name, self.dtype, self.device, self.seed = loss, dtype, device, int(seed)
         self._layer_acts = acts + ["identity"]
+        self._dropout = _check_dropout(dropout, len(self.sizes) - 2)
+        self.dropout = dropout if isinstance(dropout, numbers.Real) else list(self._dropout)
         if init is None:
             init = "he" if (acts[:1] or ["relu"])[0] == "relu" else "xavier"
         rng = np.random.default_rng(seed)
@@ -173,10 +225,12 @@ class MLP:
                                (rng.standard_normal((fan_in, fan_out)) * std).astype(dtype))
             params[f"b{l}"] = np.zeros(fan_out, dtype)
         self._params = params
-        self._velocity = None
+        self.step_, self.epoch_, self.history_ = 0, 0, {}
+        self._opt_name, self._opt_t, self._state = None, 0, {}
+        self._opts_key = self._opts = None
         self._engine = _CUDA(self) if device == "cuda" else _CPU(self)
 
-    # ---- parameters ----------------------------------------------------------------
+    # ---- parameters and optimizer state -------------------------------------------------
     @property
     def n_layers(self):
         return len(self.sizes) - 1
@@ -211,6 +265,74 @@ class MLP:
         L, p = self.n_layers, self._params
         return [p[f"W{l}"] for l in range(1, L + 1)], [p[f"b{l}"] for l in range(1, L + 1)]
 
+    @property
+    def optimizer_state(self):
+        """{"optimizer": name or None, "t": its step count, "vW": [...], "vb": [...],
+        "sW": [...], "sb": [...]}: the state the model keeps for its optimizer."""
+        st = {"optimizer": self._opt_name, "t": self._opt_t}
+        st.update({k: v for k, v in self._state.items() if v is not None})
+        if self.device == "cuda":
+            g = self._engine.gpu
+            if g.vW is not None:
+                st["vW"], st["vb"] = [v.get() for v in g.vW], [v.get() for v in g.vb]
+        return st
+
+    def _restore_training_state(self, optimizer, t, state, step, epoch):
+        """Put back what save() wrote (MLP.load): the optimizer's name, step
+        count and state, and the step and epoch counters."""
+        self._opt_name, self._opt_t = optimizer, t
+        self._state = {k: [np.array(a, self.dtype) for a in v] for k, v in state.items()}
+        self.step_, self.epoch_ = step, epoch
+
+    def _ensure_state(self, optimizer):
+        """Zeros for the optimizer's state when it is new to the model (another
+        kind than the last step's, or state it did not keep); otherwise the state
+        carries on, as it does for one torch.optim object."""
+        need = [name for kind in optimizer.state for name in _STATE[kind]]
+        if optimizer.name == self._opt_name and all(self._state.get(k) is not None for k in need):
+            return
+        W, b = self._param_lists()
+        self._state = {}
+        for name in need:
+            like = W if name.endswith("W") else b
+            self._state[name] = [np.zeros_like(a) for a in like]
+        self._opt_name, self._opt_t = optimizer.name, 0
+        if self.device == "cuda" and optimizer.name == "SGD" and optimizer.momentum:
+            self._engine.gpu.reset_momentum()
+
+    def _train_options(self, optimizer, clip_norm, clip_value, count_correct=False):
+        """The StepOptions of a training step with optimizer, built once per setting."""
+        key = (type(optimizer), tuple(sorted(optimizer.__dict__.items())), clip_norm,
+               clip_value, count_correct)
+        if key != self._opts_key:
+            self._opts = _core.StepOptions(
+                _core.STEP_TRAIN, clip_norm=clip_norm or 0.0, clip_value=clip_value or 0.0,
+                seed=self.seed, count_correct=count_correct, **optimizer.options())
+            self._opts_key = key
+        return self._opts
+
+    @staticmethod
+    def _optimizer(fn, optimizer, lr, momentum, weight_decay):
+        """The optimizer of a call: the one given, or SGD from the shorthand."""
+        if optimizer is None:
+            if lr is None:
+                raise TypeError(f"{fn}: give lr (plain SGD) or optimizer=")
+            return _optim.SGD(lr, momentum=momentum, weight_decay=weight_decay)
+        if not isinstance(optimizer, _optim.Optimizer):
+            raise TypeError(f"{fn}: optimizer must be a fastbp.optim optimizer (SGD, Adam, "
+                            f"AdamW), got {type(optimizer).__name__}")
+        if lr is not None or momentum or weight_decay:
+            raise ValueError(f"{fn}: lr=, momentum= and weight_decay= are the shorthand for "
+                             "SGD; with optimizer= set them on the optimizer")
+        return optimizer
+
+    @staticmethod
+    def _check_clip(fn, clip_norm, clip_value):
+        for name, v in (("clip_norm", clip_norm), ("clip_value", clip_value)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Real)
+                                  or not v > 0 or not math.isfinite(v)):
+                raise ValueError(f"{fn}: {name} must be > 0 or None, got {v}")
+
     @staticmethod
     def _batch(x):
         """Rows of a batch, to size the workspace (mlp_step checks the rest)."""
@@ -223,29 +345,44 @@ class MLP:
             return 1
 
     # ---- the native calls ----------------------------------------------------------------
-    def train_step(self, x, t, lr, weight_decay=0.0, clip_norm=None, momentum=0.0):
-        """One SGD step on the batch (x, t); returns the loss before the update.
+    def train_step(self, x, t, lr=None, weight_decay=0.0, clip_norm=None, momentum=0.0, *,
+                   optimizer=None, clip_value=None, sample_weight=None):
+        """One training step on the batch (x, t); returns the loss before the update.
 
-        The loss includes 0.5 * weight_decay * sum ||W||^2 (biases excluded).
-        Forward, backward, optional global-norm clipping of the gradient
-        (weight decay included) and the update are one call into C.
-        momentum: v = momentum * v + g; p -= lr * v.
+        optimizer: a fastbp.optim optimizer (SGD, Adam, AdamW); lr, momentum and
+        weight_decay are the shorthand for fastbp.optim.SGD(lr, momentum=...,
+        weight_decay=...). The loss gradient is clipped by value (clip_value),
+        then by global norm (clip_norm, torch.nn.utils.clip_grad_norm_'s rule),
+        then the optimizer steps, all in one call into C. sample_weight (N,):
+        the loss is sum w_r l_r / sum w_r. The returned loss includes 0.5 wd sum
+        ||W||^2 for coupled decay (SGD, Adam; biases excluded).
         """
-        if clip_norm is not None and not clip_norm > 0:
-            raise ValueError(f"train_step: clip_norm must be > 0 or None, got {clip_norm}")
-        return self._engine.step(x, t, _core.STEP_TRAIN, self._batch(x), lr, weight_decay,
-                                 clip_norm or 0.0, momentum)[0]
+        fn = "train_step"
+        optimizer = self._optimizer(fn, optimizer, lr, momentum, weight_decay)
+        self._check_clip(fn, clip_norm, clip_value)
+        self._ensure_state(optimizer)
+        opts = self._train_options(optimizer, clip_norm, clip_value)
+        opts.t, opts.step = self._opt_t + 1, self.step_
+        out = self._engine.step(x, t, opts, self._batch(x), sample_weight)
+        self._opt_t += 1
+        self.step_ += 1
+        return out[0] + out[1]
+
+    def _eval(self, x, t, mode, weight_decay):
+        opts = _core.StepOptions(mode, weight_decay=weight_decay)
+        return self._engine.step(x, t, opts, self._batch(x))
 
     def loss(self, x, t, weight_decay=0.0):
         """Mean loss on (x, t), plus 0.5 * weight_decay * sum ||W||^2.
         x is converted to the model's dtype."""
         x = self._input(x)
-        return self._engine.step(x, t, _core.STEP_LOSS, self._batch(x), 0.0, weight_decay)[0]
+        out = self._eval(x, t, _core.STEP_LOSS, weight_decay)
+        return out[0] + out[1]
 
     def gradient(self, x, t, weight_decay=0.0):
         """Gradient of loss(x, t, weight_decay) as a dict keyed like params."""
         x = self._input(x)
-        self._engine.step(x, t, _core.STEP_GRAD, self._batch(x), 0.0, weight_decay)
+        self._eval(x, t, _core.STEP_GRAD, weight_decay)
         dW, db = self._engine.gradient()
         grads = {}
         for l in range(self.n_layers):
@@ -270,13 +407,26 @@ class MLP:
         x = self._input(x)
         if self.device == "cuda":
             N = self._batch(x)
-            self._engine.step(x, None, _core.STEP_FORWARD, N)
+            self._eval(x, None, _core.STEP_FORWARD, 0.0)
             return self._engine.output(N)
         h = x
         W, b = self._param_lists()
         for l in range(self.n_layers):
             h = _core.dense_forward(h, W[l], b[l], self._layer_acts[l])
         return h
+
+    def predict_proba(self, x):
+        """Probabilities: the softmax of the logits (softmax_cross_entropy), or
+        their sigmoid (binary_cross_entropy: one probability per output)."""
+        z = self.predict(x)
+        if self.loss_name == "softmax_cross_entropy":
+            z = z - z.max(axis=1, keepdims=True)
+            e = np.exp(z)
+            return e / e.sum(axis=1, keepdims=True)
+        if self.loss_name == "binary_cross_entropy":
+            return _core.sigmoid_forward(z, out=z)
+        raise ValueError("predict_proba: a model with loss 'mse' predicts values, not "
+                         "probabilities")
 
     def _hidden(self, x):
         """Hidden-layer outputs (list of arrays) for x."""
@@ -288,98 +438,269 @@ class MLP:
         return hs
 
     def score(self, x, t):
-        """Accuracy for classification (integer labels), R^2 for regression."""
+        """Accuracy for classification (integer labels or probabilities; for
+        binary_cross_entropy, rows whose every output is on the right side of
+        0.5), R^2 for regression."""
         out = self.predict(x)
         t = np.asarray(t)
         if self.loss_name == "softmax_cross_entropy":
             labels = t if t.ndim == 1 else t.argmax(axis=1)
             return float(np.mean(out.argmax(axis=1) == labels))
+        if self.loss_name == "binary_cross_entropy":
+            t = t.reshape(out.shape)
+            return float(np.mean(np.all((out > 0) == (t >= 0.5), axis=1)))
         t = t.reshape(out.shape)
         ss_res = float(np.sum((t - out) ** 2))
         ss_tot = float(np.sum((t - t.mean(axis=0)) ** 2))
         return 1.0 - ss_res / ss_tot if ss_tot > 0 else 0.0
 
     # ---- training loop ------------------------------------------------------------------
-    def fit(self, X, y, epochs=10, batch_size=32, lr=0.1, weight_decay=0.0, momentum=0.0,
-            clip_norm=None, shuffle=True, seed=0, validation=None, progress=True,
-            log_grad_norms=False):
-        """Minibatch SGD over (X, y); returns the history dict.
+    def fit(self, X, y, epochs=10, batch_size=32, lr=None, weight_decay=0.0, momentum=0.0,
+            clip_norm=None, shuffle=True, seed=0, validation=None, progress=None,
+            log_grad_norms=False, *, optimizer=None, clip_value=None, lr_schedule=None,
+            early_stopping=False, validation_fraction=0.1, patience=10, min_delta=0.0,
+            restore_best=True, callbacks=(), sample_weight=None, class_weight=None,
+            verbose=False):
+        """Minibatch training over (X, y); returns the history dict (also kept
+        as ``history_``, epoch by epoch).
 
-        X is converted once to the model's dtype. Each epoch visits the rows in a
-        new permutation (if shuffle), in batches of batch_size, the last partial
-        batch included; on the CPU one native call per epoch gathers each batch
-        into the workspace and runs its training step. history: "loss" (mean
-        over the epoch's batches, each measured before its update), for
-        classification "accuracy" (the same running measure, from the argmax of
-        each batch's logits), with validation=(Xv, yv) "val_loss" and
-        "val_accuracy" (or "val_r2"), with log_grad_norms "grad_norms"
+        Batches of batch_size rows, the last one partial, in an order that is a
+        function of seed and the model's epoch number (``epoch_order``), so a
+        fit resumed from a checkpoint continues as if never stopped. On the
+        CPU the batches run in native calls of about 50 ms each (batch gathering
+        included); an interrupt (Ctrl-C) is raised between two of them, leaving
+        the parameters of the last completed step and the history of the
+        completed epochs.
+
+        optimizer: a fastbp.optim optimizer, or lr (default 0.1), momentum and
+        weight_decay for SGD. lr_schedule: a schedule of fastbp.optim, a name
+        ("constant", "step", "cosine", "invscaling", "plateau") or a callable
+        epoch -> lr; it sets the optimizer's lr each epoch. clip_norm,
+        clip_value: as train_step. sample_weight (n,), class_weight ({label:
+        weight} or "balanced", labels only): the loss is the weighted mean.
+        validation=(Xv, yv), or with early_stopping a held-out fraction of X
+        (stratified by label): training stops when "val_loss" has not improved
+        by min_delta for patience epochs, and (restore_best) the best epoch's
+        parameters are put back. callbacks: each called as cb(model, epoch,
+        history) after every epoch; one that returns True stops training.
+        verbose (or progress, the older name): a progress bar (off by default).
+
+        The inputs are checked once, before training (shapes, label range, NaN
+        or inf in X, y, the weights and the validation set). A diverged run (a
+        loss that is not finite) stops with a warning naming the epoch.
+
+        history: "loss" (each epoch's mean over its batches, each measured before
+        its update, with the coupled weight decay term), "lr", for classification
+        "accuracy" (the same running measure), with a validation set "val_loss"
+        and "val_accuracy" (or "val_r2"), with log_grad_norms "grad_norms"
         (per-parameter norms on the epoch's last batch).
         """
         from tqdm.auto import tqdm
 
-        X = np.ascontiguousarray(X, dtype=self.dtype)
-        if X.ndim != 2 or X.shape[1] != self.sizes[0]:
-            raise ValueError(f"fit: X must have shape (n, {self.sizes[0]}), got {X.shape}")
-        y = self._targets("fit", y, X.shape[0])
-        if validation is not None:
-            Xv = np.ascontiguousarray(validation[0], dtype=self.dtype)
-            yv = self._targets("fit (validation)", validation[1], Xv.shape[0])
-        n = X.shape[0]
-        for name, v in (("epochs", epochs), ("batch_size", batch_size)):
+        fn = "fit"
+        if lr is None and optimizer is None:
+            lr = 0.1
+        optimizer = self._optimizer(fn, optimizer, lr, momentum, weight_decay)
+        self._check_clip(fn, clip_norm, clip_value)
+        for name, v in (("epochs", epochs), ("batch_size", batch_size), ("patience", patience)):
             if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
                 raise ValueError(f"fit: {name} must be an integer >= 1, got {v!r}")
-        if n == 0:
-            raise ValueError("fit: X has no rows")
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+            raise ValueError(f"fit: seed must be an integer >= 0, got {seed!r}")
+        schedule = _optim.make_schedule(lr_schedule, self.epoch_ + epochs)
+        X, y = self._check_inputs(fn, X, y)
+        w = self._sample_weights(fn, y, sample_weight, class_weight)
+        if validation is not None:
+            try:
+                Xv, yv = validation
+            except (TypeError, ValueError):
+                raise ValueError("fit: validation must be a pair (X, y)") from None
+            Xv, yv = self._check_inputs("fit (validation)", Xv, yv)
+        elif early_stopping:
+            X, y, w, Xv, yv = self._hold_out(X, y, w, validation_fraction, seed)
+        else:
+            Xv = None
+        n = X.shape[0]
         B = min(int(batch_size), n)
-        classify = self.loss_name == "softmax_cross_entropy" and y.ndim == 1
-        rng = np.random.default_rng(seed)
-        hist = {"loss": []}
+        classify = self.loss_name != "mse" and (self.loss_name == "binary_cross_entropy"
+                                                or y.ndim == 1)
+        outputs = n * self.sizes[-1] if self.loss_name == "binary_cross_entropy" else n
+        score_key = "val_accuracy" if self.loss_name != "mse" else "val_r2"
+        hist = {"loss": [], "lr": []}
         if classify:
             hist["accuracy"] = []
-        if validation is not None:
-            hist["val_loss"] = []
-            hist["val_accuracy" if self.loss_name == "softmax_cross_entropy" else "val_r2"] = []
+        if Xv is not None:
+            hist["val_loss"], hist[score_key] = [], []
         if log_grad_norms:
             hist["grad_norms"] = []
-        clip = clip_norm or 0.0
-        if clip_norm is not None and not clip_norm > 0:
-            raise ValueError(f"fit: clip_norm must be > 0 or None, got {clip_norm}")
-        bar = tqdm(range(epochs), disable=not progress, unit="epoch", leave=False)
+        self.history_ = hist
+        verbose = verbose if progress is None else progress
+        best, wait, best_params = math.inf, 0, None
+        bar = tqdm(range(epochs), disable=not verbose, unit="epoch", leave=False)
+        base_lr = optimizer.lr
         for _ in bar:
-            order = rng.permutation(n) if shuffle else np.arange(n)
-            mean_loss, correct = self._epoch(X, y, order, B, lr, weight_decay, clip, momentum,
-                                             classify)
+            epoch = self.epoch_
+            lr_e = schedule.lr(epoch, base_lr, hist)
+            if not (lr_e >= 0 and math.isfinite(lr_e)):
+                raise ValueError(f"fit: the schedule gave lr {lr_e!r} at epoch {epoch}")
+            optimizer.lr = lr_e
+            try:
+                order = epoch_order(n, seed, epoch, shuffle)
+                mean_loss, correct = self._epoch(X, y, w, order, B, optimizer, clip_norm,
+                                                 clip_value, classify)
+            finally:
+                optimizer.lr = base_lr
+            self.epoch_ += 1
             hist["loss"].append(mean_loss)
+            hist["lr"].append(lr_e)
             post = {"loss": f"{mean_loss:.4f}"}
             if classify:
-                hist["accuracy"].append(correct / n)
-                post["acc"] = f"{correct / n:.4f}"
-            if validation is not None:
-                hist["val_loss"].append(self.loss(Xv, yv, weight_decay))
-                key = "val_accuracy" if self.loss_name == "softmax_cross_entropy" else "val_r2"
-                hist[key].append(self.score(Xv, yv))
-                post[key] = f"{hist[key][-1]:.4f}"
+                hist["accuracy"].append(correct / outputs)
+                post["acc"] = f"{correct / outputs:.4f}"
+            if Xv is not None:
+                val_reg = optimizer.weight_decay if optimizer.name != "AdamW" else 0.0
+                hist["val_loss"].append(self.loss(Xv, yv, val_reg))
+                hist[score_key].append(self.score(Xv, yv))
+                post[score_key] = f"{hist[score_key][-1]:.4f}"
             if log_grad_norms:
                 last = order[(n - 1) // B * B:]
-                hist["grad_norms"].append(self.grad_norms(X[last], y[last], weight_decay))
+                hist["grad_norms"].append(self.grad_norms(X[last], y[last]))
             bar.set_postfix(post, refresh=False)
+            if not math.isfinite(mean_loss):
+                warnings.warn(f"fit: the loss diverged ({mean_loss}) at epoch {epoch}; training "
+                              "stopped (lower the learning rate?)", RuntimeWarning, stacklevel=2)
+                break
+            stop = False
+            if early_stopping:
+                v = hist["val_loss"][-1]
+                if v < best - min_delta:
+                    best, wait = v, 0
+                    if restore_best:
+                        best_params = self.get_params()
+                else:
+                    wait += 1
+                    stop = wait >= patience
+            for cb in callbacks:
+                stop = bool(cb(self, epoch, hist)) or stop
+            if stop:
+                break
         bar.close()
+        if best_params is not None:
+            self.set_params(best_params)
         return hist
 
-    def _epoch(self, X, y, order, B, lr, weight_decay, clip, momentum, classify):
-        """One epoch: (mean loss over the rows, rows classified right)."""
+    def _epoch(self, X, y, w, order, B, optimizer, clip_norm, clip_value, classify):
+        """One epoch: (mean loss over the rows, right answers)."""
+        self._ensure_state(optimizer)
+        n = X.shape[0]
+        nb = -(-n // B)
         if self.device == "cpu":
-            ws = self._engine.workspace(B, momentum != 0.0)  # the params may have been replaced
-            # the whole epoch, batch gathering included, is one native call
-            return _core.mlp_epoch(ws, X, y, order, B, lr, weight_decay, clip, momentum, classify)
-        total, correct = 0.0, 0
-        for s in range(0, X.shape[0], B):
-            idx = order[s:s + B]
-            loss, _, hits = self._engine.step(X[idx], y[idx], _core.STEP_TRAIN, len(idx), lr,
-                                              weight_decay, clip, momentum, classify)
-            total += loss * len(idx)
-            correct += hits
-        return total / X.shape[0], correct
+            opts = self._train_options(optimizer, clip_norm, clip_value, classify)
+            ws = self._engine.workspace(B)
+            total = weight = 0.0
+            correct, s, chunk = 0, 0, 1
+            while s < nb:  # native calls of about _CHUNK_SECONDS: an interrupt lands between
+                e = min(nb, s + chunk)
+                opts.t, opts.step = self._opt_t + 1, self.step_
+                t0 = time.perf_counter()
+                lsum, wsum, _, hits = _core.mlp_epoch(ws, X, y, w, order, B, s, e, opts)
+                dt = time.perf_counter() - t0
+                self._opt_t += e - s
+                self.step_ += e - s
+                total, weight, correct = total + lsum, weight + wsum, correct + hits
+                chunk = max(1, min(4 * chunk, int(_CHUNK_SECONDS * (e - s) / max(dt, 1e-6))))
+                s = e
+            return total / weight, correct
+        total = weight = 0.0
+        correct = 0
+        opts = self._train_options(optimizer, clip_norm, clip_value, classify)
+        for s in range(nb):
+            idx = order[s * B:(s + 1) * B]
+            opts.t, opts.step = self._opt_t + 1, self.step_
+            loss, reg, _, hits = self._engine.step(X[idx], y[idx], opts, len(idx),
+                                                   None if w is None else w[idx])
+            self._opt_t += 1
+            self.step_ += 1
+            bw = len(idx) if w is None else float(w[idx].sum())
+            total, weight, correct = total + (loss + reg) * bw, weight + bw, correct + hits
+        return total / weight, correct
+
+    def _check_inputs(self, fn, X, y):
+        """X (n, I) of the model's dtype and y as the loss wants it, checked once:
+        shapes, label range, and no NaN or inf anywhere."""
+        X = np.ascontiguousarray(X, dtype=self.dtype)
+        if X.ndim != 2 or X.shape[1] != self.sizes[0]:
+            raise ValueError(f"{fn}: X must have shape (n, {self.sizes[0]}), got {X.shape}")
+        if X.shape[0] == 0:
+            raise ValueError(f"{fn}: X has no rows")
+        if not np.isfinite(X).all():
+            raise ValueError(f"{fn}: X holds NaN or inf (row {int(np.argwhere(~np.isfinite(X))[0, 0])})")
+        y = self._targets(fn, y, X.shape[0])
+        if y.dtype.kind == "f" and not np.isfinite(y).all():
+            raise ValueError(f"{fn}: y holds NaN or inf")
+        if self.loss_name == "binary_cross_entropy" and ((y < 0) | (y > 1)).any():
+            raise ValueError(f"{fn}: binary_cross_entropy targets must be in [0, 1], got "
+                             f"values in [{y.min()}, {y.max()}]")
+        return X, y
+
+    def _sample_weights(self, fn, y, sample_weight, class_weight):
+        """The rows' weights (n,) of the model's dtype, or None for all 1."""
+        n = y.shape[0]
+        w = None
+        if sample_weight is not None:
+            w = np.asarray(sample_weight, dtype=np.float64)
+            if w.shape != (n,):
+                raise ValueError(f"{fn}: sample_weight must have shape ({n},), got {w.shape}")
+            if not np.isfinite(w).all() or (w < 0).any():
+                raise ValueError(f"{fn}: sample_weight must be finite and >= 0")
+        if class_weight is not None:
+            if self.loss_name != "softmax_cross_entropy" or y.ndim != 1:
+                raise ValueError(f"{fn}: class_weight needs integer class labels")
+            C = self.sizes[-1]
+            if isinstance(class_weight, str):
+                if class_weight != "balanced":
+                    raise ValueError(f"{fn}: class_weight must be a dict or 'balanced', "
+                                     f"got {class_weight!r}")
+                counts = np.bincount(y, minlength=C).astype(np.float64)
+                present = counts > 0
+                per = np.zeros(C)
+                per[present] = n / (present.sum() * counts[present])
+            else:
+                per = np.ones(C)
+                for k, v in dict(class_weight).items():
+                    if not 0 <= int(k) < C:
+                        raise ValueError(f"{fn}: class_weight names class {k!r}, not in [0, {C})")
+                    if not (np.isfinite(v) and v >= 0):
+                        raise ValueError(f"{fn}: class_weight[{k!r}] must be finite and >= 0")
+                    per[int(k)] = float(v)
+            cw = per[y]
+            w = cw if w is None else w * cw
+        if w is None:
+            return None
+        if not w.sum() > 0:
+            raise ValueError(f"{fn}: the sample weights sum to 0")
+        return np.ascontiguousarray(w, dtype=self.dtype)
+
+    def _hold_out(self, X, y, w, fraction, seed):
+        """Split off a validation set for early stopping: a fraction of the rows,
+        stratified by label for classification."""
+        if not 0 < fraction < 1:
+            raise ValueError(f"fit: validation_fraction must be in (0, 1), got {fraction}")
+        n = X.shape[0]
+        rng = np.random.default_rng([int(seed), 1 << 32])
+        if self.loss_name == "softmax_cross_entropy" and y.ndim == 1:
+            val = []
+            for c in np.unique(y):
+                rows = rng.permutation(np.flatnonzero(y == c))
+                val.extend(rows[:int(round(fraction * len(rows)))])
+            val = np.sort(np.asarray(val, dtype=np.int64))
+        else:
+            val = np.sort(rng.permutation(n)[:int(round(fraction * n))])
+        if len(val) == 0 or len(val) == n:
+            raise ValueError(f"fit: validation_fraction {fraction} of {n} rows leaves no "
+                             "validation or no training rows")
+        keep = np.setdiff1d(np.arange(n), val)
+        return (X[keep], y[keep], None if w is None else w[keep], X[val], y[val])
 
     def _targets(self, fn, y, n):
         y = np.asarray(y)
@@ -402,33 +723,46 @@ class MLP:
 
     def astype(self, dtype):
         """A copy of this model (same class, on the CPU) with parameters cast to dtype."""
-        new = type(self)(self.sizes, self.activation, self.loss_name, dtype=dtype)
+        new = type(self)(self.sizes, self.activation, self.loss_name, dtype=dtype, seed=self.seed,
+                         dropout=self.dropout)
         for k, v in self.get_params().items():
             new._params[k][...] = v
         return new
 
     # ---- persistence -------------------------------------------------------------------
     def save(self, path):
-        """Save sizes, activation, loss, dtype and parameters to an .npz file.
-        Returns the file's path: path itself, or path + ".npz" as NumPy names it;
-        load() reads what save() wrote for the same path."""
+        """Save the model to an .npz file: sizes, activation, loss, dtype,
+        dropout, seed, the parameters, the optimizer's name, step count and
+        state, and the step and epoch counters, so that training resumes exactly
+        (a fit continued with the same seed gives the parameters an unbroken fit
+        would have). Returns the file's path: path itself, or path + ".npz" as
+        NumPy names it; load() reads what save() wrote for the same path."""
         from ._checkpoint import npz_path
 
         path = npz_path(path)
         a = self.activation
         acts = np.str_(a) if isinstance(a, str) else np.asarray(a, dtype=np.str_)
+        st = self.optimizer_state
+        extra = {f"state_{k}{l + 1}": v for k in ("vW", "vb", "sW", "sb") if k in st
+                 for l, v in enumerate(st[k])}
         np.savez(path, sizes=np.asarray(self.sizes), activation=acts,
-                 loss=np.str_(self.loss_name), dtype=np.str_(self.dtype.name), **self.get_params())
+                 loss=np.str_(self.loss_name), dtype=np.str_(self.dtype.name),
+                 dropout=np.asarray(self._dropout, np.float64), seed=np.int64(self.seed),
+                 step=np.int64(self.step_), epoch=np.int64(self.epoch_),
+                 optimizer=np.str_(st["optimizer"] or ""), optimizer_t=np.int64(st["t"]),
+                 **self.get_params(), **extra)
         return path
 
     @classmethod
     def load(cls, path):
-        """Load a model written by save(path) (path with or without ".npz")."""
+        """Load a model written by save(path) (path with or without ".npz"),
+        with its optimizer state and counters when the file has them."""
         from ._checkpoint import read_model
 
         return read_model(cls, path)
 
     def __repr__(self):
         dev = "" if self.device == "cpu" else f", device={self.device!r}"
+        drop = "" if not any(self._dropout) else f", dropout={self.dropout!r}"
         return (f"MLP(sizes={self.sizes}, activation={self.activation!r}, "
-                f"loss={self.loss_name!r}, dtype={self.dtype.name}{dev})")
+                f"loss={self.loss_name!r}, dtype={self.dtype.name}{drop}{dev})")

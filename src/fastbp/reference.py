@@ -30,8 +30,10 @@ __all__ = [
     "identity_forward", "identity_backward",
     "ACTIVATIONS",
     "dense_forward", "dense_backward",
-    "one_hot", "softmax_cross_entropy", "mse_loss",
-    "sgd_update", "clip_by_value", "clip_by_global_norm",
+    "one_hot", "softmax_cross_entropy", "mse_loss", "binary_cross_entropy",
+    "sgd_update", "clip_by_value", "clip_by_global_norm", "clip_grad_norm",
+    "dropout_keep", "optimizer_step",
+    "mlp_forward", "mlp_loss_and_grads", "mlp_train_step",
     "numerical_gradient",
 ]
 
@@ -238,6 +240,30 @@ def mse_loss(pred, target):
     return float(loss), diff / n
 
 
+def binary_cross_entropy(logits, target):
+    """Sigmoid + binary cross-entropy, summed over outputs, averaged over rows.
+
+    logits, target same shape (N, C), target in [0, 1]  ->  (loss: float,
+    dlogits like logits)
+
+        loss    = sum_nc [max(z, 0) - t z + log(1 + exp(-|z|))] / N   (nan if N == 0)
+        dlogits = (sigmoid(z) - t) / N
+
+    max(z, 0) - t z + log1p(exp(-|z|)) is softplus(z) - t z written so that no term
+    overflows: finite for large |z|. The loss is accumulated in float64.
+    """
+    z = np.asarray(logits)
+    t = np.asarray(target).astype(z.dtype, copy=False)
+    if z.shape != t.shape:
+        raise ValueError(f"shape mismatch: logits {z.shape}, target {t.shape}")
+    N = z.shape[0]
+    if N == 0:
+        return float("nan"), np.zeros_like(z)
+    z64, t64 = z.astype(np.float64), t.astype(np.float64)
+    loss = np.sum(np.maximum(z64, 0) - t64 * z64 + np.log1p(np.exp(-np.abs(z64)))) / N
+    return float(loss), (sigmoid_forward(z) - t) / z.dtype.type(N)
+
+
 # ---------------------------------------------------------------------------
 # Optimizer and gradient clipping
 # ---------------------------------------------------------------------------
@@ -315,6 +341,91 @@ def numerical_gradient(f, x, eps=None):
 
 
 # ---------------------------------------------------------------------------
+# Dropout masks (twin of csrc/fbp_rng.h, csrc/dropout.c)
+# ---------------------------------------------------------------------------
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _mix64(z):
+    """splitmix64's finalizer on uint64 arrays (wrapping arithmetic)."""
+    z = np.asarray(z, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        z = z ^ (z >> np.uint64(30))
+        z = z * np.uint64(0xBF58476D1CE4E5B9)
+        z = z ^ (z >> np.uint64(27))
+        z = z * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+def dropout_keep(seed, step, layer, row0, N, O, p):
+    """The keep mask (N, O) of uint8 of layer ``layer`` (0-based) in training step
+    ``step``: element (r, c) is kept iff 24 bits of splitmix64(key + ((row0 + r) O
+    + c) golden) are >= round(p 2^24), key = mix(mix(mix(seed + golden) + step
+    golden) + layer golden). A pure function of (seed, step, layer, row, column)."""
+    with np.errstate(over="ignore"):
+        k = _mix64(np.array(seed, np.uint64) + _GOLDEN)
+        k = _mix64(k + np.array(step, np.uint64) * _GOLDEN)
+        k = _mix64(k + np.array(layer, np.uint64) * _GOLDEN)
+        rows = np.arange(row0, row0 + N, dtype=np.uint64)[:, None]
+        idx = rows * np.uint64(O) + np.arange(O, dtype=np.uint64)[None, :]
+        bits = _mix64(k + idx * _GOLDEN) >> np.uint64(40)
+    thresh = min(int(p * 16777216.0 + 0.5), 16777216)
+    return (bits >= np.uint64(thresh)).astype(np.uint8)
+
+
+# ---------------------------------------------------------------------------
+# Optimizers (twins of csrc/optim.c, PyTorch's rules)
+# ---------------------------------------------------------------------------
+
+def _lerp(a, b, w):
+    """torch.lerp's two forms, chosen by the weight."""
+    return a + w * (b - a) if abs(w) < 0.5 else b - (b - a) * (1 - w)
+
+
+def optimizer_step(p, g, state, opt, t, weight_decay):
+    """One tensor's step, in place, as torch.optim does it.
+
+    p, g: the parameter and its loss gradient; state: {"v": ..., "s": ...} arrays
+    updated in place (zeros before the first step); opt: {"name": "SGD" | "Adam"
+    | "AdamW", "lr", and the optimizer's other arguments as in fastbp.optim};
+    t: the optimizer's step (1 on the first; None for SGD continues a momentum
+    buffer whatever the step, as with zeros at the start); weight_decay: this tensor's (0 for
+    biases). Scalars are formed in float64 and cast to the tensor's dtype, as
+    PyTorch's Python code forms them."""
+    T = p.dtype.type
+    lr = opt["lr"]
+    if opt["name"] == "SGD":
+        if weight_decay != 0:
+            g = g + T(weight_decay) * p
+        mu, damp = opt.get("momentum", 0.0), opt.get("dampening", 0.0)
+        if mu != 0:
+            v = state["v"]
+            if t == 1:  # torch's first step: the buffer is g, undamped
+                v[...] = g
+            else:
+                v[...] = v * T(mu) + g * T(1 - damp)
+            g = g + v * T(mu) if opt.get("nesterov", False) else v.copy()
+        p += g * T(-lr)
+        return p
+    if t is None or t < 1:
+        raise ValueError(f"optimizer_step: {opt['name']} needs its step t >= 1, got {t!r}")
+    b1, b2 = opt.get("betas", (0.9, 0.999))
+    eps = opt.get("eps", 1e-8)
+    if opt["name"] == "AdamW":
+        p *= T(1 - lr * weight_decay)
+    elif weight_decay != 0:
+        g = g + T(weight_decay) * p
+    m, v = state["v"], state["s"]
+    m[...] = _lerp(m, g, T(1 - b1))
+    v[...] = v * T(b2) + T(1 - b2) * g * g
+    bc1, bc2 = 1 - b1 ** t, 1 - b2 ** t
+    denom = np.sqrt(v) / T(bc2 ** 0.5) + T(eps)
+    p += T(-(lr / bc1)) * m / denom
+    return p
+
+
+# ---------------------------------------------------------------------------
 # Whole-network training step (twin of csrc/step.c and fastbp.MLP)
 # ---------------------------------------------------------------------------
 
@@ -333,50 +444,97 @@ def _hidden_act(activation, l, L):
     return activation[l - 1] if isinstance(activation, (list, tuple)) else activation
 
 
-def mlp_forward(params, x, activation, L=None):
+def mlp_forward(params, x, activation, L=None, dropout=None, drop_key=None):
     """Forward pass of an MLP: list of layer outputs [h1, ..., hL].
 
     params: dict W1, b1, ..., WL, bL with Wl (in, out).  Hidden layers apply
     ``activation`` (one name, or one per hidden layer); the last layer is affine
-    (logits or regression values).
+    (logits or regression values). In a training step with dropout (one rate per
+    hidden layer) and drop_key = (seed, step, row0), each hidden layer's output is
+    followed by h * keep / (1 - p) (dropout_keep), which the next layer reads;
+    the list holds the outputs before dropout, and mlp_forward.masks the factors.
     """
     if L is None:
         L = _n_layers(params)
-    hs, h = [], np.asarray(x)
+    hs, h, factors = [], np.asarray(x), []
     for l in range(1, L + 1):
         h = dense_forward(h, params[f"W{l}"], params[f"b{l}"], _hidden_act(activation, l, L))
         hs.append(h)
+        p = dropout[l - 1] if dropout is not None and l < L else 0.0
+        if drop_key is not None and p > 0:
+            seed, step, row0 = drop_key
+            keep = dropout_keep(seed, step, l - 1, row0, h.shape[0], h.shape[1], p)
+            factor = (h.dtype.type(keep), h.dtype.type(1.0 / (1.0 - p)))
+            h = h * factor[0] * factor[1]
+        else:
+            factor = None
+        factors.append(factor)
+    mlp_forward.masks = factors
     return hs
 
 
-def mlp_loss_and_grads(params, x, t, activation, loss, weight_decay=0.0):
+def _loss(loss, out, t, sample_weight=None, norm=None):
+    """(sum of w_r loss_r / W, d/dout) for the batch's outputs; W = norm, or the sum
+    of the weights (the rows without)."""
+    if loss == "softmax_cross_entropy":
+        fn = softmax_cross_entropy
+    elif loss == "mse":
+        t = np.asarray(t)
+        if t.ndim == 1 and out.shape[1] == 1:
+            t = t.reshape(-1, 1)
+        fn = mse_loss
+    elif loss == "binary_cross_entropy":
+        t = np.asarray(t)
+        if t.ndim == 1 and out.shape[1] == 1:
+            t = t.reshape(-1, 1)
+        fn = binary_cross_entropy
+    else:
+        raise ValueError(f"unknown loss {loss!r}")
+    N = out.shape[0]
+    if sample_weight is None and norm is None:
+        return fn(out, t)
+    # a weighted mean: each row's loss and gradient from the unweighted mean of
+    # that row alone, times w_r / W
+    w = np.ones(N) if sample_weight is None else np.asarray(sample_weight, np.float64)
+    W = float(norm) if norm is not None else float(w.sum())
+    value, grad = 0.0, np.empty_like(out)
+    for r in range(N):
+        lr_, gr = fn(out[r:r + 1], t[r:r + 1])  # gr = grad of the row's loss
+        value += w[r] * lr_
+        grad[r] = gr[0] * out.dtype.type(w[r]) / out.dtype.type(W)
+    return value / W, grad
+
+
+def mlp_loss_and_grads(params, x, t, activation, loss, weight_decay=0.0, sample_weight=None,
+                       dropout=None, drop_key=None, norm=None):
     """Loss and gradients of an MLP on the batch (x, t).
 
     loss: "softmax_cross_entropy" (t integer labels (N,) or probabilities
-    (N, C)) or "mse" (t (N, C), or (N,) when C == 1).
-        total = mean loss + 0.5 * weight_decay * sum_l ||Wl||^2   (no biases)
+    (N, C)), "mse" (t (N, C), or (N,) when C == 1) or "binary_cross_entropy"
+    (t in [0, 1], (N, C)). With sample_weight (N,), the loss is sum w_r l_r /
+    sum w_r (or / norm, the total weight of a larger batch). With dropout and
+    drop_key, the training-step network (mlp_forward).
+        total = loss + 0.5 * weight_decay * sum_l ||Wl||^2   (no biases)
         grads[Wl] = dtotal/dWl (includes weight_decay * Wl), grads[bl] likewise.
     Returns (total: float, grads dict keyed like params).
     """
     L = _n_layers(params)
     x = np.asarray(x)
-    hs = mlp_forward(params, x, activation, L)
-    out = hs[-1]
-    if loss == "softmax_cross_entropy":
-        value, dh = softmax_cross_entropy(out, t)
-    elif loss == "mse":
-        t = np.asarray(t)
-        if t.ndim == 1 and out.shape[1] == 1:
-            t = t.reshape(-1, 1)
-        value, dh = mse_loss(out, t)
-    else:
-        raise ValueError(f"unknown loss {loss!r}")
+    hs = mlp_forward(params, x, activation, L, dropout, drop_key)
+    factors = mlp_forward.masks
+    value, dh = _loss(loss, hs[-1], t, sample_weight, norm)
     if weight_decay:
         value += 0.5 * weight_decay * sum(
             float(np.sum(np.asarray(params[f"W{l}"], np.float64) ** 2)) for l in range(1, L + 1))
     grads = {}
     for l in range(L, 0, -1):
-        inp = hs[l - 2] if l > 1 else x
+        if l > 1:
+            f = factors[l - 2]
+            inp = hs[l - 2] if f is None else hs[l - 2] * f[0] * f[1]
+        else:
+            inp = x
+        if factors[l - 1] is not None:  # back through this layer's dropout first
+            dh = dh * factors[l - 1][0] * factors[l - 1][1]
         W = params[f"W{l}"]
         dh, dW, db = dense_backward(dh, inp, W, hs[l - 1], _hidden_act(activation, l, L))
         if weight_decay:
@@ -385,31 +543,56 @@ def mlp_loss_and_grads(params, x, t, activation, loss, weight_decay=0.0):
     return float(value), {k: grads[k] for k in params}
 
 
-def mlp_train_step(params, x, t, lr, activation, loss, weight_decay=0.0, clip_norm=None,
-                   momentum=0.0, velocity=None):
-    """One SGD step of an MLP, in place; returns the loss before the update.
+def clip_grad_norm(grads, max_norm):
+    """torch.nn.utils.clip_grad_norm_'s rule, in place: the global norm (float64),
+    then every gradient times max_norm / (norm + 1e-6) if that is < 1; a non-finite
+    norm leaves them alone. Returns the norm."""
+    total = math.sqrt(sum(float(np.sum(np.asarray(g, np.float64) ** 2)) for g in grads))
+    coef = max_norm / (total + 1e-6)
+    if math.isfinite(total) and coef < 1:
+        for g in grads:
+            g *= g.dtype.type(coef)
+    return total
 
-    g = gradient (weight decay included); if clip_norm, the whole list of
-    gradients is rescaled to global norm <= clip_norm; then either
-        v = momentum * v + g;  p -= lr * v     (momentum != 0; velocity is a
-                                                dict keyed like params, zeros
-                                                when None, updated in place)
-    or  p -= lr * g.
+
+def mlp_train_step(params, x, t, lr, activation, loss, weight_decay=0.0, clip_norm=None,
+                   momentum=0.0, velocity=None, *, optimizer=None, state=None, step=None,
+                   clip_value=None, sample_weight=None, dropout=None, drop_key=None):
+    """One training step of an MLP, in place; returns the loss before the update
+    (with 0.5 weight_decay sum ||W||^2 for coupled decay: SGD, Adam).
+
+    The loss gradient g (weight decay not included) is clipped by value (each
+    element to [-clip_value, clip_value]), then by global norm (clip_grad_norm),
+    then each parameter takes one optimizer_step with the weights' decay on the
+    weights and none on the biases. optimizer: a dict as optimizer_step takes, or
+    None for SGD(lr, momentum, weight_decay); state: {param name: {"v", "s"}}
+    updated in place (velocity: the SGD momentum buffers, keyed like params, the
+    older spelling); step: the optimizer's step t (1 on its first; needed by
+    Adam and AdamW, and by SGD with dampening).
     """
-    if momentum != 0.0 and velocity is None:
-        raise ValueError("mlp_train_step: momentum != 0 needs a velocity dict (zeros at the "
-                         "start), kept from step to step; one made here would be lost")
-    value, grads = mlp_loss_and_grads(params, x, t, activation, loss, weight_decay)
+    if optimizer is None:
+        optimizer = {"name": "SGD", "lr": lr, "momentum": momentum,
+                     "weight_decay": weight_decay}
+    wd = optimizer.get("weight_decay", 0.0)
+    needs = ({"SGD": ("v",) if optimizer.get("momentum", 0.0) != 0 else ()}.get(
+        optimizer["name"], ("v", "s")))
+    if state is None:
+        if needs and velocity is None:
+            raise ValueError("mlp_train_step: momentum != 0 needs a velocity dict (zeros at "
+                             "the start), kept from step to step; one made here would be lost")
+        state = {k: {"v": v} for k, v in (velocity or {}).items()}
+    value, grads = mlp_loss_and_grads(params, x, t, activation, loss, 0.0, sample_weight,
+                                      dropout, drop_key)
+    if wd and optimizer["name"] != "AdamW":
+        L = _n_layers(params)
+        value += 0.5 * wd * sum(float(np.sum(np.asarray(params[f"W{l}"], np.float64) ** 2))
+                                for l in range(1, L + 1))
     keys = list(params)
+    if clip_value is not None:
+        clip_by_value([grads[k] for k in keys], clip_value)
     if clip_norm is not None:
-        clip_by_global_norm([grads[k] for k in keys], clip_norm)
-    if momentum != 0.0:
-        for k in keys:
-            v = velocity[k]
-            v *= v.dtype.type(momentum)
-            v += grads[k]
-            sgd_update(params[k], v, lr)
-    else:
-        for k in keys:
-            sgd_update(params[k], grads[k], lr)
+        clip_grad_norm([grads[k] for k in keys], clip_norm)
+    for k in keys:
+        optimizer_step(params[k], grads[k], state.get(k), optimizer, step,
+                       wd if k.startswith("W") else 0.0)
     return value

@@ -1,0 +1,250 @@
+"""fastbp.optim: the optimizers and learning-rate schedules a model trains with.
+
+The optimizers carry PyTorch's names, arguments and update rules
+(torch.optim.SGD, Adam, AdamW); their math runs inside the native training step
+(csrc/optim.c), and the model that trains with one keeps its state (step count,
+momentum, moments). Weight decay applies to the weights only, never the biases:
+a step equals torch.optim with two parameter groups, the weights with the decay
+and the biases without.
+
+    model.train_step(x, t, optimizer=fastbp.optim.Adam(1e-3))
+    model.fit(X, y, optimizer=fastbp.optim.SGD(0.1, momentum=0.9, nesterov=True),
+              lr_schedule=fastbp.optim.CosineAnnealingLR(T_max=30))
+
+The schedules set the learning rate once per epoch of ``fit``, from the epoch
+number (counted over the model's whole life, so a resumed fit continues its
+schedule) and the history so far.
+"""
+import math
+import numbers
+
+__all__ = ["SGD", "Adam", "AdamW", "ConstantLR", "StepLR", "CosineAnnealingLR",
+           "InverseScalingLR", "ReduceLROnPlateau", "LambdaLR", "make_schedule"]
+
+
+def _real(owner, name, v, lo=None, hi=None, lo_open=False, hi_open=False):
+    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
+        raise ValueError(f"{owner}: {name} must be a finite real number, got {v!r}")
+    v = float(v)
+    bad = ((lo is not None and (v <= lo if lo_open else v < lo)) or
+           (hi is not None and (v >= hi if hi_open else v > hi)))
+    if bad:
+        lo_s = "" if lo is None else f"{lo} {'<' if lo_open else '<='} "
+        hi_s = "" if hi is None else f" {'<' if hi_open else '<='} {hi}"
+        raise ValueError(f"{owner}: {name} must be {lo_s}{name}{hi_s}, got {v}")
+    return v
+
+
+class Optimizer:
+    """The settings of an optimizer (its state lives in the model it trains)."""
+
+    name = None
+    #: the per-parameter state buffers the step updates ("v": momentum or the
+    #: first moment, "s": the second moment)
+    state = ()
+
+    def options(self):
+        """The keyword arguments of fastbp._core.StepOptions for this optimizer."""
+        raise NotImplementedError
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.__dict__.items())
+        return f"{type(self).__name__}({args})"
+
+    def __eq__(self, other):
+        return type(self) is type(other) and self.__dict__ == other.__dict__
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent, as torch.optim.SGD.
+
+    g = grad + weight_decay p (weights only); with momentum, buf = g on the
+    first step, else buf = momentum buf + (1 - dampening) g; g = g + momentum
+    buf with Nesterov, else buf; p -= lr g.
+    """
+
+    name = "SGD"
+
+    def __init__(self, lr, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0):
+        self.lr = _real("SGD", "lr", lr, lo=0.0)
+        self.momentum = _real("SGD", "momentum", momentum, lo=0.0)
+        self.dampening = _real("SGD", "dampening", dampening)
+        if not isinstance(nesterov, (bool, int)):
+            raise TypeError(f"SGD: nesterov must be a bool, got {nesterov!r}")
+        self.nesterov = bool(nesterov)
+        self.weight_decay = _real("SGD", "weight_decay", weight_decay, lo=0.0)
+        if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
+            raise ValueError("SGD: Nesterov momentum requires a momentum and zero dampening")
+
+    @property
+    def state(self):
+        return ("v",) if self.momentum != 0.0 else ()
+
+    def options(self):
+        return dict(optimizer="SGD", lr=self.lr, weight_decay=self.weight_decay,
+                    momentum=self.momentum, dampening=self.dampening, nesterov=self.nesterov)
+
+
+class Adam(Optimizer):
+    """Adam, as torch.optim.Adam (no amsgrad): g = grad + weight_decay p (weights
+    only; coupled L2); m = lerp(m, g, 1 - beta1); v = beta2 v + (1 - beta2) g^2;
+    p -= lr / (1 - beta1^t) m / (sqrt(v) / sqrt(1 - beta2^t) + eps)."""
+
+    name = "Adam"
+    state = ("v", "s")
+    _default_wd = 0.0
+
+    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=None):
+        owner = type(self).__name__
+        self.lr = _real(owner, "lr", lr, lo=0.0)
+        try:
+            b1, b2 = betas
+        except (TypeError, ValueError):
+            raise ValueError(f"{owner}: betas must be a pair, got {betas!r}") from None
+        self.betas = (_real(owner, "betas[0]", b1, lo=0.0, hi=1.0, hi_open=True),
+                      _real(owner, "betas[1]", b2, lo=0.0, hi=1.0, hi_open=True))
+        self.eps = _real(owner, "eps", eps, lo=0.0)
+        wd = self._default_wd if weight_decay is None else weight_decay
+        self.weight_decay = _real(owner, "weight_decay", wd, lo=0.0)
+
+    def options(self):
+        return dict(optimizer=self.name, lr=self.lr, weight_decay=self.weight_decay,
+                    betas=self.betas, eps=self.eps)
+
+
+class AdamW(Adam):
+    """AdamW, as torch.optim.AdamW: Adam with decoupled weight decay, p *= 1 -
+    lr weight_decay (weights only) before the Adam step, which has no L2 term."""
+
+    name = "AdamW"
+    _default_wd = 1e-2
+
+
+# ---- learning-rate schedules ----------------------------------------------------------
+
+class LRSchedule:
+    """lr(epoch, base_lr, history) -> the learning rate of epoch (from 0)."""
+
+    def lr(self, epoch, base_lr, history):
+        raise NotImplementedError
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.__dict__.items() if not k.startswith("_"))
+        return f"{type(self).__name__}({args})"
+
+
+class ConstantLR(LRSchedule):
+    """The base learning rate throughout."""
+
+    def lr(self, epoch, base_lr, history):
+        return base_lr
+
+
+class StepLR(LRSchedule):
+    """base_lr * gamma ** (epoch // step_size), as torch.optim.lr_scheduler.StepLR."""
+
+    def __init__(self, step_size, gamma=0.1):
+        if isinstance(step_size, bool) or not isinstance(step_size, numbers.Integral) \
+                or step_size < 1:
+            raise ValueError(f"StepLR: step_size must be an integer >= 1, got {step_size!r}")
+        self.step_size = int(step_size)
+        self.gamma = _real("StepLR", "gamma", gamma, lo=0.0)
+
+    def lr(self, epoch, base_lr, history):
+        return base_lr * self.gamma ** (epoch // self.step_size)
+
+
+class CosineAnnealingLR(LRSchedule):
+    """eta_min + (base_lr - eta_min) (1 + cos(pi epoch / T_max)) / 2, the closed
+    form of torch.optim.lr_scheduler.CosineAnnealingLR (epochs past T_max keep
+    going round the cosine, as PyTorch's do)."""
+
+    def __init__(self, T_max, eta_min=0.0):
+        if isinstance(T_max, bool) or not isinstance(T_max, numbers.Integral) or T_max < 1:
+            raise ValueError(f"CosineAnnealingLR: T_max must be an integer >= 1, got {T_max!r}")
+        self.T_max = int(T_max)
+        self.eta_min = _real("CosineAnnealingLR", "eta_min", eta_min, lo=0.0)
+
+    def lr(self, epoch, base_lr, history):
+        return self.eta_min + (base_lr - self.eta_min) * (
+            1 + math.cos(math.pi * epoch / self.T_max)) / 2
+
+
+class InverseScalingLR(LRSchedule):
+    """base_lr / (epoch + 1) ** power_t (scikit-learn's "invscaling", by epochs)."""
+
+    def __init__(self, power_t=0.5):
+        self.power_t = _real("InverseScalingLR", "power_t", power_t, lo=0.0)
+
+    def lr(self, epoch, base_lr, history):
+        return base_lr / (epoch + 1) ** self.power_t
+
+
+class ReduceLROnPlateau(LRSchedule):
+    """Multiply the rate by factor when the monitored loss ("val_loss" if the
+    history has it, else "loss") has not improved by more than threshold
+    (relative) for patience epochs, as torch.optim.lr_scheduler.ReduceLROnPlateau
+    in mode "min" with threshold_mode "rel"; never below min_lr."""
+
+    def __init__(self, factor=0.1, patience=10, threshold=1e-4, min_lr=0.0, cooldown=0):
+        self.factor = _real("ReduceLROnPlateau", "factor", factor, lo=0.0, hi=1.0,
+                            lo_open=True, hi_open=True)
+        for name, v in (("patience", patience), ("cooldown", cooldown)):
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 0:
+                raise ValueError(f"ReduceLROnPlateau: {name} must be an integer >= 0, got {v!r}")
+        self.patience, self.cooldown = int(patience), int(cooldown)
+        self.threshold = _real("ReduceLROnPlateau", "threshold", threshold, lo=0.0)
+        self.min_lr = _real("ReduceLROnPlateau", "min_lr", min_lr, lo=0.0)
+
+    def lr(self, epoch, base_lr, history):
+        """Replays the rule over the history of the fit so far (its epochs'
+        losses), so the rate is a function of that history alone."""
+        key = "val_loss" if history.get("val_loss") else "loss"
+        losses = history.get(key, [])
+        lr, best, bad, cool = base_lr, math.inf, 0, 0
+        for v in losses:
+            if v < best * (1 - self.threshold):
+                best, bad = v, 0
+            else:
+                bad += 1
+            if cool > 0:
+                cool -= 1
+                bad = 0
+            if bad > self.patience:
+                lr, bad, cool = max(lr * self.factor, self.min_lr), 0, self.cooldown
+        return lr
+
+
+class LambdaLR(LRSchedule):
+    """fn(epoch) -> the learning rate itself (not a factor)."""
+
+    def __init__(self, fn):
+        if not callable(fn):
+            raise TypeError(f"LambdaLR: fn must be callable, got {fn!r}")
+        self.fn = fn
+
+    def lr(self, epoch, base_lr, history):
+        return self.fn(epoch)
+
+
+def make_schedule(schedule, epochs):
+    """A schedule from what fit(lr_schedule=...) accepts: None or "constant", "step"
+    (x0.1 every third of the epochs), "cosine" (T_max = epochs), "invscaling",
+    "plateau", a callable epoch -> lr, or an LRSchedule."""
+    if schedule is None or schedule == "constant":
+        return ConstantLR()
+    if isinstance(schedule, LRSchedule):
+        return schedule
+    if isinstance(schedule, str):
+        named = {"step": lambda: StepLR(max(1, epochs // 3)),
+                 "cosine": lambda: CosineAnnealingLR(max(1, epochs)),
+                 "invscaling": InverseScalingLR, "plateau": ReduceLROnPlateau}
+        if schedule not in named:
+            raise ValueError(f"lr_schedule: unknown schedule {schedule!r}; expected one of "
+                             f"'constant', {', '.join(repr(k) for k in named)}, a callable or "
+                             "a fastbp.optim schedule")
+        return named[schedule]()
+    if callable(schedule):
+        return LambdaLR(schedule)
+    raise TypeError(f"lr_schedule: expected a name, a callable or a fastbp.optim schedule, "
+                    f"got {type(schedule).__name__}")
