@@ -38,7 +38,7 @@ log "ASan runtime: $ASAN_LIB"
 rm -rf "$TREE" "$LOGS"
 mkdir -p "$TREE" "$LOGS"
 (cd "$ROOT" && tar cf - --exclude='*.so' --exclude='_core.c' --exclude='__pycache__' \
-    setup.py pyproject.toml README.md csrc src) | (cd "$TREE" && tar xf -)
+    setup.py build_cuda.py pyproject.toml README.md csrc src) | (cd "$TREE" && tar xf -)
 log "building fastbp._core with FASTBP_SANITIZE=address,undefined in $TREE"
 (cd "$TREE" && CC="$CC" FASTBP_SANITIZE=address,undefined \
     "$PY" setup.py -q build_ext --inplace >"$WORK/build.log" 2>&1) || {
