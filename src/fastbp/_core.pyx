@@ -23,6 +23,7 @@ import numpy as np
 cimport numpy as cnp
 from cpython.pycapsule cimport PyCapsule_GetPointer
 from libc.stdint cimport int64_t, uint64_t, uint8_t, uintptr_t
+from libc.math cimport isfinite
 from libc.stdlib cimport calloc, free, malloc
 
 from fastbp._api cimport *
@@ -1299,7 +1300,32 @@ cdef object _sample_weight(str fn, object w, Desc *dw, Py_ssize_t N, object dtyp
                         f"{dtype}; fastbp never casts silently, convert it with .astype()")
     if dw.shape[0] != N:
         raise ValueError(f"{fn}: got {dw.shape[0]} sample weights for {N} rows of x")
-    return _contig(fn, "sample_weight", w, dw)
+    w = _contig(fn, "sample_weight", w, dw)
+    if dw.device < 0:
+        bad = _bad_weight(dw.ptr, dw.itemsize, N)
+        if bad >= 0:
+            raise ValueError(f"{fn}: sample weights must be finite and >= 0, got "
+                             f"{float(w[bad])} at row {bad}")
+    return w
+
+
+cdef Py_ssize_t _bad_weight(const void *p, int itemsize, Py_ssize_t n) noexcept nogil:
+    """The first weight that is negative or not finite, or -1."""
+    cdef Py_ssize_t i
+    cdef double v
+    for i in range(n):
+        v = (<const float *>p)[i] if itemsize == 4 else (<const double *>p)[i]
+        if not (isfinite(v) and v >= 0.0):
+            return i
+    return -1
+
+
+cdef double _weight_sum(const void *p, int itemsize, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef double s = 0.0
+    for i in range(n):
+        s += (<const float *>p)[i] if itemsize == 4 else (<const double *>p)[i]
+    return s
 
 
 cdef int _gpu_unsupported(str fn, object ws, StepOptions opts, bint weighted) except -1:
@@ -1378,6 +1404,9 @@ def mlp_step(ws, x, target, StepOptions opts not None, sample_weight=None, *,
     if sample_weight is not None and mode != FBP_MODE_FORWARD and mode != FBP_MODE_UPDATE:
         keep.append(_sample_weight(fn, sample_weight, &dw, N, ws.dtype))
         pw = dw.ptr
+        if dw.device < 0 and not _weight_sum(pw, dw.itemsize, N) > 0.0:
+            raise ValueError(f"{fn}: the sample weights of the batch sum to 0; the weighted "
+                             "mean loss is undefined")
     cdef const int64_t *pl = <int64_t *>dt.ptr if kind == 1 else NULL
     cdef const void *pt = dt.ptr if kind == 0 else NULL
     if isinstance(ws, MLPWorkspace):

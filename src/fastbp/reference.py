@@ -475,7 +475,7 @@ def mlp_forward(params, x, activation, L=None, dropout=None, drop_key=None):
 
 def _loss(loss, out, t, sample_weight=None, norm=None):
     """(sum of w_r loss_r / W, d/dout) for the batch's outputs; W = norm, or the sum
-    of the weights (the rows without)."""
+    of the weights (the rows without); (0, zeros) when the weights sum to 0."""
     if loss == "softmax_cross_entropy":
         fn = softmax_cross_entropy
     elif loss == "mse":
@@ -497,6 +497,8 @@ def _loss(loss, out, t, sample_weight=None, norm=None):
     # that row alone, times w_r / W
     w = np.ones(N) if sample_weight is None else np.asarray(sample_weight, np.float64)
     W = float(norm) if norm is not None else float(w.sum())
+    if W == 0:  # only zero-weight rows (a batch of fit's): nothing to learn from
+        return 0.0, np.zeros_like(out)
     value, grad = 0.0, np.empty_like(out)
     for r in range(N):
         lr_, gr = fn(out[r:r + 1], t[r:r + 1])  # gr = grad of the row's loss
