@@ -288,20 +288,26 @@ def clip_by_value(grads, limit):
     return None
 
 
-def clip_by_global_norm(grads, max_norm):
-    """Rescale the list of arrays grads so their joint L2 norm is <= max_norm.
-
-    total = sqrt(sum over all arrays of sum(g**2)), accumulated in float64.
-    If total is finite and > max_norm, every array is scaled in place by
-    max_norm / total.  If total is inf or nan the arrays are left untouched.
-    Returns total as a Python float (the norm *before* clipping).
-    """
+def global_norm(grads):
+    """sqrt(sum over all arrays of sum(g**2)), accumulated in float64; a Python
+    float (inf if the sum overflows, nan if any element is nan)."""
     sumsq = 0.0
     with np.errstate(over="ignore"):   # overflow just means total = inf
         for g in grads:
             g64 = np.asarray(g, dtype=np.float64)
             sumsq += float(np.sum(g64 * g64))
-    total = math.sqrt(sumsq) if not math.isnan(sumsq) else float("nan")
+    return math.sqrt(sumsq) if not math.isnan(sumsq) else float("nan")
+
+
+def clip_by_global_norm(grads, max_norm):
+    """Rescale the list of arrays grads so their joint L2 norm is <= max_norm.
+
+    total = global_norm(grads). If total is finite and > max_norm, every array
+    is scaled in place by max_norm / total.  If total is inf or nan the arrays
+    are left untouched. Returns total as a Python float (the norm *before*
+    clipping).
+    """
+    total = global_norm(grads)
     if math.isfinite(total) and total > max_norm:
         scale = max_norm / total
         for g in grads:
