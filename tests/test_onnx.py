@@ -212,7 +212,8 @@ def assert_same_labels(got, want, proba, dtype):
 def test_sklearn_classifier(dtype, kind, activation):
     rng = np.random.default_rng(8)
     X = (1.5 * rng.standard_normal((150, 5))).astype(dtype)
-    clf = sk.MLPClassifier(hidden_layer_sizes=(8, 6), activation=activation, max_iter=40, random_state=0)
+    clf = sk.MLPClassifier(hidden_layer_sizes=(8, 6), activation=activation, max_iter=40,
+                           random_state=0)
     clf.fit(X, _labels(kind, X))
     assert clf.coefs_[0].dtype == dtype
     s = session(fonnx.to_onnx(clf))
@@ -231,7 +232,8 @@ def test_sklearn_classifier_ties_break_as_predict(kind):
     """All-zero weights: every probability is exactly 0.5 or 1/C, and predict's
     tie rules (p > 0.5 is positive; argmax takes the first class) must hold."""
     X = np.random.default_rng(9).standard_normal((20, 5))
-    clf = sk.MLPClassifier(hidden_layer_sizes=(4,), max_iter=5, random_state=0).fit(X, _labels(kind, X))
+    clf = sk.MLPClassifier(hidden_layer_sizes=(4,), max_iter=5, random_state=0)
+    clf.fit(X, _labels(kind, X))
     for a in clf.coefs_ + clf.intercepts_:
         a[...] = 0
     label, proba = session(fonnx.to_onnx(clf)).run(None, {"input": X})
@@ -250,7 +252,8 @@ def test_sklearn_regressor(dtype, outputs, loss):
     Y = X @ rng.standard_normal((4, outputs)) + 1
     if loss == "poisson":
         Y = np.exp(Y / 4)
-    reg = sk.MLPRegressor(hidden_layer_sizes=(7, 5), activation="tanh", loss=loss, max_iter=40, random_state=0)
+    reg = sk.MLPRegressor(hidden_layer_sizes=(7, 5), activation="tanh", loss=loss, max_iter=40,
+                          random_state=0)
     reg.fit(X, Y.ravel() if outputs == 1 else Y)
     s = session(fonnx.to_onnx(reg))
     assert [o.name for o in s.get_outputs()] == ["variable"]
@@ -285,7 +288,8 @@ def _fitted_classifier():
     X = np.random.default_rng(13).standard_normal((30, 3))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return sk.MLPClassifier(hidden_layer_sizes=(4,), max_iter=5, random_state=0).fit(X, X[:, 0] > 0)
+        clf = sk.MLPClassifier(hidden_layer_sizes=(4,), max_iter=5, random_state=0)
+        return clf.fit(X, X[:, 0] > 0)
 
 
 @needs_sklearn
@@ -350,6 +354,18 @@ def test_validation_of_estimator_attributes(tmp_path):
     del no_classes["activation"]
     with raises(TypeError, "lacks the MLP attributes"):
         fonnx.to_onnx(types.SimpleNamespace(**no_classes))
+
+
+@needs_sklearn
+def test_docs_examples(tmp_path, monkeypatch):
+    """docs/onnx.md's python blocks run as written (they assert their results)."""
+    doc = os.path.join(os.path.dirname(__file__), os.pardir, "docs", "onnx.md")
+    with open(doc, encoding="utf-8") as f:
+        blocks = f.read().split("```python\n")[1:]
+    assert len(blocks) == 2
+    monkeypatch.chdir(tmp_path)
+    exec(compile("".join(b.split("```")[0] for b in blocks), "docs/onnx.md", "exec"), {})
+    assert (tmp_path / "model.onnx").exists() and (tmp_path / "clf.onnx").exists()
 
 
 # ---- the module name ----------------------------------------------------------------------

@@ -62,10 +62,10 @@ def to_onnx(model, opset=None, *, probabilities=False):
     onnx = _onnx()
     opset = _check_opset(opset, onnx)
     if not isinstance(probabilities, (bool, np.bool_)):
-        raise TypeError(f"to_onnx: probabilities must be True or False, got {probabilities!r}")
+        raise TypeError(f"fastbp.onnx: probabilities must be True or False, got {probabilities!r}")
     if hasattr(model, "coefs_"):
         if probabilities:
-            raise ValueError("to_onnx: probabilities=True is for an MLP; an estimator's graph "
+            raise ValueError("fastbp.onnx: probabilities=True is for an MLP; an estimator's graph "
                              "always has the outputs of predict and predict_proba")
         g = _estimator_graph(model, onnx)
     else:
@@ -73,9 +73,9 @@ def to_onnx(model, opset=None, *, probabilities=False):
 
         if not isinstance(model, MLP):
             if hasattr(model, "fit") and hasattr(model, "get_params"):
-                raise ValueError(f"to_onnx: {type(model).__name__} is not fitted (no coefs_); "
+                raise ValueError(f"fastbp.onnx: {type(model).__name__} is not fitted (no coefs_); "
                                  f"call fit before exporting it")
-            raise TypeError(f"to_onnx: model must be a fastbp.MLP or a fitted MLP estimator "
+            raise TypeError(f"fastbp.onnx: model must be a fastbp.MLP or a fitted MLP estimator "
                             f"(with coefs_ and intercepts_), got {type(model).__name__}")
         g = _mlp_graph(model, bool(probabilities), onnx)
     h = onnx.helper
@@ -111,7 +111,7 @@ def export(model, path, opset=None, *, probabilities=False):
     one output, (N, outputs) otherwise).
     """
     if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"export: path must be a file name (str or os.PathLike), got "
+        raise TypeError(f"fastbp.onnx: path must be a file name (str or os.PathLike), got "
                         f"{type(path).__name__}")
     m = to_onnx(model, opset, probabilities=probabilities)
     _onnx().save_model(m, path)
@@ -123,10 +123,10 @@ def _check_opset(opset, onnx):
     if opset is None:
         return DEFAULT_OPSET
     if isinstance(opset, (bool, np.bool_)) or not isinstance(opset, numbers.Integral):
-        raise TypeError(f"export: opset must be an integer or None, got {opset!r}")
+        raise TypeError(f"fastbp.onnx: opset must be an integer or None, got {opset!r}")
     if not MIN_OPSET <= opset <= newest:
-        raise ValueError(f"export: opset must be in [{MIN_OPSET}, {newest}] (the installed onnx "
-                         f"{onnx.__version__} knows up to {newest}), got {opset}")
+        raise ValueError(f"fastbp.onnx: opset must be in [{MIN_OPSET}, {newest}] (the installed "
+                         f"onnx {onnx.__version__} knows up to {newest}), got {opset}")
     return int(opset)
 
 
@@ -175,7 +175,7 @@ class _Graph:
 
 def _mlp_graph(model, probabilities, onnx):
     if probabilities and model.loss_name not in ("softmax_cross_entropy", "binary_cross_entropy"):
-        raise ValueError(f"export: probabilities=True needs a classification loss "
+        raise ValueError(f"fastbp.onnx: probabilities=True needs a classification loss "
                          f"('softmax_cross_entropy' or 'binary_cross_entropy'); this model's "
                          f"loss is {model.loss_name!r}, whose outputs are values")
     p = model.get_params()
@@ -201,31 +201,31 @@ def _estimator_weights(est):
         Ws, bs = list(est.coefs_), list(est.intercepts_)
         act, out = est.activation, est.out_activation_
     except (AttributeError, TypeError) as e:
-        raise TypeError(f"export: {name} lacks the MLP attributes coefs_, intercepts_, "
+        raise TypeError(f"fastbp.onnx: {name} lacks the MLP attributes coefs_, intercepts_, "
                         f"activation and out_activation_ ({e})") from None
     Ws, bs = [np.asarray(W) for W in Ws], [np.asarray(b) for b in bs]
     if not Ws or len(Ws) != len(bs):
-        raise ValueError(f"export: {name} has {len(Ws)} coefs_ and {len(bs)} intercepts_; "
+        raise ValueError(f"fastbp.onnx: {name} has {len(Ws)} coefs_ and {len(bs)} intercepts_; "
                          f"expected one of each per layer, at least one layer")
     dtype = Ws[0].dtype
     if dtype not in (np.float32, np.float64):
-        raise TypeError(f"export: {name}.coefs_ must be float32 or float64, got {dtype}")
+        raise TypeError(f"fastbp.onnx: {name}.coefs_ must be float32 or float64, got {dtype}")
     for l, (W, b) in enumerate(zip(Ws, bs)):
         if W.ndim != 2 or b.shape != W.shape[1:] or (l and W.shape[0] != Ws[l - 1].shape[1]):
-            raise ValueError(f"export: {name}: layer {l} has coefs_ {W.shape} and intercepts_ "
+            raise ValueError(f"fastbp.onnx: {name}: layer {l} has coefs_ {W.shape} and intercepts_ "
                              f"{b.shape} after {Ws[l - 1].shape if l else 'the input'}; "
                              f"expected (in, out) and (out,) chained layer to layer")
     n_hidden = len(Ws) - 1
     acts = [act] * n_hidden if isinstance(act, str) else list(act)
     if len(acts) != n_hidden or any(a not in _HIDDEN for a in acts):
-        raise ValueError(f"export: {name}.activation must be one of {_HIDDEN} (or a list of "
+        raise ValueError(f"fastbp.onnx: {name}.activation must be one of {_HIDDEN} (or a list of "
                          f"them, one per hidden layer: {n_hidden}), got {act!r}")
     if out not in _OUT:
-        raise ValueError(f"export: {name}.out_activation_ must be one of {_OUT}, got {out!r}")
+        raise ValueError(f"fastbp.onnx: {name}.out_activation_ must be one of {_OUT}, got {out!r}")
     O = Ws[-1].shape[1]
     n_out = getattr(est, "n_outputs_", O)
     if n_out != O:
-        raise ValueError(f"export: {name}.n_outputs_ is {n_out} but the last layer has {O} "
+        raise ValueError(f"fastbp.onnx: {name}.n_outputs_ is {n_out} but the last layer has {O} "
                          f"outputs")
     return ([W.astype(dtype, copy=False) for W in Ws], [b.astype(dtype, copy=False) for b in bs],
             acts, out, O, dtype)
@@ -235,13 +235,13 @@ def _classes_tensor(classes, name):
     """classes_ as a constant tensor of their own type: strings or numbers."""
     c = np.asarray(classes)
     if c.ndim != 1 or c.size == 0:
-        raise ValueError(f"export: {name}.classes_ must be a non-empty 1-d array, got shape "
+        raise ValueError(f"fastbp.onnx: {name}.classes_ must be a non-empty 1-d array, got shape "
                          f"{c.shape}")
     if c.dtype.kind == "U" or (c.dtype == object and all(isinstance(v, str) for v in c)):
         return c.astype(object)
     if c.dtype.kind in "biuf":
         return c
-    raise TypeError(f"export: {name}.classes_ must hold numbers or str, got dtype {c.dtype}")
+    raise TypeError(f"fastbp.onnx: {name}.classes_ must hold numbers or str, got dtype {c.dtype}")
 
 
 def _estimator_graph(est, onnx):
@@ -251,8 +251,8 @@ def _estimator_graph(est, onnx):
     T = onnx.TensorProto
     if not hasattr(est, "classes_"):
         if out not in ("identity", "exp"):
-            raise ValueError(f"export: {name} has no classes_ (a regressor) but out_activation_ "
-                             f"{out!r}; expected 'identity' or 'exp'")
+            raise ValueError(f"fastbp.onnx: {name} has no classes_ (a regressor) but "
+                             f"out_activation_ {out!r}; expected 'identity' or 'exp'")
         y = g.dense_stack(Ws, bs, acts + [out], VARIABLE if O > 1 else "y")
         if O == 1:  # predict ravels a single output
             g.op("Reshape", [y, g.const("flat", [-1], np.int64)], VARIABLE)
@@ -264,14 +264,14 @@ def _estimator_graph(est, onnx):
         onnx.helper.np_dtype_to_tensor_dtype(classes.dtype)
     if out == "softmax":
         if C != O:
-            raise ValueError(f"export: {name} has {C} classes_ for {O} softmax outputs")
+            raise ValueError(f"fastbp.onnx: {name} has {C} classes_ for {O} softmax outputs")
         proba = g.dense_stack(Ws, bs, acts + ["softmax"], PROBABILITIES)
         top = g.op("ArgMax", [proba], "argmax", axis=1, keepdims=0)
         g.op("Gather", [g.const("classes", classes, classes.dtype), top], LABEL, axis=0)
         shapes = (["N"], ["N", C])
     elif out == "logistic" and O == 1:
         if C > 2:
-            raise ValueError(f"export: {name} has {C} classes_ for one logistic output; "
+            raise ValueError(f"fastbp.onnx: {name} has {C} classes_ for one logistic output; "
                              f"expected 2 (or 1)")
         # LabelBinarizer: the positive class where p > 0.5; a one-class fit
         # predicts its class everywhere, hence the repeated entry
@@ -285,14 +285,14 @@ def _estimator_graph(est, onnx):
         shapes = (["N"], ["N", 2])
     elif out == "logistic":
         if C != O:
-            raise ValueError(f"export: {name} has {C} classes_ for {O} logistic outputs")
+            raise ValueError(f"fastbp.onnx: {name} has {C} classes_ for {O} logistic outputs")
         p = g.dense_stack(Ws, bs, acts + ["logistic"], PROBABILITIES)
         g.op("Cast", [g.op("Greater", [p, g.const("half", 0.5)], "positive")], LABEL,
              to=T.INT64)
         label_elem = T.INT64  # multilabel: predict gives the 0/1 indicator matrix
         shapes = (["N", C], ["N", C])
     else:
-        raise ValueError(f"export: {name} has classes_ (a classifier) but out_activation_ "
+        raise ValueError(f"fastbp.onnx: {name} has classes_ (a classifier) but out_activation_ "
                          f"{out!r}; expected 'softmax' or 'logistic'")
     g.output(LABEL, label_elem, shapes[0])
     g.output(PROBABILITIES, g.elem, shapes[1])
