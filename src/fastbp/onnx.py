@@ -26,8 +26,9 @@ import numpy as np
 #: and the IR version written with it. onnx's helper writes the newest of both
 #: (IR 14 / opset 28 in onnx 1.23), which ONNX Runtime releases older than that
 #: onnx refuse to load; IR 8 / opset 17 (onnx 1.12, mid-2022) loads in every ONNX
-#: Runtime since 1.12, and every operator used here has its current definition
-#: at opset 13 or 14.
+#: Runtime since 1.12 (float64 graphs: since 1.18, or with basic graph
+#: optimizations; docs/onnx.md), and every operator used here has its current
+#: definition at opset 13 or 14.
 DEFAULT_OPSET = 17
 DEFAULT_IR_VERSION = 8
 #: the oldest opset accepted: Softmax normalizes one axis from opset 13 on
