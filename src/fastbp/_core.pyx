@@ -1441,16 +1441,18 @@ cdef int _check_state(str fn, MLPWorkspace ws, StepOptions opts) except -1:
 
 
 def mlp_epoch(MLPWorkspace ws, X, target, sample_weight, order, Py_ssize_t batch_size,
-              Py_ssize_t first, Py_ssize_t last, StepOptions opts not None):
+              Py_ssize_t first, Py_ssize_t last, StepOptions opts not None,
+              double loss_sum=0.0, double weight_sum=0.0):
     """Batches [first, last) of an epoch of training steps in one native call.
 
     X (n, I) of the workspace dtype; target int labels (n,) for softmax-xent or
     float targets (n, outputs); sample_weight (n,) or None; order (n,), a
     permutation of range(n); batch s holds rows order[s B : (s+1) B] (the last
     partial), gathered in C; opts.t and opts.step are the first batch's and
-    advance by one per batch (opts itself is left as given). Returns (sum of
-    (loss + reg) times each batch's weight, the weights' sum, the last grad_norm,
-    ncorrect). The CPU only.
+    advance by one per batch (opts itself is left as given). Returns (loss_sum +
+    the sum of (loss + reg) times each batch's weight, weight_sum + the weights'
+    sum, the last grad_norm, ncorrect): the running sums of an epoch run in
+    several calls, added in the order one call would. The CPU only.
     """
     fn = "mlp_epoch"
     cdef Desc dX, dt, do, dw
@@ -1496,6 +1498,7 @@ def mlp_epoch(MLPWorkspace ws, X, target, sample_weight, order, Py_ssize_t batch
     cdef Py_ssize_t B = batch_size
     cdef fbp_step_opts o = opts.o
     o.mode = FBP_MODE_TRAIN
+    out.loss_sum, out.weight_sum = loss_sum, weight_sum
     with nogil:
         fbp_mlp_epoch(&ws.m, n, dX.ptr, pl, pt, pw, <int64_t *>do.ptr, B, first, last, &o, &out)
     return out.loss_sum, out.weight_sum, out.grad_norm, out.ncorrect
