@@ -1290,16 +1290,37 @@ cdef int _step_target(str fn, object ws, int mode, Py_ssize_t N, object target, 
     return 0
 
 
-cdef object _sample_weight(str fn, object w, Desc *dw, Py_ssize_t N, object dtype):
-    """Sample weights (N,) of the step's dtype, finite and >= 0 (the caller checks
-    their sum once, where it knows the batch)."""
+cdef object _sample_weight(str fn, object w, Desc *dw, Py_ssize_t N, object dtype,
+                           bint need_weight):
+    """Sample weights (N,) of the step's dtype, finite and >= 0, checked in place
+    (no copy, so a step stays allocation-free); need_weight: their sum must be
+    > 0 (a batch of its own; the batches of an epoch may weigh 0, mlp_epoch's
+    caller checks the whole)."""
     w = _float_view(fn, "sample_weight", w, dw, 1)
     if dw.itemsize != dtype.itemsize:
         raise TypeError(f"{fn}: sample_weight has dtype {_dtype(w)} but the inputs are "
                         f"{dtype}; fastbp never casts silently, convert it with .astype()")
     if dw.shape[0] != N:
         raise ValueError(f"{fn}: got {dw.shape[0]} sample weights for {N} rows of x")
-    return _contig(fn, "sample_weight", w, dw)
+    w = _contig(fn, "sample_weight", w, dw)
+    if dw.device >= 0:
+        return w
+    cdef Py_ssize_t i, n = dw.shape[0], bad = -1
+    cdef double v, total = 0.0
+    cdef bint f32 = dw.itemsize == 4
+    with nogil:
+        for i in range(n):
+            v = (<const float *>dw.ptr)[i] if f32 else (<const double *>dw.ptr)[i]
+            if not (v >= 0.0 and v - v == 0.0):  # NaN, negative or inf
+                bad = i
+                break
+            total += v
+    if bad >= 0:
+        raise ValueError(f"{fn}: sample_weight must be finite and >= 0, got {w[bad]} at "
+                         f"index {bad}")
+    if need_weight and not total > 0.0:
+        raise ValueError(f"{fn}: the sample weights sum to 0")
+    return w
 
 
 cdef int _gpu_unsupported(str fn, object ws, StepOptions opts, bint weighted) except -1:
@@ -1376,7 +1397,7 @@ def mlp_step(ws, x, target, StepOptions opts not None, sample_weight=None, *,
     if kind >= 0 and ws.device < 0 and dt.device >= 0:
         raise ValueError(f"{fn}: target is on {_where(dt.device)}, the model on the host")
     if sample_weight is not None and mode != FBP_MODE_FORWARD and mode != FBP_MODE_UPDATE:
-        keep.append(_sample_weight(fn, sample_weight, &dw, N, ws.dtype))
+        keep.append(_sample_weight(fn, sample_weight, &dw, N, ws.dtype, opts.o.norm <= 0.0))
         pw = dw.ptr
     cdef const int64_t *pl = <int64_t *>dt.ptr if kind == 1 else NULL
     cdef const void *pt = dt.ptr if kind == 0 else NULL
@@ -1457,7 +1478,7 @@ def mlp_epoch(MLPWorkspace ws, X, target, sample_weight, order, Py_ssize_t batch
         raise ValueError(f"{fn}: target is on {_where(dt.device)}, the model on the host")
     cdef const void *pw = NULL
     if sample_weight is not None:
-        keep.append(_sample_weight(fn, sample_weight, &dw, n, ws.dtype))
+        keep.append(_sample_weight(fn, sample_weight, &dw, n, ws.dtype, False))
         ws.refuse_overlap(fn, "sample_weight", &dw)
         pw = dw.ptr
     cdef const int64_t *pl = <int64_t *>dt.ptr if kind == 1 else NULL
