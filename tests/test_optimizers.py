@@ -270,6 +270,34 @@ def test_state_carries_across_calls_and_resets_on_a_new_kind():
     assert max_rel(params2["W1"], params["W1"]) > 1e-6
 
 
+def test_a_refused_step_with_a_new_kind_keeps_the_state():
+    """A step that switches optimizer kind but refuses its inputs leaves the old
+    optimizer's state and count as they were: the next good step continues them."""
+    sizes = [4, 6, 3]
+    rng = np.random.default_rng(6)
+    x, t = batch(rng, sizes, "softmax_cross_entropy", np.float64)
+    a = MLP(sizes, "relu", dtype=np.float64, seed=0)
+    b = MLP(sizes, "relu", dtype=np.float64, seed=0)
+    adam = optim.Adam(0.01)
+    a.train_step(x, t, optimizer=adam)
+    b.train_step(x, t, optimizer=adam)
+    st = a.optimizer_state
+    for bad in (dict(t=np.array([0, 1, 5, 0, 1, 2, 0, 1])), dict(x=x[:, :3]),
+                dict(sample_weight=-np.ones(8))):
+        args = dict(x=x, t=t, optimizer=optim.SGD(0.1, momentum=0.9))
+        args.update(bad)
+        with pytest.raises(ValueError):
+            a.train_step(args.pop("x"), args.pop("t"), **args)
+        now = a.optimizer_state
+        assert now["optimizer"] == "Adam" and now["t"] == 1 and a.step_ == 1
+        for k in ("vW", "vb", "sW", "sb"):
+            assert all(np.array_equal(p, q) for p, q in zip(now[k], st[k])), k
+    a.train_step(x, t, optimizer=adam)
+    b.train_step(x, t, optimizer=adam)
+    for k in a.params:
+        assert np.array_equal(a.params[k], b.params[k])
+
+
 def test_shorthand_is_sgd_and_cannot_mix_with_optimizer():
     rng = np.random.default_rng(5)
     sizes = [4, 6, 3]

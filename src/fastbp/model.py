@@ -360,10 +360,18 @@ class MLP:
         fn = "train_step"
         optimizer = self._optimizer(fn, optimizer, lr, momentum, weight_decay)
         self._check_clip(fn, clip_norm, clip_value)
+        # a new kind of optimizer replaces the state (new arrays, the old ones
+        # untouched); a step that then refuses its inputs puts the old one back
+        saved = self._opt_name, self._opt_t, self._state
         self._ensure_state(optimizer)
         opts = self._train_options(optimizer, clip_norm, clip_value)
         opts.t, opts.step = self._opt_t + 1, self.step_
-        out = self._engine.step(x, t, opts, self._batch(x), sample_weight)
+        try:
+            out = self._engine.step(x, t, opts, self._batch(x), sample_weight)
+        except (TypeError, ValueError):
+            if self.device == "cpu":
+                self._opt_name, self._opt_t, self._state = saved
+            raise
         self._opt_t += 1
         self.step_ += 1
         return out[0] + out[1]
