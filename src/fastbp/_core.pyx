@@ -1363,6 +1363,8 @@ def mlp_step(ws, x, target, StepOptions opts not None, sample_weight=None, *,
     GPU only: sync=False returns None at once (read_out() gives the result
     later), stream is a cudaStream_t as an int. A well-formed CPU call
     (C-contiguous x of the workspace dtype, int64 labels) allocates nothing.
+    A TRAIN or UPDATE step advances opts.t and opts.step by one as it returns
+    (see _advance).
     """
     fn = "mlp_step"
     cdef Desc dx, dt, dw
@@ -1413,12 +1415,26 @@ def mlp_step(ws, x, target, StepOptions opts not None, sample_weight=None, *,
             cws.refuse_overlap(fn, "sample_weight", &dw)
         with nogil:
             rc = fbp_mlp_step(&cws.m, N, px, pl, pt, pw, &opts.o, &out)
+        if mode == FBP_MODE_TRAIN or mode == FBP_MODE_UPDATE:
+            _advance(opts, 1)
         return out.loss, out.reg, out.grad_norm, out.ncorrect
     s = <uintptr_t>dx.stream if stream is None and dx.device >= 0 else (stream or 0)
     r = ws.run(s, N, <uintptr_t>px, <uintptr_t>pl, <uintptr_t>pt, mode, opts.o.lr,
                opts.o.weight_decay, opts.o.clip_norm, opts.o.momentum,
                opts.o.count_correct, sync)
+    if mode == FBP_MODE_TRAIN or mode == FBP_MODE_UPDATE:
+        _advance(opts, 1)
     return r
+
+
+cdef inline void _advance(StepOptions opts, int64_t steps) noexcept:
+    """Moves opts past `steps` training steps that have run (the optimizer's t and
+    the model's step). Done here, before the call returns, because a Ctrl-C that
+    arrives during the native call is raised as soon as the interpreter resumes,
+    before the caller's next statement: a model that counted its steps itself
+    would be left with parameters some steps ahead of its counters."""
+    opts.o.t += steps
+    opts.o.step += steps
 
 
 cdef int _check_state(str fn, MLPWorkspace ws, StepOptions opts) except -1:
@@ -1433,16 +1449,20 @@ cdef int _check_state(str fn, MLPWorkspace ws, StepOptions opts) except -1:
 
 
 def mlp_epoch(MLPWorkspace ws, X, target, sample_weight, order, Py_ssize_t batch_size,
-              Py_ssize_t first, Py_ssize_t last, StepOptions opts not None):
+              Py_ssize_t first, Py_ssize_t last, StepOptions opts not None,
+              double loss_sum=0.0, double weight_sum=0.0):
     """Batches [first, last) of an epoch of training steps in one native call.
 
     X (n, I) of the workspace dtype; target int labels (n,) for softmax-xent or
     float targets (n, outputs); sample_weight (n,) or None; order (n,), a
     permutation of range(n); batch s holds rows order[s B : (s+1) B] (the last
     partial), gathered in C; opts.t and opts.step are the first batch's and
-    advance by one per batch (opts itself is left as given). Returns (sum of
-    (loss + reg) times each batch's weight, the weights' sum, the last grad_norm,
-    ncorrect). The CPU only.
+    advance by one per batch; opts is left past the last batch (t and step
+    advanced by last - first, see _advance). Returns (loss_sum plus the sum of
+    (loss + reg) times each batch's weight, weight_sum plus the weights' sum,
+    the last grad_norm, ncorrect): running sums, which an epoch run in several
+    calls passes on from call to call, so that its sums are added in one order
+    however the calls split it. The CPU only.
     """
     fn = "mlp_epoch"
     cdef Desc dX, dt, do, dw
@@ -1488,6 +1508,8 @@ def mlp_epoch(MLPWorkspace ws, X, target, sample_weight, order, Py_ssize_t batch
     cdef Py_ssize_t B = batch_size
     cdef fbp_step_opts o = opts.o
     o.mode = FBP_MODE_TRAIN
+    out.loss_sum, out.weight_sum = loss_sum, weight_sum
     with nogil:
         fbp_mlp_epoch(&ws.m, n, dX.ptr, pl, pt, pw, <int64_t *>do.ptr, B, first, last, &o, &out)
+    _advance(opts, last - first)
     return out.loss_sum, out.weight_sum, out.grad_norm, out.ncorrect
