@@ -189,7 +189,7 @@ static void FN(fbp_mlp_step)(const fbp_mlp *m, fbp_idx N, const T *x, const int6
 
 /* Batches [s0, s1) of the epoch: batch s has rows order[s B ...] (the last one
  * partial), gathered into xb/lb/tb/wb; optimizer and model steps advance by one
- * per batch. */
+ * per batch; the loss and weight sums go on from out's. */
 static void FN(fbp_mlp_epoch)(const fbp_mlp *m, fbp_idx n, const T *X, const int64_t *labels,
                               const T *t, const T *w, const int64_t *order, fbp_idx B,
                               fbp_idx s0, fbp_idx s1, const fbp_step_opts *opt,
@@ -197,7 +197,7 @@ static void FN(fbp_mlp_epoch)(const fbp_mlp *m, fbp_idx n, const T *X, const int
 {
     const fbp_idx I = m->sizes[0], C = m->sizes[m->L];
     T *xb = (T *)m->xb, *tb = (T *)m->tb, *wb = (T *)m->wb;
-    double total = out->loss_sum, weight = out->weight_sum;
+    double total = out->loss_sum, weight = out->weight_sum; /* running sums (fastbp.h) */
     int64_t hits = 0;
     fbp_step_out o = {0.0, 0.0, -1.0, 0};
     fbp_step_opts so = *opt;

@@ -360,13 +360,29 @@ class MLP:
         fn = "train_step"
         optimizer = self._optimizer(fn, optimizer, lr, momentum, weight_decay)
         self._check_clip(fn, clip_norm, clip_value)
+        # a new kind of optimizer replaces the state (new arrays, the old ones
+        # untouched); a step that then refuses its inputs puts the old one back
+        saved = self._opt_name, self._opt_t, self._state
         self._ensure_state(optimizer)
         opts = self._train_options(optimizer, clip_norm, clip_value)
         opts.t, opts.step = self._opt_t + 1, self.step_
-        out = self._engine.step(x, t, opts, self._batch(x), sample_weight)
-        self._opt_t += 1
-        self.step_ += 1
+        try:
+            out = self._engine.step(x, t, opts, self._batch(x), sample_weight)
+        except (TypeError, ValueError):
+            if self.device == "cpu":
+                self._opt_name, self._opt_t, self._state = saved
+            raise
+        except BaseException:  # KeyboardInterrupt: the step may have run
+            self._count_steps(opts)
+            raise
+        self._count_steps(opts)
         return out[0] + out[1]
+
+    def _count_steps(self, opts):
+        """The step counters from opts, which the native call advanced past the
+        steps it ran (also when Ctrl-C is raised as the call returns, before any
+        statement after it)."""
+        self._opt_t, self.step_ = opts.t - 1, opts.step
 
     def _eval(self, x, t, mode, weight_decay):
         opts = _core.StepOptions(mode, weight_decay=weight_decay)
@@ -550,21 +566,24 @@ class MLP:
                                                  clip_value, classify)
             finally:
                 optimizer.lr = base_lr
-            self.epoch_ += 1
-            hist["loss"].append(mean_loss)
-            hist["lr"].append(lr_e)
-            post = {"loss": f"{mean_loss:.4f}"}
+            # the epoch's record is measured first and then written at once, so an
+            # interrupt during the validation pass leaves the history and epoch_ as
+            # they were (the epoch's steps are counted in step_)
+            record = {"loss": mean_loss, "lr": lr_e}
             if classify:
-                hist["accuracy"].append(correct / outputs)
-                post["acc"] = f"{correct / outputs:.4f}"
+                record["accuracy"] = correct / outputs
             if Xv is not None:
                 val_reg = optimizer.weight_decay if optimizer.name != "AdamW" else 0.0
-                hist["val_loss"].append(self.loss(Xv, yv, val_reg))
-                hist[score_key].append(self.score(Xv, yv))
-                post[score_key] = f"{hist[score_key][-1]:.4f}"
+                record["val_loss"] = self.loss(Xv, yv, val_reg)
+                record[score_key] = self.score(Xv, yv)
             if log_grad_norms:
                 last = order[(n - 1) // B * B:]
-                hist["grad_norms"].append(self.grad_norms(X[last], y[last]))
+                record["grad_norms"] = self.grad_norms(X[last], y[last])
+            for k, v in record.items():
+                hist[k].append(v)
+            self.epoch_ += 1
+            post = {name: f"{record[k]:.4f}" for k, name in
+                    (("loss", "loss"), ("accuracy", "acc"), (score_key, score_key)) if k in record}
             bar.set_postfix(post, refresh=False)
             if not math.isfinite(mean_loss):
                 warnings.warn(f"fit: the loss diverged ({mean_loss}) at epoch {epoch}; training "
@@ -599,31 +618,34 @@ class MLP:
             ws = self._engine.workspace(B)
             total = weight = 0.0
             correct, s, chunk = 0, 0, 1
-            while s < nb:  # native calls of about _CHUNK_SECONDS: an interrupt lands between
-                e = min(nb, s + chunk)
-                opts.t, opts.step = self._opt_t + 1, self.step_
-                t0 = time.perf_counter()
-                total, weight, _, hits = _core.mlp_epoch(ws, X, y, w, order, B, s, e, opts,
-                                                         total, weight)
-                dt = time.perf_counter() - t0
-                self._opt_t += e - s
-                self.step_ += e - s
-                correct += hits
-                chunk = max(1, min(4 * chunk, int(_CHUNK_SECONDS * (e - s) / max(dt, 1e-6))))
-                s = e
+            opts.t, opts.step = self._opt_t + 1, self.step_
+            try:
+                while s < nb:  # native calls of about _CHUNK_SECONDS: an interrupt lands between
+                    e = min(nb, s + chunk)
+                    t0 = time.perf_counter()
+                    # running sums: the epoch's loss does not depend on the chunks
+                    total, weight, _, hits = _core.mlp_epoch(ws, X, y, w, order, B, s, e, opts,
+                                                             total, weight)
+                    dt = time.perf_counter() - t0
+                    correct += hits
+                    chunk = max(1, min(4 * chunk, int(_CHUNK_SECONDS * (e - s) / max(dt, 1e-6))))
+                    s = e
+            finally:
+                self._count_steps(opts)
             return total / weight, correct
         total = weight = 0.0
         correct = 0
         opts = self._train_options(optimizer, clip_norm, clip_value, classify)
-        for s in range(nb):
-            idx = order[s * B:(s + 1) * B]
-            opts.t, opts.step = self._opt_t + 1, self.step_
-            loss, reg, _, hits = self._engine.step(X[idx], y[idx], opts, len(idx),
-                                                   None if w is None else w[idx])
-            self._opt_t += 1
-            self.step_ += 1
-            bw = len(idx) if w is None else float(w[idx].sum())
-            total, weight, correct = total + (loss + reg) * bw, weight + bw, correct + hits
+        opts.t, opts.step = self._opt_t + 1, self.step_
+        try:
+            for s in range(nb):
+                idx = order[s * B:(s + 1) * B]
+                loss, reg, _, hits = self._engine.step(X[idx], y[idx], opts, len(idx),
+                                                       None if w is None else w[idx])
+                bw = len(idx) if w is None else float(w[idx].sum())
+                total, weight, correct = total + (loss + reg) * bw, weight + bw, correct + hits
+        finally:
+            self._count_steps(opts)
         return total / weight, correct
 
     def _check_inputs(self, fn, X, y):

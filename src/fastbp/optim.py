@@ -23,7 +23,11 @@ __all__ = ["SGD", "Adam", "AdamW", "ConstantLR", "StepLR", "CosineAnnealingLR",
 
 
 def _real(owner, name, v, lo=None, hi=None, lo_open=False, hi_open=False):
-    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
+    # a wrong type is a TypeError, a wrong value a ValueError, as torch.optim's
+    # comparisons give them
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        raise TypeError(f"{owner}: {name} must be a real number, got {type(v).__name__} {v!r}")
+    if not math.isfinite(v):
         raise ValueError(f"{owner}: {name} must be a finite real number, got {v!r}")
     v = float(v)
     bad = ((lo is not None and (v <= lo if lo_open else v < lo)) or
