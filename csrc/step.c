@@ -52,14 +52,19 @@ int fbp_mlp_epoch(const fbp_mlp *m, int64_t n, const void *X, const int64_t *lab
 #define DROPS(l) (train && m->drop && m->drop[l] > 0.0)
 
 /* Rows of logits z (N, C) whose first maximal entry is the label (XENT); for BCE,
- * outputs on the right side of 0 (z > 0 where t >= 0.5). */
+ * rows whose every output is on the right side of 0 (z > 0 where t >= 0.5), the
+ * measure of MLP.score and of scikit-learn's multi-label accuracy. */
 static int64_t FN(fbp_count_correct)(int loss, fbp_idx N, fbp_idx C, const T *z,
                                      const int64_t *labels, const T *t)
 {
     int64_t hits = 0;
     if (loss == FBP_LOSS_BCE) {
-        for (fbp_idx i = 0; i < N * C; i++)
-            hits += (z[i] > (T)0) == (t[i] >= (T)0.5);
+        for (fbp_idx r = 0; r < N; r++) {
+            int right = 1;
+            for (fbp_idx c = 0; c < C; c++)
+                right &= (z[r * C + c] > (T)0) == (t[r * C + c] >= (T)0.5);
+            hits += right;
+        }
         return hits;
     }
     for (fbp_idx r = 0; r < N; r++) {

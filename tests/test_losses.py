@@ -667,8 +667,10 @@ def test_bce_model_fit_and_target_checks():
     h = model.fit(X, y, epochs=30, batch_size=16, lr=0.5)
     assert h["loss"][-1] < 0.5 * h["loss"][0]
     assert model.score(X, y) > 0.9
-    # the running accuracy counts outputs on the right side of 0.5
+    # the running accuracy counts rows whose every output is right, as score does
     assert 0 < h["accuracy"][-1] <= 1 and h["accuracy"][-1] > h["accuracy"][0]
+    frozen = model.fit(X, y, epochs=1, batch_size=16, lr=0.0, validation=(X, y))
+    assert frozen["accuracy"][0] == frozen["val_accuracy"][0] == model.score(X, y)
     before = model.get_params()
     with raises(ValueError, "fit: binary_cross_entropy targets must be in [0, 1], got values "
                             "in [0.0, 2.0]"):

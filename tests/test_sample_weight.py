@@ -205,6 +205,8 @@ def test_class_weight_dict_and_balanced():
     (dict(class_weight={5: 1.0}), "fit: class_weight names class 5, not in [0, 3)"),
     (dict(class_weight={1: -1.0}), "fit: class_weight[1] must be finite and >= 0"),
     (dict(class_weight="balance"), "fit: class_weight must be a dict or 'balanced', got 'balance'"),
+    (dict(class_weight={"a": 1.0}), "fit: class_weight keys must be integer class labels, got 'a'"),
+    (dict(class_weight={1.5: 1.0}), "fit: class_weight keys must be integer class labels, got 1.5"),
 ])
 def test_fit_weight_errors(kw, msg):
     rng = np.random.default_rng(7)

@@ -184,8 +184,11 @@ class MLP:
         training step, layer, row, column).
 
     Attributes: ``step_`` and ``epoch_`` count the training steps and the epochs
-    of fit over the model's life (saved with it); ``history_`` is the history of
-    the last fit, kept epoch by epoch (also when the fit is interrupted).
+    of fit over the model's life; ``loss_curve_`` and ``val_loss_curve_`` hold
+    each of those epochs' training and validation loss (NaN for an epoch without
+    a validation set), which ReduceLROnPlateau replays (all saved with the
+    model); ``history_`` is the history of the last fit, kept epoch by epoch
+    (also when the fit is interrupted).
     """
 
     def __init__(self, sizes, activation="relu", loss="softmax_cross_entropy",
@@ -226,6 +229,7 @@ class MLP:
             params[f"b{l}"] = np.zeros(fan_out, dtype)
         self._params = params
         self.step_, self.epoch_, self.history_ = 0, 0, {}
+        self.loss_curve_, self.val_loss_curve_ = [], []
         self._opt_name, self._opt_t, self._state = None, 0, {}
         self._opts_key = self._opts = None
         self._engine = _CUDA(self) if device == "cuda" else _CPU(self)
@@ -277,12 +281,13 @@ class MLP:
                 st["vW"], st["vb"] = [v.get() for v in g.vW], [v.get() for v in g.vb]
         return st
 
-    def _restore_training_state(self, optimizer, t, state, step, epoch):
+    def _restore_training_state(self, optimizer, t, state, step, epoch, curves):
         """Put back what save() wrote (MLP.load): the optimizer's name, step
-        count and state, and the step and epoch counters."""
+        count and state, the step and epoch counters and the loss curves."""
         self._opt_name, self._opt_t = optimizer, t
         self._state = {k: [np.array(a, self.dtype) for a in v] for k, v in state.items()}
         self.step_, self.epoch_ = step, epoch
+        self.loss_curve_, self.val_loss_curve_ = ([float(v) for v in c] for c in curves)
 
     def _ensure_state(self, optimizer):
         """Zeros for the optimizer's state when it is new to the model (another
@@ -540,7 +545,7 @@ class MLP:
         B = min(int(batch_size), n)
         classify = self.loss_name != "mse" and (self.loss_name == "binary_cross_entropy"
                                                 or y.ndim == 1)
-        outputs = n * self.sizes[-1] if self.loss_name == "binary_cross_entropy" else n
+        outputs = n
         score_key = "val_accuracy" if self.loss_name != "mse" else "val_r2"
         hist = {"loss": [], "lr": []}
         if classify:
@@ -556,7 +561,8 @@ class MLP:
         base_lr = optimizer.lr
         for _ in bar:
             epoch = self.epoch_
-            lr_e = schedule.lr(epoch, base_lr, hist)
+            lr_e = schedule.lr(epoch, base_lr, {"loss": self.loss_curve_,
+                                                "val_loss": self.val_loss_curve_})
             if not (lr_e >= 0 and math.isfinite(lr_e)):
                 raise ValueError(f"fit: the schedule gave lr {lr_e!r} at epoch {epoch}")
             optimizer.lr = lr_e
@@ -581,6 +587,8 @@ class MLP:
                 record["grad_norms"] = self.grad_norms(X[last], y[last])
             for k, v in record.items():
                 hist[k].append(v)
+            self.loss_curve_.append(mean_loss)
+            self.val_loss_curve_.append(record.get("val_loss", math.nan))
             self.epoch_ += 1
             post = {name: f"{record[k]:.4f}" for k, name in
                     (("loss", "loss"), ("accuracy", "acc"), (score_key, score_key)) if k in record}
@@ -691,6 +699,9 @@ class MLP:
             else:
                 per = np.ones(C)
                 for k, v in dict(class_weight).items():
+                    if isinstance(k, (bool, np.bool_)) or not isinstance(k, numbers.Integral):
+                        raise ValueError(f"{fn}: class_weight keys must be integer class "
+                                         f"labels, got {k!r}")
                     if not 0 <= int(k) < C:
                         raise ValueError(f"{fn}: class_weight names class {k!r}, not in [0, {C})")
                     if not (np.isfinite(v) and v >= 0):
@@ -773,6 +784,8 @@ class MLP:
                  dropout=np.asarray(self._dropout, np.float64), seed=np.int64(self.seed),
                  step=np.int64(self.step_), epoch=np.int64(self.epoch_),
                  optimizer=np.str_(st["optimizer"] or ""), optimizer_t=np.int64(st["t"]),
+                 loss_curve=np.asarray(self.loss_curve_, np.float64),
+                 val_loss_curve=np.asarray(self.val_loss_curve_, np.float64),
                  **self.get_params(), **extra)
         return path
 
