@@ -203,7 +203,14 @@ int gemm(cublasHandle_t h, cudaStream_t s, int ta, int tb, idx M, idx N, idx K, 
     }
     cublasOperation_t oa = tb ? CUBLAS_OP_T : CUBLAS_OP_N, ob = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
     int la = (int)(ldb > 1 ? ldb : 1), lb = (int)(lda > 1 ? lda : 1), lc = (int)(ldc > 1 ? ldc : 1);
-    BLAS_TRY(gemm_call(h, oa, ob, (int)N, (int)M, (int)K, &alpha, B, la, A, lb, &beta, C, lc));
+    cublasStatus_t st = gemm_call(h, oa, ob, (int)N, (int)M, (int)K, &alpha, B, la, A, lb, &beta,
+                                  C, lc);
+    if (st != CUBLAS_STATUS_SUCCESS) /* the call's whole description: it names the culprit */
+        return fbpc_fail("cuBLAS gemm (row-major M=%lld N=%lld K=%lld, ta=%d tb=%d, lda=%lld "
+                         "ldb=%lld ldc=%lld, A=%p B=%p C=%p) failed: %s",
+                         (long long)M, (long long)N, (long long)K, ta, tb, (long long)lda,
+                         (long long)ldb, (long long)ldc, (const void *)A, (const void *)B,
+                         (const void *)C, cublasGetStatusString(st));
     return 0;
 }
 

@@ -244,7 +244,10 @@ static int create(fbpc_mlp *m)
     const size_t e = (size_t)m->dsize;
     for (int l = 0; l < L; l++) {
         const size_t I = (size_t)m->sz[l], O = (size_t)m->sz[l + 1], cap = (size_t)m->cap;
-        const size_t n[FBP_NBUF] = {I * O, O, I * O, O, 0, 0, cap * O, cap * O};
+        size_t n[FBP_NBUF] = {0}; /* momentum: fbpc_mlp_alloc_momentum; Adam, dropout: CPU only */
+        n[FBP_BUF_W] = n[FBP_BUF_DW] = I * O;
+        n[FBP_BUF_B] = n[FBP_BUF_DB] = O;
+        n[FBP_BUF_H] = n[FBP_BUF_DH] = cap * O;
         for (int g = 0; g < FBP_NBUF; g++) {
             void *p = nullptr;
             if (n[g])

@@ -320,6 +320,8 @@ class CudaMLP:
                   "vW": lambda l: (s[l], s[l + 1]), "vb": lambda l: (s[l + 1],),
                   "h": lambda l: (self.cap, s[l + 1]), "dh": lambda l: (self.cap, s[l + 1])}
         for code, name in enumerate(BUFFERS):
+            if name not in shapes:  # Adam's moments, dropout's outputs: not on the GPU
+                continue
             ptrs = [ws.buffer(code, l) for l in range(L)]
             group = [DeviceBuffer(ws, p, shapes[name](l), dt, dev) for l, p in enumerate(ptrs)]
             setattr(self, name, group if all(ptrs) else None)
