@@ -140,8 +140,10 @@ typedef struct fbp_mlp {
 
 /* What an epoch (or a run of its batches) returns. */
 typedef struct fbp_epoch_out {
-    double loss_sum;   /* sum over batches of (loss + reg) times the batch's weight */
-    double weight_sum; /* sum of the batches' weights (rows, or sample weights) */
+    /* in: the sums so far (0 at an epoch's start), so that an epoch run in
+     * several calls adds its batches in the same order as one call would */
+    double loss_sum;   /* + sum over batches of (loss + reg) times the batch's weight */
+    double weight_sum; /* + sum of the batches' weights (rows, or sample weights) */
     double grad_norm;  /* the last batch's, as fbp_step_out */
     int64_t ncorrect;
 } fbp_epoch_out;

@@ -199,7 +199,7 @@ static void FN(fbp_mlp_epoch)(const fbp_mlp *m, fbp_idx n, const T *X, const int
 {
     const fbp_idx I = m->sizes[0], C = m->sizes[m->L];
     T *xb = (T *)m->xb, *tb = (T *)m->tb, *wb = (T *)m->wb;
-    double total = 0.0, weight = 0.0;
+    double total = out->loss_sum, weight = out->weight_sum;
     int64_t hits = 0;
     fbp_step_out o = {0.0, 0.0, -1.0, 0};
     fbp_step_opts so = *opt;

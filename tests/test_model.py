@@ -818,3 +818,24 @@ def test_load_names_what_is_wrong_with_the_file(tmp_path):
         MLP.load(tmp_path / "w.npy")
     with pytest.raises(FileNotFoundError, match="no such file"):
         MLP.load(tmp_path / "nothing.npz")
+
+
+def test_fit_history_does_not_depend_on_how_epochs_are_chunked(monkeypatch):
+    """fit runs an epoch in native calls sized by wall-clock time; the epoch's loss
+    must be the same sum whatever the chunks (it was not: the chunks' sums were
+    added in Python, in an order that depended on the machine's load)."""
+    import fastbp.model as fm
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((4000, 20))
+    y = rng.integers(0, 3, 4000)
+    hists, params = [], []
+    for chunk in (1e3, 1e-7):
+        monkeypatch.setattr(fm, "_CHUNK_SECONDS", chunk)
+        m = MLP([20, 16, 3], "tanh", dtype=np.float64, seed=0)
+        hists.append(m.fit(X, y, epochs=2, batch_size=8, lr=0.05))
+        params.append(m.get_params())
+    assert hists[0]["loss"] == hists[1]["loss"]
+    assert hists[0]["accuracy"] == hists[1]["accuracy"]
+    for k in params[0]:
+        np.testing.assert_array_equal(params[0][k], params[1][k])

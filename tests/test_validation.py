@@ -79,3 +79,42 @@ def test_out_overlap_is_exact_at_the_edges(rng, start, overlaps):
     else:
         fastbp.relu_forward(x, out=out)
         np.testing.assert_array_equal(out, want)
+
+
+@pytest.mark.parametrize("w, what", [(np.zeros(4), "sum to 0"), (-np.ones(4), "-1.0 at row 0"),
+                                     (np.array([1, np.nan, 1, 1]), "nan at row 1"),
+                                     (np.array([1, 1, np.inf, 1]), "inf at row 2")])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_train_step_sample_weights_are_checked(w, what, dtype):
+    """Negative, NaN or inf weights, or a batch whose weights sum to 0, would make
+    the weighted mean meaningless (and the parameters NaN): refused, model unchanged."""
+    from fastbp import MLP
+
+    m = MLP([3, 4, 2], dtype=dtype, seed=0)
+    before = {k: v.copy() for k, v in m.params.items()}
+    x, y = np.ones((4, 3), dtype), np.zeros(4, np.int64)
+    with pytest.raises(ValueError, match=what):
+        m.train_step(x, y, 0.1, sample_weight=w.astype(dtype))
+    for k in before:
+        np.testing.assert_array_equal(m.params[k], before[k])
+    assert m.step_ == 0
+
+
+def test_fit_batch_of_zero_weights_contributes_nothing():
+    """In fit, a batch that holds only zero-weight rows has loss 0 and a zero
+    gradient (the reference's rule), so the parameters stay finite."""
+    from fastbp import MLP, reference as ref
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((8, 3))
+    y = np.arange(8) % 2
+    w = np.array([0, 0, 0, 0, 1, 2, 1, 1.0])
+    m = MLP([3, 4, 2], "tanh", dtype=np.float64, seed=0)
+    p = {k: v.copy() for k, v in m.params.items()}
+    m.fit(X, y, epochs=1, batch_size=4, shuffle=False, lr=0.5, sample_weight=w)
+    for s in (0, 4):
+        ref.mlp_train_step(p, X[s:s + 4], y[s:s + 4], 0.5, "tanh", "softmax_cross_entropy",
+                           sample_weight=w[s:s + 4])
+    for k in p:
+        np.testing.assert_allclose(m.params[k], p[k], rtol=1e-12, atol=1e-14)
+    assert all(np.isfinite(v).all() for v in m.params.values())

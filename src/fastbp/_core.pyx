@@ -23,6 +23,7 @@ import numpy as np
 cimport numpy as cnp
 from cpython.pycapsule cimport PyCapsule_GetPointer
 from libc.stdint cimport int64_t, uint64_t, uint8_t, uintptr_t
+from libc.math cimport isfinite
 from libc.stdlib cimport calloc, free, malloc
 
 from fastbp._api cimport *
@@ -1324,7 +1325,32 @@ cdef object _sample_weight(str fn, object w, Desc *dw, Py_ssize_t N, object dtyp
                         f"{dtype}; fastbp never casts silently, convert it with .astype()")
     if dw.shape[0] != N:
         raise ValueError(f"{fn}: got {dw.shape[0]} sample weights for {N} rows of x")
-    return _contig(fn, "sample_weight", w, dw)
+    w = _contig(fn, "sample_weight", w, dw)
+    if dw.device < 0:
+        bad = _bad_weight(dw.ptr, dw.itemsize, N)
+        if bad >= 0:
+            raise ValueError(f"{fn}: sample weights must be finite and >= 0, got "
+                             f"{float(w[bad])} at row {bad}")
+    return w
+
+
+cdef Py_ssize_t _bad_weight(const void *p, int itemsize, Py_ssize_t n) noexcept nogil:
+    """The first weight that is negative or not finite, or -1."""
+    cdef Py_ssize_t i
+    cdef double v
+    for i in range(n):
+        v = (<const float *>p)[i] if itemsize == 4 else (<const double *>p)[i]
+        if not (isfinite(v) and v >= 0.0):
+            return i
+    return -1
+
+
+cdef double _weight_sum(const void *p, int itemsize, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef double s = 0.0
+    for i in range(n):
+        s += (<const float *>p)[i] if itemsize == 4 else (<const double *>p)[i]
+    return s
 
 
 cdef int _gpu_unsupported(str fn, object ws, StepOptions opts, bint weighted) except -1:
@@ -1410,6 +1436,11 @@ def mlp_step(ws, x, target, StepOptions opts not None, sample_weight=None, *,
     if sample_weight is not None and mode != FBP_MODE_FORWARD and mode != FBP_MODE_UPDATE:
         keep.append(_sample_weight(fn, sample_weight, &dw, N, ws.dtype))
         pw = dw.ptr
+        # with opts.norm the loss is normalized by a larger batch's total weight (a
+        # data-parallel step's), so this part of it may weigh nothing
+        if dw.device < 0 and not opts.o.norm > 0.0 and not _weight_sum(pw, dw.itemsize, N) > 0.0:
+            raise ValueError(f"{fn}: the sample weights of the batch sum to 0; the weighted "
+                             "mean loss is undefined")
     cdef const int64_t *pl = <int64_t *>dt.ptr if kind == 1 else NULL
     cdef const void *pt = dt.ptr if kind == 0 else NULL
     if isinstance(ws, MLPWorkspace):
@@ -1448,16 +1479,18 @@ cdef int _check_state(str fn, MLPWorkspace ws, StepOptions opts) except -1:
 
 
 def mlp_epoch(MLPWorkspace ws, X, target, sample_weight, order, Py_ssize_t batch_size,
-              Py_ssize_t first, Py_ssize_t last, StepOptions opts not None):
+              Py_ssize_t first, Py_ssize_t last, StepOptions opts not None,
+              double loss_sum=0.0, double weight_sum=0.0):
     """Batches [first, last) of an epoch of training steps in one native call.
 
     X (n, I) of the workspace dtype; target int labels (n,) for softmax-xent or
     float targets (n, outputs); sample_weight (n,) or None; order (n,), a
     permutation of range(n); batch s holds rows order[s B : (s+1) B] (the last
     partial), gathered in C; opts.t and opts.step are the first batch's and
-    advance by one per batch (opts itself is left as given). Returns (sum of
-    (loss + reg) times each batch's weight, the weights' sum, the last grad_norm,
-    ncorrect). The CPU only.
+    advance by one per batch (opts itself is left as given). Returns (loss_sum +
+    the sum of (loss + reg) times each batch's weight, weight_sum + the weights'
+    sum, the last grad_norm, ncorrect): the running sums of an epoch run in
+    several calls, added in the order one call would. The CPU only.
     """
     fn = "mlp_epoch"
     cdef Desc dX, dt, do, dw
@@ -1503,6 +1536,7 @@ def mlp_epoch(MLPWorkspace ws, X, target, sample_weight, order, Py_ssize_t batch
     cdef Py_ssize_t B = batch_size
     cdef fbp_step_opts o = opts.o
     o.mode = FBP_MODE_TRAIN
+    out.loss_sum, out.weight_sum = loss_sum, weight_sum
     with nogil:
         fbp_mlp_epoch(&ws.m, n, dX.ptr, pl, pt, pw, <int64_t *>do.ptr, B, first, last, &o, &out)
     return out.loss_sum, out.weight_sum, out.grad_norm, out.ncorrect

@@ -474,7 +474,10 @@ class _FitRun:
                 np.take(y, idx, axis=0, out=yb[:r])
                 if wb is not None:
                     np.take(w, idx, out=wb[:r])
-                opts.mode, opts.norm, opts.row0 = _core.STEP_BACKWARD, float(Wb[s]), int(row0[s])
+                # a global batch of zero-weight rows contributes nothing, as in a plain
+                # fit (any norm > 0 gives it zero gradients and loss)
+                opts.mode, opts.row0 = _core.STEP_BACKWARD, int(row0[s])
+                opts.norm = float(Wb[s]) if Wb[s] > 0 else 1.0
                 loss, reg, _, hits = _core.mlp_step(ws, xb[:r], yb[:r], opts,
                                                     None if wb is None else wb[:r],
                                                     check_labels=False)

@@ -708,11 +708,12 @@ class MLP:
                 e = min(nb, s + chunk)
                 opts.t, opts.step = self._opt_t + 1, self.step_
                 t0 = time.perf_counter()
-                lsum, wsum, _, hits = _core.mlp_epoch(ws, X, y, w, order, B, s, e, opts)
+                total, weight, _, hits = _core.mlp_epoch(ws, X, y, w, order, B, s, e, opts,
+                                                         total, weight)
                 dt = time.perf_counter() - t0
                 self._opt_t += e - s
                 self.step_ += e - s
-                total, weight, correct = total + lsum, weight + wsum, correct + hits
+                correct += hits
                 chunk = max(1, min(4 * chunk, int(_CHUNK_SECONDS * (e - s) / max(dt, 1e-6))))
                 s = e
             return total / weight, correct

@@ -288,20 +288,26 @@ def clip_by_value(grads, limit):
     return None
 
 
-def clip_by_global_norm(grads, max_norm):
-    """Rescale the list of arrays grads so their joint L2 norm is <= max_norm.
-
-    total = sqrt(sum over all arrays of sum(g**2)), accumulated in float64.
-    If total is finite and > max_norm, every array is scaled in place by
-    max_norm / total.  If total is inf or nan the arrays are left untouched.
-    Returns total as a Python float (the norm *before* clipping).
-    """
+def global_norm(grads):
+    """sqrt(sum over all arrays of sum(g**2)), accumulated in float64; a Python
+    float (inf if the sum overflows, nan if any element is nan)."""
     sumsq = 0.0
     with np.errstate(over="ignore"):   # overflow just means total = inf
         for g in grads:
             g64 = np.asarray(g, dtype=np.float64)
             sumsq += float(np.sum(g64 * g64))
-    total = math.sqrt(sumsq) if not math.isnan(sumsq) else float("nan")
+    return math.sqrt(sumsq) if not math.isnan(sumsq) else float("nan")
+
+
+def clip_by_global_norm(grads, max_norm):
+    """Rescale the list of arrays grads so their joint L2 norm is <= max_norm.
+
+    total = global_norm(grads). If total is finite and > max_norm, every array
+    is scaled in place by max_norm / total.  If total is inf or nan the arrays
+    are left untouched. Returns total as a Python float (the norm *before*
+    clipping).
+    """
+    total = global_norm(grads)
     if math.isfinite(total) and total > max_norm:
         scale = max_norm / total
         for g in grads:
@@ -475,7 +481,7 @@ def mlp_forward(params, x, activation, L=None, dropout=None, drop_key=None):
 
 def _loss(loss, out, t, sample_weight=None, norm=None):
     """(sum of w_r loss_r / W, d/dout) for the batch's outputs; W = norm, or the sum
-    of the weights (the rows without)."""
+    of the weights (the rows without); (0, zeros) when the weights sum to 0."""
     if loss == "softmax_cross_entropy":
         fn = softmax_cross_entropy
     elif loss == "mse":
@@ -497,6 +503,8 @@ def _loss(loss, out, t, sample_weight=None, norm=None):
     # that row alone, times w_r / W
     w = np.ones(N) if sample_weight is None else np.asarray(sample_weight, np.float64)
     W = float(norm) if norm is not None else float(w.sum())
+    if W == 0:  # only zero-weight rows (a batch of fit's): nothing to learn from
+        return 0.0, np.zeros_like(out)
     value, grad = 0.0, np.empty_like(out)
     for r in range(N):
         lr_, gr = fn(out[r:r + 1], t[r:r + 1])  # gr = grad of the row's loss
