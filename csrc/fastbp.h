@@ -138,7 +138,10 @@ typedef struct fbp_mlp {
     int64_t *lb;
 } fbp_mlp;
 
-/* What an epoch (or a run of its batches) returns. */
+/* What an epoch (or a run of its batches) returns. loss_sum and weight_sum are
+ * running sums: on entry those of the epoch's earlier batches (0 for its first
+ * run), to which each batch adds in turn, so that the epoch's sums are the same
+ * however it is split into runs. */
 typedef struct fbp_epoch_out {
     /* in: the sums so far (0 at an epoch's start), so that an epoch run in
      * several calls adds its batches in the same order as one call would */

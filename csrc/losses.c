@@ -290,30 +290,31 @@ static void FN(loss_task)(void *p, fbp_idx b0, fbp_idx b1)
 
 /* Runs a loss over N rows of C outputs, weights w (N,) or NULL, normalized by W
  * (> 0; else the rows, or the sum of w); returns the weighted sum of the row
- * losses and writes dz scaled by 1 / W. Rows whose weights sum to 0 (a batch
- * of fit's that holds only zero-weight rows) give loss 0 and a zero gradient. */
+ * losses divided by W and writes dz scaled by 1 / W (0 and 0 if the weights
+ * sum to 0). */
 static double FN(fbp_loss)(int kind, fbp_idx N, fbp_idx C, const T *z, const int64_t *labels,
                            const T *t, const T *w, double W, T *dz)
 {
     if (N <= 0)
         return NAN;
-    int empty = 0;
     if (!(W > 0.0)) {
         W = 0.0;
         for (fbp_idx r = 0; r < N; r++)
             W += w ? (double)w[r] : 1.0;
-        empty = !(W > 0.0);
     }
     int flat = kind == FBP_LOSS_MSE && !w; /* blocks of elements, not rows */
     fbp_idx n = flat ? N * C : N;
     fbp_idx bs = flat ? fbp_block_size(n, FBP_RED_MIN) : FN(fbp_row_block)(N, C);
     fbp_idx nb = fbp_nblocks(n, bs);
     double part[FBP_NBLK_MAX];
-    T invN = empty ? (T)0 : w || W != (double)N ? (T)(1.0 / W) : (T)1 / (T)N;
+    /* every row weighs 0 (a fit's batch of zero-weight rows): the batch adds no
+     * loss and no gradient, where 1 / W would make both NaN */
+    const int weightless = !(W > 0.0);
+    T invN = weightless ? (T)0 : w || W != (double)N ? (T)(1.0 / W) : (T)1 / (T)N;
     struct FN(loss_ctx) c = {kind, n, C, bs, z, t, w, labels, dz, invN, part};
     int cost = kind == FBP_LOSS_MSE ? FBP_COST_MEM : FBP_COST_EXP;
     fbp_parallel(fbp_threads_for(N * C, cost), nb, FN(loss_task), &c);
-    return empty ? 0.0 : fbp_sum_partials(part, nb) / W;
+    return weightless ? 0.0 : fbp_sum_partials(part, nb) / W;
 }
 
 /* z, dz (N, C); labels (N,) in [0, C), or else t (N, C) class probabilities:

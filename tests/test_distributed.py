@@ -328,6 +328,14 @@ def test_one_rank_errors_raise_and_change_nothing():
     for k, v in before.items():
         np.testing.assert_array_equal(m.params[k], v)
     assert m.step_ == 0
+    # a refused step that switches the kind of optimizer keeps the old state
+    m.train_step(x, np.array([0, 1]), lr=0.1, momentum=0.9, comm=MPI.COMM_SELF)
+    state = m.optimizer_state
+    with pytest.raises(ValueError, match="labels must be in"):
+        m.train_step(x, np.array([0, 9]), optimizer=optim.Adam(), comm=MPI.COMM_SELF)
+    after = m.optimizer_state
+    assert after["optimizer"] == "SGD" and after["t"] == 1 and "sW" not in after
+    np.testing.assert_array_equal(after["vW"][0], state["vW"][0])
 
 
 @needs_mpi4py

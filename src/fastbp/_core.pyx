@@ -23,7 +23,6 @@ import numpy as np
 cimport numpy as cnp
 from cpython.pycapsule cimport PyCapsule_GetPointer
 from libc.stdint cimport int64_t, uint64_t, uint8_t, uintptr_t
-from libc.math cimport isfinite
 from libc.stdlib cimport calloc, free, malloc
 
 from fastbp._api cimport *
@@ -1316,9 +1315,12 @@ cdef int _step_target(str fn, object ws, int mode, Py_ssize_t N, object target, 
     return 0
 
 
-cdef object _sample_weight(str fn, object w, Desc *dw, Py_ssize_t N, object dtype):
-    """Sample weights (N,) of the step's dtype, finite and >= 0 (the caller checks
-    their sum once, where it knows the batch)."""
+cdef object _sample_weight(str fn, object w, Desc *dw, Py_ssize_t N, object dtype,
+                           bint need_weight):
+    """Sample weights (N,) of the step's dtype, finite and >= 0, checked in place
+    (no copy, so a step stays allocation-free); need_weight: their sum must be
+    > 0 (a batch of its own; the batches of an epoch may weigh 0, mlp_epoch's
+    caller checks the whole)."""
     w = _float_view(fn, "sample_weight", w, dw, 1)
     if dw.itemsize != dtype.itemsize:
         raise TypeError(f"{fn}: sample_weight has dtype {_dtype(w)} but the inputs are "
@@ -1326,31 +1328,24 @@ cdef object _sample_weight(str fn, object w, Desc *dw, Py_ssize_t N, object dtyp
     if dw.shape[0] != N:
         raise ValueError(f"{fn}: got {dw.shape[0]} sample weights for {N} rows of x")
     w = _contig(fn, "sample_weight", w, dw)
-    if dw.device < 0:
-        bad = _bad_weight(dw.ptr, dw.itemsize, N)
-        if bad >= 0:
-            raise ValueError(f"{fn}: sample weights must be finite and >= 0, got "
-                             f"{float(w[bad])} at row {bad}")
+    if dw.device >= 0:
+        return w
+    cdef Py_ssize_t i, n = dw.shape[0], bad = -1
+    cdef double v, total = 0.0
+    cdef bint f32 = dw.itemsize == 4
+    with nogil:
+        for i in range(n):
+            v = (<const float *>dw.ptr)[i] if f32 else (<const double *>dw.ptr)[i]
+            if not (v >= 0.0 and v - v == 0.0):  # NaN, negative or inf
+                bad = i
+                break
+            total += v
+    if bad >= 0:
+        raise ValueError(f"{fn}: sample_weight must be finite and >= 0, got {w[bad]} at "
+                         f"index {bad}")
+    if need_weight and not total > 0.0:
+        raise ValueError(f"{fn}: the sample weights sum to 0")
     return w
-
-
-cdef Py_ssize_t _bad_weight(const void *p, int itemsize, Py_ssize_t n) noexcept nogil:
-    """The first weight that is negative or not finite, or -1."""
-    cdef Py_ssize_t i
-    cdef double v
-    for i in range(n):
-        v = (<const float *>p)[i] if itemsize == 4 else (<const double *>p)[i]
-        if not (isfinite(v) and v >= 0.0):
-            return i
-    return -1
-
-
-cdef double _weight_sum(const void *p, int itemsize, Py_ssize_t n) noexcept nogil:
-    cdef Py_ssize_t i
-    cdef double s = 0.0
-    for i in range(n):
-        s += (<const float *>p)[i] if itemsize == 4 else (<const double *>p)[i]
-    return s
 
 
 cdef int _gpu_unsupported(str fn, object ws, StepOptions opts, bint weighted) except -1:
@@ -1399,7 +1394,8 @@ def mlp_step(ws, x, target, StepOptions opts not None, sample_weight=None, *,
     (C-contiguous x of the workspace dtype, int64 labels) allocates nothing.
     check_only=True: every check, then None without running anything (a
     data-parallel rank agrees with the others that all inputs are valid before
-    the first collective call of the step).
+    the first collective call of the step). A TRAIN or UPDATE step advances
+    opts.t and opts.step by one as it returns (see _advance).
     """
     fn = "mlp_step"
     cdef Desc dx, dt, dw
@@ -1434,13 +1430,8 @@ def mlp_step(ws, x, target, StepOptions opts not None, sample_weight=None, *,
     if kind >= 0 and ws.device < 0 and dt.device >= 0:
         raise ValueError(f"{fn}: target is on {_where(dt.device)}, the model on the host")
     if sample_weight is not None and mode != FBP_MODE_FORWARD and mode != FBP_MODE_UPDATE:
-        keep.append(_sample_weight(fn, sample_weight, &dw, N, ws.dtype))
+        keep.append(_sample_weight(fn, sample_weight, &dw, N, ws.dtype, opts.o.norm <= 0.0))
         pw = dw.ptr
-        # with opts.norm the loss is normalized by a larger batch's total weight (a
-        # data-parallel step's), so this part of it may weigh nothing
-        if dw.device < 0 and not opts.o.norm > 0.0 and not _weight_sum(pw, dw.itemsize, N) > 0.0:
-            raise ValueError(f"{fn}: the sample weights of the batch sum to 0; the weighted "
-                             "mean loss is undefined")
     cdef const int64_t *pl = <int64_t *>dt.ptr if kind == 1 else NULL
     cdef const void *pt = dt.ptr if kind == 0 else NULL
     if isinstance(ws, MLPWorkspace):
@@ -1457,6 +1448,8 @@ def mlp_step(ws, x, target, StepOptions opts not None, sample_weight=None, *,
             return None
         with nogil:
             rc = fbp_mlp_step(&cws.m, N, px, pl, pt, pw, &opts.o, &out)
+        if mode == FBP_MODE_TRAIN or mode == FBP_MODE_UPDATE:
+            _advance(opts, 1)
         return out.loss, out.reg, out.grad_norm, out.ncorrect
     if check_only:
         return None
@@ -1464,7 +1457,19 @@ def mlp_step(ws, x, target, StepOptions opts not None, sample_weight=None, *,
     r = ws.run(s, N, <uintptr_t>px, <uintptr_t>pl, <uintptr_t>pt, mode, opts.o.lr,
                opts.o.weight_decay, opts.o.clip_norm, opts.o.momentum,
                opts.o.count_correct, sync)
+    if mode == FBP_MODE_TRAIN or mode == FBP_MODE_UPDATE:
+        _advance(opts, 1)
     return r
+
+
+cdef inline void _advance(StepOptions opts, int64_t steps) noexcept:
+    """Moves opts past `steps` training steps that have run (the optimizer's t and
+    the model's step). Done here, before the call returns, because a Ctrl-C that
+    arrives during the native call is raised as soon as the interpreter resumes,
+    before the caller's next statement: a model that counted its steps itself
+    would be left with parameters some steps ahead of its counters."""
+    opts.o.t += steps
+    opts.o.step += steps
 
 
 cdef int _check_state(str fn, MLPWorkspace ws, StepOptions opts) except -1:
@@ -1487,10 +1492,12 @@ def mlp_epoch(MLPWorkspace ws, X, target, sample_weight, order, Py_ssize_t batch
     float targets (n, outputs); sample_weight (n,) or None; order (n,), a
     permutation of range(n); batch s holds rows order[s B : (s+1) B] (the last
     partial), gathered in C; opts.t and opts.step are the first batch's and
-    advance by one per batch (opts itself is left as given). Returns (loss_sum +
-    the sum of (loss + reg) times each batch's weight, weight_sum + the weights'
-    sum, the last grad_norm, ncorrect): the running sums of an epoch run in
-    several calls, added in the order one call would. The CPU only.
+    advance by one per batch; opts is left past the last batch (t and step
+    advanced by last - first, see _advance). Returns (loss_sum plus the sum of
+    (loss + reg) times each batch's weight, weight_sum plus the weights' sum,
+    the last grad_norm, ncorrect): running sums, which an epoch run in several
+    calls passes on from call to call, so that its sums are added in one order
+    however the calls split it. The CPU only.
     """
     fn = "mlp_epoch"
     cdef Desc dX, dt, do, dw
@@ -1526,7 +1533,7 @@ def mlp_epoch(MLPWorkspace ws, X, target, sample_weight, order, Py_ssize_t batch
         raise ValueError(f"{fn}: target is on {_where(dt.device)}, the model on the host")
     cdef const void *pw = NULL
     if sample_weight is not None:
-        keep.append(_sample_weight(fn, sample_weight, &dw, n, ws.dtype))
+        keep.append(_sample_weight(fn, sample_weight, &dw, n, ws.dtype, False))
         ws.refuse_overlap(fn, "sample_weight", &dw)
         pw = dw.ptr
     cdef const int64_t *pl = <int64_t *>dt.ptr if kind == 1 else NULL
@@ -1539,4 +1546,5 @@ def mlp_epoch(MLPWorkspace ws, X, target, sample_weight, order, Py_ssize_t batch
     out.loss_sum, out.weight_sum = loss_sum, weight_sum
     with nogil:
         fbp_mlp_epoch(&ws.m, n, dX.ptr, pl, pt, pw, <int64_t *>do.ptr, B, first, last, &o, &out)
+    _advance(opts, last - first)
     return out.loss_sum, out.weight_sum, out.grad_norm, out.ncorrect

@@ -255,8 +255,9 @@ def _sync(model, dp, root=0):
     meta = None
     if dp.rank == root:
         meta = (model.seed, model._opt_name, model._opt_t, model.step_, model.epoch_,
-                sorted(k for k, v in model._state.items() if v is not None))
-    seed, opt_name, opt_t, step, epoch, names = comm.bcast(meta, root=root)
+                sorted(k for k, v in model._state.items() if v is not None),
+                (list(model.loss_curve_), list(model.val_loss_curve_)))
+    seed, opt_name, opt_t, step, epoch, names, curves = comm.bcast(meta, root=root)
     for a in model._params.values():
         comm.Bcast(a, root=root)
     W, b = model._param_lists()
@@ -272,6 +273,7 @@ def _sync(model, dp, root=0):
     model._state = state
     model._opt_name, model._opt_t = opt_name, opt_t
     model.step_, model.epoch_ = step, epoch
+    model.loss_curve_, model.val_loss_curve_ = curves  # ReduceLROnPlateau replays them
     if seed != model.seed:
         model.seed = seed
         model._opts_key = model._dp_opts_key = None  # the dropout seed is in the options
@@ -280,7 +282,8 @@ def _sync(model, dp, root=0):
 
 def broadcast_model(model, comm, root=0):
     """Make every rank's model rank root's: its parameters, optimizer state and
-    step count, step and epoch counters, and seed (which keys the dropout masks).
+    step count, step and epoch counters, loss curves, and seed (which keys the
+    dropout masks).
     Checks first, on every rank alike, that the ranks hold the same network
     (sizes, dtype, activations, loss, dropout, device); a mismatch raises the same
     ValueError on every rank. Collective: every rank of comm must call it."""
@@ -304,7 +307,8 @@ def is_synced(model, comm):
     for k in sorted(model._state):
         for a in model._state[k] or ():
             h.update(k.encode() + np.ascontiguousarray(a).tobytes())
-    h.update(repr((model._opt_name, model._opt_t, model.step_, model.epoch_)).encode())
+    h.update(repr((model._opt_name, model._opt_t, model.step_, model.epoch_,
+                   model.loss_curve_, model.val_loss_curve_)).encode())
     digests = comm.allgather(h.hexdigest())
     return all(d == digests[0] for d in digests)
 
@@ -318,6 +322,8 @@ def train_step(model, x, t, lr, weight_decay, momentum, optimizer, clip_norm, cl
     dp = _session(model, comm)
     with _guard(comm):
         err, N, w, digest, ws = None, 0, 0.0, 0.0, None
+        # a new kind of optimizer replaces the state; a refused step puts it back
+        saved = model._opt_name, model._opt_t, model._state
         try:  # every check before the first collective call, then agreed on
             if model.device != "cpu":
                 raise NotImplementedError(f"{fn}: comm= (data-parallel training) is "
@@ -345,20 +351,25 @@ def train_step(model, x, t, lr, weight_decay, momentum, optimizer, clip_norm, cl
         info, infos = dp.info, dp.infos
         info[:] = (N, w, err is not None, digest, dp.synced_step != model.step_)
         comm.Allgather(info, infos)
-        if infos[:, 2].any() or (infos[:, 3] != infos[0, 3]).any():
-            got = comm.allgather((_describe_error(err), dict(
-                _signature(model), **{"optimizer and clipping": dp.settings})))
-            _raise_disagreement(fn, [g[0] for g in got], [g[1] for g in got], err)
+        W = float(infos[:, 1].sum())
+        try:
+            if infos[:, 2].any() or (infos[:, 3] != infos[0, 3]).any():
+                got = comm.allgather((_describe_error(err), dict(
+                    _signature(model), **{"optimizer and clipping": dp.settings})))
+                _raise_disagreement(fn, [g[0] for g in got], [g[1] for g in got], err)
+            if not infos[:, 0].any():
+                raise _agreed(ValueError(f"{fn}: empty batch on every rank"))
+            if not W > 0:
+                raise _agreed(ValueError(f"{fn}: the sample weights of all the ranks sum "
+                                         f"to {W}"))
+        except Exception:  # agreed errors, raised on every rank alike
+            model._opt_name, model._opt_t, model._state = saved
+            raise
         if infos[:, 4].any():  # a first step, or one of the models trained elsewhere since
             _sync(model, dp)
             model._ensure_state(optimizer)
             opts = model._train_options(optimizer, clip_norm, clip_value, data_parallel=True)
             ws = model._engine.workspace(max(N, 1))
-        W = float(infos[:, 1].sum())
-        if not infos[:, 0].any():
-            raise _agreed(ValueError(f"{fn}: empty batch on every rank"))
-        if not W > 0:
-            raise _agreed(ValueError(f"{fn}: the sample weights of all the ranks sum to {W}"))
         first = int(np.argmax(infos[:, 0] > 0))  # the rank that adds the decay term
         opts.t, opts.step = model._opt_t + 1, model.step_
         dp.loss[0] = 0.0

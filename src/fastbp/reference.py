@@ -503,7 +503,7 @@ def _loss(loss, out, t, sample_weight=None, norm=None):
     # that row alone, times w_r / W
     w = np.ones(N) if sample_weight is None else np.asarray(sample_weight, np.float64)
     W = float(norm) if norm is not None else float(w.sum())
-    if W == 0:  # only zero-weight rows (a batch of fit's): nothing to learn from
+    if W == 0:  # rows that all weigh 0 add no loss and no gradient (not 0 / 0)
         return 0.0, np.zeros_like(out)
     value, grad = 0.0, np.empty_like(out)
     for r in range(N):
@@ -520,7 +520,8 @@ def mlp_loss_and_grads(params, x, t, activation, loss, weight_decay=0.0, sample_
     loss: "softmax_cross_entropy" (t integer labels (N,) or probabilities
     (N, C)), "mse" (t (N, C), or (N,) when C == 1) or "binary_cross_entropy"
     (t in [0, 1], (N, C)). With sample_weight (N,), the loss is sum w_r l_r /
-    sum w_r (or / norm, the total weight of a larger batch). With dropout and
+    sum w_r (or / norm, the total weight of a larger batch); 0, with a zero
+    gradient, when the weights sum to 0. With dropout and
     drop_key, the training-step network (mlp_forward).
         total = loss + 0.5 * weight_decay * sum_l ||Wl||^2   (no biases)
         grads[Wl] = dtotal/dWl (includes weight_decay * Wl), grads[bl] likewise.
