@@ -353,13 +353,17 @@ def test_broadcast_model_on_one_rank_keeps_the_model():
 
 # ---- several ranks: tests/mpi_cases.py under mpiexec --------------------------------------
 
-def _launch(*cases, n=2, timeout=180):
+def _run(script, *args, n=2, timeout=180):
+    """mpiexec -n n python script args, with this fastbp, one thread per rank, bounded."""
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
     src = str(Path(__import__("fastbp").__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join([src, env.get("PYTHONPATH", "")])
-    return subprocess.run([_mpiexec(), "-n", str(n), sys.executable,
-                           str(HERE / "mpi_cases.py"), *cases],
+    return subprocess.run([_mpiexec(), "-n", str(n), sys.executable, str(script), *args],
                           capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def _launch(*cases, timeout=180):
+    return _run(HERE / "mpi_cases.py", *cases, timeout=timeout)
 
 
 @needs_mpiexec
@@ -392,3 +396,11 @@ def test_an_exception_on_one_rank_aborts_the_job():
     assert "fastbp.distributed: rank 1 of 2 failed; aborting the MPI job" in out
     assert "RuntimeError: boom from rank 1" in out
     assert "not aborted" not in out
+
+
+@needs_mpiexec
+def test_example_train_mpi_runs():
+    pytest.importorskip("sklearn")
+    r = _run(HERE.parent / "examples" / "train_mpi.py", "--epochs", "3")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "2 ranks, 3 epochs" in r.stdout and "identical on every rank: True" in r.stdout
