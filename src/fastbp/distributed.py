@@ -8,14 +8,14 @@ has the guide, the measurements and the cost model.
 
 One step, on every rank:
 
-1. one Allgather of four numbers per rank: its rows, its rows' total weight,
-   whether its inputs passed every check (``_core.mlp_step(check_only=True)``)
-   and a digest of the network and the step's settings. A rank that fails a
-   check, or holds another network or optimizer, makes every rank raise the
-   same ValueError instead of leaving the others waiting in a collective call.
-   On the first step with a communicator (or after the model was trained
-   elsewhere) the ranks then take rank 0's parameters, optimizer state,
-   counters and seed (``broadcast_model``).
+1. one Allgather of five numbers per rank: its rows, its rows' total weight,
+   whether its inputs passed every check (``_core.mlp_step(check_only=True)``),
+   a digest of the network and the step's settings, and whether it needs rank
+   0's model. A rank that fails a check, or holds another network or optimizer,
+   makes every rank raise the same error (and change nothing) instead of
+   leaving the others waiting in a collective call. On the first step with a
+   communicator (or after a model was trained without it) the ranks then take
+   rank 0's parameters, optimizer state, counters and seed (``broadcast_model``).
 2. mode BACKWARD (csrc/step.c) on the rank's rows, the loss normalized by the
    total weight W of all the ranks' rows, so that the rank's gradient is its
    share of the global mean's; the dropout masks are keyed by the rows' offset
