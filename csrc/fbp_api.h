@@ -42,9 +42,13 @@ static inline const char *fbp_loss_name(int k)
 /* What a step does: FORWARD fills the layer outputs, LOSS adds the loss, GRAD the
  * gradients (weight decay included, for model.gradient), TRAIN computes the loss
  * gradients and then applies UPDATE; UPDATE alone applies clipping and the
- * optimizer to gradients already in dW, db (summed over processes, say). */
+ * optimizer to gradients already in dW, db (summed over processes, say).
+ * BACKWARD is TRAIN without its update: the training network (dropout on), the
+ * loss gradient alone in dW, db (the weight decay is UPDATE's to add, once), and
+ * the reg term in the output: a data-parallel rank's share, to be summed over the
+ * ranks before UPDATE (src/fastbp/distributed.py). */
 enum fbp_mode { FBP_MODE_FORWARD = 0, FBP_MODE_LOSS = 1, FBP_MODE_GRAD = 2,
-                FBP_MODE_TRAIN = 3, FBP_MODE_UPDATE = 4 };
+                FBP_MODE_TRAIN = 3, FBP_MODE_UPDATE = 4, FBP_MODE_BACKWARD = 5 };
 
 /* The optimizers, with PyTorch's update rules: SGD (momentum, dampening, Nesterov,
  * coupled L2), Adam (coupled L2), AdamW (decoupled decay). */

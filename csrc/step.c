@@ -114,7 +114,9 @@ static void FN(fbp_mlp_step)(const fbp_mlp *m, fbp_idx N, const T *x, const int6
     const int L = m->L;
     const fbp_idx *sz = m->sizes;
     const int mode = opt->mode;
-    const int train = mode == FBP_MODE_TRAIN;
+    /* train: the training network (dropout); update: the optimizer runs here */
+    const int train = mode == FBP_MODE_TRAIN || mode == FBP_MODE_BACKWARD;
+    const int update = mode == FBP_MODE_TRAIN;
     out->loss = 0.0;
     out->reg = 0.0;
     out->grad_norm = -1.0;
@@ -163,8 +165,8 @@ static void FN(fbp_mlp_step)(const fbp_mlp *m, fbp_idx N, const T *x, const int6
      * is made (still in cache): plain SGD inside the dW GEMM, the others in one
      * pass over the layer's parameters and state */
     const int clips = opt->clip_norm > 0.0 || opt->clip_value > 0.0;
-    const int fused = train && !clips && opt->optimizer == FBP_OPT_SGD && opt->momentum == 0.0;
-    const int layerwise = train && !clips && !fused;
+    const int fused = update && !clips && opt->optimizer == FBP_OPT_SGD && opt->momentum == 0.0;
+    const int layerwise = update && !clips && !fused;
     const T lr = (T)opt->lr;
     for (int l = L - 1; l >= 0; l--) {
         const fbp_idx I = sz[l], O = sz[l + 1];
@@ -180,7 +182,7 @@ static void FN(fbp_mlp_step)(const fbp_mlp *m, fbp_idx N, const T *x, const int6
             FN(fbp_axpy)(O, -lr, P(DB, l), P(B, l));
         } else {
             FN(fbp_gemm)(1, 0, I, O, N, (T)1, in, I, dz, O, (T)0, P(DW, l), O);
-            if (!train && wd != 0.0) /* GRAD: the gradient of loss + reg */
+            if (mode == FBP_MODE_GRAD && wd != 0.0) /* the gradient of loss + reg */
                 FN(fbp_axpy)(I * O, (T)wd, P(W, l), P(DW, l));
             if (layerwise) {
                 FN(fbp_optimizer_step)(I * O, P(W, l), P(DW, l), P(VW, l), P(SW, l), opt, wd);
@@ -188,7 +190,7 @@ static void FN(fbp_mlp_step)(const fbp_mlp *m, fbp_idx N, const T *x, const int6
             }
         }
     }
-    if (train && clips)
+    if (update && clips)
         FN(fbp_update)(m, opt, out);
 }
 

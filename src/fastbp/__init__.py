@@ -34,10 +34,11 @@ from . import _threadpool  # noqa: E402,F401  (registers the pool with threadpoo
 from ._config import show_config  # noqa: E402
 from .model import MLP  # noqa: E402
 from .gradcheck import gradient_check  # noqa: E402
-from . import layers, optim, reference  # noqa: E402
+from . import distributed, layers, optim, reference  # noqa: E402
 
 __all__ = [
     "MLP",
+    "distributed",
     "gradient_check",
     "layers",
     "optim",

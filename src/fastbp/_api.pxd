@@ -18,6 +18,7 @@ cdef extern from "fbp_api.h" nogil:
         FBP_MODE_GRAD
         FBP_MODE_TRAIN
         FBP_MODE_UPDATE
+        FBP_MODE_BACKWARD
         FBP_OPT_SGD
         FBP_OPT_ADAM
         FBP_OPT_ADAMW

@@ -82,8 +82,9 @@ LOSSES = {fbp_loss_name(k).decode(): k for k in range(FBP_NLOSS)}
 OPTIMIZERS = {fbp_opt_name(k).decode(): k for k in range(FBP_NOPT)}
 #: the buffers of an MLP workspace, in the order of their codes
 BUFFERS = tuple(fbp_buf_name(k).decode() for k in range(FBP_NBUF))
-STEP_FORWARD, STEP_LOSS, STEP_GRAD, STEP_TRAIN, STEP_UPDATE = (
-    FBP_MODE_FORWARD, FBP_MODE_LOSS, FBP_MODE_GRAD, FBP_MODE_TRAIN, FBP_MODE_UPDATE)
+STEP_FORWARD, STEP_LOSS, STEP_GRAD, STEP_TRAIN, STEP_UPDATE, STEP_BACKWARD = (
+    FBP_MODE_FORWARD, FBP_MODE_LOSS, FBP_MODE_GRAD, FBP_MODE_TRAIN, FBP_MODE_UPDATE,
+    FBP_MODE_BACKWARD)
 
 # The BLAS fastbp calls (OpenBLAS's Fortran ABI on the CPU, cuBLAS on the GPU)
 # takes 32-bit integer dimensions.
@@ -976,11 +977,35 @@ def clip_by_global_norm(grads, max_norm):
 
 # ---- the MLP training step ----------------------------------------------------------------
 
+def _grad_block(sizes, dt):
+    """(block, dW, db): every layer's gradients as views of one zeroed block, so that
+    a data-parallel step reduces them all with one Allreduce (fastbp.distributed).
+    The last layer comes first: the backward pass finishes its gradients first, so
+    the block fills front to back, the order in which a reduction overlapping the
+    backward pass (PyTorch DDP's buckets) would send it. Each piece starts on a
+    64-byte line, as a separate allocation would; the padding stays zero."""
+    cdef Py_ssize_t A = 64 // dt.itemsize, n = 0, L = len(sizes) - 1, l
+    offsets = [None] * L
+    for l in range(L - 1, -1, -1):
+        ow = n
+        n += -(-sizes[l] * sizes[l + 1] // A) * A
+        offsets[l] = (ow, n)
+        n += -(-sizes[l + 1] // A) * A
+    raw = np.zeros(n + A, dt)
+    start = (-(raw.ctypes.data // dt.itemsize)) % A
+    block = raw[start:start + n]
+    dW = [block[ow:ow + sizes[l] * sizes[l + 1]].reshape(sizes[l], sizes[l + 1])
+          for l, (ow, ob) in enumerate(offsets)]
+    db = [block[ob:ob + sizes[l + 1]] for l, (ow, ob) in enumerate(offsets)]
+    return block, dW, db
+
+
 cdef class MLPWorkspace:
     """Everything an MLP step writes besides the parameters, allocated once.
 
     Holds the layer outputs h[l] and their gradients dh[l] for batches of up to
-    ``cap`` rows, the gradients dW[l], db[l], dropout's hd[l] and masks, and the C
+    ``cap`` rows, the gradients dW[l], db[l] (views of one block, ``grad``: see
+    _grad_block), dropout's hd[l] and masks, and the C
     pointer table over them and over the parameters and optimizer state it was
     built with; the arrays are kept referenced here so the pointers stay valid.
     ``buffers[name]`` is the list of a buffer's arrays by layer (names: BUFFERS;
@@ -998,7 +1023,7 @@ cdef class MLPWorkspace:
     cdef void **table
     cdef readonly dict buffers
     cdef readonly list keep
-    cdef readonly object xb, lb, tb, wb
+    cdef readonly object xb, lb, tb, wb, grad
     cdef readonly tuple sizes, activations, dropout
     cdef readonly object dtype
     cdef readonly Py_ssize_t cap
@@ -1075,8 +1100,8 @@ cdef class MLPWorkspace:
         self.dropout = tuple(drops)
         self.dtype = dt
         self.cap = cap
-        bufs = {"W": list(W), "b": list(b),
-                "dW": [np.zeros(w.shape, dt) for w in W], "db": [np.zeros(v.shape, dt) for v in b],
+        self.grad, dW, db = _grad_block(sizes, dt)
+        bufs = {"W": list(W), "b": list(b), "dW": dW, "db": db,
                 "h": [np.zeros((cap, s), dt) for s in sizes[1:]],
                 "dh": [np.zeros((cap, s), dt) for s in sizes[1:]],
                 "hd": ([np.zeros((cap, sizes[l + 1]), dt) if drops[l] > 0 else None
@@ -1330,6 +1355,8 @@ cdef int _gpu_unsupported(str fn, object ws, StepOptions opts, bint weighted) ex
     what = None
     if o.mode == FBP_MODE_UPDATE:
         what = "a step from given gradients (mode UPDATE)"
+    elif o.mode == FBP_MODE_BACKWARD:
+        what = "a data-parallel step (mode BACKWARD)"
     elif o.optimizer != FBP_OPT_SGD:
         what = f"optimizer {fbp_opt_name(o.optimizer).decode()!r}"
     elif o.nesterov:
@@ -1349,7 +1376,7 @@ cdef int _gpu_unsupported(str fn, object ws, StepOptions opts, bint weighted) ex
 
 
 def mlp_step(ws, x, target, StepOptions opts not None, sample_weight=None, *,
-             bint check_labels=True, bint sync=True, stream=None):
+             bint check_labels=True, bint sync=True, stream=None, bint check_only=False):
     """One native call: forward, loss, backward and (TRAIN) the update, as opts says.
 
     ws: an MLPWorkspace (CPU) or a fastbp._cuda.Workspace (GPU; x and target
@@ -1357,14 +1384,18 @@ def mlp_step(ws, x, target, StepOptions opts not None, sample_weight=None, *,
     with 0 < N <= ws.cap; target: integer labels (N,) for softmax-xent (any
     integer dtype; range-checked unless check_labels=False), or float targets
     (N, outputs); sample_weight: (N,) or None. Mode UPDATE takes no x or target
-    (pass None) and applies the optimizer to the gradients in ws.dW, ws.db.
+    (pass None) and applies the optimizer to the gradients in ws.dW, ws.db; mode
+    BACKWARD leaves the loss gradient there (all of it in ws.grad) and updates
+    nothing.
     Returns (loss, reg, grad_norm, ncorrect): the data loss, 0.5 wd sum ||W||^2
     for coupled decay, the clipped gradient's norm (-1 unless clip_norm ran).
     GPU only: sync=False returns None at once (read_out() gives the result
     later), stream is a cudaStream_t as an int. A well-formed CPU call
     (C-contiguous x of the workspace dtype, int64 labels) allocates nothing.
-    A TRAIN or UPDATE step advances opts.t and opts.step by one as it returns
-    (see _advance).
+    check_only=True: every check, then None without running anything (a
+    data-parallel rank agrees with the others that all inputs are valid before
+    the first collective call of the step). A TRAIN or UPDATE step advances
+    opts.t and opts.step by one as it returns (see _advance).
     """
     fn = "mlp_step"
     cdef Desc dx, dt, dw
@@ -1413,11 +1444,15 @@ def mlp_step(ws, x, target, StepOptions opts not None, sample_weight=None, *,
             cws.refuse_overlap(fn, "target", &dt)
         if pw != NULL:
             cws.refuse_overlap(fn, "sample_weight", &dw)
+        if check_only:
+            return None
         with nogil:
             rc = fbp_mlp_step(&cws.m, N, px, pl, pt, pw, &opts.o, &out)
         if mode == FBP_MODE_TRAIN or mode == FBP_MODE_UPDATE:
             _advance(opts, 1)
         return out.loss, out.reg, out.grad_norm, out.ncorrect
+    if check_only:
+        return None
     s = <uintptr_t>dx.stream if stream is None and dx.device >= 0 else (stream or 0)
     r = ws.run(s, N, <uintptr_t>px, <uintptr_t>pl, <uintptr_t>pt, mode, opts.o.lr,
                opts.o.weight_decay, opts.o.clip_norm, opts.o.momentum,

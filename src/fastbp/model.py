@@ -232,6 +232,8 @@ class MLP:
         self.loss_curve_, self.val_loss_curve_ = [], []
         self._opt_name, self._opt_t, self._state = None, 0, {}
         self._opts_key = self._opts = None
+        self._dp_opts_key = self._dp_opts = None
+        self._dp = None  # fastbp.distributed's session with the last communicator
         self._engine = _CUDA(self) if device == "cuda" else _CPU(self)
 
     # ---- parameters and optimizer state -------------------------------------------------
@@ -305,16 +307,22 @@ class MLP:
         if self.device == "cuda" and optimizer.name == "SGD" and optimizer.momentum:
             self._engine.gpu.reset_momentum()
 
-    def _train_options(self, optimizer, clip_norm, clip_value, count_correct=False):
-        """The StepOptions of a training step with optimizer, built once per setting."""
-        key = (type(optimizer), tuple(sorted(optimizer.__dict__.items())), clip_norm,
+    def _train_options(self, optimizer, clip_norm, clip_value, count_correct=False,
+                       data_parallel=False):
+        """The StepOptions of a training step with optimizer, built once per setting;
+        data-parallel steps keep their own (fastbp.distributed changes their mode,
+        norm and row0 from call to call)."""
+        key = (type(optimizer).__name__, tuple(sorted(optimizer.__dict__.items())), clip_norm,
                clip_value, count_correct)
-        if key != self._opts_key:
-            self._opts = _core.StepOptions(
+        if key != (self._dp_opts_key if data_parallel else self._opts_key):
+            opts = _core.StepOptions(
                 _core.STEP_TRAIN, clip_norm=clip_norm or 0.0, clip_value=clip_value or 0.0,
                 seed=self.seed, count_correct=count_correct, **optimizer.options())
-            self._opts_key = key
-        return self._opts
+            if data_parallel:
+                self._dp_opts_key, self._dp_opts = key, opts
+            else:
+                self._opts_key, self._opts = key, opts
+        return self._dp_opts if data_parallel else self._opts
 
     @staticmethod
     def _optimizer(fn, optimizer, lr, momentum, weight_decay):
@@ -351,7 +359,7 @@ class MLP:
 
     # ---- the native calls ----------------------------------------------------------------
     def train_step(self, x, t, lr=None, weight_decay=0.0, clip_norm=None, momentum=0.0, *,
-                   optimizer=None, clip_value=None, sample_weight=None):
+                   optimizer=None, clip_value=None, sample_weight=None, comm=None):
         """One training step on the batch (x, t); returns the loss before the update.
 
         optimizer: a fastbp.optim optimizer (SGD, Adam, AdamW); lr, momentum and
@@ -361,8 +369,20 @@ class MLP:
         then the optimizer steps, all in one call into C. sample_weight (N,):
         the loss is sum w_r l_r / sum w_r. The returned loss includes 0.5 wd sum
         ||W||^2 for coupled decay (SGD, Adam; biases excluded).
+
+        comm: an mpi4py communicator for data-parallel training: every rank of comm
+        calls train_step with its own rows (x may have none) and the same
+        settings; the step is the single-process step on the concatenation of the
+        ranks' batches in rank order, the returned loss its mean, identical on
+        every rank. On the first step with comm the ranks take rank 0's
+        parameters and optimizer state (fastbp.distributed, docs/distributed.md).
         """
         fn = "train_step"
+        if comm is not None:
+            from . import distributed
+
+            return distributed.train_step(self, x, t, lr, weight_decay, momentum, optimizer,
+                                          clip_norm, clip_value, sample_weight, comm)
         optimizer = self._optimizer(fn, optimizer, lr, momentum, weight_decay)
         self._check_clip(fn, clip_norm, clip_value)
         # a new kind of optimizer replaces the state (new arrays, the old ones
@@ -481,7 +501,7 @@ class MLP:
             log_grad_norms=False, *, optimizer=None, clip_value=None, lr_schedule=None,
             early_stopping=False, validation_fraction=0.1, patience=10, min_delta=0.0,
             restore_best=True, callbacks=(), sample_weight=None, class_weight=None,
-            verbose=False):
+            verbose=False, comm=None):
         """Minibatch training over (X, y); returns the history dict (also kept
         as ``history_``, epoch by epoch).
 
@@ -515,37 +535,101 @@ class MLP:
         "accuracy" (the same running measure), with a validation set "val_loss"
         and "val_accuracy" (or "val_r2"), with log_grad_norms "grad_norms"
         (per-parameter norms on the epoch's last batch).
+
+        comm: an mpi4py communicator for data-parallel training: every rank of
+        comm calls fit with its own rows (fastbp.distributed.shard) and the same
+        settings; batch_size is per rank, and step s trains on the concatenation
+        of every rank's batch s in rank order (fastbp.distributed.epoch_plan
+        lists an epoch's batches). The ranks start from rank 0's model; the
+        history is global (losses and scores over every rank's rows, validation
+        sets too), identical on every rank; early stopping is decided on rank 0.
+        A held-out validation fraction is taken from each rank's rows.
+        docs/distributed.md.
         """
+        args = dict(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                    momentum=momentum, clip_norm=clip_norm, shuffle=shuffle, seed=seed,
+                    validation=validation, progress=progress, log_grad_norms=log_grad_norms,
+                    optimizer=optimizer, clip_value=clip_value, lr_schedule=lr_schedule,
+                    early_stopping=early_stopping, validation_fraction=validation_fraction,
+                    patience=patience, min_delta=min_delta, restore_best=restore_best,
+                    callbacks=callbacks, sample_weight=sample_weight, class_weight=class_weight,
+                    verbose=verbose)
+        if comm is None:
+            return self._fit(X, y, None, **args)
+        from . import distributed
+
+        with distributed._guard(comm):
+            return self._fit(X, y, distributed._FitRun(self, comm), **args)
+
+    def _fit(self, X, y, run, epochs, batch_size, lr, weight_decay, momentum, clip_norm,
+             shuffle, seed, validation, progress, log_grad_norms, optimizer, clip_value,
+             lr_schedule, early_stopping, validation_fraction, patience, min_delta,
+             restore_best, callbacks, sample_weight, class_weight, verbose):
+        """fit's body; run: fastbp.distributed's part of a data-parallel fit, or None."""
         from tqdm.auto import tqdm
 
         fn = "fit"
-        if lr is None and optimizer is None:
-            lr = 0.1
-        optimizer = self._optimizer(fn, optimizer, lr, momentum, weight_decay)
-        self._check_clip(fn, clip_norm, clip_value)
-        for name, v in (("epochs", epochs), ("batch_size", batch_size), ("patience", patience)):
-            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
-                raise ValueError(f"fit: {name} must be an integer >= 1, got {v!r}")
-        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-            raise ValueError(f"fit: seed must be an integer >= 0, got {seed!r}")
-        schedule = _optim.make_schedule(lr_schedule, self.epoch_ + epochs)
-        X, y = self._check_inputs(fn, X, y)
-        w = self._sample_weights(fn, y, sample_weight, class_weight)
-        if validation is not None:
-            try:
-                Xv, yv = validation
-            except (TypeError, ValueError):
-                raise ValueError("fit: validation must be a pair (X, y)") from None
-            Xv, yv = self._check_inputs("fit (validation)", Xv, yv)
-        elif early_stopping:
-            X, y, w, Xv, yv = self._hold_out(X, y, w, validation_fraction, seed)
-        else:
-            Xv = None
+        err = None
+        try:  # with run, every check is local: the ranks agree on the outcome below
+            if lr is None and optimizer is None:
+                lr = 0.1
+            optimizer = self._optimizer(fn, optimizer, lr, momentum, weight_decay)
+            self._check_clip(fn, clip_norm, clip_value)
+            for name, v in (("epochs", epochs), ("batch_size", batch_size),
+                            ("patience", patience)):
+                if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
+                    raise ValueError(f"fit: {name} must be an integer >= 1, got {v!r}")
+            if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+                raise ValueError(f"fit: seed must be an integer >= 0, got {seed!r}")
+            schedule = _optim.make_schedule(lr_schedule, self.epoch_ + epochs)
+            X, y = self._check_inputs(fn, X, y)
+            w = self._sample_weights(fn, y, sample_weight, class_weight, check_sum=run is None)
+            keep = None
+            if validation is not None:
+                try:
+                    Xv, yv = validation
+                except (TypeError, ValueError):
+                    raise ValueError("fit: validation must be a pair (X, y)") from None
+                Xv, yv = self._check_inputs("fit (validation)", Xv, yv)
+            elif early_stopping:
+                keep, val = self._hold_out_rows(X, y, validation_fraction, seed)
+            else:
+                Xv = None
+        except (TypeError, ValueError) as e:
+            if run is None:
+                raise
+            err = e
+        if run is not None:
+            balanced = isinstance(class_weight, str) and class_weight == "balanced"
+            C = self.sizes[-1]
+            settings = dict(
+                optimizer=repr(optimizer), clip=(clip_norm, clip_value), epochs=epochs,
+                batch_size=batch_size, shuffle=shuffle, seed=seed, lr_schedule=(
+                    lr_schedule if lr_schedule is None or isinstance(lr_schedule, str)
+                    else type(lr_schedule).__name__),
+                validation=validation is not None, early_stopping=early_stopping,
+                validation_fraction=validation_fraction, patience=patience,
+                min_delta=min_delta, restore_best=restore_best, log_grad_norms=log_grad_norms,
+                class_weight=class_weight if class_weight is None or balanced else "dict",
+                targets=np.ndim(y) if err is None else None)
+            ok = err is None
+            counts, total_counts, _, wsum = run.agree(
+                err, settings, (len(keep) if keep is not None else X.shape[0]) if ok else 0,
+                ok and w is not None, float(w.sum()) if ok and w is not None else 0.0,
+                np.bincount(y, minlength=C) if ok and balanced else None)
+            if run.weighted and not wsum > 0:
+                raise run.agreed(ValueError(f"{fn}: the sample weights of all the ranks "
+                                            "sum to 0"))
+            if balanced:  # the classes' counts over every rank's rows
+                w = self._sample_weights(fn, y, sample_weight, class_weight, check_sum=False,
+                                         counts=(total_counts, int(total_counts.sum())))
+        if keep is not None:
+            X, y, w, Xv, yv = X[keep], y[keep], None if w is None else w[keep], X[val], y[val]
         n = X.shape[0]
-        B = min(int(batch_size), n)
+        B = min(int(batch_size), n if run is None else int(counts.max()))
         classify = self.loss_name != "mse" and (self.loss_name == "binary_cross_entropy"
                                                 or y.ndim == 1)
-        outputs = n
+        outputs = n if run is None else int(counts.sum())
         score_key = "val_accuracy" if self.loss_name != "mse" else "val_r2"
         hist = {"loss": [], "lr": []}
         if classify:
@@ -567,9 +651,16 @@ class MLP:
                 raise ValueError(f"fit: the schedule gave lr {lr_e!r} at epoch {epoch}")
             optimizer.lr = lr_e
             try:
-                order = epoch_order(n, seed, epoch, shuffle)
-                mean_loss, correct = self._epoch(X, y, w, order, B, optimizer, clip_norm,
-                                                 clip_value, classify)
+                if run is None:
+                    order = epoch_order(n, seed, epoch, shuffle)
+                    mean_loss, correct = self._epoch(X, y, w, order, B, optimizer, clip_norm,
+                                                     clip_value, classify)
+                else:
+                    order = run.order(n, seed, epoch, shuffle)
+                    self._ensure_state(optimizer)
+                    opts = self._train_options(optimizer, clip_norm, clip_value, classify,
+                                               data_parallel=True)
+                    mean_loss, correct = run.epoch(X, y, w, order, B, opts)
             finally:
                 optimizer.lr = base_lr
             # the epoch's record is measured first and then written at once, so an
@@ -580,11 +671,18 @@ class MLP:
                 record["accuracy"] = correct / outputs
             if Xv is not None:
                 val_reg = optimizer.weight_decay if optimizer.name != "AdamW" else 0.0
-                record["val_loss"] = self.loss(Xv, yv, val_reg)
-                record[score_key] = self.score(Xv, yv)
+                if run is None:
+                    record["val_loss"] = self.loss(Xv, yv, val_reg)
+                    record[score_key] = self.score(Xv, yv)
+                else:
+                    record["val_loss"], record[score_key] = run.evaluate(Xv, yv, val_reg,
+                                                                         score_key)
             if log_grad_norms:
-                last = order[(n - 1) // B * B:]
-                record["grad_norms"] = self.grad_norms(X[last], y[last])
+                if run is None:
+                    last = order[(n - 1) // B * B:]
+                    record["grad_norms"] = self.grad_norms(X[last], y[last])
+                else:
+                    record["grad_norms"] = run.grad_norms(X, y)
             for k, v in record.items():
                 hist[k].append(v)
             self.loss_curve_.append(mean_loss)
@@ -593,14 +691,17 @@ class MLP:
             post = {name: f"{record[k]:.4f}" for k, name in
                     (("loss", "loss"), ("accuracy", "acc"), (score_key, score_key)) if k in record}
             bar.set_postfix(post, refresh=False)
-            if not math.isfinite(mean_loss):
+            if not math.isfinite(mean_loss):  # the same number on every rank
                 warnings.warn(f"fit: the loss diverged ({mean_loss}) at epoch {epoch}; training "
-                              "stopped (lower the learning rate?)", RuntimeWarning, stacklevel=2)
+                              "stopped (lower the learning rate?)", RuntimeWarning, stacklevel=3)
                 break
             stop = False
             if early_stopping:
                 v = hist["val_loss"][-1]
-                if v < best - min_delta:
+                improved = v < best - min_delta
+                if run is not None:  # rank 0's decision
+                    improved = run.from_rank0(improved)
+                if improved:
                     best, wait = v, 0
                     if restore_best:
                         best_params = self.get_params()
@@ -609,6 +710,8 @@ class MLP:
                     stop = wait >= patience
             for cb in callbacks:
                 stop = bool(cb(self, epoch, hist)) or stop
+            if run is not None:  # any rank's callback stops every rank
+                stop = run.any(stop)
             if stop:
                 break
         bar.close()
@@ -674,8 +777,11 @@ class MLP:
                              f"values in [{y.min()}, {y.max()}]")
         return X, y
 
-    def _sample_weights(self, fn, y, sample_weight, class_weight):
-        """The rows' weights (n,) of the model's dtype, or None for all 1."""
+    def _sample_weights(self, fn, y, sample_weight, class_weight, check_sum=True, counts=None):
+        """The rows' weights (n,) of the model's dtype, or None for all 1.
+        counts: (class counts (C,), rows) for "balanced", if not y's own (a
+        data-parallel fit's, over every rank's rows); check_sum: refuse weights
+        summing to 0 (a data-parallel fit checks their global sum)."""
         n = y.shape[0]
         w = None
         if sample_weight is not None:
@@ -692,10 +798,15 @@ class MLP:
                 if class_weight != "balanced":
                     raise ValueError(f"{fn}: class_weight must be a dict or 'balanced', "
                                      f"got {class_weight!r}")
-                counts = np.bincount(y, minlength=C).astype(np.float64)
+                total = n
+                if counts is None:
+                    counts = np.bincount(y, minlength=C)
+                else:
+                    counts, total = counts
+                counts = np.asarray(counts, np.float64)
                 present = counts > 0
                 per = np.zeros(C)
-                per[present] = n / (present.sum() * counts[present])
+                per[present] = total / (present.sum() * counts[present])
             else:
                 per = np.ones(C)
                 for k, v in dict(class_weight).items():
@@ -711,13 +822,19 @@ class MLP:
             w = cw if w is None else w * cw
         if w is None:
             return None
-        if not w.sum() > 0:
+        if check_sum and not w.sum() > 0:
             raise ValueError(f"{fn}: the sample weights sum to 0")
         return np.ascontiguousarray(w, dtype=self.dtype)
 
     def _hold_out(self, X, y, w, fraction, seed):
-        """Split off a validation set for early stopping: a fraction of the rows,
-        stratified by label for classification."""
+        """(X, y, w) of the training rows and (X, y) of the held-out ones
+        (_hold_out_rows)."""
+        keep, val = self._hold_out_rows(X, y, fraction, seed)
+        return X[keep], y[keep], None if w is None else w[keep], X[val], y[val]
+
+    def _hold_out_rows(self, X, y, fraction, seed):
+        """(training rows, validation rows) of a validation set for early stopping:
+        a fraction of the rows, stratified by label for classification."""
         if not 0 < fraction < 1:
             raise ValueError(f"fit: validation_fraction must be in (0, 1), got {fraction}")
         n = X.shape[0]
@@ -733,8 +850,7 @@ class MLP:
         if len(val) == 0 or len(val) == n:
             raise ValueError(f"fit: validation_fraction {fraction} of {n} rows leaves no "
                              "validation or no training rows")
-        keep = np.setdiff1d(np.arange(n), val)
-        return (X[keep], y[keep], None if w is None else w[keep], X[val], y[val])
+        return np.setdiff1d(np.arange(n), val), val
 
     def _targets(self, fn, y, n):
         y = np.asarray(y)

@@ -33,7 +33,7 @@ __all__ = [
     "one_hot", "softmax_cross_entropy", "mse_loss", "binary_cross_entropy",
     "sgd_update", "clip_by_value", "clip_by_global_norm", "clip_grad_norm",
     "dropout_keep", "optimizer_step",
-    "mlp_forward", "mlp_loss_and_grads", "mlp_train_step",
+    "mlp_forward", "mlp_loss_and_grads", "mlp_train_step", "data_parallel_train_step",
     "numerical_gradient",
 ]
 
@@ -582,7 +582,6 @@ def mlp_train_step(params, x, t, lr, activation, loss, weight_decay=0.0, clip_no
     if optimizer is None:
         optimizer = {"name": "SGD", "lr": lr, "momentum": momentum,
                      "weight_decay": weight_decay}
-    wd = optimizer.get("weight_decay", 0.0)
     needs = ({"SGD": ("v",) if optimizer.get("momentum", 0.0) != 0 else ()}.get(
         optimizer["name"], ("v", "s")))
     if state is None:
@@ -592,10 +591,18 @@ def mlp_train_step(params, x, t, lr, activation, loss, weight_decay=0.0, clip_no
         state = {k: {"v": v} for k, v in (velocity or {}).items()}
     value, grads = mlp_loss_and_grads(params, x, t, activation, loss, 0.0, sample_weight,
                                       dropout, drop_key)
+    return value + _apply_update(params, grads, optimizer, state, step, clip_value, clip_norm)
+
+
+def _apply_update(params, grads, optimizer, state, step, clip_value, clip_norm):
+    """The update of a training step from the loss gradients, in place; returns the
+    coupled decay term 0.5 wd sum ||W||^2 of the parameters before it (0 for AdamW)."""
+    wd = optimizer.get("weight_decay", 0.0)
+    value = 0.0
     if wd and optimizer["name"] != "AdamW":
         L = _n_layers(params)
-        value += 0.5 * wd * sum(float(np.sum(np.asarray(params[f"W{l}"], np.float64) ** 2))
-                                for l in range(1, L + 1))
+        value = 0.5 * wd * sum(float(np.sum(np.asarray(params[f"W{l}"], np.float64) ** 2))
+                               for l in range(1, L + 1))
     keys = list(params)
     if clip_value is not None:
         clip_by_value([grads[k] for k in keys], clip_value)
@@ -605,3 +612,32 @@ def mlp_train_step(params, x, t, lr, activation, loss, weight_decay=0.0, clip_no
         optimizer_step(params[k], grads[k], state.get(k), optimizer, step,
                        wd if k.startswith("W") else 0.0)
     return value
+
+
+def data_parallel_train_step(params, shards, activation, loss, *, optimizer, state=None,
+                             step=None, clip_value=None, clip_norm=None, dropout=None,
+                             drop_key=None):
+    """One data-parallel training step over P ranks' batches, in place (twin of
+    fastbp.distributed's step: mode BACKWARD on each rank, one Allreduce, mode
+    UPDATE); returns the loss before the update, as mlp_train_step does.
+
+    shards: [(x_p, t_p, sample_weight_p or None), ...] in rank order. Each rank's
+    loss gradient is normalized by the total weight W of all the shards (rows, or
+    the sum of the weights) and its dropout masks start at its rows' offset in
+    the concatenated batch (drop_key (seed, step, row0) of that batch), so the
+    sum over the ranks is the loss gradient of the concatenation; the update then
+    runs once on the sum. Equal to mlp_train_step on the concatenated batch up to
+    the order of the sums.
+    """
+    W = sum(float(x.shape[0]) if w is None else float(np.sum(np.asarray(w, np.float64)))
+            for x, _, w in shards)
+    value, total, row0 = 0.0, None, 0 if drop_key is None else drop_key[2]
+    for x, t, w in shards:
+        key = None if drop_key is None else (drop_key[0], drop_key[1], row0)
+        part, grads = mlp_loss_and_grads(params, x, t, activation, loss, 0.0, w, dropout, key,
+                                         norm=W)
+        value += part
+        total = grads if total is None else {k: total[k] + grads[k] for k in total}
+        row0 += x.shape[0]
+    return value + _apply_update(params, total, optimizer, state or {}, step, clip_value,
+                                 clip_norm)
