@@ -361,6 +361,14 @@ def test_dtype_float32_on_float64_input():
         assert c.fit(X.astype(np.float32), y).coefs_[0].dtype == np.float64
 
 
+def test_dtype_is_checked():
+    X, y = _data("multiclass")
+    with pytest.raises(ValueError, match="The 'dtype' parameter of MLPClassifier must be"):
+        MLPClassifier(dtype="float16").fit(X, y)
+    with raises(ValueError, "dtype must be float32, float64 or None, got dtype('int32')"):
+        MLPClassifier(dtype=np.dtype("int32")).fit(X, y)
+
+
 def test_n_threads_is_restored_and_changes_nothing(restore_threads):
     X, y = _data("multiclass", n=400)
     fastbp.set_num_threads(2)
