@@ -117,7 +117,8 @@ static void FN(fbp_mlp_step)(const fbp_mlp *m, fbp_idx N, const T *x, const int6
     out->grad_norm = -1.0;
     out->ncorrect = 0;
     /* scikit-learn's L2 term is alpha over the batch's loss normalizer (UPDATE has
-     * no batch: norm or nothing) */
+     * no batch: norm or nothing); a batch that weighs nothing adds no decay, as
+     * it adds no loss */
     double wd = opt->weight_decay;
     if (opt->alpha != 0.0 && mode != FBP_MODE_FORWARD) {
         double W = opt->norm;
@@ -126,7 +127,7 @@ static void FN(fbp_mlp_step)(const fbp_mlp *m, fbp_idx N, const T *x, const int6
             for (fbp_idx r = 0; r < N; r++)
                 W += w ? (double)w[r] : 1.0;
         }
-        if (W > 0.0 || mode != FBP_MODE_UPDATE)
+        if (W > 0.0)
             wd += opt->alpha / W;
     }
     if (mode == FBP_MODE_UPDATE) {

@@ -588,6 +588,10 @@ def test_mlp_epoch_losses_are_checked(rng):
     with raises(ValueError, "losses overlaps X in memory"):
         _core.mlp_epoch(ws, X, y, None, np.arange(n), B, 0, 2, opts,
                         losses=X[:1].reshape(2, 2))
+    for bad in ([0, 1, 2, 3, 4, 5, 6, 7, 8, 8], [0, 1, 2, 3, 4, 5, 6, 7, 8, 10],
+                [-1, 1, 2, 3, 4, 5, 6, 7, 8, 9]):
+        with raises(ValueError, "order must be a permutation of range(10)"):
+            _core.mlp_epoch(ws, X, y, None, np.array(bad), B, 0, 2, opts)
     with raises(ValueError, "loss_eps must be in [0, 0.5)"):
         _core.StepOptions(loss_eps=0.5)
     with raises(ValueError, "unknown optimizer 'sklearn'"):

@@ -1431,6 +1431,28 @@ cdef int _check_state(str fn, MLPWorkspace ws, StepOptions opts) except -1:
     return 0
 
 
+cdef int _check_permutation(str fn, const int64_t *p, Py_ssize_t n) except -1:
+    """p (n,) holds every index of range(n) once: one pass, not a sort (a caller
+    that splits an epoch into many calls pays it per call)."""
+    cdef unsigned char *seen = <unsigned char *>calloc(n if n > 0 else 1, 1)
+    cdef Py_ssize_t i
+    cdef int64_t v
+    cdef bint ok = True
+    if seen == NULL:
+        raise MemoryError()
+    with nogil:
+        for i in range(n):
+            v = p[i]
+            if v < 0 or v >= n or seen[v]:
+                ok = False
+                break
+            seen[v] = 1
+    free(seen)
+    if not ok:
+        raise ValueError(f"{fn}: order must be a permutation of range({n})")
+    return 0
+
+
 def mlp_epoch(MLPWorkspace ws, X, target, sample_weight, order, Py_ssize_t batch_size,
               Py_ssize_t first, Py_ssize_t last, StepOptions opts not None, losses=None):
     """Batches [first, last) of an epoch of training steps in one native call.
@@ -1470,11 +1492,8 @@ def mlp_epoch(MLPWorkspace ws, X, target, sample_weight, order, Py_ssize_t batch
         raise ValueError(f"{fn}: order must be integers of shape ({n},), got "
                          f"{order.dtype} {order.shape}")
     order = np.require(order, np.int64, ["C", "A"])
-    # O(n), not a sort: a caller that splits an epoch into many calls pays it per call
-    if n and not (order.min() >= 0 and order.max() < n and
-                  np.count_nonzero(np.bincount(order, minlength=n)) == n):
-        raise ValueError(f"{fn}: order must be a permutation of range({n})")
     _describe(fn, "order", order, &do)
+    _check_permutation(fn, <const int64_t *>do.ptr, n)
     kind = _step_target(fn, ws, FBP_MODE_TRAIN, n, target, &dt, keep, True)
     if dt.device >= 0:
         raise ValueError(f"{fn}: target is on {_where(dt.device)}, the model on the host")

@@ -460,8 +460,7 @@ class _BaseMLP(BaseEstimator):
         target = self._targets(y_train, dtype)
         X_train = np.ascontiguousarray(X_train)
         nb = -(-n_samples // B)
-        rows = np.full(nb, float(B))
-        rows[-1] = n_samples - (nb - 1) * B
+        rows = [B] * (nb - 1) + [n_samples - (nb - 1) * B]
         losses = np.empty((nb, 2))
         # scikit-learn's squared loss is averaged over the outputs, its gradient not
         per_output = float(self.n_outputs_) if self.out_activation_ == "identity" else 1.0
@@ -489,8 +488,9 @@ class _BaseMLP(BaseEstimator):
                     opt.t += e - s
                     chunk = max(1, min(4 * chunk, int(_CHUNK_SECONDS * (e - s) / max(dt, 1e-6))))
                     s = e
-                batch_loss = losses[:, 0] / per_output + losses[:, 1]
-                accumulated_loss = float(np.dot(batch_loss, rows))
+                accumulated_loss = 0.0
+                for (loss, reg), r in zip(losses.tolist(), rows):
+                    accumulated_loss += (loss / per_output + reg) * r
 
                 self.n_iter_ += 1
                 self.loss_ = accumulated_loss / X_train.shape[0]
