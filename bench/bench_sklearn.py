@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 import pytest
 
-pytest.importorskip("sklearn")
+pytest.importorskip("sklearn", minversion="1.6")  # fastbp.sklearn needs 1.6
 
 from fastbp import bench_sklearn as bs  # noqa: E402
 

@@ -99,3 +99,32 @@ def test_fit_digits(benchmark, contender):
     out = run(benchmark, fns[contender], "fit-digits-30x32-64-128-10", contender)
     if contender != "floor":
         assert out > 0.95
+
+
+# ---- dropout: at most one extra pass over the hidden outputs ----------------------------
+
+def _dropout_fns(size):
+    """fastbp's step with dropout 0.5 on every hidden layer, and the floor: the same
+    step without dropout followed by a parallel copy of the hidden outputs' bytes."""
+    from bench.benchutil import copy_floor
+
+    N, widths = bench.SIZES[size]
+    x, labels = bench.make_batch(size)
+    drop = fastbp.MLP(widths, "relu", seed=0, dropout=0.5)
+    plain = fastbp.MLP(widths, "relu", seed=0)
+    opt = fastbp.optim.SGD(bench.LR)
+    hidden_bytes = N * sum(widths[1:-1]) * 4
+    copy = copy_floor(2 * hidden_bytes)
+
+    def plain_and_copy():
+        plain.train_step(x, labels, optimizer=opt)
+        copy()
+    return {"fastbp-dropout": lambda: drop.train_step(x, labels, optimizer=opt),
+            "no-dropout+copy": plain_and_copy,
+            "no-dropout": lambda: plain.train_step(x, labels, optimizer=opt)}
+
+
+@pytest.mark.parametrize("contender", ["fastbp-dropout", "no-dropout+copy", "no-dropout"])
+@pytest.mark.parametrize("size", ["medium", "large"])
+def test_step_dropout(benchmark, size, contender):
+    run(benchmark, _dropout_fns(size)[contender], f"step-dropout-{size}", contender)

@@ -138,10 +138,15 @@ typedef struct fbp_mlp {
     int64_t *lb;
 } fbp_mlp;
 
-/* What an epoch (or a run of its batches) returns. */
+/* What an epoch (or a run of its batches) returns. loss_sum and weight_sum are
+ * running sums: on entry those of the epoch's earlier batches (0 for its first
+ * run), to which each batch adds in turn, so that the epoch's sums are the same
+ * however it is split into runs. */
 typedef struct fbp_epoch_out {
-    double loss_sum;   /* sum over batches of (loss + reg) times the batch's weight */
-    double weight_sum; /* sum of the batches' weights (rows, or sample weights) */
+    /* in: the sums so far (0 at an epoch's start), so that an epoch run in
+     * several calls adds its batches in the same order as one call would */
+    double loss_sum;   /* + sum over batches of (loss + reg) times the batch's weight */
+    double weight_sum; /* + sum of the batches' weights (rows, or sample weights) */
     double grad_norm;  /* the last batch's, as fbp_step_out */
     int64_t ncorrect;
     double *batches;   /* set by the caller: (s1 - s0, 2) receiving each batch's

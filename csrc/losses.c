@@ -301,8 +301,9 @@ static void FN(loss_task)(void *p, fbp_idx b0, fbp_idx b1)
 
 /* Runs a loss over N rows of C outputs, weights w (N,) or NULL, normalized by W
  * (> 0; else the rows, or the sum of w); returns the weighted sum of the row
- * losses and writes dz scaled by 1 / W. eps > 0: log-losses (XENT with labels,
- * BCE) reported as with probabilities clipped to [eps, 1 - eps]. */
+ * losses divided by W and writes dz scaled by 1 / W (0 and 0 if the weights
+ * sum to 0). eps > 0: log-losses (XENT with labels, BCE) reported as with
+ * probabilities clipped to [eps, 1 - eps]. */
 static double FN(fbp_loss)(int kind, fbp_idx N, fbp_idx C, const T *z, const int64_t *labels,
                            const T *t, const T *w, double W, double eps, T *dz)
 {
@@ -318,12 +319,15 @@ static double FN(fbp_loss)(int kind, fbp_idx N, fbp_idx C, const T *z, const int
     fbp_idx bs = flat ? fbp_block_size(n, FBP_RED_MIN) : FN(fbp_row_block)(N, C);
     fbp_idx nb = fbp_nblocks(n, bs);
     double part[FBP_NBLK_MAX];
-    T invN = w || W != (double)N ? (T)(1.0 / W) : (T)1 / (T)N;
+    /* every row weighs 0 (a fit's batch of zero-weight rows): the batch adds no
+     * loss and no gradient, where 1 / W would make both NaN */
+    const int weightless = !(W > 0.0);
+    T invN = weightless ? (T)0 : w || W != (double)N ? (T)(1.0 / W) : (T)1 / (T)N;
     double lo = eps > 0.0 ? -log1p(-eps) : 0.0, hi = eps > 0.0 ? -log(eps) : 0.0;
     struct FN(loss_ctx) c = {kind, n, C, bs, z, t, w, labels, dz, invN, part, lo, hi};
     int cost = kind == FBP_LOSS_MSE ? FBP_COST_MEM : FBP_COST_EXP;
     fbp_parallel(fbp_threads_for(N * C, cost), nb, FN(loss_task), &c);
-    return fbp_sum_partials(part, nb) / W;
+    return weightless ? 0.0 : fbp_sum_partials(part, nb) / W;
 }
 
 /* z, dz (N, C); labels (N,) in [0, C), or else t (N, C) class probabilities:

@@ -52,14 +52,19 @@ int fbp_mlp_epoch(const fbp_mlp *m, int64_t n, const void *X, const int64_t *lab
 #define DROPS(l) (train && m->drop && m->drop[l] > 0.0)
 
 /* Rows of logits z (N, C) whose first maximal entry is the label (XENT); for BCE,
- * outputs on the right side of 0 (z > 0 where t >= 0.5). */
+ * rows whose every output is on the right side of 0 (z > 0 where t >= 0.5), the
+ * measure of MLP.score and of scikit-learn's multi-label accuracy. */
 static int64_t FN(fbp_count_correct)(int loss, fbp_idx N, fbp_idx C, const T *z,
                                      const int64_t *labels, const T *t)
 {
     int64_t hits = 0;
     if (loss == FBP_LOSS_BCE) {
-        for (fbp_idx i = 0; i < N * C; i++)
-            hits += (z[i] > (T)0) == (t[i] >= (T)0.5);
+        for (fbp_idx r = 0; r < N; r++) {
+            int right = 1;
+            for (fbp_idx c = 0; c < C; c++)
+                right &= (z[r * C + c] > (T)0) == (t[r * C + c] >= (T)0.5);
+            hits += right;
+        }
         return hits;
     }
     for (fbp_idx r = 0; r < N; r++) {
@@ -206,7 +211,7 @@ static void FN(fbp_mlp_step)(const fbp_mlp *m, fbp_idx N, const T *x, const int6
 
 /* Batches [s0, s1) of the epoch: batch s has rows order[s B ...] (the last one
  * partial), gathered into xb/lb/tb/wb; optimizer and model steps advance by one
- * per batch. */
+ * per batch; the loss and weight sums go on from out's. */
 static void FN(fbp_mlp_epoch)(const fbp_mlp *m, fbp_idx n, const T *X, const int64_t *labels,
                               const T *t, const T *w, const int64_t *order, fbp_idx B,
                               fbp_idx s0, fbp_idx s1, const fbp_step_opts *opt,
@@ -214,7 +219,7 @@ static void FN(fbp_mlp_epoch)(const fbp_mlp *m, fbp_idx n, const T *X, const int
 {
     const fbp_idx I = m->sizes[0], C = m->sizes[m->L];
     T *xb = (T *)m->xb, *tb = (T *)m->tb, *wb = (T *)m->wb;
-    double total = 0.0, weight = 0.0;
+    double total = out->loss_sum, weight = out->weight_sum; /* running sums (fastbp.h) */
     int64_t hits = 0;
     fbp_step_out o = {0.0, 0.0, -1.0, 0};
     fbp_step_opts so = *opt;

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import fastbp
-from fastbp import cuda
+from fastbp import MLP, cuda
 from fastbp import reference as ref
 
 from conftest import ACTS, DTYPES, SHAPES, dense_data, shape_id, tolerances
@@ -450,3 +450,81 @@ def test_torch_tensors(rng):
     assert isinstance(y, torch.Tensor) and y.device == x.device
     want = ref.dense_forward(x.detach().cpu().numpy(), W.cpu().numpy(), None, "tanh")
     np.testing.assert_allclose(y.cpu().numpy(), want, rtol=1e-12, atol=1e-12)
+
+
+# ---- the training engine's options the GPU step lacks ------------------------------------
+# _core.mlp_step refuses them by name (_gpu_unsupported) for any workspace on a device,
+# before it reads an input: checked here on the CPU with a stand-in workspace, and on a
+# GPU through MLP(device="cuda").
+
+class _FakeGpuWorkspace:
+    """What mlp_step reads of a fastbp._cuda workspace, on "device 0"."""
+    device, sizes, cap, dtype = 0, (3, 2), 4, np.dtype(np.float64)
+    loss_code = fastbp._core.LOSSES["softmax_cross_entropy"]
+
+    def run(self, *args):
+        self.ran = args
+        return "ran"
+
+
+UNSUPPORTED = [
+    (dict(optimizer="Adam", lr=0.1), None, "optimizer 'Adam'"),
+    (dict(optimizer="AdamW", lr=0.1), None, "optimizer 'AdamW'"),
+    (dict(lr=0.1, momentum=0.9, nesterov=True), None, "nesterov=True"),
+    (dict(lr=0.1, momentum=0.9, dampening=0.5), None, "dampening"),
+    (dict(lr=0.1, clip_value=1.0), None, "clip_value"),
+    (dict(lr=0.1, norm=8.0), None, "a data-parallel normalization (norm)"),
+    (dict(lr=0.1), np.ones(4), "sample_weight"),
+    (dict(mode=fastbp._core.STEP_UPDATE, lr=0.1), None, "a step from given gradients"),
+]
+
+
+@pytest.mark.parametrize("kw,weights,what", UNSUPPORTED, ids=[u[2] for u in UNSUPPORTED])
+def test_gpu_step_names_what_it_does_not_support(kw, weights, what):
+    ws = _FakeGpuWorkspace()
+    opts = fastbp._core.StepOptions(**{"mode": fastbp._core.STEP_TRAIN, **kw})
+    with pytest.raises(NotImplementedError,
+                       match=re.escape(f"mlp_step: {what}") + ".* not supported on the GPU yet"):
+        fastbp._core.mlp_step(ws, np.zeros((4, 3)), np.zeros(4, np.int64), opts, weights)
+    assert not hasattr(ws, "ran") and opts.t == 1 and opts.step == 0
+
+
+def test_gpu_step_runs_what_it_supports():
+    """SGD with momentum, weight decay and clip_norm reach the GPU workspace, and
+    the step advances the options' counters as on the CPU."""
+    ws = _FakeGpuWorkspace()
+    opts = fastbp._core.StepOptions(fastbp._core.STEP_TRAIN, lr=0.1, momentum=0.9,
+                                    weight_decay=0.01, clip_norm=1.0)
+    assert fastbp._core.mlp_step(ws, np.zeros((4, 3)), np.zeros(4, np.int64), opts) == "ran"
+    assert ws.ran[1] == 4 and (opts.t, opts.step) == (2, 1)
+
+
+@gpu
+@pytest.mark.parametrize("kw,what", [
+    (dict(optimizer=fastbp.optim.Adam(1e-3)), "optimizer 'Adam'"),
+    (dict(optimizer=fastbp.optim.AdamW(1e-3)), "optimizer 'AdamW'"),
+    (dict(optimizer=fastbp.optim.SGD(0.1, momentum=0.9, nesterov=True)), "nesterov=True"),
+    (dict(optimizer=fastbp.optim.SGD(0.1, momentum=0.9, dampening=0.1)), "dampening"),
+    (dict(lr=0.1, clip_value=0.5), "clip_value"),
+    (dict(lr=0.1, sample_weight=np.ones(8)), "sample_weight"),
+], ids=["adam", "adamw", "nesterov", "dampening", "clip_value", "sample_weight"])
+def test_mlp_on_cuda_refuses_unsupported_options_by_name(rng, kw, what):
+    model = MLP([6, 9, 4], "tanh", dtype=np.float64, seed=1, device="cuda")
+    before = model.get_params()
+    x, t = rng.standard_normal((8, 6)), rng.integers(0, 4, 8)
+    with pytest.raises(NotImplementedError, match=re.escape(what)):
+        model.train_step(x, t, **kw)
+    with pytest.raises(NotImplementedError, match=re.escape(what)):
+        model.fit(x, t, epochs=1, batch_size=4, **kw)
+    after = model.get_params()
+    assert all(np.array_equal(before[k], after[k]) for k in before)
+    assert model.step_ == 0 and model.epoch_ == 0
+
+
+@gpu
+def test_mlp_on_cuda_refuses_dropout_and_bce_by_name():
+    with pytest.raises(NotImplementedError, match="dropout is not supported on the GPU"):
+        MLP([6, 9, 4], dropout=0.5, device="cuda")
+    with pytest.raises(NotImplementedError, match="'binary_cross_entropy' is not supported on "
+                                                  "the GPU"):
+        MLP([6, 9, 4], loss="binary_cross_entropy", device="cuda")

@@ -1,4 +1,5 @@
-"""softmax_cross_entropy and mse_loss against fastbp.reference."""
+"""softmax_cross_entropy, mse_loss and binary_cross_entropy against fastbp.reference
+(and PyTorch's BCEWithLogitsLoss); the model with loss="binary_cross_entropy"."""
 
 import math
 import warnings
@@ -468,3 +469,216 @@ def test_float32_losses_beyond_float32_range_are_finite_and_agree():
     rloss, _ = ref.mse_loss(y, t)
     assert np.isfinite(loss) and loss == pytest.approx(rloss, rel=1e-6)
     assert loss == pytest.approx(0.5 * 6 * (2e20) ** 2 / 2, rel=1e-6)
+
+
+# ---------------------------------------------------------------------------
+# binary cross-entropy (sigmoid + BCE, fused): the kernel
+# ---------------------------------------------------------------------------
+
+BCE_SHAPES = [(1, 1), (7, 1), (5, 3), (64, 10), (256, 600)]  # the last goes parallel
+
+
+def _bce_data(rng, N, C, dtype, scale=4.0):
+    z = (scale * rng.standard_normal((N, C))).astype(dtype)
+    t = rng.random((N, C))
+    t[rng.random((N, C)) < 0.5] = 0.0  # hard 0/1 labels among soft targets
+    t[rng.random((N, C)) < 0.3] = 1.0
+    return z, t.astype(dtype)
+
+
+@pytest.mark.parametrize("shape", BCE_SHAPES, ids=str)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bce_matches_reference(rng, dtype, shape):
+    z, t = _bce_data(rng, *shape, dtype)
+    z0 = z.copy()
+    loss, dz = fastbp.binary_cross_entropy(z, t)
+    rloss, rdz = ref.binary_cross_entropy(z, t)
+    assert_loss_close(loss, rloss, dtype)
+    assert_close(dz, rdz, dtype)
+    np.testing.assert_array_equal(z, z0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bce_out_and_in_place(rng, dtype):
+    z, t = _bce_data(rng, 9, 4, dtype)
+    rloss, rdz = ref.binary_cross_entropy(z, t)
+    out = np.full_like(z, 7.0)
+    loss, dz = fastbp.binary_cross_entropy(z, t, out=out)
+    assert dz is out
+    assert_close(out, rdz, dtype)
+    loss, dz = fastbp.binary_cross_entropy(z, t, out=z)  # the gradient over the logits
+    assert dz is z
+    assert_loss_close(loss, rloss, dtype)
+    assert_close(z, rdz, dtype)
+    with raises(ValueError, "binary_cross_entropy: out overlaps target in memory"):
+        fastbp.binary_cross_entropy(z, t, out=t)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bce_empty_batch_is_nan(dtype):
+    loss, dz = fastbp.binary_cross_entropy(np.zeros((0, 3), dtype), np.zeros((0, 3), dtype))
+    assert type(loss) is float and math.isnan(loss)
+    assert dz.shape == (0, 3) and dz.dtype == np.dtype(dtype)
+    assert math.isnan(ref.binary_cross_entropy(np.zeros((0, 3), dtype), np.zeros((0, 3)))[0])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bce_finite_and_exact_at_large_logits(dtype):
+    """max(z, 0) - t z + log1p(exp(-|z|)): at |z| = 800 exp(-800) is 0 in either
+    dtype, so each term is exactly max(z, 0) - t z and sigmoid is exactly 0 or 1
+    (the naive -t log s - (1 - t) log(1 - s) gives inf and nan there)."""
+    z = np.array([[800.0, -800.0, 800.0, -800.0, 800.0]], dtype)
+    t = np.array([[0.0, 1.0, 1.0, 0.0, 0.5]], dtype)
+    loss, dz = fastbp.binary_cross_entropy(z, t)
+    assert loss == 800.0 + 800.0 + 0.0 + 0.0 + 400.0
+    np.testing.assert_array_equal(dz, np.array([[1.0, -1.0, 0.0, 0.0, 0.5]], dtype))
+    rloss, rdz = ref.binary_cross_entropy(z, t)
+    assert rloss == loss
+    np.testing.assert_array_equal(rdz, dz)
+    z2 = np.repeat(z, 4, axis=0)
+    loss, dz = fastbp.binary_cross_entropy(z2, np.repeat(t, 4, axis=0))
+    assert loss == 2000.0 and np.array_equal(dz[0], np.array([0.25, -0.25, 0, 0, 0.125], dtype))
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (4, 3), (6, 1)])
+def test_bce_reference_matches_numerical(shape):
+    rng = np.random.default_rng(6)
+    z, t = _bce_data(rng, *shape, np.float64, scale=2.0)
+    loss, dz = ref.binary_cross_entropy(z, t)
+    s = 1 / (1 + np.exp(-z))
+    assert loss == pytest.approx(-np.sum(t * np.log(s) + (1 - t) * np.log(1 - s)) / shape[0],
+                                 rel=1e-12)
+    num = ref.numerical_gradient(lambda: ref.binary_cross_entropy(z, t)[0], z)
+    assert rel_err(dz, num) < NUMGRAD_TOL
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bce_matches_torch(rng, dtype):
+    torch = pytest.importorskip("torch")
+    z, t = _bce_data(rng, 33, 5, dtype, scale=10.0)
+    zt = torch.tensor(z, requires_grad=True)
+    want = torch.nn.BCEWithLogitsLoss(reduction="sum")(zt, torch.tensor(t)) / z.shape[0]
+    want.backward()
+    loss, dz = fastbp.binary_cross_entropy(z, t)
+    assert_loss_close(loss, want.item(), dtype)
+    assert_close(dz, zt.grad.numpy(), dtype)
+
+
+def test_bce_input_checks():
+    z = np.zeros((4, 3))
+    with raises(ValueError, "binary_cross_entropy: target must have the shape of logits (4, 3), "
+                            "got (4, 2)"):
+        fastbp.binary_cross_entropy(z, np.zeros((4, 2)))
+    with raises(TypeError, "binary_cross_entropy: target has dtype float32 but the inputs are "
+                           "float64"):
+        fastbp.binary_cross_entropy(z, np.zeros((4, 3), np.float32))
+    with raises(ValueError, "binary_cross_entropy: logits must be 2-D, got 1-D array"):
+        fastbp.binary_cross_entropy(np.zeros(4), np.zeros(4))
+    with raises(TypeError, "logits must be a float32 or float64 array, got dtype int64"):
+        fastbp.binary_cross_entropy(np.zeros((4, 3), np.int64), z)
+
+
+# ---------------------------------------------------------------------------
+# the model with loss="binary_cross_entropy" (multi-label C > 1, binary C = 1)
+# ---------------------------------------------------------------------------
+
+def _bce_model_batch(rng, sizes, dtype, N=9):
+    x = rng.standard_normal((N, sizes[0])).astype(dtype)
+    t = (rng.random((N, sizes[-1])) < 0.4).astype(dtype)
+    t[0] = 0.3  # a soft target too
+    return x, t
+
+
+@pytest.mark.parametrize("opt", ["sgd", "adam"])
+@pytest.mark.parametrize("C", [1, 4], ids=["binary", "multilabel"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bce_model_train_step_matches_reference(dtype, C, opt):
+    from fastbp import MLP, optim
+
+    rng = np.random.default_rng(7)
+    sizes = [5, 8, 6, C]
+    model = MLP(sizes, ["relu", "tanh"], "binary_cross_entropy", dtype=dtype, seed=3)
+    params = model.get_params()
+    state = {k: {"v": np.zeros_like(v), "s": np.zeros_like(v)} for k, v in params.items()}
+    o = optim.SGD(0.2, momentum=0.9, weight_decay=0.01) if opt == "sgd" else optim.Adam(0.02)
+    d = o.options()
+    d["name"] = d.pop("optimizer")
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    for s in range(4):
+        x, t = _bce_model_batch(rng, sizes, dtype)
+        if C == 1 and s % 2:
+            t = t[:, 0]  # (N,) targets for one output
+        got = model.train_step(x, t, optimizer=o)
+        want = ref.mlp_train_step(params, x, t, None, ["relu", "tanh"], "binary_cross_entropy",
+                                  optimizer=d, state=state, step=s + 1)
+        np.testing.assert_allclose(got, want, rtol=tol)
+    for k in params:
+        assert_close(model.params[k], params[k], dtype, scale=10)
+    assert not np.allclose(params["W1"], MLP(sizes, ["relu", "tanh"], "binary_cross_entropy",
+                                             dtype=dtype, seed=3).params["W1"])
+
+
+@pytest.mark.parametrize("C", [1, 3])
+def test_bce_model_loss_and_gradient_match_torch(C):
+    torch = pytest.importorskip("torch")
+    from fastbp import MLP
+
+    rng = np.random.default_rng(8)
+    sizes = [4, 7, C]
+    model = MLP(sizes, "sigmoid", "binary_cross_entropy", dtype=np.float64, seed=1)
+    x, t = _bce_model_batch(rng, sizes, np.float64, N=11)
+    p = {k: torch.tensor(v, requires_grad=True) for k, v in model.params.items()}
+    z = torch.sigmoid(torch.tensor(x) @ p["W1"] + p["b1"]) @ p["W2"] + p["b2"]
+    want = torch.nn.BCEWithLogitsLoss(reduction="sum")(z, torch.tensor(t)) / x.shape[0]
+    want.backward()
+    assert model.loss(x, t) == pytest.approx(want.item(), rel=1e-12)
+    grads = model.gradient(x, t)
+    for k in p:
+        np.testing.assert_allclose(grads[k], p[k].grad.numpy(), rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("C", [1, 3])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bce_model_predict_proba_and_score(dtype, C):
+    from fastbp import MLP
+
+    rng = np.random.default_rng(9)
+    model = MLP([4, 6, C], "tanh", "binary_cross_entropy", dtype=dtype, seed=2, init=1.0)
+    x = rng.standard_normal((50, 4)).astype(dtype)
+    z = model.predict(x)
+    proba = model.predict_proba(x)
+    assert proba.shape == (50, C) and proba.dtype == np.dtype(dtype)
+    assert_close(proba, ref.sigmoid_forward(z), dtype)
+    t = (rng.random((50, C)) < 0.5).astype(dtype)
+    right = np.all((proba > 0.5) == (t >= 0.5), axis=1)
+    assert 0 < right.mean() < 1  # a score that can be wrong both ways
+    assert model.score(x, t) == right.mean()
+    if C == 1:
+        assert model.score(x, t[:, 0]) == right.mean()
+
+
+def test_bce_model_fit_and_target_checks():
+    from fastbp import MLP
+
+    rng = np.random.default_rng(10)
+    X = rng.standard_normal((120, 3))
+    y = (X[:, :2] > 0).astype(np.float64)  # two labels, learnable
+    model = MLP([3, 16, 2], "tanh", "binary_cross_entropy", dtype=np.float64, seed=0)
+    h = model.fit(X, y, epochs=30, batch_size=16, lr=0.5)
+    assert h["loss"][-1] < 0.5 * h["loss"][0]
+    assert model.score(X, y) > 0.9
+    # the running accuracy counts rows whose every output is right, as score does
+    assert 0 < h["accuracy"][-1] <= 1 and h["accuracy"][-1] > h["accuracy"][0]
+    frozen = model.fit(X, y, epochs=1, batch_size=16, lr=0.0, validation=(X, y))
+    assert frozen["accuracy"][0] == frozen["val_accuracy"][0] == model.score(X, y)
+    before = model.get_params()
+    with raises(ValueError, "fit: binary_cross_entropy targets must be in [0, 1], got values "
+                            "in [0.0, 2.0]"):
+        model.fit(X, y * 2, epochs=1)
+    with raises(ValueError, "fit: targets must have shape (120, 2), got (120, 3)"):
+        model.fit(X, np.zeros((120, 3)), epochs=1)
+    for k in before:
+        assert np.array_equal(model.params[k], before[k])
+    binary = MLP([3, 8, 1], "relu", "binary_cross_entropy", dtype=np.float32, seed=0)
+    h = binary.fit(X, y[:, 0], epochs=20, batch_size=16, lr=0.5)  # (n,) targets, one output
+    assert binary.score(X, y[:, 0]) > 0.9 and h["accuracy"][-1] > 0.8

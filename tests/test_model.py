@@ -229,6 +229,28 @@ def test_train_step_allocates_nothing(opts):
     assert net < ALLOC_LIMIT
 
 
+@pytest.mark.parametrize("opt", ["Adam", "AdamW", "SGD-nesterov"])
+def test_train_step_with_every_option_allocates_nothing(opt):
+    """Adam's moments, dropout's masks, sample weights and clipping live in the
+    workspace too: after the first step, no allocation."""
+    from fastbp import optim
+
+    rng = np.random.default_rng(0)
+    model = MLP(SIZES_ALLOC, "relu", dtype=np.float32, seed=0, dropout=0.3)
+    x = rng.standard_normal((N_ALLOC, SIZES_ALLOC[0])).astype(np.float32)
+    y = rng.integers(0, SIZES_ALLOC[-1], N_ALLOC).astype(np.int64)
+    w = rng.random(N_ALLOC).astype(np.float32)
+    o = {"Adam": optim.Adam(1e-3, weight_decay=1e-4), "AdamW": optim.AdamW(1e-3),
+         "SGD-nesterov": optim.SGD(0.01, momentum=0.9, nesterov=True)}[opt]
+    before = model.params["W1"].copy()
+    peak, net = _traced_growth(lambda: model.train_step(x, y, optimizer=o, clip_norm=1.0,
+                                                        clip_value=0.5, sample_weight=w))
+    assert peak < ALLOC_LIMIT, f"train_step: traced peak grew by {peak} bytes"
+    assert net < ALLOC_LIMIT
+    assert model.step_ == 102 and model.optimizer_state["t"] == 102
+    assert not np.array_equal(model.params["W1"], before)
+
+
 def test_allocation_check_can_fail():
     """The same measure flags a call that allocates arrays (gradient copies dW)."""
     model, x, y = _alloc_setup()
@@ -818,3 +840,4 @@ def test_load_names_what_is_wrong_with_the_file(tmp_path):
         MLP.load(tmp_path / "w.npy")
     with pytest.raises(FileNotFoundError, match="no such file"):
         MLP.load(tmp_path / "nothing.npz")
+

@@ -97,6 +97,13 @@ def _grads(rng, dtype, scale=1.0):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("scale", [1.0, 1e30, 0.0])
+def test_global_norm_matches_reference(rng, dtype, scale):
+    gs = _grads(rng, dtype, scale)
+    _close_norm(fastbp.global_norm(gs), ref.global_norm(gs))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_clip_global_norm_scales_when_over(rng, dtype):
     gs = _grads(rng, dtype)
     want = [g.copy() for g in gs]

@@ -9,7 +9,7 @@ import warnings
 import numpy as np
 import pytest
 
-sklearn = pytest.importorskip("sklearn")
+sklearn = pytest.importorskip("sklearn", minversion="1.6")  # fastbp.sklearn needs 1.6
 sknn = pytest.importorskip("sklearn.neural_network")
 sgd_opt = pytest.importorskip("sklearn.neural_network._stochastic_optimizers")
 

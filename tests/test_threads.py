@@ -1,6 +1,7 @@
 """Thread-count determinism, set/get_num_threads, and GIL-free concurrency."""
 
 import math
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -248,6 +249,9 @@ def _child(code, env=None, timeout=120):
                           env=env, timeout=timeout)
 
 
+@pytest.mark.skipif("libasan" in os.environ.get("LD_PRELOAD", ""),
+                    reason="under ASan (tools/sanitize.sh) the sanitizer's own per-thread "
+                           "mappings fail under the address-space limit and abort")
 def test_threads_the_system_cannot_start_leave_a_smaller_pool():
     """set_num_threads(512) under an address-space limit: the workers that cannot
     start are not started (before: libgomp exited the process). The kernel runs

@@ -79,3 +79,4 @@ def test_out_overlap_is_exact_at_the_edges(rng, start, overlaps):
     else:
         fastbp.relu_forward(x, out=out)
         np.testing.assert_array_equal(out, want)
+

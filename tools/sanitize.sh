@@ -38,7 +38,7 @@ log "ASan runtime: $ASAN_LIB"
 rm -rf "$TREE" "$LOGS"
 mkdir -p "$TREE" "$LOGS"
 (cd "$ROOT" && tar cf - --exclude='*.so' --exclude='_core.c' --exclude='__pycache__' \
-    setup.py pyproject.toml README.md csrc src) | (cd "$TREE" && tar xf -)
+    setup.py build_cuda.py pyproject.toml README.md csrc src) | (cd "$TREE" && tar xf -)
 log "building fastbp._core with FASTBP_SANITIZE=address,undefined in $TREE"
 (cd "$TREE" && CC="$CC" FASTBP_SANITIZE=address,undefined \
     "$PY" setup.py -q build_ext --inplace >"$WORK/build.log" 2>&1) || {
@@ -51,7 +51,12 @@ log "built in $((t_built - t_start)) s"
 
 # ---- 3. the test suite under the sanitizers ----------------------------------------
 export PYTHONPATH="$TREE/src${PYTHONPATH:+:$PYTHONPATH}"
-export LD_PRELOAD="$ASAN_LIB${LD_PRELOAD:+:$LD_PRELOAD}"
+# libstdc++ too: ASan resolves its C++ interceptors (__cxa_throw) at start-up, and a
+# C++ extension loaded later (matplotlib's, in the CLI's chart tests) would throw
+# through a null interceptor
+STDCXX_LIB=$("$CC" -print-file-name=libstdc++.so)
+[[ "$STDCXX_LIB" == /* && -e "$STDCXX_LIB" ]] || STDCXX_LIB=
+export LD_PRELOAD="$ASAN_LIB${STDCXX_LIB:+:$STDCXX_LIB}${LD_PRELOAD:+:$LD_PRELOAD}"
 # detect_leaks=0: CPython keeps its interned objects and arenas until exit by design.
 export ASAN_OPTIONS="detect_leaks=0:abort_on_error=0:log_path=$LOGS/asan:${ASAN_OPTIONS:-}"
 export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:log_path=$LOGS/ubsan:${UBSAN_OPTIONS:-}"

@@ -17,6 +17,7 @@ import numpy as np
 
 BLAS_INT_MAX = 2**31 - 1
 MAX_LAYERS = 10_000
+MAX_EPOCHS = 10_000_000
 
 
 def _fail(path, msg, exc=ValueError):
@@ -129,8 +130,10 @@ def read_model(cls, path):
         state = {}
         for kind in extra["state"]:
             state[kind] = [_read(zf, f"state_{kind}{l}", path) for l in range(1, L + 1)]
+        curves = [_read(zf, name, path) if extra["curves"] else []
+                  for name in ("loss_curve", "val_loss_curve")]
         model._restore_training_state(extra["optimizer"], extra["optimizer_t"], state,
-                                      extra["step"], extra["epoch"])
+                                      extra["step"], extra["epoch"], curves)
     return model
 
 
@@ -177,4 +180,18 @@ def _training_state(zf, path, names, L, dt, wanted):
             if got_dt != dt:
                 _fail(path, f"{name!r} has dtype {got_dt}, expected {dt}", TypeError)
     out["state"] = kinds
+    # the loss curves: one float64 per epoch (files from before they were kept
+    # have none); epochs are capped so that a file cannot declare a huge curve
+    have = [name in names for name in ("loss_curve", "val_loss_curve")]
+    if have[0] != have[1]:
+        _fail(path, "loss_curve and val_loss_curve must both be there, or neither")
+    if have[0]:
+        if out["epoch"] > MAX_EPOCHS:
+            _fail(path, f"epoch {out['epoch']} is more than the {MAX_EPOCHS} a file may hold")
+        for name in ("loss_curve", "val_loss_curve"):
+            _, got, got_dt = _header(zf, name, path)
+            if got != (out["epoch"],) or got_dt != np.float64:
+                _fail(path, f"{name!r} must be float64 of shape ({out['epoch']},) (one value "
+                            f"per epoch), got {got_dt} {got}")
+    out["curves"] = have[0]
     return out

@@ -1305,16 +1305,37 @@ cdef int _step_target(str fn, object ws, int mode, Py_ssize_t N, object target, 
     return 0
 
 
-cdef object _sample_weight(str fn, object w, Desc *dw, Py_ssize_t N, object dtype):
-    """Sample weights (N,) of the step's dtype, finite and >= 0 (the caller checks
-    their sum once, where it knows the batch)."""
+cdef object _sample_weight(str fn, object w, Desc *dw, Py_ssize_t N, object dtype,
+                           bint need_weight):
+    """Sample weights (N,) of the step's dtype, finite and >= 0, checked in place
+    (no copy, so a step stays allocation-free); need_weight: their sum must be
+    > 0 (a batch of its own; the batches of an epoch may weigh 0, mlp_epoch's
+    caller checks the whole)."""
     w = _float_view(fn, "sample_weight", w, dw, 1)
     if dw.itemsize != dtype.itemsize:
         raise TypeError(f"{fn}: sample_weight has dtype {_dtype(w)} but the inputs are "
                         f"{dtype}; fastbp never casts silently, convert it with .astype()")
     if dw.shape[0] != N:
         raise ValueError(f"{fn}: got {dw.shape[0]} sample weights for {N} rows of x")
-    return _contig(fn, "sample_weight", w, dw)
+    w = _contig(fn, "sample_weight", w, dw)
+    if dw.device >= 0:
+        return w
+    cdef Py_ssize_t i, n = dw.shape[0], bad = -1
+    cdef double v, total = 0.0
+    cdef bint f32 = dw.itemsize == 4
+    with nogil:
+        for i in range(n):
+            v = (<const float *>dw.ptr)[i] if f32 else (<const double *>dw.ptr)[i]
+            if not (v >= 0.0 and v - v == 0.0):  # NaN, negative or inf
+                bad = i
+                break
+            total += v
+    if bad >= 0:
+        raise ValueError(f"{fn}: sample_weight must be finite and >= 0, got {w[bad]} at "
+                         f"index {bad}")
+    if need_weight and not total > 0.0:
+        raise ValueError(f"{fn}: the sample weights sum to 0")
+    return w
 
 
 cdef int _gpu_unsupported(str fn, object ws, StepOptions opts, bint weighted) except -1:
@@ -1361,6 +1382,8 @@ def mlp_step(ws, x, target, StepOptions opts not None, sample_weight=None, *,
     GPU only: sync=False returns None at once (read_out() gives the result
     later), stream is a cudaStream_t as an int. A well-formed CPU call
     (C-contiguous x of the workspace dtype, int64 labels) allocates nothing.
+    A TRAIN or UPDATE step advances opts.t and opts.step by one as it returns
+    (see _advance).
     """
     fn = "mlp_step"
     cdef Desc dx, dt, dw
@@ -1395,7 +1418,7 @@ def mlp_step(ws, x, target, StepOptions opts not None, sample_weight=None, *,
     if kind >= 0 and ws.device < 0 and dt.device >= 0:
         raise ValueError(f"{fn}: target is on {_where(dt.device)}, the model on the host")
     if sample_weight is not None and mode != FBP_MODE_FORWARD and mode != FBP_MODE_UPDATE:
-        keep.append(_sample_weight(fn, sample_weight, &dw, N, ws.dtype))
+        keep.append(_sample_weight(fn, sample_weight, &dw, N, ws.dtype, opts.o.norm <= 0.0))
         pw = dw.ptr
     cdef const int64_t *pl = <int64_t *>dt.ptr if kind == 1 else NULL
     cdef const void *pt = dt.ptr if kind == 0 else NULL
@@ -1411,12 +1434,26 @@ def mlp_step(ws, x, target, StepOptions opts not None, sample_weight=None, *,
             cws.refuse_overlap(fn, "sample_weight", &dw)
         with nogil:
             rc = fbp_mlp_step(&cws.m, N, px, pl, pt, pw, &opts.o, &out)
+        if mode == FBP_MODE_TRAIN or mode == FBP_MODE_UPDATE:
+            _advance(opts, 1)
         return out.loss, out.reg, out.grad_norm, out.ncorrect
     s = <uintptr_t>dx.stream if stream is None and dx.device >= 0 else (stream or 0)
     r = ws.run(s, N, <uintptr_t>px, <uintptr_t>pl, <uintptr_t>pt, mode, opts.o.lr,
                opts.o.weight_decay, opts.o.clip_norm, opts.o.momentum,
                opts.o.count_correct, sync)
+    if mode == FBP_MODE_TRAIN or mode == FBP_MODE_UPDATE:
+        _advance(opts, 1)
     return r
+
+
+cdef inline void _advance(StepOptions opts, int64_t steps) noexcept:
+    """Moves opts past `steps` training steps that have run (the optimizer's t and
+    the model's step). Done here, before the call returns, because a Ctrl-C that
+    arrives during the native call is raised as soon as the interpreter resumes,
+    before the caller's next statement: a model that counted its steps itself
+    would be left with parameters some steps ahead of its counters."""
+    opts.o.t += steps
+    opts.o.step += steps
 
 
 cdef int _check_state(str fn, MLPWorkspace ws, StepOptions opts) except -1:
@@ -1454,17 +1491,21 @@ cdef int _check_permutation(str fn, const int64_t *p, Py_ssize_t n) except -1:
 
 
 def mlp_epoch(MLPWorkspace ws, X, target, sample_weight, order, Py_ssize_t batch_size,
-              Py_ssize_t first, Py_ssize_t last, StepOptions opts not None, losses=None):
+              Py_ssize_t first, Py_ssize_t last, StepOptions opts not None,
+              double loss_sum=0.0, double weight_sum=0.0, losses=None):
     """Batches [first, last) of an epoch of training steps in one native call.
 
     X (n, I) of the workspace dtype; target int labels (n,) for softmax-xent or
     float targets (n, outputs); sample_weight (n,) or None; order (n,), a
     permutation of range(n); batch s holds rows order[s B : (s+1) B] (the last
     partial), gathered in C; opts.t and opts.step are the first batch's and
-    advance by one per batch (opts itself is left as given). Returns (sum of
-    (loss + reg) times each batch's weight, the weights' sum, the last grad_norm,
-    ncorrect); losses, a float64 array (last - first, 2), receives each batch's
-    (loss, reg) if given. The CPU only.
+    advance by one per batch; opts is left past the last batch (t and step
+    advanced by last - first, see _advance). Returns (loss_sum plus the sum of
+    (loss + reg) times each batch's weight, weight_sum plus the weights' sum,
+    the last grad_norm, ncorrect): running sums, which an epoch run in several
+    calls passes on from call to call, so that its sums are added in one order
+    however the calls split it. losses, a float64 array (last - first, 2),
+    receives each batch's (loss, reg) if given. The CPU only.
     """
     fn = "mlp_epoch"
     cdef Desc dX, dt, do, dw, dl
@@ -1499,7 +1540,7 @@ def mlp_epoch(MLPWorkspace ws, X, target, sample_weight, order, Py_ssize_t batch
         raise ValueError(f"{fn}: target is on {_where(dt.device)}, the model on the host")
     cdef const void *pw = NULL
     if sample_weight is not None:
-        keep.append(_sample_weight(fn, sample_weight, &dw, n, ws.dtype))
+        keep.append(_sample_weight(fn, sample_weight, &dw, n, ws.dtype, False))
         ws.refuse_overlap(fn, "sample_weight", &dw)
         pw = dw.ptr
     cdef const int64_t *pl = <int64_t *>dt.ptr if kind == 1 else NULL
@@ -1509,6 +1550,7 @@ def mlp_epoch(MLPWorkspace ws, X, target, sample_weight, order, Py_ssize_t batch
     cdef Py_ssize_t B = batch_size
     cdef fbp_step_opts o = opts.o
     o.mode = FBP_MODE_TRAIN
+    out.loss_sum, out.weight_sum = loss_sum, weight_sum
     out.batches = NULL
     if losses is not None:
         _describe(fn, "losses", losses, &dl)
@@ -1523,4 +1565,5 @@ def mlp_epoch(MLPWorkspace ws, X, target, sample_weight, order, Py_ssize_t batch
         out.batches = <double *>dl.ptr
     with nogil:
         fbp_mlp_epoch(&ws.m, n, dX.ptr, pl, pt, pw, <int64_t *>do.ptr, B, first, last, &o, &out)
+    _advance(opts, last - first)
     return out.loss_sum, out.weight_sum, out.grad_norm, out.ncorrect

@@ -184,8 +184,11 @@ class MLP:
         training step, layer, row, column).
 
     Attributes: ``step_`` and ``epoch_`` count the training steps and the epochs
-    of fit over the model's life (saved with it); ``history_`` is the history of
-    the last fit, kept epoch by epoch (also when the fit is interrupted).
+    of fit over the model's life; ``loss_curve_`` and ``val_loss_curve_`` hold
+    each of those epochs' training and validation loss (NaN for an epoch without
+    a validation set), which ReduceLROnPlateau replays (all saved with the
+    model); ``history_`` is the history of the last fit, kept epoch by epoch
+    (also when the fit is interrupted).
     """
 
     def __init__(self, sizes, activation="relu", loss="softmax_cross_entropy",
@@ -226,6 +229,7 @@ class MLP:
             params[f"b{l}"] = np.zeros(fan_out, dtype)
         self._params = params
         self.step_, self.epoch_, self.history_ = 0, 0, {}
+        self.loss_curve_, self.val_loss_curve_ = [], []
         self._opt_name, self._opt_t, self._state = None, 0, {}
         self._opts_key = self._opts = None
         self._engine = _CUDA(self) if device == "cuda" else _CPU(self)
@@ -277,12 +281,13 @@ class MLP:
                 st["vW"], st["vb"] = [v.get() for v in g.vW], [v.get() for v in g.vb]
         return st
 
-    def _restore_training_state(self, optimizer, t, state, step, epoch):
+    def _restore_training_state(self, optimizer, t, state, step, epoch, curves):
         """Put back what save() wrote (MLP.load): the optimizer's name, step
-        count and state, and the step and epoch counters."""
+        count and state, the step and epoch counters and the loss curves."""
         self._opt_name, self._opt_t = optimizer, t
         self._state = {k: [np.array(a, self.dtype) for a in v] for k, v in state.items()}
         self.step_, self.epoch_ = step, epoch
+        self.loss_curve_, self.val_loss_curve_ = ([float(v) for v in c] for c in curves)
 
     def _ensure_state(self, optimizer):
         """Zeros for the optimizer's state when it is new to the model (another
@@ -360,13 +365,29 @@ class MLP:
         fn = "train_step"
         optimizer = self._optimizer(fn, optimizer, lr, momentum, weight_decay)
         self._check_clip(fn, clip_norm, clip_value)
+        # a new kind of optimizer replaces the state (new arrays, the old ones
+        # untouched); a step that then refuses its inputs puts the old one back
+        saved = self._opt_name, self._opt_t, self._state
         self._ensure_state(optimizer)
         opts = self._train_options(optimizer, clip_norm, clip_value)
         opts.t, opts.step = self._opt_t + 1, self.step_
-        out = self._engine.step(x, t, opts, self._batch(x), sample_weight)
-        self._opt_t += 1
-        self.step_ += 1
+        try:
+            out = self._engine.step(x, t, opts, self._batch(x), sample_weight)
+        except (TypeError, ValueError):
+            if self.device == "cpu":
+                self._opt_name, self._opt_t, self._state = saved
+            raise
+        except BaseException:  # KeyboardInterrupt: the step may have run
+            self._count_steps(opts)
+            raise
+        self._count_steps(opts)
         return out[0] + out[1]
+
+    def _count_steps(self, opts):
+        """The step counters from opts, which the native call advanced past the
+        steps it ran (also when Ctrl-C is raised as the call returns, before any
+        statement after it)."""
+        self._opt_t, self.step_ = opts.t - 1, opts.step
 
     def _eval(self, x, t, mode, weight_decay):
         opts = _core.StepOptions(mode, weight_decay=weight_decay)
@@ -524,7 +545,7 @@ class MLP:
         B = min(int(batch_size), n)
         classify = self.loss_name != "mse" and (self.loss_name == "binary_cross_entropy"
                                                 or y.ndim == 1)
-        outputs = n * self.sizes[-1] if self.loss_name == "binary_cross_entropy" else n
+        outputs = n
         score_key = "val_accuracy" if self.loss_name != "mse" else "val_r2"
         hist = {"loss": [], "lr": []}
         if classify:
@@ -540,7 +561,8 @@ class MLP:
         base_lr = optimizer.lr
         for _ in bar:
             epoch = self.epoch_
-            lr_e = schedule.lr(epoch, base_lr, hist)
+            lr_e = schedule.lr(epoch, base_lr, {"loss": self.loss_curve_,
+                                                "val_loss": self.val_loss_curve_})
             if not (lr_e >= 0 and math.isfinite(lr_e)):
                 raise ValueError(f"fit: the schedule gave lr {lr_e!r} at epoch {epoch}")
             optimizer.lr = lr_e
@@ -550,21 +572,26 @@ class MLP:
                                                  clip_value, classify)
             finally:
                 optimizer.lr = base_lr
-            self.epoch_ += 1
-            hist["loss"].append(mean_loss)
-            hist["lr"].append(lr_e)
-            post = {"loss": f"{mean_loss:.4f}"}
+            # the epoch's record is measured first and then written at once, so an
+            # interrupt during the validation pass leaves the history and epoch_ as
+            # they were (the epoch's steps are counted in step_)
+            record = {"loss": mean_loss, "lr": lr_e}
             if classify:
-                hist["accuracy"].append(correct / outputs)
-                post["acc"] = f"{correct / outputs:.4f}"
+                record["accuracy"] = correct / outputs
             if Xv is not None:
                 val_reg = optimizer.weight_decay if optimizer.name != "AdamW" else 0.0
-                hist["val_loss"].append(self.loss(Xv, yv, val_reg))
-                hist[score_key].append(self.score(Xv, yv))
-                post[score_key] = f"{hist[score_key][-1]:.4f}"
+                record["val_loss"] = self.loss(Xv, yv, val_reg)
+                record[score_key] = self.score(Xv, yv)
             if log_grad_norms:
                 last = order[(n - 1) // B * B:]
-                hist["grad_norms"].append(self.grad_norms(X[last], y[last]))
+                record["grad_norms"] = self.grad_norms(X[last], y[last])
+            for k, v in record.items():
+                hist[k].append(v)
+            self.loss_curve_.append(mean_loss)
+            self.val_loss_curve_.append(record.get("val_loss", math.nan))
+            self.epoch_ += 1
+            post = {name: f"{record[k]:.4f}" for k, name in
+                    (("loss", "loss"), ("accuracy", "acc"), (score_key, score_key)) if k in record}
             bar.set_postfix(post, refresh=False)
             if not math.isfinite(mean_loss):
                 warnings.warn(f"fit: the loss diverged ({mean_loss}) at epoch {epoch}; training "
@@ -599,30 +626,34 @@ class MLP:
             ws = self._engine.workspace(B)
             total = weight = 0.0
             correct, s, chunk = 0, 0, 1
-            while s < nb:  # native calls of about _CHUNK_SECONDS: an interrupt lands between
-                e = min(nb, s + chunk)
-                opts.t, opts.step = self._opt_t + 1, self.step_
-                t0 = time.perf_counter()
-                lsum, wsum, _, hits = _core.mlp_epoch(ws, X, y, w, order, B, s, e, opts)
-                dt = time.perf_counter() - t0
-                self._opt_t += e - s
-                self.step_ += e - s
-                total, weight, correct = total + lsum, weight + wsum, correct + hits
-                chunk = max(1, min(4 * chunk, int(_CHUNK_SECONDS * (e - s) / max(dt, 1e-6))))
-                s = e
+            opts.t, opts.step = self._opt_t + 1, self.step_
+            try:
+                while s < nb:  # native calls of about _CHUNK_SECONDS: an interrupt lands between
+                    e = min(nb, s + chunk)
+                    t0 = time.perf_counter()
+                    # running sums: the epoch's loss does not depend on the chunks
+                    total, weight, _, hits = _core.mlp_epoch(ws, X, y, w, order, B, s, e, opts,
+                                                             total, weight)
+                    dt = time.perf_counter() - t0
+                    correct += hits
+                    chunk = max(1, min(4 * chunk, int(_CHUNK_SECONDS * (e - s) / max(dt, 1e-6))))
+                    s = e
+            finally:
+                self._count_steps(opts)
             return total / weight, correct
         total = weight = 0.0
         correct = 0
         opts = self._train_options(optimizer, clip_norm, clip_value, classify)
-        for s in range(nb):
-            idx = order[s * B:(s + 1) * B]
-            opts.t, opts.step = self._opt_t + 1, self.step_
-            loss, reg, _, hits = self._engine.step(X[idx], y[idx], opts, len(idx),
-                                                   None if w is None else w[idx])
-            self._opt_t += 1
-            self.step_ += 1
-            bw = len(idx) if w is None else float(w[idx].sum())
-            total, weight, correct = total + (loss + reg) * bw, weight + bw, correct + hits
+        opts.t, opts.step = self._opt_t + 1, self.step_
+        try:
+            for s in range(nb):
+                idx = order[s * B:(s + 1) * B]
+                loss, reg, _, hits = self._engine.step(X[idx], y[idx], opts, len(idx),
+                                                       None if w is None else w[idx])
+                bw = len(idx) if w is None else float(w[idx].sum())
+                total, weight, correct = total + (loss + reg) * bw, weight + bw, correct + hits
+        finally:
+            self._count_steps(opts)
         return total / weight, correct
 
     def _check_inputs(self, fn, X, y):
@@ -668,6 +699,9 @@ class MLP:
             else:
                 per = np.ones(C)
                 for k, v in dict(class_weight).items():
+                    if isinstance(k, (bool, np.bool_)) or not isinstance(k, numbers.Integral):
+                        raise ValueError(f"{fn}: class_weight keys must be integer class "
+                                         f"labels, got {k!r}")
                     if not 0 <= int(k) < C:
                         raise ValueError(f"{fn}: class_weight names class {k!r}, not in [0, {C})")
                     if not (np.isfinite(v) and v >= 0):
@@ -750,6 +784,8 @@ class MLP:
                  dropout=np.asarray(self._dropout, np.float64), seed=np.int64(self.seed),
                  step=np.int64(self.step_), epoch=np.int64(self.epoch_),
                  optimizer=np.str_(st["optimizer"] or ""), optimizer_t=np.int64(st["t"]),
+                 loss_curve=np.asarray(self.loss_curve_, np.float64),
+                 val_loss_curve=np.asarray(self.val_loss_curve_, np.float64),
                  **self.get_params(), **extra)
         return path
 

@@ -23,7 +23,11 @@ __all__ = ["SGD", "Adam", "AdamW", "ConstantLR", "StepLR", "CosineAnnealingLR",
 
 
 def _real(owner, name, v, lo=None, hi=None, lo_open=False, hi_open=False):
-    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
+    # a wrong type is a TypeError, a wrong value a ValueError, as torch.optim's
+    # comparisons give them
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        raise TypeError(f"{owner}: {name} must be a real number, got {type(v).__name__} {v!r}")
+    if not math.isfinite(v):
         raise ValueError(f"{owner}: {name} must be a finite real number, got {v!r}")
     v = float(v)
     bad = ((lo is not None and (v <= lo if lo_open else v < lo)) or
@@ -123,7 +127,10 @@ class AdamW(Adam):
 # ---- learning-rate schedules ----------------------------------------------------------
 
 class LRSchedule:
-    """lr(epoch, base_lr, history) -> the learning rate of epoch (from 0)."""
+    """lr(epoch, base_lr, history) -> the learning rate of epoch (from 0, over the
+    model's life); history: {"loss": [...], "val_loss": [...]}, one value per
+    epoch the model has finished (val_loss NaN where an epoch had no validation
+    set)."""
 
     def lr(self, epoch, base_lr, history):
         raise NotImplementedError
@@ -197,9 +204,11 @@ class ReduceLROnPlateau(LRSchedule):
         self.min_lr = _real("ReduceLROnPlateau", "min_lr", min_lr, lo=0.0)
 
     def lr(self, epoch, base_lr, history):
-        """Replays the rule over the history of the fit so far (its epochs'
-        losses), so the rate is a function of that history alone."""
-        key = "val_loss" if history.get("val_loss") else "loss"
+        """Replays the rule over the model's losses so far (saved with it), so the
+        rate is a function of that history alone and a resumed fit continues it.
+        It watches val_loss when every epoch so far had one, else loss."""
+        val = history.get("val_loss", [])
+        key = "val_loss" if val and all(v == v for v in val) else "loss"
         losses = history.get(key, [])
         lr, best, bad, cool = base_lr, math.inf, 0, 0
         for v in losses:

@@ -288,20 +288,26 @@ def clip_by_value(grads, limit):
     return None
 
 
-def clip_by_global_norm(grads, max_norm):
-    """Rescale the list of arrays grads so their joint L2 norm is <= max_norm.
-
-    total = sqrt(sum over all arrays of sum(g**2)), accumulated in float64.
-    If total is finite and > max_norm, every array is scaled in place by
-    max_norm / total.  If total is inf or nan the arrays are left untouched.
-    Returns total as a Python float (the norm *before* clipping).
-    """
+def global_norm(grads):
+    """sqrt(sum over all arrays of sum(g**2)), accumulated in float64; a Python
+    float (inf if the sum overflows, nan if any element is nan)."""
     sumsq = 0.0
     with np.errstate(over="ignore"):   # overflow just means total = inf
         for g in grads:
             g64 = np.asarray(g, dtype=np.float64)
             sumsq += float(np.sum(g64 * g64))
-    total = math.sqrt(sumsq) if not math.isnan(sumsq) else float("nan")
+    return math.sqrt(sumsq) if not math.isnan(sumsq) else float("nan")
+
+
+def clip_by_global_norm(grads, max_norm):
+    """Rescale the list of arrays grads so their joint L2 norm is <= max_norm.
+
+    total = global_norm(grads). If total is finite and > max_norm, every array
+    is scaled in place by max_norm / total.  If total is inf or nan the arrays
+    are left untouched. Returns total as a Python float (the norm *before*
+    clipping).
+    """
+    total = global_norm(grads)
     if math.isfinite(total) and total > max_norm:
         scale = max_norm / total
         for g in grads:
@@ -522,7 +528,7 @@ def _log_loss_clipped(loss, out, t, eps, sample_weight=None, norm=None):
 
 def _loss(loss, out, t, sample_weight=None, norm=None):
     """(sum of w_r loss_r / W, d/dout) for the batch's outputs; W = norm, or the sum
-    of the weights (the rows without)."""
+    of the weights (the rows without); (0, zeros) when the weights sum to 0."""
     if loss == "softmax_cross_entropy":
         fn = softmax_cross_entropy
     elif loss == "mse":
@@ -544,6 +550,8 @@ def _loss(loss, out, t, sample_weight=None, norm=None):
     # that row alone, times w_r / W
     w = np.ones(N) if sample_weight is None else np.asarray(sample_weight, np.float64)
     W = float(norm) if norm is not None else float(w.sum())
+    if W == 0:  # rows that all weigh 0 add no loss and no gradient (not 0 / 0)
+        return 0.0, np.zeros_like(out)
     value, grad = 0.0, np.empty_like(out)
     for r in range(N):
         lr_, gr = fn(out[r:r + 1], t[r:r + 1])  # gr = grad of the row's loss
@@ -569,7 +577,8 @@ def mlp_loss_and_grads(params, x, t, activation, loss, weight_decay=0.0, sample_
     loss: "softmax_cross_entropy" (t integer labels (N,) or probabilities
     (N, C)), "mse" (t (N, C), or (N,) when C == 1) or "binary_cross_entropy"
     (t in [0, 1], (N, C)). With sample_weight (N,), the loss is sum w_r l_r /
-    sum w_r (or / norm, the total weight of a larger batch). With dropout and
+    sum w_r (or / norm, the total weight of a larger batch); 0, with a zero
+    gradient, when the weights sum to 0. With dropout and
     drop_key, the training-step network (mlp_forward).
         total = loss + 0.5 * weight_decay * sum_l ||Wl||^2   (no biases)
         grads[Wl] = dtotal/dWl (includes weight_decay * Wl), grads[bl] likewise.

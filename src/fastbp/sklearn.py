@@ -465,6 +465,9 @@ class _BaseMLP(BaseEstimator):
         # scikit-learn's squared loss is averaged over the outputs, its gradient not
         per_output = float(self.n_outputs_) if self.out_activation_ == "identity" else 1.0
         opts = opt.options(self, dtype)
+        # mlp_epoch moves opts past the steps it ran, even when Ctrl-C cuts the
+        # fit short right after a call: the solver's step count is taken from it
+        opts.t, opts.step = opt.t + 1, opt.t
         chunk = 1
         try:
             self.n_iter_ = 0
@@ -480,12 +483,10 @@ class _BaseMLP(BaseEstimator):
                 s = 0
                 while s < nb:  # native calls of ~_CHUNK_SECONDS: an interrupt lands between
                     e = min(nb, s + chunk)
-                    opts.t, opts.step = opt.t + 1, opt.t
                     t0 = time.perf_counter()
                     _core.mlp_epoch(ws, X_train, target, sample_weight_train, sample_idx, B, s, e,
                                     opts, losses=losses[s:e])
                     dt = time.perf_counter() - t0
-                    opt.t += e - s
                     chunk = max(1, min(4 * chunk, int(_CHUNK_SECONDS * (e - s) / max(dt, 1e-6))))
                     s = e
                 accumulated_loss = 0.0
@@ -533,6 +534,8 @@ class _BaseMLP(BaseEstimator):
                                   % self.max_iter, ConvergenceWarning)
         except KeyboardInterrupt:
             warnings.warn("Training interrupted by user.")
+        finally:
+            opt.t = opts.t - 1
 
         if early_stopping:
             # restore best weights
