@@ -422,3 +422,79 @@ def test_class_weight_is_sample_weight():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         MLPClassifier(**params, class_weight="balanced").fit(Xm, Ym)
+
+
+# ---------------------------------------------------------------------------
+# epochs in several native calls; Ctrl-C
+# ---------------------------------------------------------------------------
+
+def test_loss_curve_does_not_depend_on_the_chunks(monkeypatch):
+    """An epoch runs in native calls sized by their measured time; the loss curve
+    and the weights are the same however it is split."""
+    X, y = _data("multiclass", n=300)
+    fits = []
+    for seconds in (1e-12, 1e9):  # one batch per call; calls of 1, 4, 16, ... batches
+        monkeypatch.setattr(fastbp.sklearn, "_CHUNK_SECONDS", seconds)
+        est = MLPClassifier(hidden_layer_sizes=(8,), batch_size=7, max_iter=3, random_state=0,
+                            solver="sgd")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            fits.append(est.fit(X, y))
+    assert fits[0].loss_curve_ == fits[1].loss_curve_  # bitwise
+    assert fits[0]._optimizer.t == fits[1]._optimizer.t == 3 * 43
+    np.testing.assert_array_equal(fits[0].coefs_[0], fits[1].coefs_[0])
+
+
+CHILD = r"""
+import json, time, warnings
+import numpy as np
+from fastbp.sklearn import MLPClassifier
+rng = np.random.default_rng(0)
+n = 100_000
+X, y = rng.standard_normal((n, 100)), rng.integers(0, 10, n)
+est = MLPClassifier(hidden_layer_sizes=(512, 512), batch_size=32, max_iter=50, random_state=0)
+print("ready", flush=True)
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    est.fit(X, y)
+t = time.monotonic()
+print(json.dumps({"t": t, "warnings": [str(w.message) for w in caught], "n_iter": est.n_iter_,
+                  "curve": len(est.loss_curve_), "opt_t": est._optimizer.t,
+                  "batches": -(-n // 32)}), flush=True)
+"""
+
+
+@pytest.mark.skipif(not hasattr(__import__("signal"), "SIGINT"), reason="needs POSIX signals")
+def test_ctrl_c_ends_the_fit_as_sklearns_does():
+    """SIGINT during fit: scikit-learn's behaviour (the fit returns, warns
+    "Training interrupted by user." and keeps its weights), within a native
+    call's 0.25 s, with the solver's step count that of the steps taken."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = dict(os.environ)
+    src = os.path.dirname(os.path.dirname(os.path.abspath(fastbp.__file__)))
+    env["PYTHONPATH"] = os.pathsep.join([src] + [p for p in [env.get("PYTHONPATH")] if p])
+    child = subprocess.Popen([sys.executable, "-c", CHILD], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert child.stdout.readline().strip() == "ready", child.stderr.read()
+        time.sleep(1.0)
+        sent = time.monotonic()
+        child.send_signal(signal.SIGINT)
+        out, err = child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == 0, err
+    res = json.loads(out.strip().splitlines()[-1])
+    assert "Training interrupted by user." in res["warnings"], res
+    assert 0 <= res["t"] - sent < 1.0, res["t"] - sent
+    assert res["curve"] == res["n_iter"]
+    nb = res["batches"]
+    assert 0 < res["opt_t"] and res["n_iter"] * nb <= res["opt_t"] < (res["n_iter"] + 1) * nb
