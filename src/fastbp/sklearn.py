@@ -737,8 +737,13 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         if self.class_weight is None:
             return sample_weight
         if isinstance(self.class_weight, str) and incremental:
-            raise ValueError("class_weight 'balanced' is not supported for partial_fit: its "
-                             "batches see part of the classes; pass a dict of weights")
+            # scikit-learn's SGDClassifier refuses it in the same words
+            raise ValueError(
+                "class_weight 'balanced' is not supported for partial_fit. In order to use "
+                "'balanced' weights, use compute_class_weight('balanced', classes=classes, "
+                "y=y). In place of y you can use a large enough sample of the full training "
+                "set target to properly estimate the class frequency distributions. Pass the "
+                "resulting weights as the class_weight parameter.")
         if self._label_binarizer.y_type_.startswith("multilabel"):
             labels = np.asarray(y, dtype=np.int64)  # one output per label column
         else:
