@@ -108,6 +108,25 @@ def test_same_loss_curve_and_coefs_as_sklearn(solver, task):
 
 @pytest.mark.parametrize("task", TASKS)
 @pytest.mark.parametrize("solver", ["nesterov", "adam"])
+def test_float32_input_trains_as_sklearns_float32(solver, task):
+    """On float32 data both compute in float32 (scikit-learn keeps X's dtype):
+    the same fit to float32's tolerance."""
+    X, y = _data(task)
+    X = X.astype(np.float32)
+    y = y.astype(np.float32) if task == "regression" else y
+    params = dict(hidden_layer_sizes=(9, 7), activation="tanh", alpha=0.01, batch_size=32,
+                  max_iter=12, shuffle=False, random_state=0, **SOLVERS[solver])
+    sk, fb = _pair(task, **params)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        sk.fit(X, y)
+        fb.fit(X, y)
+    assert fb.coefs_[0].dtype == sk.coefs_[0].dtype == np.float32
+    _assert_same_fit(sk, fb, rtol=1e-5)
+
+
+@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("solver", ["nesterov", "adam"])
 def test_same_fit_with_shuffles_sample_weights_and_early_stopping(solver, task):
     """random_state's draws in scikit-learn's order (init, the held-out split,
     each epoch's shuffle), weighted batches (alpha over each batch's weight sum;
