@@ -103,7 +103,10 @@ def test_same_loss_curve_and_coefs_as_sklearn(solver, task):
     else:
         np.testing.assert_allclose(fb.predict_proba(X), sk.predict_proba(X), rtol=1e-8,
                                    atol=1e-12)
+        np.testing.assert_allclose(fb.predict_log_proba(X), sk.predict_log_proba(X),
+                                   rtol=1e-8, atol=1e-8)
         np.testing.assert_array_equal(fb.predict(X), sk.predict(X))
+    assert fb.score(X, y) == pytest.approx(sk.score(X, y), rel=1e-12)
 
 
 @pytest.mark.parametrize("task", TASKS)
