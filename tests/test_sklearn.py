@@ -520,3 +520,28 @@ def test_ctrl_c_ends_the_fit_as_sklearns_does():
     assert res["curve"] == res["n_iter"]
     nb = res["batches"]
     assert 0 < res["opt_t"] and res["n_iter"] * nb <= res["opt_t"] < (res["n_iter"] + 1) * nb
+
+
+def test_onnx_export_of_the_estimators(tmp_path):
+    """fastbp.onnx takes fastbp.sklearn's fitted estimators (float64 and float32)."""
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from fastbp import onnx as fonnx
+
+    X, y = _data("multiclass")
+    _, yr = _data("regression")
+    params = dict(hidden_layer_sizes=(7,), max_iter=5, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ests = [MLPClassifier(**params).fit(X, y),
+                MLPClassifier(**params, dtype=np.float32).fit(X, y),
+                MLPRegressor(**params).fit(X, yr)]
+    for k, est in enumerate(ests):
+        sess = ort.InferenceSession(fonnx.export(est, str(tmp_path / f"m{k}.onnx")))
+        out = sess.run(None, {sess.get_inputs()[0].name: X.astype(est.coefs_[0].dtype)})
+        tol = 1e-6 if est.coefs_[0].dtype == np.float32 else 1e-12
+        if hasattr(est, "predict_proba"):
+            np.testing.assert_array_equal(out[0], est.predict(X))
+            np.testing.assert_allclose(out[1], est.predict_proba(X), rtol=tol, atol=tol)
+        else:
+            np.testing.assert_allclose(out[0], est.predict(X), rtol=tol, atol=tol)
