@@ -42,3 +42,12 @@ def pytest_terminal_summary(terminalreporter, config):
         cells = "  ".join(f"{k} {m / fl:.2f}x (+-{100 * sp:.0f}%)"
                           for k, (m, sp) in sorted(t.items()))
         tr.write_line(f"{g:<34} {cells}")
+    peers = {g: t for g, t in groups.items() if "floor" not in t and "sklearn" in t}
+    if peers:
+        tr.write_sep("-", "speed-up over scikit-learn (its median time / the contender's)")
+        for g in sorted(peers):
+            t = peers[g]
+            sk = t["sklearn"][0]
+            cells = "  ".join(f"{k} {sk / m:.2f}x (+-{100 * sp:.0f}%)"
+                              for k, (m, sp) in sorted(t.items()) if k != "sklearn")
+            tr.write_line(f"{g:<34} {cells}")

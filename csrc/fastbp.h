@@ -149,6 +149,8 @@ typedef struct fbp_epoch_out {
     double weight_sum; /* + sum of the batches' weights (rows, or sample weights) */
     double grad_norm;  /* the last batch's, as fbp_step_out */
     int64_t ncorrect;
+    double *batches;   /* set by the caller: (s1 - s0, 2) receiving each batch's
+                        * (loss, reg), or NULL */
 } fbp_epoch_out;
 
 /* x (N, I) with 0 < N <= m->cap; labels (N,) in [0, C) for XENT, else targets

@@ -51,11 +51,17 @@ enum fbp_mode { FBP_MODE_FORWARD = 0, FBP_MODE_LOSS = 1, FBP_MODE_GRAD = 2,
                 FBP_MODE_TRAIN = 3, FBP_MODE_UPDATE = 4, FBP_MODE_BACKWARD = 5 };
 
 /* The optimizers, with PyTorch's update rules: SGD (momentum, dampening, Nesterov,
- * coupled L2), Adam (coupled L2), AdamW (decoupled decay). */
-enum fbp_opt { FBP_OPT_SGD = 0, FBP_OPT_ADAM = 1, FBP_OPT_ADAMW = 2, FBP_NOPT };
+ * coupled L2), Adam (coupled L2), AdamW (decoupled decay); and with the rules of
+ * scikit-learn's MLP solvers (sklearn/neural_network/_stochastic_optimizers.py),
+ * for fastbp.sklearn only: SKSGD (v = mu v - lr g; p += v, or with Nesterov
+ * p += mu v - lr g), SKADAM (eps added to sqrt(v), not to its bias-corrected
+ * value), both with coupled L2. */
+enum fbp_opt { FBP_OPT_SGD = 0, FBP_OPT_ADAM = 1, FBP_OPT_ADAMW = 2, FBP_OPT_SKSGD = 3,
+               FBP_OPT_SKADAM = 4, FBP_NOPT };
 static inline const char *fbp_opt_name(int k)
 {
-    static const char *const names[FBP_NOPT] = {"SGD", "Adam", "AdamW"};
+    static const char *const names[FBP_NOPT] = {"SGD", "Adam", "AdamW", "sklearn_sgd",
+                                                "sklearn_adam"};
     return k >= 0 && k < FBP_NOPT ? names[k] : "";
 }
 
@@ -93,6 +99,14 @@ typedef struct fbp_step_opts {
     double norm;        /* > 0: the loss is normalized by this total weight (a data-
                          * parallel batch's), else by this batch's rows or weights */
     int count_correct;  /* fill ncorrect */
+    double alpha;       /* scikit-learn's L2 term: the weights' decay of this step is
+                         * weight_decay + alpha / (the loss normalizer: norm, or this
+                         * batch's rows or weights' sum), so a partial last batch or a
+                         * weighted one gets its own */
+    double loss_eps;    /* > 0: the reported loss clips each row's softmax-xent (integer
+                         * labels) or each output's binary xent to [-log(1 - eps),
+                         * -log(eps)], as scikit-learn's log-loss clips probabilities to
+                         * [eps, 1 - eps]; the gradient is not clipped */
 } fbp_step_opts;
 
 /* What a step returns besides the parameter updates. */

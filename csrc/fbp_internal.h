@@ -145,15 +145,17 @@ static inline void fbp_chunk_range(fbp_idx n, fbp_idx t0, fbp_idx t1, fbp_idx *i
     /* dropout.c. h, hd, keep (N, O): hd = h keep / (1 - p), keep from fbp_rng.h. */   \
     void fbp_dropout_##S(fbp_idx N, fbp_idx O, const T *h, T *hd, uint8_t *keep,       \
                          double p, uint64_t seed, int64_t step, int layer, int64_t row0); \
-    /* losses.c. Return the sum over rows of w_r loss_r (w NULL: 1) and write       \
-     * dz = w_r (p - t) / W, the gradient of that sum over W (the batch's total    \
-     * weight: N, sum w, or a data-parallel batch's); labels NULL: targets t. */    \
+    /* losses.c. Return the sum over rows of w_r loss_r (w NULL: 1) over W and     \
+     * write dz = w_r (p - t) / W, the gradient of that (W: the batch's total       \
+     * weight: N, sum w, or a data-parallel batch's); labels NULL: targets t. eps   \
+     * > 0: the log-losses reported as scikit-learn's, probabilities clipped to     \
+     * [eps, 1 - eps] (fbp_step_opts.loss_eps). */                                   \
     double fbp_softmax_xent_##S(fbp_idx N, fbp_idx C, const T *z, const int64_t *labels, \
-                                const T *t, const T *w, double W, T *dz);                \
+                                const T *t, const T *w, double W, double eps, T *dz);    \
     double fbp_mse_##S(fbp_idx N, fbp_idx D, const T *y, const T *t, const T *w,        \
                        double W, T *dy);                                                \
     double fbp_bce_##S(fbp_idx N, fbp_idx C, const T *z, const T *t, const T *w,        \
-                       double W, T *dz);                                                \
+                       double W, double eps, T *dz);                                    \
     /* optim.c. p -= lr (g + wd p); x *= s; dst += a src; x to [-a, a]. */             \
     void fbp_sgd_##S(fbp_idx n, T *p, const T *g, T lr, T wd);                         \
     void fbp_scale_##S(fbp_idx n, T *x, T s);                                          \

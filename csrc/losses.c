@@ -32,8 +32,8 @@ int fbp_softmax_xent(int dev, void *stream, int dsize, int64_t N, int64_t C, con
                      const int64_t *labels, const void *t, void *dz, double *loss)
 {
     (void)dev, (void)stream;
-    *loss = dsize == 4 ? fbp_softmax_xent_f32(N, C, z, labels, t, NULL, 0.0, dz)
-                       : fbp_softmax_xent_f64(N, C, z, labels, t, NULL, 0.0, dz);
+    *loss = dsize == 4 ? fbp_softmax_xent_f32(N, C, z, labels, t, NULL, 0.0, 0.0, dz)
+                       : fbp_softmax_xent_f64(N, C, z, labels, t, NULL, 0.0, 0.0, dz);
     return 0;
 }
 
@@ -50,12 +50,19 @@ int fbp_bce(int dev, void *stream, int dsize, int64_t N, int64_t C, const void *
             void *dz, double *loss)
 {
     (void)dev, (void)stream;
-    *loss = dsize == 4 ? fbp_bce_f32(N, C, z, t, NULL, 0.0, dz)
-                       : fbp_bce_f64(N, C, z, t, NULL, 0.0, dz);
+    *loss = dsize == 4 ? fbp_bce_f32(N, C, z, t, NULL, 0.0, 0.0, dz)
+                       : fbp_bce_f64(N, C, z, t, NULL, 0.0, 0.0, dz);
     return 0;
 }
 
 #else
+
+/* A row's (or an output's) loss l reported within [lo, hi] when hi > 0: scikit-
+ * learn's log-loss, which clips the probabilities (fbp_step_opts.loss_eps). */
+FBP_INLINE double FN(fbp_clip_loss)(double l, double lo, double hi)
+{
+    return hi > 0.0 ? (l < lo ? lo : (l > hi ? hi : l)) : l;
+}
 
 /* Rows per loss block: a function of N and C only. */
 static inline fbp_idx FN(fbp_row_block)(fbp_idx N, fbp_idx C)
@@ -128,10 +135,12 @@ FBP_INLINE int FN(fbp_row_start)(fbp_idx r, fbp_idx r1, fbp_idx C, const T *zr, 
 
 /* Rows [r0, r1) of z, dz (N, C) with labels: writes dz, returns the rows' loss
  * sum (weighted by w, if given). loss_n = log(sum) + (max - z_label): no large
- * terms that cancel. The gradient's row factor is invN, or w_r invN. */
+ * terms that cancel; reported within [lo, hi] if hi > 0. The gradient's row
+ * factor is invN, or w_r invN. */
 FBP_INLINE double FN(fbp_xent_rows_labels_body)(fbp_idx r0, fbp_idx r1, fbp_idx C,
                                                 const T *z, const int64_t *labels,
-                                                const T *w, T *dz, T invN)
+                                                const T *w, T *dz, T invN, double lo,
+                                                double hi)
 {
     double acc = 0.0;
     for (fbp_idx r = r0; r < r1; r++) {
@@ -146,7 +155,7 @@ FBP_INLINE double FN(fbp_xent_rows_labels_body)(fbp_idx r0, fbp_idx r1, fbp_idx 
         }
         double gap = (double)m - (double)zr[lab]; /* before dz (maybe z) is written */
         T s = FN(fbp_exp_sum)(C, zr, m, dzr);
-        acc += wr * (log((double)s) + gap);
+        acc += wr * FN(fbp_clip_loss)(log((double)s) + gap, lo, hi);
         T rs = (T)1 / s, k = rs * f; /* one multiply per element */
         T pl = dzr[lab] * rs;
         for (fbp_idx c = 0; c < C; c++)
@@ -190,8 +199,8 @@ FBP_INLINE double FN(fbp_xent_rows_probs_body)(fbp_idx r0, fbp_idx r1, fbp_idx C
 
 FBP_DISPATCHED(double, FN(fbp_xent_rows_labels), FN(fbp_xent_rows_labels_body),
                (fbp_idx r0, fbp_idx r1, fbp_idx C, const T *z, const int64_t *labels,
-                const T *w, T *dz, T invN),
-               (r0, r1, C, z, labels, w, dz, invN))
+                const T *w, T *dz, T invN, double lo, double hi),
+               (r0, r1, C, z, labels, w, dz, invN, lo, hi))
 
 FBP_DISPATCHED(double, FN(fbp_xent_rows_probs), FN(fbp_xent_rows_probs_body),
                (fbp_idx r0, fbp_idx r1, fbp_idx C, const T *z, const T *t, const T *w, T *dz,
@@ -236,9 +245,10 @@ static double FN(fbp_mse_rows_weighted)(fbp_idx r0, fbp_idx r1, fbp_idx D, const
 
 /* Rows [r0, r1) of z, t, dz (N, C): sigmoid + binary cross-entropy, returns the
  * (weighted) sum of sum_c softplus(z) - t z, written max(z, 0) - t z + log1p(e),
- * e = exp(-|z|) <= 1: exact for large |z| (finite at +-800); dz = (sigmoid(z) - t) f. */
+ * e = exp(-|z|) <= 1: exact for large |z| (finite at +-800), each term reported
+ * within [lo, hi] if hi > 0; dz = (sigmoid(z) - t) f. */
 static double FN(fbp_bce_rows)(fbp_idx r0, fbp_idx r1, fbp_idx C, const T *z, const T *t,
-                               const T *w, T *dz, T invN)
+                               const T *w, T *dz, T invN, double lo, double hi)
 {
     double acc = 0.0;
     for (fbp_idx r = r0; r < r1; r++) {
@@ -249,7 +259,7 @@ static double FN(fbp_bce_rows)(fbp_idx r0, fbp_idx r1, fbp_idx C, const T *z, co
         for (fbp_idx c = 0; c < C; c++) {
             double zc = (double)zr[c], tc = (double)tr[c];
             double e = exp(-fabs(zc));
-            row += (zc > 0.0 ? zc : 0.0) - tc * zc + log1p(e);
+            row += FN(fbp_clip_loss)((zc > 0.0 ? zc : 0.0) - tc * zc + log1p(e), lo, hi);
             dzr[c] = (SIGMOID(zr[c]) - tr[c]) * f;
         }
         acc += (w ? (double)w[r] : 1.0) * row;
@@ -266,7 +276,7 @@ struct FN(loss_ctx) {
     const T *z, *t, *w;
     const int64_t *labels;
     T *dz, invN;
-    double *part;
+    double *part, lo, hi;
 };
 
 static void FN(loss_task)(void *p, fbp_idx b0, fbp_idx b1)
@@ -279,9 +289,10 @@ static void FN(loss_task)(void *p, fbp_idx b0, fbp_idx b1)
             s = c->w ? FN(fbp_mse_rows_weighted)(i0, i1, c->C, c->z, c->t, c->w, c->dz, c->invN)
                      : FN(fbp_mse_block)(i0, i1, c->z, c->t, c->dz, c->invN);
         else if (c->kind == FBP_LOSS_BCE)
-            s = FN(fbp_bce_rows)(i0, i1, c->C, c->z, c->t, c->w, c->dz, c->invN);
+            s = FN(fbp_bce_rows)(i0, i1, c->C, c->z, c->t, c->w, c->dz, c->invN, c->lo, c->hi);
         else if (c->labels)
-            s = FN(fbp_xent_rows_labels)(i0, i1, c->C, c->z, c->labels, c->w, c->dz, c->invN);
+            s = FN(fbp_xent_rows_labels)(i0, i1, c->C, c->z, c->labels, c->w, c->dz, c->invN,
+                                         c->lo, c->hi);
         else
             s = FN(fbp_xent_rows_probs)(i0, i1, c->C, c->z, c->t, c->w, c->dz, c->invN);
         c->part[blk] = s;
@@ -291,9 +302,10 @@ static void FN(loss_task)(void *p, fbp_idx b0, fbp_idx b1)
 /* Runs a loss over N rows of C outputs, weights w (N,) or NULL, normalized by W
  * (> 0; else the rows, or the sum of w); returns the weighted sum of the row
  * losses divided by W and writes dz scaled by 1 / W (0 and 0 if the weights
- * sum to 0). */
+ * sum to 0). eps > 0: log-losses (XENT with labels, BCE) reported as with
+ * probabilities clipped to [eps, 1 - eps]. */
 static double FN(fbp_loss)(int kind, fbp_idx N, fbp_idx C, const T *z, const int64_t *labels,
-                           const T *t, const T *w, double W, T *dz)
+                           const T *t, const T *w, double W, double eps, T *dz)
 {
     if (N <= 0)
         return NAN;
@@ -311,30 +323,34 @@ static double FN(fbp_loss)(int kind, fbp_idx N, fbp_idx C, const T *z, const int
      * loss and no gradient, where 1 / W would make both NaN */
     const int weightless = !(W > 0.0);
     T invN = weightless ? (T)0 : w || W != (double)N ? (T)(1.0 / W) : (T)1 / (T)N;
-    struct FN(loss_ctx) c = {kind, n, C, bs, z, t, w, labels, dz, invN, part};
+    double lo = eps > 0.0 ? -log1p(-eps) : 0.0, hi = eps > 0.0 ? -log(eps) : 0.0;
+    struct FN(loss_ctx) c = {kind, n, C, bs, z, t, w, labels, dz, invN, part, lo, hi};
     int cost = kind == FBP_LOSS_MSE ? FBP_COST_MEM : FBP_COST_EXP;
     fbp_parallel(fbp_threads_for(N * C, cost), nb, FN(loss_task), &c);
     return weightless ? 0.0 : fbp_sum_partials(part, nb) / W;
 }
 
 /* z, dz (N, C); labels (N,) in [0, C), or else t (N, C) class probabilities:
- * dz = w_r (softmax(z) - t) / W; returns the (weighted) mean loss. */
+ * dz = w_r (softmax(z) - t) / W; returns the (weighted) mean loss (eps: see
+ * fbp_loss). */
 double FN(fbp_softmax_xent)(fbp_idx N, fbp_idx C, const T *z, const int64_t *labels,
-                            const T *t, const T *w, double W, T *dz)
+                            const T *t, const T *w, double W, double eps, T *dz)
 {
-    return FN(fbp_loss)(FBP_LOSS_XENT, N, C, z, labels, t, w, W, dz);
+    return FN(fbp_loss)(FBP_LOSS_XENT, N, C, z, labels, t, w, W, eps, dz);
 }
 
 /* y, t, dy (N, D): returns 0.5 sum w_r (y - t)^2 / W; dy = w_r (y - t) / W. */
 double FN(fbp_mse)(fbp_idx N, fbp_idx D, const T *y, const T *t, const T *w, double W, T *dy)
 {
-    return 0.5 * FN(fbp_loss)(FBP_LOSS_MSE, N, D, y, NULL, t, w, W, dy);
+    return 0.5 * FN(fbp_loss)(FBP_LOSS_MSE, N, D, y, NULL, t, w, W, 0.0, dy);
 }
 
-/* z, t, dz (N, C): returns sum w_r bce_r / W; dz = w_r (sigmoid(z) - t) / W. */
-double FN(fbp_bce)(fbp_idx N, fbp_idx C, const T *z, const T *t, const T *w, double W, T *dz)
+/* z, t, dz (N, C): returns sum w_r bce_r / W; dz = w_r (sigmoid(z) - t) / W (eps:
+ * see fbp_loss). */
+double FN(fbp_bce)(fbp_idx N, fbp_idx C, const T *z, const T *t, const T *w, double W,
+                   double eps, T *dz)
 {
-    return FN(fbp_loss)(FBP_LOSS_BCE, N, C, z, NULL, t, w, W, dz);
+    return FN(fbp_loss)(FBP_LOSS_BCE, N, C, z, NULL, t, w, W, eps, dz);
 }
 
 #endif

@@ -1,4 +1,5 @@
-/* optim.c - SGD with L2 weight decay, clipping, and the norms clipping needs. */
+/* optim.c - the optimizers (PyTorch's, and scikit-learn's MLP solvers'), clipping,
+ * and the norms clipping needs. */
 #ifndef FBP_T
 /* The element-wise updates of flat_task. */
 enum { OP_SGD, OP_CLIP, OP_SCALE, OP_AXPY, OP_MOMENTUM };
@@ -149,7 +150,7 @@ struct FN(opt_ctx) {
     fbp_idx n;
     T *p, *v, *s;
     const T *g;
-    T lr, wd, mu, damp1, w1, b2, omb2, step_size, bc2s, eps, decay;
+    T lr, wd, mu, damp1, w1, b1, b2, omb2, step_size, bc2s, eps, decay;
 };
 
 /* torch.lerp's two forms, picked by the weight (aten/src/ATen/native/Lerp.h). */
@@ -194,8 +195,65 @@ FBP_INLINE void FN(adam_range)(fbp_idx i0, fbp_idx i1, T *restrict p, const T *r
     }
 }
 
+/* ---- scikit-learn's MLP solvers (sklearn/neural_network/_stochastic_optimizers.py),
+ * in its order of operations; the L2 term is in the gradient (coupled):
+ * SKSGD: g += wd p; v = mu v - lr g; p += v, or with Nesterov p += mu v - lr g.
+ * SKADAM: g += wd p; m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2;
+ *         p += -lr_t m / (sqrt(v) + eps), lr_t = lr sqrt(1 - b2^t) / (1 - b1^t). */
+FBP_INLINE void FN(sksgd_range)(fbp_idx i0, fbp_idx i1, T *restrict p, const T *restrict g,
+                                T *restrict v, T lr, T wd, T mu, int decay, int mom,
+                                int nesterov)
+{
+    for (fbp_idx i = i0; i < i1; i++) {
+        T gi = decay ? g[i] + wd * p[i] : g[i];
+        if (mom) {
+            T vi = mu * v[i] - lr * gi;
+            v[i] = vi;
+            p[i] += nesterov ? mu * vi - lr * gi : vi;
+        } else {
+            p[i] += -lr * gi;
+        }
+    }
+}
+
+FBP_INLINE void FN(skadam_range)(fbp_idx i0, fbp_idx i1, T *restrict p, const T *restrict g,
+                                 T *restrict m, T *restrict s, T wd, T b1, T omb1, T b2,
+                                 T omb2, T step_size, T eps, int decay)
+{
+    for (fbp_idx i = i0; i < i1; i++) {
+        T gi = decay ? g[i] + wd * p[i] : g[i];
+        T mi = b1 * m[i] + omb1 * gi;
+        T si = b2 * s[i] + omb2 * (gi * gi);
+        m[i] = mi;
+        s[i] = si;
+        p[i] += -step_size * mi / (SQRT(si) + eps);
+    }
+}
+
 FBP_INLINE void FN(opt_range_body)(const struct FN(opt_ctx) *c, fbp_idx i0, fbp_idx i1)
 {
+    if (c->kind == FBP_OPT_SKSGD) {
+        const int decay = c->wd != (T)0;
+#define SKSGD_CASE(dec, mom, nest) \
+        FN(sksgd_range)(i0, i1, c->p, c->g, c->v, c->lr, c->wd, c->mu, dec, mom, nest)
+        if (!c->v)
+            decay ? SKSGD_CASE(1, 0, 0) : SKSGD_CASE(0, 0, 0);
+        else if (c->nesterov)
+            decay ? SKSGD_CASE(1, 1, 1) : SKSGD_CASE(0, 1, 1);
+        else
+            decay ? SKSGD_CASE(1, 1, 0) : SKSGD_CASE(0, 1, 0);
+#undef SKSGD_CASE
+        return;
+    }
+    if (c->kind == FBP_OPT_SKADAM) {
+        if (c->wd != (T)0)
+            FN(skadam_range)(i0, i1, c->p, c->g, c->v, c->s, c->wd, c->b1, c->w1, c->b2, c->omb2,
+                             c->step_size, c->eps, 1);
+        else
+            FN(skadam_range)(i0, i1, c->p, c->g, c->v, c->s, c->wd, c->b1, c->w1, c->b2, c->omb2,
+                             c->step_size, c->eps, 0);
+        return;
+    }
     if (c->kind == FBP_OPT_SGD) {
         const int decay = c->wd != (T)0;
 #define SGD_CASE(dec, mom, first, nest)                                                           \
@@ -240,11 +298,24 @@ void FN(fbp_optimizer_step)(fbp_idx n, T *p, const T *g, T *v, T *s, const fbp_s
                             double wd)
 {
     struct FN(opt_ctx) c = {0};
-    c.kind = o->optimizer == FBP_OPT_SGD ? FBP_OPT_SGD : FBP_OPT_ADAM;
+    c.kind = o->optimizer == FBP_OPT_ADAMW ? FBP_OPT_ADAM : o->optimizer;
     c.n = n, c.p = p, c.g = g, c.s = s;
     c.lr = (T)o->lr;
     c.decay = (T)1;
-    if (o->optimizer == FBP_OPT_SGD) {
+    if (o->optimizer == FBP_OPT_SKSGD) {
+        c.v = o->momentum != 0.0 ? v : NULL;
+        c.nesterov = o->nesterov;
+        c.wd = (T)wd, c.mu = (T)o->momentum;
+    } else if (o->optimizer == FBP_OPT_SKADAM) {
+        /* sklearn forms lr_t in double (NumPy scalars) */
+        double lr_t = o->lr * sqrt(1.0 - pow(o->beta2, (double)o->t)) /
+                      (1.0 - pow(o->beta1, (double)o->t));
+        c.v = v;
+        c.wd = (T)wd;
+        c.b1 = (T)o->beta1, c.w1 = (T)(1.0 - o->beta1);
+        c.b2 = (T)o->beta2, c.omb2 = (T)(1.0 - o->beta2);
+        c.step_size = (T)lr_t, c.eps = (T)o->eps;
+    } else if (o->optimizer == FBP_OPT_SGD) {
         c.v = o->momentum != 0.0 ? v : NULL;
         c.first = o->t <= 1;
         c.nesterov = o->nesterov;
@@ -259,7 +330,12 @@ void FN(fbp_optimizer_step)(fbp_idx n, T *p, const T *g, T *v, T *s, const fbp_s
         c.w1 = (T)(1.0 - o->beta1), c.b2 = (T)o->beta2, c.omb2 = (T)(1.0 - o->beta2);
         c.step_size = (T)(o->lr / bc1), c.bc2s = (T)pow(bc2, 0.5), c.eps = (T)o->eps;
     }
-    fbp_parallel(fbp_threads_for(n, FBP_COST_MEM), fbp_nblocks(n, FBP_CHUNK), FN(opt_task), &c);
+    /* a pass streams p and g; the momentum buffer and Adam's moments add to it
+     * (Adam reads four arrays and writes three), and so does the work a thread
+     * takes: a 256 x 256 float64 Adam step is ~2x faster on two threads */
+    int cost = (c.kind == FBP_OPT_ADAM || c.kind == FBP_OPT_SKADAM ? 4 : c.v ? 2 : 1) *
+               FBP_COST_MEM;
+    fbp_parallel(fbp_threads_for(n, cost), fbp_nblocks(n, FBP_CHUNK), FN(opt_task), &c);
 }
 
 /* [i0, i1) of x: sum of squares in double. Eight accumulators give the compiler

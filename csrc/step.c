@@ -78,8 +78,10 @@ static int64_t FN(fbp_count_correct)(int loss, fbp_idx N, fbp_idx C, const T *z,
     return hits;
 }
 
-/* Clipping and the optimizer over every parameter, from the loss gradient in dW, db. */
-static void FN(fbp_update)(const fbp_mlp *m, const fbp_step_opts *opt, fbp_step_out *out)
+/* Clipping and the optimizer over every parameter, from the loss gradient in dW, db;
+ * wd: the weights' decay. */
+static void FN(fbp_update)(const fbp_mlp *m, const fbp_step_opts *opt, double wd,
+                           fbp_step_out *out)
 {
     const int L = m->L;
     const fbp_idx *sz = m->sizes;
@@ -103,7 +105,7 @@ static void FN(fbp_update)(const fbp_mlp *m, const fbp_step_opts *opt, fbp_step_
     }
     for (int l = 0; l < L; l++) {
         FN(fbp_optimizer_step)(sz[l] * sz[l + 1], P(W, l), P(DW, l), P(VW, l), P(SW, l), opt,
-                               opt->weight_decay);
+                               wd);
         FN(fbp_optimizer_step)(sz[l + 1], P(B, l), P(DB, l), P(VB, l), P(SB, l), opt, 0.0);
     }
 }
@@ -121,8 +123,22 @@ static void FN(fbp_mlp_step)(const fbp_mlp *m, fbp_idx N, const T *x, const int6
     out->reg = 0.0;
     out->grad_norm = -1.0;
     out->ncorrect = 0;
+    /* scikit-learn's L2 term is alpha over the batch's loss normalizer (UPDATE has
+     * no batch: norm or nothing); a batch that weighs nothing adds no decay, as
+     * it adds no loss */
+    double wd = opt->weight_decay;
+    if (opt->alpha != 0.0 && mode != FBP_MODE_FORWARD) {
+        double W = opt->norm;
+        if (!(W > 0.0) && mode != FBP_MODE_UPDATE) {
+            W = 0.0;
+            for (fbp_idx r = 0; r < N; r++)
+                W += w ? (double)w[r] : 1.0;
+        }
+        if (W > 0.0)
+            wd += opt->alpha / W;
+    }
     if (mode == FBP_MODE_UPDATE) {
-        FN(fbp_update)(m, opt, out);
+        FN(fbp_update)(m, opt, wd, out);
         return;
     }
 
@@ -145,12 +161,11 @@ static void FN(fbp_mlp_step)(const fbp_mlp *m, fbp_idx N, const T *x, const int6
     if (opt->count_correct && (labels || m->loss == FBP_LOSS_BCE))
         out->ncorrect = FN(fbp_count_correct)(m->loss, N, C, top, labels, t);
     if (m->loss == FBP_LOSS_XENT)
-        out->loss = FN(fbp_softmax_xent)(N, C, top, labels, t, w, opt->norm, dtop);
+        out->loss = FN(fbp_softmax_xent)(N, C, top, labels, t, w, opt->norm, opt->loss_eps, dtop);
     else if (m->loss == FBP_LOSS_MSE)
         out->loss = FN(fbp_mse)(N, C, top, t, w, opt->norm, dtop);
     else
-        out->loss = FN(fbp_bce)(N, C, top, t, w, opt->norm, dtop);
-    const double wd = opt->weight_decay;
+        out->loss = FN(fbp_bce)(N, C, top, t, w, opt->norm, opt->loss_eps, dtop);
     const int coupled = wd != 0.0 && opt->optimizer != FBP_OPT_ADAMW;
     if (coupled) {
         double ss = 0.0;
@@ -165,7 +180,9 @@ static void FN(fbp_mlp_step)(const fbp_mlp *m, fbp_idx N, const T *x, const int6
      * is made (still in cache): plain SGD inside the dW GEMM, the others in one
      * pass over the layer's parameters and state */
     const int clips = opt->clip_norm > 0.0 || opt->clip_value > 0.0;
-    const int fused = update && !clips && opt->optimizer == FBP_OPT_SGD && opt->momentum == 0.0;
+    const int plain = (opt->optimizer == FBP_OPT_SGD || opt->optimizer == FBP_OPT_SKSGD) &&
+                      opt->momentum == 0.0;
+    const int fused = update && !clips && plain;
     const int layerwise = update && !clips && !fused;
     const T lr = (T)opt->lr;
     for (int l = L - 1; l >= 0; l--) {
@@ -191,7 +208,7 @@ static void FN(fbp_mlp_step)(const fbp_mlp *m, fbp_idx N, const T *x, const int6
         }
     }
     if (update && clips)
-        FN(fbp_update)(m, opt, out);
+        FN(fbp_update)(m, opt, wd, out);
 }
 
 /* Batches [s0, s1) of the epoch: batch s has rows order[s B ...] (the last one
@@ -228,6 +245,10 @@ static void FN(fbp_mlp_epoch)(const fbp_mlp *m, fbp_idx n, const T *X, const int
                          &so, &o);
         total += (o.loss + o.reg) * bw;
         weight += bw;
+        if (out->batches) {
+            out->batches[2 * (s - s0)] = o.loss;
+            out->batches[2 * (s - s0) + 1] = o.reg;
+        }
         hits += o.ncorrect;
     }
     out->loss_sum = total;

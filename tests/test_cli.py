@@ -376,3 +376,49 @@ def test_bench_empty_path_skips_the_output(capsys, fake_bench, tmp_path):
     assert main(["bench", "--json", "", "--png", ""]) == 0
     assert "wrote" not in capsys.readouterr().out
     assert os.listdir(tmp_path) == []
+
+
+# ---- bench --vs-sklearn ---------------------------------------------------------------------
+
+@pytest.fixture
+def fake_sklearn_bench(monkeypatch, tmp_path):
+    """bench --vs-sklearn without fitting anything: bench_sklearn.run returns a
+    fixed row per workload (and records its calls); the working directory is
+    tmp_path."""
+    pytest.importorskip("sklearn")
+    from fastbp import bench_sklearn
+
+    calls = []
+
+    def run(names=None, threads=None, repeat=None, n_samples=None, max_iter=None):
+        calls.append((names, threads, repeat))
+        return [{"dataset": n, "task": "classification", "rows": 10, "features": 3,
+                 "hidden": [4], "dtype": "float64", "threads": threads or 2,
+                 "sklearn_s": 3.0, "fastbp_s": 1.0, "speedup": 3.0, "sklearn_iter": 5,
+                 "fastbp_iter": 5, "sklearn_score": 0.9, "fastbp_score": 0.9}
+                for n in names or ["digits"]]
+
+    monkeypatch.setattr(bench_sklearn, "run", run)
+    monkeypatch.setattr(bench, "environment", lambda: {})
+    monkeypatch.chdir(tmp_path)
+    return calls
+
+
+def test_bench_vs_sklearn_runs_its_workloads(capsys, fake_sklearn_bench, tmp_path):
+    assert main(["bench", "--vs-sklearn", "--datasets", "wine", "diabetes", "--threads", "1",
+                 "--repeat", "2"]) == 0
+    assert fake_sklearn_bench == [(["wine", "diabetes"], 1, 2)]
+    out = capsys.readouterr().out
+    assert "wine" in out and "3.00x" in out and "wrote bench-results/sklearn.json" in out, out
+    assert (tmp_path / "bench-results" / "sklearn.json").is_file()
+    assert not (tmp_path / "bench-results" / "step.json").exists()
+    assert main(["bench", "--vs-sklearn", "--json", ""]) == 0
+    assert fake_sklearn_bench[-1] == (None, None, None)
+
+
+def test_bench_datasets_are_checked(capsys, fake_sklearn_bench):
+    err = usage_error(capsys, ["bench", "--vs-sklearn", "--datasets", "mnist"])
+    assert "argument --datasets" in err and "'mnist'" in err and "digits" in err, err
+    err = usage_error(capsys, ["bench", "--datasets", "wine"])
+    assert "argument --datasets" in err and "--vs-sklearn" in err, err
+    assert fake_sklearn_bench == []

@@ -476,6 +476,11 @@ UNSUPPORTED = [
     (dict(lr=0.1, norm=8.0), None, "a data-parallel normalization (norm)"),
     (dict(lr=0.1), np.ones(4), "sample_weight"),
     (dict(mode=fastbp._core.STEP_UPDATE, lr=0.1), None, "a step from given gradients"),
+    # fastbp.sklearn's
+    (dict(optimizer="sklearn_sgd", lr=0.1), None, "optimizer 'sklearn_sgd'"),
+    (dict(optimizer="sklearn_adam", lr=0.1), None, "optimizer 'sklearn_adam'"),
+    (dict(lr=0.1, alpha=1e-4), None, "alpha (scikit-learn's L2 term)"),
+    (dict(lr=0.1, loss_eps=1e-7), None, "loss_eps (scikit-learn's clipped log-loss)"),
 ]
 
 

@@ -362,3 +362,246 @@ def test_clip_by_global_norm_non_finite(bad, expect_nan):
         assert total == math.inf
     for g, c in zip(grads, copies):
         np.testing.assert_array_equal(g, c)
+
+
+# ---------------------------------------------------------------------------
+# scikit-learn's MLP solvers in the native step (fastbp.sklearn's engine):
+# optimizer "sklearn_sgd" / "sklearn_adam", alpha, loss_eps, mlp_epoch's losses
+# ---------------------------------------------------------------------------
+
+from fastbp import _core  # noqa: E402
+
+SK_SOLVERS = {
+    "sgd": {"name": "sklearn_sgd", "lr": 0.1},
+    "momentum": {"name": "sklearn_sgd", "lr": 0.1, "momentum": 0.9},
+    "nesterov": {"name": "sklearn_sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True},
+    "adam": {"name": "sklearn_adam", "lr": 0.01, "betas": (0.8, 0.99), "eps": 1e-7},
+}
+
+
+def _sk_net(rng, sizes, loss, dtype, N, state_names):
+    """Parameters, optimizer state, a workspace over them, and the reference's
+    copies keyed like reference.mlp_train_step wants them."""
+    W = [(rng.standard_normal((i, o)) / np.sqrt(i)).astype(dtype)
+         for i, o in zip(sizes[:-1], sizes[1:])]
+    b = [(rng.standard_normal(o) / 4).astype(dtype) for o in sizes[1:]]
+    state = {k: [np.zeros_like(a) for a in (W if k.endswith("W") else b)] for k in state_names}
+    ws = _core.MLPWorkspace(W, b, "tanh", loss, N, state)
+    params, rstate = {}, {}
+    for l in range(len(W)):
+        params[f"W{l + 1}"], params[f"b{l + 1}"] = W[l].copy(), b[l].copy()
+        for key, kind in (("W", "W"), ("b", "b")):
+            rstate[f"{key}{l + 1}"] = {s: np.zeros_like(params[f"{key}{l + 1}"]) for s in "vs"}
+    return W, b, ws, params, rstate
+
+
+def _sk_target(rng, loss, N, C, dtype):
+    if loss == "softmax_cross_entropy":
+        return rng.integers(0, C, N).astype(np.int64)
+    if loss == "binary_cross_entropy":
+        return rng.integers(0, 2, (N, C)).astype(dtype)
+    return rng.standard_normal((N, C)).astype(dtype)
+
+
+def _sk_opts(opt, **kw):
+    return _core.StepOptions(_core.STEP_TRAIN, opt["name"], lr=opt["lr"],
+                             momentum=opt.get("momentum", 0.0),
+                             nesterov=opt.get("nesterov", False),
+                             betas=opt.get("betas", (0.9, 0.999)), eps=opt.get("eps", 1e-8),
+                             **kw)
+
+
+@pytest.mark.parametrize("loss", ["softmax_cross_entropy", "binary_cross_entropy", "mse"])
+@pytest.mark.parametrize("solver", list(SK_SOLVERS))
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+def test_sklearn_solver_steps_match_reference(rng, dtype, solver, loss, weighted):
+    """Four steps (the last on a smaller batch) of each scikit-learn solver with
+    alpha and loss_eps, against reference.mlp_train_step."""
+    opt = SK_SOLVERS[solver]
+    sizes, N, alpha = [5, 9, 7, 3], 8, 0.3
+    names = ("vW", "vb") if opt.get("momentum") else ("vW", "vb", "sW", "sb") \
+        if opt["name"] == "sklearn_adam" else ()
+    W, b, ws, params, rstate = _sk_net(rng, sizes, loss, dtype, N, names)
+    eps = float(np.finfo(dtype).eps) if loss != "mse" else 0.0
+    opts = _sk_opts(opt, alpha=alpha, loss_eps=eps)
+    for step, n in enumerate([N, N, N, 5], start=1):
+        x = rng.standard_normal((n, sizes[0])).astype(dtype)
+        t = _sk_target(rng, loss, n, sizes[-1], dtype)
+        w = rng.uniform(0.5, 2.0, n).astype(dtype) if weighted else None
+        opts.t = step
+        got, reg, _, _ = _core.mlp_step(ws, x, t, opts, w)
+        want = ref.mlp_train_step(params, x, t, None, "tanh", loss, optimizer=opt,
+                                  state=rstate, step=step, sample_weight=w, alpha=alpha,
+                                  loss_eps=eps)
+        np.testing.assert_allclose(got + reg, want, rtol=1e-12 if dtype == np.float64 else 1e-5)
+    for l in range(len(W)):
+        assert_close(W[l], params[f"W{l + 1}"], dtype, scale=10)
+        assert_close(b[l], params[f"b{l + 1}"], dtype, scale=10)
+
+
+def test_sklearn_solvers_differ_from_torch_ones(rng):
+    """The sklearn kinds are not PyTorch's under another name: sklearn's velocity
+    holds lr (v = mu v - lr g), so once lr changes (invscaling, adaptive) the
+    momentum steps differ; its Adam adds eps to sqrt(v), torch's to the
+    bias-corrected sqrt(v) / sqrt(1 - beta2^t)."""
+    torch_like = {"nesterov": {"name": "SGD", "lr": 0.1, "momentum": 0.9, "nesterov": True},
+                  "adam": {"name": "Adam", "lr": 0.01, "betas": (0.8, 0.99), "eps": 1e-7}}
+    for sk, scale, lrs in (("nesterov", 1.0, (0.1, 0.02)), ("adam", 1e-6, (0.01, 0.01))):
+        p = rng.standard_normal(50)
+        a, b = p.copy(), p.copy()
+        sa, sb = ({"v": np.zeros(50), "s": np.zeros(50)} for _ in range(2))
+        for t, lr in enumerate(lrs, start=1):
+            g = rng.standard_normal(50) * scale
+            ref.optimizer_step(a, g, sa, dict(SK_SOLVERS[sk], lr=lr), t, 0.0)
+            ref.optimizer_step(b, g, sb, dict(torch_like[sk], lr=lr), t, 0.0)
+        assert np.max(np.abs(a - b)) > 1e-4
+
+
+def test_sklearn_solver_formulas_by_hand():
+    """sklearn_sgd with Nesterov and sklearn_adam, one element, two steps, written
+    out as in sklearn/neural_network/_stochastic_optimizers.py."""
+    g1, g2, p0, lr, mu = 0.5, -0.25, 1.0, 0.1, 0.9
+    v1 = -lr * g1
+    p1 = p0 + (mu * v1 - lr * g1)
+    v2 = mu * v1 - lr * g2
+    p2 = p1 + (mu * v2 - lr * g2)
+    p, st = np.array([p0]), {"v": np.zeros(1)}
+    for t, g in ((1, g1), (2, g2)):
+        ref.optimizer_step(p, np.array([g]), st, SK_SOLVERS["nesterov"], t, 0.0)
+    np.testing.assert_allclose(p, [p2], rtol=1e-15)
+    b1, b2, eps, lr = 0.8, 0.99, 1e-7, 0.01
+    m, v, q = 0.0, 0.0, p0
+    for t, g in ((1, g1), (2, g2)):
+        m, v = b1 * m + (1 - b1) * g, b2 * v + (1 - b2) * g * g
+        q += -(lr * np.sqrt(1 - b2 ** t) / (1 - b1 ** t)) * m / (np.sqrt(v) + eps)
+    p, st = np.array([p0]), {"v": np.zeros(1), "s": np.zeros(1)}
+    for t, g in ((1, g1), (2, g2)):
+        ref.optimizer_step(p, np.array([g]), st, SK_SOLVERS["adam"], t, 0.0)
+    np.testing.assert_allclose(p, [q], rtol=1e-15)
+
+
+@pytest.mark.parametrize("loss", ["softmax_cross_entropy", "binary_cross_entropy"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_loss_eps_clips_the_reported_loss_only(rng, dtype, loss):
+    """Saturated outputs (|logit| ~ 60): loss_eps caps the reported log-loss at
+    -log(eps) per row (xent) or output (BCE), as reference._log_loss_clipped;
+    the gradient is the unclipped one."""
+    sizes, N = [4, 3], 6
+    _, _, ws, params, _ = _sk_net(rng, sizes, loss, dtype, N, ())
+    ws.W[0][...] = params["W1"] = (60 * rng.standard_normal((4, 3))).astype(dtype)
+    x = rng.standard_normal((N, 4)).astype(dtype)
+    t = _sk_target(rng, loss, N, 3, dtype)
+    eps = float(np.finfo(dtype).eps)
+    plain, _, _, _ = _core.mlp_step(ws, x, t, _core.StepOptions(_core.STEP_GRAD))
+    g_plain = ws.dW[0].copy()
+    clipped, _, _, _ = _core.mlp_step(ws, x, t, _core.StepOptions(_core.STEP_GRAD, loss_eps=eps))
+    want = ref._log_loss_clipped(loss, ref.mlp_forward(params, x, "tanh")[-1], t, eps)
+    np.testing.assert_allclose(clipped, want, rtol=1e-12 if dtype == np.float64 else 1e-5)
+    assert clipped < plain  # some term was capped
+    np.testing.assert_array_equal(ws.dW[0], g_plain)
+
+
+def test_loss_eps_matches_sklearn_log_loss(rng):
+    """The peer: sklearn's own log_loss and binary_log_loss on the probabilities."""
+    base = pytest.importorskip("sklearn.neural_network._base")
+    z = 30 * rng.standard_normal((50, 3))
+    labels = rng.integers(0, 3, 50)
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    p = e / e.sum(axis=1, keepdims=True)
+    eps = float(np.finfo(np.float64).eps)
+    np.testing.assert_allclose(ref._log_loss_clipped("softmax_cross_entropy", z, labels, eps),
+                               base.log_loss(np.eye(3)[labels], p), rtol=1e-9)
+    # sklearn's 1 - expit(z) loses digits for 15 < z < 37 (cancellation), so the
+    # binary case is compared on moderate logits, plus saturated ones (|z| = 50)
+    # where both clip
+    z = 5 * rng.standard_normal((50, 3))
+    z[:5] = 50 * np.sign(z[:5])
+    t = rng.integers(0, 2, (50, 3)).astype(float)
+    np.testing.assert_allclose(ref._log_loss_clipped("binary_cross_entropy", z, t, eps),
+                               base.binary_log_loss(t, 1 / (1 + np.exp(-z))), rtol=1e-9)
+
+
+def test_alpha_is_a_decay_over_the_batch_weight(rng):
+    """alpha on a batch of N rows is weight_decay alpha / N; with sample weights,
+    alpha / sum w; with norm, alpha / norm."""
+    sizes, N = [4, 6, 2], 5
+    x = rng.standard_normal((N, 4))
+    t = rng.standard_normal((N, 2))
+    w = rng.uniform(0.5, 2, N)
+
+    def grads(**kw):
+        sw = kw.pop("sample_weight", None)
+        _, _, ws, _, _ = _sk_net(np.random.default_rng(1), sizes, "mse", np.float64, N, ())
+        out = _core.mlp_step(ws, x, t, _core.StepOptions(_core.STEP_GRAD, **kw), sw)
+        return out[1], ws.dW[0].copy()
+
+    for kw, wd in (({}, 0.7 / N), ({"sample_weight": w}, 0.7 / w.sum()),
+                   ({"norm": 3.0}, 0.7 / 3.0)):
+        sw = kw.get("sample_weight")
+        reg_a, g_a = grads(alpha=0.7, **kw)
+        reg_w, g_w = grads(weight_decay=wd, **{k: v for k, v in kw.items()})
+        np.testing.assert_allclose(reg_a, reg_w, rtol=1e-14)
+        np.testing.assert_allclose(g_a, g_w, rtol=1e-14)
+        assert reg_a > 0 and (sw is None or sw is w)
+
+
+def test_mlp_epoch_reports_each_batch(rng):
+    """mlp_epoch's losses: each batch's (loss, reg), the same as steps one by one
+    (the last batch partial, so its alpha decay is its own)."""
+    sizes, n, B = [4, 6, 3], 23, 5
+    X = rng.standard_normal((n, 4))
+    y = rng.integers(0, 3, n).astype(np.int64)
+    order = rng.permutation(n)
+    opt = SK_SOLVERS["nesterov"]
+    _, _, ws, _, _ = _sk_net(np.random.default_rng(3), sizes, "softmax_cross_entropy",
+                             np.float64, B, ("vW", "vb"))
+    _, _, ws2, _, _ = _sk_net(np.random.default_rng(3), sizes, "softmax_cross_entropy",
+                              np.float64, B, ("vW", "vb"))
+    nb = -(-n // B)
+    losses = np.full((nb, 2), np.nan)
+    lsum, wsum, _, _ = _core.mlp_epoch(ws, X, y, None, order, B, 0, nb,
+                                       _sk_opts(opt, alpha=0.5), losses=losses)
+    opts = _sk_opts(opt, alpha=0.5)
+    want = []
+    for s in range(nb):
+        idx = order[s * B:(s + 1) * B]
+        opts.t = s + 1
+        want.append(_core.mlp_step(ws2, X[idx], y[idx], opts)[:2])
+    np.testing.assert_allclose(losses, want, rtol=1e-13)
+    rows = np.minimum(B, n - B * np.arange(nb))
+    np.testing.assert_allclose(lsum, np.sum(losses.sum(axis=1) * rows), rtol=1e-13)
+    assert wsum == n
+    assert losses[-1, 1] != losses[-2, 1]  # the partial batch's own decay
+    for W1, W2 in zip(ws.W, ws2.W):
+        np.testing.assert_allclose(W1, W2, rtol=1e-13)
+
+
+def test_mlp_epoch_losses_are_checked(rng):
+    sizes, n, B = [4, 6, 3], 10, 5
+    X = rng.standard_normal((n, 4))
+    y = rng.integers(0, 3, n).astype(np.int64)
+    _, _, ws, _, _ = _sk_net(rng, sizes, "softmax_cross_entropy", np.float64, B, ())
+    opts = _sk_opts(SK_SOLVERS["sgd"])
+    with raises(ValueError, "losses must have shape (2, 2), got (1, 2)"):
+        _core.mlp_epoch(ws, X, y, None, np.arange(n), B, 0, 2, opts, losses=np.zeros((1, 2)))
+    with raises(TypeError, "losses must be a float64 NumPy array, got float32"):
+        _core.mlp_epoch(ws, X, y, None, np.arange(n), B, 0, 2, opts,
+                        losses=np.zeros((2, 2), np.float32))
+    with raises(ValueError, "losses is read-only"):
+        ro = np.zeros((2, 2))
+        ro.flags.writeable = False
+        _core.mlp_epoch(ws, X, y, None, np.arange(n), B, 0, 2, opts, losses=ro)
+    with raises(ValueError, "losses overlaps X in memory"):
+        _core.mlp_epoch(ws, X, y, None, np.arange(n), B, 0, 2, opts,
+                        losses=X[:1].reshape(2, 2))
+    for bad in ([0, 1, 2, 3, 4, 5, 6, 7, 8, 8], [0, 1, 2, 3, 4, 5, 6, 7, 8, 10],
+                [-1, 1, 2, 3, 4, 5, 6, 7, 8, 9]):
+        with raises(ValueError, "order must be a permutation of range(10)"):
+            _core.mlp_epoch(ws, X, y, None, np.array(bad), B, 0, 2, opts)
+    with raises(ValueError, "loss_eps must be in [0, 0.5)"):
+        _core.StepOptions(loss_eps=0.5)
+    with raises(ValueError, "unknown optimizer 'sklearn'"):
+        _core.StepOptions(optimizer="sklearn")
+    with raises(ValueError, "the sklearn_adam step needs a workspace built with its state"):
+        _core.mlp_step(ws, X[:5], y[:5], _sk_opts(SK_SOLVERS["adam"]))

@@ -3,6 +3,7 @@
     python -m fastbp train --data digits [--hidden 128 --activation relu
         --epochs 30 --batch-size 32 --lr 0.1 --threads N --compare-numpy]
     python -m fastbp bench [--sizes book small ... --json out.json --png out.png]
+    python -m fastbp bench --vs-sklearn [--datasets digits ... --threads N]
     python -m fastbp info
 
 The datasets are the ones scikit-learn ships inside its package (no download).
@@ -149,6 +150,16 @@ def cmd_train(args):
 
 
 def cmd_bench(args):
+    if args.vs_sklearn:
+        try:
+            import sklearn  # noqa: F401
+        except ImportError:
+            sys.exit("fastbp bench --vs-sklearn needs scikit-learn: pip install 'fastbp[sklearn]'")
+        from .bench_sklearn import main as bench_main
+
+        if args.json == STEP_JSON:  # the default names the step benchmark's file
+            args.json = SKLEARN_JSON
+        return bench_main(args)
     from .bench import main as bench_main
 
     return bench_main(args)
@@ -196,6 +207,19 @@ _threads = _integer("in [1, 4096]", lambda v: 1 <= v <= 4096)  # fastbp.set_num_
 _lr = _real("> 0", lambda v: v > 0)
 _momentum = _real("in [0, 1)", lambda v: 0 <= v < 1)
 _weight_decay = _real(">= 0", lambda v: v >= 0)
+
+
+#: bench --vs-sklearn's workloads (fastbp/bench_sklearn.py's WORKLOADS)
+SKLEARN_WORKLOADS = ("digits", "breast_cancer", "wine", "diabetes", "classification_60k",
+                     "regression_60k")
+STEP_JSON, SKLEARN_JSON = "bench-results/step.json", "bench-results/sklearn.json"
+
+
+def _workload(text):
+    if text not in SKLEARN_WORKLOADS:
+        raise argparse.ArgumentTypeError(
+            f"expected one of {', '.join(SKLEARN_WORKLOADS)}; got {text!r}")
+    return text
 
 
 def _size(text):
@@ -317,14 +341,23 @@ def build_parser(prog=None):
                         "parallel copy of its state's bytes")
     b.add_argument("--repeat", type=_count, default=None,
                    help="calls in each timed block (default: as many as take about "
-                        f"{BLOCK} s)")
-    b.add_argument("--json", type=_output_path, default="bench-results/step.json",
-                   help="where to write the results as JSON ('' for nowhere)")
+                        f"{BLOCK} s); with --vs-sklearn, fits per estimator, the best "
+                        "counted (default: 3 on the shipped datasets, 1 on the generated)")
+    b.add_argument("--json", type=_output_path, default=STEP_JSON,
+                   help="where to write the results as JSON ('' for nowhere; with "
+                        f"--vs-sklearn the default is {SKLEARN_JSON})")
     b.add_argument("--png", type=_output_path, default="bench-results/step.png",
                    help="where to write the chart, a PNG (needs matplotlib; '' for nowhere)")
     b.add_argument("--threads", type=_threads, default=None,
                    help="fastbp's threads (default: OMP_NUM_THREADS, else the CPUs "
                         "this process may run on)")
+    b.add_argument("--vs-sklearn", action="store_true",
+                   help="instead: fit fastbp.sklearn's MLPClassifier/MLPRegressor and "
+                        "scikit-learn's side by side (same data, parameters and threads) "
+                        "and print times, speed-ups and held-out scores")
+    b.add_argument("--datasets", type=_workload, nargs="+", default=None, metavar="NAME",
+                   help=f"--vs-sklearn's workloads (default: all: "
+                        f"{' '.join(SKLEARN_WORKLOADS)})")
     b.set_defaults(func=cmd_bench)
 
     i = sub.add_parser("info", help="print the build configuration",
@@ -335,7 +368,11 @@ def build_parser(prog=None):
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is cmd_bench and args.datasets and not args.vs_sklearn:
+        parser.error("argument --datasets: expected --vs-sklearn with it (the step "
+                     "benchmark takes --sizes)")
     return args.func(args)
 
 

@@ -22,6 +22,8 @@ cdef extern from "fbp_api.h" nogil:
         FBP_OPT_SGD
         FBP_OPT_ADAM
         FBP_OPT_ADAMW
+        FBP_OPT_SKSGD
+        FBP_OPT_SKADAM
         FBP_NOPT
         FBP_BUF_W
         FBP_BUF_B
@@ -52,6 +54,7 @@ cdef extern from "fbp_api.h" nogil:
         int64_t step, row0
         double norm
         int count_correct
+        double alpha, loss_eps
     ctypedef struct fbp_step_out:
         double loss, reg, grad_norm
         int64_t ncorrect

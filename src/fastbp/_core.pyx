@@ -64,6 +64,7 @@ cdef extern from "fastbp.h" nogil:
     ctypedef struct fbp_epoch_out:
         double loss_sum, weight_sum, grad_norm
         int64_t ncorrect
+        double *batches
     int fbp_mlp_step(const fbp_mlp *m, int64_t N, const void *x, const int64_t *labels,
                      const void *t, const void *w, const fbp_step_opts *opt, fbp_step_out *out)
     int fbp_mlp_epoch(const fbp_mlp *m, int64_t n, const void *X, const int64_t *labels,
@@ -1206,16 +1207,21 @@ cdef class StepOptions:
 
     mode: STEP_*; optimizer: "SGD", "Adam" or "AdamW", with PyTorch's arguments
     (lr, momentum, dampening, nesterov, betas, eps, weight_decay on the weights
-    only); t: the optimizer's step (from 1); clip_norm, clip_value: 0 for none;
-    seed, step, row0: the dropout key; norm: the total weight the loss is
-    divided by (0: this batch's); count_correct.
+    only), or "sklearn_sgd", "sklearn_adam", scikit-learn's MLP solvers (lr,
+    momentum, nesterov, betas, eps; fastbp.sklearn's); t: the optimizer's step
+    (from 1); clip_norm, clip_value: 0 for none; seed, step, row0: the dropout
+    key; norm: the total weight the loss is divided by (0: this batch's);
+    count_correct; alpha: scikit-learn's L2 term, a weight decay of alpha over
+    the batch's total weight (added to weight_decay); loss_eps: > 0 reports the
+    log-losses with the probabilities clipped to [eps, 1 - eps], as
+    scikit-learn's log_loss (the gradient is not clipped).
     """
     cdef fbp_step_opts o
 
     def __cinit__(self, int mode=FBP_MODE_TRAIN, optimizer="SGD", lr=0.0, weight_decay=0.0,
                   momentum=0.0, dampening=0.0, nesterov=False, betas=(0.9, 0.999), eps=1e-8,
                   t=1, clip_norm=0.0, clip_value=0.0, seed=0, step=0, row0=0, norm=0.0,
-                  count_correct=False):
+                  count_correct=False, alpha=0.0, loss_eps=0.0):
         fn = "StepOptions"
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"{fn}: unknown optimizer {optimizer!r}; expected one of "
@@ -1238,6 +1244,10 @@ cdef class StepOptions:
         self.o.row0 = row0
         self.o.norm = _real(fn, "norm", norm)
         self.o.count_correct = bool(count_correct)
+        self.o.alpha = _real(fn, "alpha", alpha)
+        self.o.loss_eps = _real(fn, "loss_eps", loss_eps)
+        if not 0.0 <= self.o.loss_eps < 0.5:
+            raise ValueError(f"{fn}: loss_eps must be in [0, 0.5), got {loss_eps!r}")
 
     property mode:
         def __get__(self): return self.o.mode
@@ -1277,6 +1287,11 @@ cdef class StepOptions:
     property count_correct:
         def __get__(self): return bool(self.o.count_correct)
         def __set__(self, bint v): self.o.count_correct = v
+    property alpha:
+        def __get__(self): return self.o.alpha
+        def __set__(self, double v): self.o.alpha = v
+    property loss_eps:
+        def __get__(self): return self.o.loss_eps
 
 
 cdef int _step_target(str fn, object ws, int mode, Py_ssize_t N, object target, Desc *dt,
@@ -1367,6 +1382,10 @@ cdef int _gpu_unsupported(str fn, object ws, StepOptions opts, bint weighted) ex
         what = "clip_value"
     elif o.norm > 0.0:
         what = "a data-parallel normalization (norm)"
+    elif o.alpha != 0.0:
+        what = "alpha (scikit-learn's L2 term)"
+    elif o.loss_eps > 0.0:
+        what = "loss_eps (scikit-learn's clipped log-loss)"
     elif weighted:
         what = "sample_weight"
     if what is not None:
@@ -1475,17 +1494,40 @@ cdef inline void _advance(StepOptions opts, int64_t steps) noexcept:
 cdef int _check_state(str fn, MLPWorkspace ws, StepOptions opts) except -1:
     """The workspace holds the state the optimizer updates."""
     cdef fbp_step_opts *o = &opts.o
-    need = (("vW", "vb") if o.optimizer == FBP_OPT_SGD and o.momentum != 0.0 else
-            ("vW", "vb", "sW", "sb") if o.optimizer != FBP_OPT_SGD else ())
+    cdef bint sgd = o.optimizer == FBP_OPT_SGD or o.optimizer == FBP_OPT_SKSGD
+    need = (("vW", "vb") if sgd and o.momentum != 0.0 else
+            ("vW", "vb", "sW", "sb") if not sgd else ())
     if not ws.has_state(need):
         raise ValueError(f"{fn}: the {fbp_opt_name(o.optimizer).decode()} step needs a "
                          f"workspace built with its state {need}")
     return 0
 
 
+cdef int _check_permutation(str fn, const int64_t *p, Py_ssize_t n) except -1:
+    """p (n,) holds every index of range(n) once: one pass, not a sort (a caller
+    that splits an epoch into many calls pays it per call)."""
+    cdef unsigned char *seen = <unsigned char *>calloc(n if n > 0 else 1, 1)
+    cdef Py_ssize_t i
+    cdef int64_t v
+    cdef bint ok = True
+    if seen == NULL:
+        raise MemoryError()
+    with nogil:
+        for i in range(n):
+            v = p[i]
+            if v < 0 or v >= n or seen[v]:
+                ok = False
+                break
+            seen[v] = 1
+    free(seen)
+    if not ok:
+        raise ValueError(f"{fn}: order must be a permutation of range({n})")
+    return 0
+
+
 def mlp_epoch(MLPWorkspace ws, X, target, sample_weight, order, Py_ssize_t batch_size,
               Py_ssize_t first, Py_ssize_t last, StepOptions opts not None,
-              double loss_sum=0.0, double weight_sum=0.0):
+              double loss_sum=0.0, double weight_sum=0.0, losses=None):
     """Batches [first, last) of an epoch of training steps in one native call.
 
     X (n, I) of the workspace dtype; target int labels (n,) for softmax-xent or
@@ -1497,10 +1539,11 @@ def mlp_epoch(MLPWorkspace ws, X, target, sample_weight, order, Py_ssize_t batch
     (loss + reg) times each batch's weight, weight_sum plus the weights' sum,
     the last grad_norm, ncorrect): running sums, which an epoch run in several
     calls passes on from call to call, so that its sums are added in one order
-    however the calls split it. The CPU only.
+    however the calls split it. losses, a float64 array (last - first, 2),
+    receives each batch's (loss, reg) if given. The CPU only.
     """
     fn = "mlp_epoch"
-    cdef Desc dX, dt, do, dw
+    cdef Desc dX, dt, do, dw, dl
     cdef list keep = []
     cdef fbp_epoch_out out
     X = _float_view(fn, "X", X, &dX, 2)
@@ -1525,9 +1568,8 @@ def mlp_epoch(MLPWorkspace ws, X, target, sample_weight, order, Py_ssize_t batch
         raise ValueError(f"{fn}: order must be integers of shape ({n},), got "
                          f"{order.dtype} {order.shape}")
     order = np.require(order, np.int64, ["C", "A"])
-    if n and not np.array_equal(np.sort(order), np.arange(n)):
-        raise ValueError(f"{fn}: order must be a permutation of range({n})")
     _describe(fn, "order", order, &do)
+    _check_permutation(fn, <const int64_t *>do.ptr, n)
     kind = _step_target(fn, ws, FBP_MODE_TRAIN, n, target, &dt, keep, True)
     if dt.device >= 0:
         raise ValueError(f"{fn}: target is on {_where(dt.device)}, the model on the host")
@@ -1544,6 +1586,18 @@ def mlp_epoch(MLPWorkspace ws, X, target, sample_weight, order, Py_ssize_t batch
     cdef fbp_step_opts o = opts.o
     o.mode = FBP_MODE_TRAIN
     out.loss_sum, out.weight_sum = loss_sum, weight_sum
+    out.batches = NULL
+    if losses is not None:
+        _describe(fn, "losses", losses, &dl)
+        if dl.device >= 0 or dl.kind != b'f' or dl.itemsize != 8 or not dl.native:
+            raise TypeError(f"{fn}: losses must be a float64 NumPy array, got {_dtype(losses)}")
+        _need_shape(fn, "losses", &dl, (last - first, 2))
+        _writable(fn, "losses", &dl)
+        _no_overlap(fn, "losses", &dl, ["X", "target", "order"], [_dp(&dX), _dp(&dt), _dp(&do)])
+        if pw != NULL:
+            _no_overlap(fn, "losses", &dl, ["sample_weight"], [_dp(&dw)])
+        ws.refuse_overlap(fn, "losses", &dl)
+        out.batches = <double *>dl.ptr
     with nogil:
         fbp_mlp_epoch(&ws.m, n, dX.ptr, pl, pt, pw, <int64_t *>do.ptr, B, first, last, &o, &out)
     _advance(opts, last - first)

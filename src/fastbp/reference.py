@@ -401,6 +401,29 @@ def optimizer_step(p, g, state, opt, t, weight_decay):
     PyTorch's Python code forms them."""
     T = p.dtype.type
     lr = opt["lr"]
+    if opt["name"] == "sklearn_sgd":  # sklearn's SGDOptimizer: v = mu v - lr g; p += v
+        if weight_decay != 0:
+            g = g + T(weight_decay) * p
+        mu = opt.get("momentum", 0.0)
+        if mu == 0:
+            p += T(-lr) * g
+            return p
+        v = state["v"]
+        v[...] = T(mu) * v - T(lr) * g
+        p += T(mu) * v - T(lr) * g if opt.get("nesterov", False) else v
+        return p
+    if opt["name"] == "sklearn_adam":  # sklearn's AdamOptimizer: eps added to sqrt(v)
+        if t is None or t < 1:
+            raise ValueError(f"optimizer_step: sklearn_adam needs its step t >= 1, got {t!r}")
+        if weight_decay != 0:
+            g = g + T(weight_decay) * p
+        b1, b2 = opt.get("betas", (0.9, 0.999))
+        m, v = state["v"], state["s"]
+        m[...] = T(b1) * m + T(1 - b1) * g
+        v[...] = T(b2) * v + T(1 - b2) * (g * g)
+        lr_t = lr * math.sqrt(1 - b2 ** t) / (1 - b1 ** t)
+        p += T(-lr_t) * m / (np.sqrt(v) + T(opt.get("eps", 1e-8)))
+        return p
     if opt["name"] == "SGD":
         if weight_decay != 0:
             g = g + T(weight_decay) * p
@@ -479,6 +502,30 @@ def mlp_forward(params, x, activation, L=None, dropout=None, drop_key=None):
     return hs
 
 
+def _log_loss_clipped(loss, out, t, eps, sample_weight=None, norm=None):
+    """The log-loss as scikit-learn reports it (its probabilities clipped to
+    [eps, 1 - eps]): each row's softmax-xent (integer labels) or each output's
+    binary xent, exact, then clipped to [-log(1 - eps), -log(eps)]; sum of w_r
+    loss_r / W as _loss. The twin of fbp_step_opts.loss_eps."""
+    z = np.asarray(out, np.float64)
+    if loss == "softmax_cross_entropy":
+        labels = np.asarray(t)
+        if not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError("loss_eps: softmax_cross_entropy needs integer labels")
+        m = z.max(axis=1, keepdims=True)
+        lse = np.log(np.exp(z - m).sum(axis=1)) + m[:, 0]
+        terms = (lse - z[np.arange(len(z)), labels])[:, None]
+    elif loss == "binary_cross_entropy":
+        tt = np.asarray(t, np.float64).reshape(z.shape)
+        terms = np.maximum(z, 0) - tt * z + np.log1p(np.exp(-np.abs(z)))
+    else:
+        raise ValueError(f"loss_eps applies to the log-losses, not {loss!r}")
+    rows = np.clip(terms, -math.log1p(-eps), -math.log(eps)).sum(axis=1)
+    w = np.ones(len(z)) if sample_weight is None else np.asarray(sample_weight, np.float64)
+    W = float(norm) if norm is not None else float(w.sum())
+    return float(np.sum(w * rows) / W)
+
+
 def _loss(loss, out, t, sample_weight=None, norm=None):
     """(sum of w_r loss_r / W, d/dout) for the batch's outputs; W = norm, or the sum
     of the weights (the rows without); (0, zeros) when the weights sum to 0."""
@@ -513,8 +560,18 @@ def _loss(loss, out, t, sample_weight=None, norm=None):
     return value / W, grad
 
 
+def _alpha_decay(weight_decay, alpha, N, sample_weight, norm):
+    """weight_decay plus scikit-learn's alpha over the batch's total weight (the
+    twin of fbp_step_opts.alpha)."""
+    if not alpha:
+        return weight_decay
+    W = float(norm) if norm is not None else (
+        float(N) if sample_weight is None else float(np.sum(np.asarray(sample_weight, np.float64))))
+    return weight_decay + alpha / W
+
+
 def mlp_loss_and_grads(params, x, t, activation, loss, weight_decay=0.0, sample_weight=None,
-                       dropout=None, drop_key=None, norm=None):
+                       dropout=None, drop_key=None, norm=None, *, alpha=0.0, loss_eps=0.0):
     """Loss and gradients of an MLP on the batch (x, t).
 
     loss: "softmax_cross_entropy" (t integer labels (N,) or probabilities
@@ -525,13 +582,19 @@ def mlp_loss_and_grads(params, x, t, activation, loss, weight_decay=0.0, sample_
     drop_key, the training-step network (mlp_forward).
         total = loss + 0.5 * weight_decay * sum_l ||Wl||^2   (no biases)
         grads[Wl] = dtotal/dWl (includes weight_decay * Wl), grads[bl] likewise.
+    alpha: scikit-learn's L2 term, adding alpha / (the batch's total weight) to
+    weight_decay; loss_eps > 0: the loss reported as scikit-learn's clipped
+    log-loss (_log_loss_clipped), the gradients unchanged.
     Returns (total: float, grads dict keyed like params).
     """
     L = _n_layers(params)
     x = np.asarray(x)
+    weight_decay = _alpha_decay(weight_decay, alpha, x.shape[0], sample_weight, norm)
     hs = mlp_forward(params, x, activation, L, dropout, drop_key)
     factors = mlp_forward.masks
     value, dh = _loss(loss, hs[-1], t, sample_weight, norm)
+    if loss_eps:
+        value = _log_loss_clipped(loss, hs[-1], t, loss_eps, sample_weight, norm)
     if weight_decay:
         value += 0.5 * weight_decay * sum(
             float(np.sum(np.asarray(params[f"W{l}"], np.float64) ** 2)) for l in range(1, L + 1))
@@ -566,7 +629,8 @@ def clip_grad_norm(grads, max_norm):
 
 def mlp_train_step(params, x, t, lr, activation, loss, weight_decay=0.0, clip_norm=None,
                    momentum=0.0, velocity=None, *, optimizer=None, state=None, step=None,
-                   clip_value=None, sample_weight=None, dropout=None, drop_key=None):
+                   clip_value=None, sample_weight=None, dropout=None, drop_key=None,
+                   alpha=0.0, loss_eps=0.0):
     """One training step of an MLP, in place; returns the loss before the update
     (with 0.5 weight_decay sum ||W||^2 for coupled decay: SGD, Adam).
 
@@ -577,27 +641,33 @@ def mlp_train_step(params, x, t, lr, activation, loss, weight_decay=0.0, clip_no
     None for SGD(lr, momentum, weight_decay); state: {param name: {"v", "s"}}
     updated in place (velocity: the SGD momentum buffers, keyed like params, the
     older spelling); step: the optimizer's step t (1 on its first; needed by
-    Adam and AdamW, and by SGD with dampening).
+    Adam and AdamW, and by SGD with dampening). alpha, loss_eps: as
+    mlp_loss_and_grads (scikit-learn's L2 term and reported log-loss).
     """
     if optimizer is None:
         optimizer = {"name": "SGD", "lr": lr, "momentum": momentum,
                      "weight_decay": weight_decay}
-    needs = ({"SGD": ("v",) if optimizer.get("momentum", 0.0) != 0 else ()}.get(
-        optimizer["name"], ("v", "s")))
+    wd = _alpha_decay(optimizer.get("weight_decay", 0.0), alpha, np.shape(x)[0],
+                      sample_weight, None)
+    sgd_state = ("v",) if optimizer.get("momentum", 0.0) != 0 else ()
+    needs = {"SGD": sgd_state, "sklearn_sgd": sgd_state}.get(optimizer["name"], ("v", "s"))
     if state is None:
         if needs and velocity is None:
             raise ValueError("mlp_train_step: momentum != 0 needs a velocity dict (zeros at "
                              "the start), kept from step to step; one made here would be lost")
         state = {k: {"v": v} for k, v in (velocity or {}).items()}
     value, grads = mlp_loss_and_grads(params, x, t, activation, loss, 0.0, sample_weight,
-                                      dropout, drop_key)
-    return value + _apply_update(params, grads, optimizer, state, step, clip_value, clip_norm)
+                                      dropout, drop_key, loss_eps=loss_eps)
+    return value + _apply_update(params, grads, optimizer, state, step, clip_value, clip_norm,
+                                 wd)
 
 
-def _apply_update(params, grads, optimizer, state, step, clip_value, clip_norm):
+def _apply_update(params, grads, optimizer, state, step, clip_value, clip_norm, wd=None):
     """The update of a training step from the loss gradients, in place; returns the
-    coupled decay term 0.5 wd sum ||W||^2 of the parameters before it (0 for AdamW)."""
-    wd = optimizer.get("weight_decay", 0.0)
+    coupled decay term 0.5 wd sum ||W||^2 of the parameters before it (0 for AdamW).
+    wd: the weights' decay (default: the optimizer's weight_decay)."""
+    if wd is None:
+        wd = optimizer.get("weight_decay", 0.0)
     value = 0.0
     if wd and optimizer["name"] != "AdamW":
         L = _n_layers(params)
