@@ -841,3 +841,26 @@ def test_load_names_what_is_wrong_with_the_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such file"):
         MLP.load(tmp_path / "nothing.npz")
 
+
+
+def test_a_trained_model_pickles_and_copies(rng):
+    """The native workspace is left out of pickles and copies and rebuilt on the
+    next call (it made copy.deepcopy raise after a first step); the copy trains
+    on exactly as the original, with its optimizer state."""
+    import copy
+    import pickle
+
+    from fastbp import optim
+
+    X, y = rng.standard_normal((32, 5)), rng.integers(0, 3, 32)
+    m = MLP([5, 8, 3], "tanh", dtype=np.float64, seed=0, dropout=0.2)
+    m.fit(X, y, epochs=2, batch_size=8, optimizer=optim.Adam(0.01))
+    for make in (copy.deepcopy, lambda a: pickle.loads(pickle.dumps(a))):
+        twin = make(m)
+        assert twin.optimizer_state["t"] == m.optimizer_state["t"]
+        for other in (m, twin):
+            other.train_step(X[:8], y[:8], optimizer=optim.Adam(0.01))
+        for k in m.params:
+            np.testing.assert_array_equal(twin.params[k], m.params[k])
+            assert twin.params[k] is not m.params[k]
+        m = twin

@@ -879,6 +879,22 @@ class MLP:
             new._params[k][...] = v
         return new
 
+    # ---- copies and pickles ---------------------------------------------------------------
+    def __getstate__(self):
+        """A CPU model pickles (and deep-copies) without its workspace, which the
+        next native call rebuilds; a CUDA model's parameters live on the device."""
+        if self.device == "cuda":
+            raise TypeError("MLP(device='cuda') cannot be pickled or copied: its parameters "
+                            "live on the GPU (save() writes them to a file, get_params() "
+                            "copies them to NumPy)")
+        state = self.__dict__.copy()
+        state["_engine"], state["_opts"], state["_opts_key"] = None, None, None
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._engine = _CPU(self)
+
     # ---- persistence -------------------------------------------------------------------
     def save(self, path):
         """Save the model to an .npz file: sizes, activation, loss, dtype,
