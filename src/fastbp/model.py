@@ -95,27 +95,38 @@ class _CPU:
     """The CPU engine: a workspace over the model's own parameter arrays."""
 
     def __init__(self, model):
-        self.model, self.ws = model, None
+        self.model, self.ws, self.arrays = model, None, []
+
+    def _current(self):
+        """Whether the workspace was built on the model's present parameter and
+        state arrays (the same objects, in order). A plain loop: it allocates
+        nothing, so a training step stays allocation-free."""
+        m, arrays, n = self.model, self.arrays, len(self.arrays)
+        i = 0
+        for a in m._params.values():
+            if i == n or arrays[i] is not a:
+                return False
+            i += 1
+        for group in m._state.values():
+            if group is not None:
+                for a in group:
+                    if i == n or arrays[i] is not a:
+                        return False
+                    i += 1
+        return i == n
 
     def workspace(self, N):
         """The workspace for batches of N rows: reused while it fits and still
         points at the current parameter and state arrays; rebuilt otherwise."""
         m, ws = self.model, self.ws
+        if ws is not None and N <= ws.cap and self._current():
+            return ws
         W, b = m._param_lists()
-        if ws is not None and N <= ws.cap and \
-                all(a is c for a, c in zip(ws.W, W)) and all(a is c for a, c in zip(ws.b, b)):
-            same = True
-            for name in ("vW", "vb", "sW", "sb"):
-                mine, theirs = m._state.get(name), ws.buffers[name]
-                if (mine is None) != (theirs is None) or (
-                        mine is not None and any(a is not c for a, c in zip(mine, theirs))):
-                    same = False
-                    break
-            if same:
-                return ws
         cap = max(N, ws.cap if ws is not None else 0)
         self.ws = _core.MLPWorkspace(W, b, m._layer_acts, m.loss_name, cap, m._state,
                                      m._dropout + [0.0] if any(m._dropout) else None)
+        self.arrays = list(m._params.values()) + [
+            a for group in m._state.values() if group is not None for a in group]
         return self.ws
 
     def step(self, x, t, opts, N, sample_weight=None):
@@ -233,6 +244,7 @@ class MLP:
         self._opt_name, self._opt_t, self._state = None, 0, {}
         self._opts_key = self._opts = None
         self._dp_opts_key = self._dp_opts = None
+        self._sgd_key = self._sgd = None
         self._dp = None  # fastbp.distributed's session with the last communicator
         self._engine = _CUDA(self) if device == "cuda" else _CPU(self)
 
@@ -383,8 +395,16 @@ class MLP:
 
             return distributed.train_step(self, x, t, lr, weight_decay, momentum, optimizer,
                                           clip_norm, clip_value, sample_weight, comm)
-        optimizer = self._optimizer(fn, optimizer, lr, momentum, weight_decay)
-        self._check_clip(fn, clip_norm, clip_value)
+        if optimizer is None:  # the shorthand's SGD, made again only when it changes
+            key = (type(lr), lr, type(momentum), momentum, type(weight_decay), weight_decay)
+            if key != self._sgd_key:
+                self._sgd = self._optimizer(fn, None, lr, momentum, weight_decay)
+                self._sgd_key = key
+            optimizer = self._sgd
+        else:
+            optimizer = self._optimizer(fn, optimizer, lr, momentum, weight_decay)
+        if clip_norm is not None or clip_value is not None:
+            self._check_clip(fn, clip_norm, clip_value)
         # a new kind of optimizer replaces the state (new arrays, the old ones
         # untouched); a step that then refuses its inputs puts the old one back
         saved = self._opt_name, self._opt_t, self._state
@@ -888,7 +908,8 @@ class MLP:
                             "live on the GPU (save() writes them to a file, get_params() "
                             "copies them to NumPy)")
         state = self.__dict__.copy()
-        state["_engine"], state["_opts"], state["_opts_key"] = None, None, None
+        for k in ("_engine", "_opts", "_opts_key", "_dp_opts", "_dp_opts_key"):
+            state[k] = None
         return state
 
     def __setstate__(self, state):
