@@ -112,7 +112,7 @@ def _dropout_fns(size):
     x, labels = bench.make_batch(size)
     drop = fastbp.MLP(widths, "relu", seed=0, dropout=0.5)
     plain = fastbp.MLP(widths, "relu", seed=0)
-    opt = fastbp.optim.SGD(bench.LR)
+    opt = fastbp.optim.SGD(bench.OPTIMIZERS["sgd"][1]["lr"])
     hidden_bytes = N * sum(widths[1:-1]) * 4
     copy = copy_floor(2 * hidden_bytes)
 

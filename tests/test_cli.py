@@ -144,7 +144,7 @@ def test_good_values_pass(capsys, fake_bench):
     assert fake_bench == [(["book", "wide"], 3, 1)]
     assert main(["bench", "--sizes", "small", "--optimizer", "adam", "--repeat", "2"]) == 0
     assert fake_bench[-1] == (["small"], 2, None, "adam")
-    assert "optimizer: Adam(lr=0.0001)" in capsys.readouterr().out
+    assert "optimizer: Adam(lr=1e-06)" in capsys.readouterr().out
     assert main(TINY + ["--momentum", "0.9", "--weight-decay", "0", "--lr", "0.05",
                         "--threads", "1", "--hidden", "8", "4"]) == 0
     assert "64-8-4-10" in capsys.readouterr().out

@@ -31,16 +31,19 @@ SIZES = {
     "wide": (512, [1024, 4096, 4096, 10]),
 }
 
-LR = 1e-4  # small, so repeated steps on one batch change the weights slowly
-
 #: the optimizers a step can be benchmarked with: name -> (fastbp.optim class,
-#: keyword arguments; torch.optim takes the same), and the state buffers it keeps
-#: per parameter
+#: keyword arguments; torch.optim takes the same, learning rate included), and the
+#: state buffers it keeps per parameter. Every contender repeats steps on one
+#: batch, so the learning rates are small enough that thousands of steps leave
+#: the model far from fitting it: Adam moves each weight by about lr per step
+#: whatever the gradient, and at lr 1e-4 it memorized the book batch within
+#: 5000 steps, after which every contender's step ran 40% slower (exp and
+#: gradients near underflow) and the numbers depended on how long each had run.
 OPTIMIZERS = {
-    "sgd": ("SGD", {}, 0),
-    "momentum": ("SGD", {"momentum": 0.9}, 1),
-    "adam": ("Adam", {}, 2),
-    "adamw": ("AdamW", {}, 2),
+    "sgd": ("SGD", {"lr": 1e-4}, 0),
+    "momentum": ("SGD", {"lr": 1e-4, "momentum": 0.9}, 1),
+    "adam": ("Adam", {"lr": 1e-6}, 2),
+    "adamw": ("AdamW", {"lr": 1e-6}, 2),
 }
 
 
@@ -49,9 +52,9 @@ def make_optimizer(name, lib="fastbp"):
     cls, kw, _ = OPTIMIZERS[name]
     if lib == "torch":
         import torch
-        return getattr(torch.optim, cls), dict(kw, lr=LR)
+        return getattr(torch.optim, cls), dict(kw)
     from . import optim
-    return getattr(optim, cls), dict(kw, lr=LR)
+    return getattr(optim, cls), dict(kw)
 
 
 @functools.cache
@@ -115,7 +118,7 @@ def numpy_step(size, dtype=np.float32, optimizer="sgd"):
 
     def step():
         t[0] += 1
-        return ref.mlp_train_step(params, x, labels, LR, "relu", "softmax_cross_entropy",
+        return ref.mlp_train_step(params, x, labels, opt["lr"], "relu", "softmax_cross_entropy",
                                   optimizer=opt, state=state, step=t[0])
     return step
 
@@ -316,7 +319,7 @@ def main(args):
     cls, kw, n_state = OPTIMIZERS[optimizer]
     floor = "NumPy's matmuls" + (f" + a parallel copy of the {n_state} state buffer(s)"
                                  if n_state else "")
-    print(f"optimizer: {cls}({', '.join(f'{k}={v}' for k, v in dict(kw, lr=LR).items())}); "
+    print(f"optimizer: {cls}({', '.join(f'{k}={v}' for k, v in kw.items())}); "
           f"fastbp GEMMs: {info()['version'].split(' DYNAMIC')[0]}; floor: {floor}")
     print(format_table(rows))
     if args.json:
