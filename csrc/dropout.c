@@ -21,10 +21,11 @@ FBP_INLINE int FN(fbp_dropout_rows_body)(fbp_idx r0, fbp_idx r1, fbp_idx O, cons
         const T *restrict hr = h + r * O;
         T *restrict dr = hd + r * O;
         uint8_t *restrict kr = keep + r * O;
+        /* k as a 32-bit int: with a byte converted to T, GCC 12 left the loop scalar */
         for (fbp_idx c = 0; c < O; c++) {
-            uint8_t k = fbp_drop_bits(key, base + (uint64_t)c) >= thresh;
-            kr[c] = k;
-            dr[c] = hr[c] * (T)k * scale;
+            uint32_t k = fbp_drop_bits(key, base + (uint64_t)c) >= thresh;
+            kr[c] = (uint8_t)k;
+            dr[c] = hr[c] * ((T)(int32_t)k * scale);
         }
     }
     return 0;
