@@ -208,19 +208,22 @@ FBP_DISPATCHED(double, FN(fbp_xent_rows_probs), FN(fbp_xent_rows_probs_body),
                (r0, r1, C, z, t, w, dz, invN))
 
 /* Block [i0, i1) of y, t, dy (n,): dy = (y - t) invN; returns sum (y - t)^2. Eight
- * accumulators give the compiler lanes to vectorize without reassociating. */
+ * accumulators give the compiler lanes to vectorize without reassociating; the
+ * loop counts blocks (see sumsq_block_body in optim.c). */
 FBP_INLINE double FN(fbp_mse_block_body)(fbp_idx i0, fbp_idx i1, const T *y, const T *t, T *dy,
                                          T invN)
 {
     double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    fbp_idx i = i0;
-    for (; i + 8 <= i1; i += 8)
+    const fbp_idx nb = (i1 - i0) / 8;
+    for (fbp_idx b = 0; b < nb; b++) {
+        const fbp_idx i = i0 + 8 * b;
         for (int k = 0; k < 8; k++) {
             T d = y[i + k] - t[i + k];
             dy[i + k] = d * invN;
             acc[k] += (double)d * (double)d;
         }
-    for (; i < i1; i++) {
+    }
+    for (fbp_idx i = i0 + 8 * nb; i < i1; i++) {
         T d = y[i] - t[i];
         dy[i] = d * invN;
         acc[0] += (double)d * (double)d;
