@@ -82,10 +82,12 @@ def test_xent_gradient_rows_sum_to_zero(rng, dtype, target):
     np.testing.assert_allclose(dz.astype(np.float64).sum(axis=1), 0, atol=tol * C)
 
 
+@pytest.mark.parametrize("shape", [(300, 500), (300, 7), (200, 40)], ids=str)
 @pytest.mark.parametrize("target", ["labels", "probs"])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_xent_out_logits_in_place(rng, dtype, target):
-    N, C = 300, 500  # large enough to go parallel
+def test_xent_out_logits_in_place(rng, dtype, target, shape):
+    """Row by row (C = 500) and in chunks of several rows (few classes)."""
+    N, C = shape
     z = _logits(rng, N, C, dtype)
     t = rng.integers(0, C, N) if target == "labels" else _probs(rng, N, C, dtype)
     rloss, rdz = ref.softmax_cross_entropy(z.copy(), t)
@@ -166,6 +168,40 @@ def test_xent_nonfinite_rows_are_nan_wide(rng, dtype, bad, col, target):
         good = [0, 1, 3, 4]
         _, rdz = ref.softmax_cross_entropy(z[good], t[good])
         assert_close(dz[good] * (N / len(good)), rdz, dtype)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("bad", ["nan", "+inf", "all -inf"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_xent_few_classes_nonfinite_row_in_a_later_chunk(rng, dtype, bad, weighted):
+    """Few classes go in chunks of rows (csrc/losses.c, fbp_xent_few_labels): a
+    non-finite row far into the batch is NaN, in place or not, weighted or not,
+    and every other row, before and after it in its chunk, stays exact."""
+    N, C, row = 200, 10, 151
+    z = _logits(rng, N, C, dtype)
+    if bad == "all -inf":
+        z[row] = -np.inf
+    else:
+        z[row, 3] = {"nan": np.nan, "+inf": np.inf}[bad]
+    labels = rng.integers(0, C, N)
+    good = np.arange(N) != row
+    m = fastbp.MLP([C, C], "identity", dtype=dtype)  # the step's weighted loss
+    w = rng.random(N).astype(dtype) + 0.5 if weighted else None
+    for inplace in (False, True):
+        zz = z.copy()
+        loss, dz = fastbp.softmax_cross_entropy(zz, labels, out=zz if inplace else None)
+        assert math.isnan(loss)
+        assert np.isnan(dz[row]).all()
+        _, rdz = ref.softmax_cross_entropy(z[good], labels[good])
+        assert_close(dz[good] * (N / (N - 1)), rdz, dtype)
+    if weighted:  # through the training step, whose loss takes row weights
+        params = {k: v.copy() for k, v in m.params.items()}
+        lm = m.train_step(z[good], labels[good], lr=0.1, sample_weight=w[good])
+        lr_ = ref.mlp_train_step(params, z[good], labels[good], 0.1, "identity",
+                                 "softmax_cross_entropy", sample_weight=w[good])
+        assert_loss_close(lm, lr_, dtype)
+        for k in params:
+            assert_close(m.params[k], params[k], dtype)
 
 
 @pytest.mark.parametrize("target", ["labels", "probs"])
