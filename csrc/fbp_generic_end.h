@@ -6,3 +6,5 @@
 #undef TANH
 #undef SIGMOID
 #undef SQRT
+#undef EXP_NONPOS
+#undef LOG1P_UNIT

