@@ -1,6 +1,7 @@
-"""Fused softmax-cross-entropy forward+backward on (4096, 1000) float32, and MSE:
-fastbp vs the NumPy reference vs a parallel copy moving the same bytes (read the
-logits, write the gradient), and PyTorch's cross_entropy + backward."""
+"""Fused softmax-cross-entropy forward+backward on (4096, 1000) float32, sigmoid +
+binary cross-entropy and MSE: fastbp vs the NumPy reference vs a parallel copy
+moving the same bytes (read the logits and targets, write the gradient), and
+PyTorch's cross_entropy / binary_cross_entropy_with_logits + backward."""
 import numpy as np
 import pytest
 
@@ -52,3 +53,32 @@ def test_mse(benchmark, contender):
     out = run(benchmark, fn, "mse-4096x1000", contender)
     if contender != "floor":
         np.testing.assert_allclose(out[1], ref.mse_loss(y, t)[1], rtol=1e-5)
+
+
+@pytest.mark.parametrize("contender", CONTENDERS)
+def test_bce(benchmark, contender):
+    r = rng()
+    z = (r.standard_normal((N, C)) * 3).astype(np.float32)
+    t = (r.random((N, C)) < 0.3).astype(np.float32)
+    dz = np.empty_like(z)
+    if contender == "torch":
+        import torch
+        zt = torch.from_numpy(z.copy()).requires_grad_()
+        tt = torch.from_numpy(t)
+
+        def fn():  # ours sums over outputs and averages over rows: reduction="sum" / N
+            zt.grad = None
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(
+                zt, tt, reduction="sum") / N
+            loss.backward()
+            return float(loss.detach()), zt.grad.numpy()
+    else:
+        fn = {"fastbp": lambda: fastbp.binary_cross_entropy(z, t, out=dz),
+              "numpy": lambda: ref.binary_cross_entropy(z, t),
+              "floor": copy_floor(3 * z.nbytes)}[contender]  # read z, t; write dz
+    out = run(benchmark, fn, "bce-4096x1000", contender)
+    if contender != "floor":
+        loss, grad = out
+        want_loss, want_grad = ref.binary_cross_entropy(z.astype(np.float64), t)
+        assert abs(loss - want_loss) <= 1e-5 * abs(want_loss)
+        np.testing.assert_allclose(grad, want_grad, rtol=1e-4, atol=1e-8)
