@@ -13,6 +13,29 @@ N, C = 4096, 1000
 CONTENDERS = ["fastbp", "numpy", "floor"] + (["torch"] if have_torch() else [])
 
 
+def torch_loss(z, target, loss):
+    """PyTorch's forward and backward of loss(logits, target) on a copy of z:
+    a callable returning (loss, gradient)."""
+    import torch
+    zt = torch.from_numpy(z.copy()).requires_grad_()
+    tt = torch.from_numpy(target)
+
+    def fn():
+        zt.grad = None
+        value = loss(zt, tt)
+        value.backward()
+        return float(value.detach()), zt.grad.numpy()
+    return fn
+
+
+def check_loss(out, reference, z, target):
+    """A contender's (loss, gradient) against the float64 reference."""
+    loss, grad = out
+    want_loss, want_grad = reference(z.astype(np.float64), target)
+    assert abs(loss - want_loss) <= 1e-5 * abs(want_loss)
+    np.testing.assert_allclose(grad, want_grad, rtol=1e-4, atol=1e-8)
+
+
 @pytest.mark.parametrize("contender", CONTENDERS)
 def test_softmax_xent(benchmark, contender):
     r = rng()
@@ -21,24 +44,14 @@ def test_softmax_xent(benchmark, contender):
     dz = np.empty_like(z)
     if contender == "torch":
         import torch
-        zt = torch.from_numpy(z.copy()).requires_grad_()
-        lt = torch.from_numpy(labels)
-
-        def fn():
-            zt.grad = None
-            loss = torch.nn.functional.cross_entropy(zt, lt)
-            loss.backward()
-            return float(loss.detach()), zt.grad.numpy()
+        fn = torch_loss(z, labels, torch.nn.functional.cross_entropy)
     else:
         fn = {"fastbp": lambda: fastbp.softmax_cross_entropy(z, labels, out=dz),
               "numpy": lambda: ref.softmax_cross_entropy(z, labels),
               "floor": copy_floor(2 * z.nbytes)}[contender]
     out = run(benchmark, fn, "softmax_xent-4096x1000", contender)
     if contender != "floor":
-        loss, grad = out
-        want_loss, want_grad = ref.softmax_cross_entropy(z.astype(np.float64), labels)
-        assert abs(loss - want_loss) <= 1e-5 * abs(want_loss)
-        np.testing.assert_allclose(grad, want_grad, rtol=1e-4, atol=1e-8)
+        check_loss(out, ref.softmax_cross_entropy, z, labels)
 
 
 @pytest.mark.parametrize("contender", ["fastbp", "numpy", "floor"])
@@ -63,22 +76,15 @@ def test_bce(benchmark, contender):
     dz = np.empty_like(z)
     if contender == "torch":
         import torch
-        zt = torch.from_numpy(z.copy()).requires_grad_()
-        tt = torch.from_numpy(t)
 
-        def fn():  # ours sums over outputs and averages over rows: reduction="sum" / N
-            zt.grad = None
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(
+        def bce(zt, tt):  # ours sums over outputs and averages over rows
+            return torch.nn.functional.binary_cross_entropy_with_logits(
                 zt, tt, reduction="sum") / N
-            loss.backward()
-            return float(loss.detach()), zt.grad.numpy()
+        fn = torch_loss(z, t, bce)
     else:
         fn = {"fastbp": lambda: fastbp.binary_cross_entropy(z, t, out=dz),
               "numpy": lambda: ref.binary_cross_entropy(z, t),
               "floor": copy_floor(3 * z.nbytes)}[contender]  # read z, t; write dz
     out = run(benchmark, fn, "bce-4096x1000", contender)
     if contender != "floor":
-        loss, grad = out
-        want_loss, want_grad = ref.binary_cross_entropy(z.astype(np.float64), t)
-        assert abs(loss - want_loss) <= 1e-5 * abs(want_loss)
-        np.testing.assert_allclose(grad, want_grad, rtol=1e-4, atol=1e-8)
+        check_loss(out, ref.binary_cross_entropy, z, t)
