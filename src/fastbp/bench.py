@@ -309,6 +309,14 @@ def plot(rows, path):
     return True
 
 
+def write_json(path, rows):
+    """rows and the environment as JSON at path (its folder made if needed)."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w") as f:
+        json.dump({"environment": environment(), "rows": rows}, f, indent=1)
+    print(f"wrote {path}")
+
+
 def main(args):
     import fastbp
 
@@ -323,10 +331,7 @@ def main(args):
           f"fastbp GEMMs: {info()['version'].split(' DYNAMIC')[0]}; floor: {floor}")
     print(format_table(rows))
     if args.json:
-        os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump({"environment": environment(), "rows": rows}, f, indent=1)
-        print(f"wrote {args.json}")
+        write_json(args.json, rows)
     if args.png:
         # Into memory first, as PNG whatever the name's extension (savefig would
         # add ".png" to a name without one): the file is then exactly args.png.

@@ -14,8 +14,6 @@ the same float64 data, beside scikit-learn on float64 data and on float32 data.
 
 Used by ``python -m fastbp bench --vs-sklearn`` and bench/bench_sklearn.py.
 """
-import json
-import os
 import time
 import warnings
 
@@ -151,7 +149,7 @@ def format_table(rows):
 
 
 def main(args):
-    from .bench import environment
+    from .bench import write_json
 
     rows = run(args.datasets, args.threads, args.repeat)
     print(f"fastbp.sklearn vs sklearn.neural_network: adam, random_state=0, "
@@ -159,8 +157,5 @@ def main(args):
           f"{args.repeat or '3 (shipped) / 1 (generated)'} fit(s); scores on a 25% held-out split")
     print(format_table(rows))
     if args.json:
-        os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump({"environment": environment(), "rows": rows}, f, indent=1)
-        print(f"wrote {args.json}")
+        write_json(args.json, rows)
     return 0
