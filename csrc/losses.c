@@ -133,12 +133,27 @@ FBP_INLINE int FN(fbp_row_start)(fbp_idx r, fbp_idx r1, fbp_idx C, const T *zr, 
     return FN(fbp_row_nonfinite)(C, *m, dzr);
 }
 
+/* A row's end with a label: dzr (C,) holds exp(z - max) summing to s; returns the
+ * row's loss log(s) + gap (gap = max - z_label; within [lo, hi] if hi > 0) and
+ * turns dzr into the gradient (softmax - onehot(lab)) f. */
+FBP_INLINE double FN(fbp_xent_label_finish)(fbp_idx C, T *dzr, T s, fbp_idx lab, double gap,
+                                            T f, double lo, double hi)
+{
+    double loss = FN(fbp_clip_loss)(log((double)s) + gap, lo, hi);
+    T rs = (T)1 / s, k = rs * f; /* one multiply per element */
+    T pl = dzr[lab] * rs;
+    for (fbp_idx c = 0; c < C; c++)
+        dzr[c] *= k;
+    dzr[lab] = (pl - (T)1) * f;
+    return loss;
+}
+
 /* Rows of few classes. A short row leaves the per-row loops above mostly in
  * their scalar remainders (at C = 10 about 90 ns a row, a tenth of a small
  * network's step), so such rows go in chunks of XENT_CHUNK elements: each row's
  * max and label gap, then one vector loop of exp over the chunk's contiguous
- * elements (each against its row's max), then per row the sum, the log and the
- * scaling. Same formulas as fbp_xent_rows_labels_body; dz may alias z. */
+ * elements (each against its row's max), then per row the sum and
+ * fbp_xent_label_finish, as fbp_xent_rows_labels_body; dz may alias z. */
 #ifndef XENT_FEW
 #define XENT_FEW 48    /* C below this: the chunked path (faster up to C = 32, slower at 64) */
 #define XENT_CHUNK 512 /* elements per chunk */
@@ -179,12 +194,7 @@ FBP_INLINE double FN(fbp_xent_few_labels)(fbp_idx r0, fbp_idx r1, fbp_idx C, con
             T s = (T)0;
             for (fbp_idx c = 0; c < C; c++)
                 s += dzr[c];
-            acc += wr * FN(fbp_clip_loss)(log((double)s) + gap[r], lo, hi);
-            T rs = (T)1 / s, k = rs * f;
-            T pl = dzr[lab] * rs;
-            for (fbp_idx c = 0; c < C; c++)
-                dzr[c] *= k;
-            dzr[lab] = (pl - (T)1) * f;
+            acc += wr * FN(fbp_xent_label_finish)(C, dzr, s, lab, gap[r], f, lo, hi);
         }
     }
     return acc;
@@ -214,12 +224,7 @@ FBP_INLINE double FN(fbp_xent_rows_labels_body)(fbp_idx r0, fbp_idx r1, fbp_idx 
         }
         double gap = (double)m - (double)zr[lab]; /* before dz (maybe z) is written */
         T s = FN(fbp_exp_sum)(C, zr, m, dzr);
-        acc += wr * FN(fbp_clip_loss)(log((double)s) + gap, lo, hi);
-        T rs = (T)1 / s, k = rs * f; /* one multiply per element */
-        T pl = dzr[lab] * rs;
-        for (fbp_idx c = 0; c < C; c++)
-            dzr[c] *= k;
-        dzr[lab] = (pl - (T)1) * f;
+        acc += wr * FN(fbp_xent_label_finish)(C, dzr, s, lab, gap, f, lo, hi);
     }
     return acc;
 }
