@@ -4,7 +4,13 @@ The compiled kernels (fastbp._core) are compared against fastbp.reference,
 the pure-NumPy ground truth.
 """
 
+import json
+import os
 import re
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -119,3 +125,33 @@ def restore_threads():
     old = fastbp.get_num_threads()
     yield old
     fastbp.set_num_threads(old)
+
+
+def child_env():
+    """os.environ with the fastbp under test first on PYTHONPATH, for child
+    processes."""
+    env = dict(os.environ)
+    src = os.path.dirname(os.path.dirname(os.path.abspath(fastbp.__file__)))
+    env["PYTHONPATH"] = os.pathsep.join([src] + [p for p in [env.get("PYTHONPATH")] if p])
+    return env
+
+
+def sigint_child(code, wait=1.0):
+    """Run code in a child Python that prints "ready", then a JSON line last;
+    send it SIGINT wait seconds after "ready". Returns (the JSON as a dict,
+    the time.monotonic() at the signal: CLOCK_MONOTONIC, one clock for both
+    processes)."""
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=child_env())
+    try:
+        assert child.stdout.readline().strip() == "ready", child.stderr.read()
+        time.sleep(wait)
+        sent = time.monotonic()
+        child.send_signal(signal.SIGINT)
+        out, err = child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == 0, err
+    return json.loads(out.strip().splitlines()[-1]), sent

@@ -3,16 +3,12 @@
 of a second, leaving the parameters of exactly step_ completed steps and the
 history of the completed epochs."""
 
-import json
-import os
 import signal
-import subprocess
 import sys
-import time
 
 import pytest
 
-import fastbp
+from conftest import sigint_child
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32" or not hasattr(signal, "SIGINT"),
                                 reason="needs POSIX signals")
@@ -54,28 +50,8 @@ print(json.dumps(out), flush=True)
 """
 
 
-def _env():
-    env = dict(os.environ)
-    here = os.path.dirname(os.path.dirname(os.path.abspath(fastbp.__file__)))
-    env["PYTHONPATH"] = os.pathsep.join([here] + [p for p in [env.get("PYTHONPATH")] if p])
-    return env
-
-
 def test_ctrl_c_stops_fit_promptly_and_consistently():
-    child = subprocess.Popen([sys.executable, "-c", CHILD], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, env=_env())
-    try:
-        assert child.stdout.readline().strip() == "ready", child.stderr.read()
-        time.sleep(1.0)
-        sent = time.monotonic()          # CLOCK_MONOTONIC: one clock for both processes
-        child.send_signal(signal.SIGINT)
-        out, err = child.communicate(timeout=60)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-    assert child.returncode == 0, err
-    res = json.loads(out.strip().splitlines()[-1])
+    res, sent = sigint_child(CHILD)
     assert not res.get("finished"), "the fit ended before the signal: make it longer"
     delay = res["t"] - sent
     assert 0 <= delay < 0.2, f"KeyboardInterrupt came {delay:.3f} s after SIGINT"

@@ -21,7 +21,7 @@ import fastbp  # noqa: E402
 from fastbp import reference as ref  # noqa: E402
 from fastbp.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
 
-from conftest import raises  # noqa: E402
+from conftest import raises, sigint_child  # noqa: E402
 
 RTOL = 1e-9  # the issue's parity bar for float64
 
@@ -491,30 +491,7 @@ def test_ctrl_c_ends_the_fit_as_sklearns_does():
     """SIGINT during fit: scikit-learn's behaviour (the fit returns, warns
     "Training interrupted by user." and keeps its weights), within a native
     call's 0.25 s, with the solver's step count that of the steps taken."""
-    import json
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    env = dict(os.environ)
-    src = os.path.dirname(os.path.dirname(os.path.abspath(fastbp.__file__)))
-    env["PYTHONPATH"] = os.pathsep.join([src] + [p for p in [env.get("PYTHONPATH")] if p])
-    child = subprocess.Popen([sys.executable, "-c", CHILD], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        assert child.stdout.readline().strip() == "ready", child.stderr.read()
-        time.sleep(1.0)
-        sent = time.monotonic()
-        child.send_signal(signal.SIGINT)
-        out, err = child.communicate(timeout=60)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-    assert child.returncode == 0, err
-    res = json.loads(out.strip().splitlines()[-1])
+    res, sent = sigint_child(CHILD)
     assert "Training interrupted by user." in res["warnings"], res
     assert 0 <= res["t"] - sent < 1.0, res["t"] - sent
     assert res["curve"] == res["n_iter"]
