@@ -51,6 +51,14 @@ def _pair(task, **params):
     return sknn.MLPClassifier(**params), MLPClassifier(**params)
 
 
+def _fit_both(sk, fb, *args, **kw):
+    """sk.fit and fb.fit on the same arguments, their ConvergenceWarning ignored."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        sk.fit(*args, **kw)
+        fb.fit(*args, **kw)
+
+
 def _assert_same_fit(sk, fb, rtol=RTOL):
     """The fitted state of both: counters, loss curve and parameters."""
     assert fb.n_iter_ == sk.n_iter_
@@ -89,10 +97,7 @@ def test_same_loss_curve_and_coefs_as_sklearn(solver, task):
     params = dict(hidden_layer_sizes=(9, 7), activation="tanh", alpha=0.01, batch_size=32,
                   max_iter=12, shuffle=False, random_state=0, **SOLVERS[solver])
     sk, fb = _pair(task, **params)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        sk.fit(X, y)
-        fb.fit(X, y)
+    _fit_both(sk, fb, X, y)
     _assert_same_fit(sk, fb)
     assert fb.best_loss_ == pytest.approx(sk.best_loss_, rel=RTOL)
     if solver == "adaptive":  # the schedule did act
@@ -120,10 +125,7 @@ def test_float32_input_trains_as_sklearns_float32(solver, task):
     params = dict(hidden_layer_sizes=(9, 7), activation="tanh", alpha=0.01, batch_size=32,
                   max_iter=12, shuffle=False, random_state=0, **SOLVERS[solver])
     sk, fb = _pair(task, **params)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        sk.fit(X, y)
-        fb.fit(X, y)
+    _fit_both(sk, fb, X, y)
     assert fb.coefs_[0].dtype == sk.coefs_[0].dtype == np.float32
     _assert_same_fit(sk, fb, rtol=1e-5)
 
@@ -140,10 +142,7 @@ def test_same_fit_with_shuffles_sample_weights_and_early_stopping(solver, task):
                   max_iter=25, random_state=3, early_stopping=True, validation_fraction=0.2,
                   n_iter_no_change=4, tol=1e-3, **SOLVERS[solver])
     sk, fb = _pair(task, **params)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        sk.fit(X, y, sample_weight=w)
-        fb.fit(X, y, sample_weight=w)
+    _fit_both(sk, fb, X, y, sample_weight=w)
     _assert_same_fit(sk, fb)
     np.testing.assert_allclose(fb.validation_scores_, sk.validation_scores_, rtol=RTOL)
     assert fb.best_validation_score_ == pytest.approx(sk.best_validation_score_, rel=RTOL)
@@ -155,10 +154,7 @@ def test_lbfgs_reaches_sklearns_loss(task):
     X, y = _data(task)
     sk, fb = _pair(task, solver="lbfgs", hidden_layer_sizes=(10,), alpha=0.01, max_iter=60,
                    random_state=0, tol=1e-6)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        sk.fit(X, y)
-        fb.fit(X, y)
+    _fit_both(sk, fb, X, y)
     assert fb.loss_ == pytest.approx(sk.loss_, rel=1e-6)
     assert abs(fb.n_iter_ - sk.n_iter_) <= 2
     assert not hasattr(fb, "loss_curve_")
