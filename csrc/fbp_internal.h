@@ -82,6 +82,10 @@ void fbp_parallel(int nt, fbp_idx ntasks, fbp_task_fn fn, void *ctx);
 #define FBP_RED_MIN ((fbp_idx)4096) /* smallest block of a flat reduction */
 #define FBP_CHUNK ((fbp_idx)4096)   /* elements per task of an elementwise loop */
 
+/* The machine's online CPUs (not this process's affinity mask, nor the thread
+ * count): what the GEMMs' fixed blocks are cut by (runtime.c). */
+int fbp_machine_cpus(void);
+
 /* Set on the pool's workers: a task never starts a parallel loop of its own. */
 extern _Thread_local int fbp_serial;
 

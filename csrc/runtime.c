@@ -50,16 +50,20 @@ static inline void blas_one_thread(void)
         g_blas_set_threads(1);
 }
 
-/* Each part of a split GEMM does at least this many multiply-adds. Besides
- * paying for the hand-off, it keeps every part above OpenBLAS's small-matrix
- * threshold (1e6 on x86-64), so split or not, every product takes the packed
- * path, whose result for an element does not depend on how C is partitioned:
- * results stay bitwise equal at any thread count (tests/test_threads.py). */
+/* A GEMM is cut into blocks of rows (or columns) of C, each one single-threaded
+ * BLAS call, and the blocks are a function of the shape and of the machine
+ * (its CPU count) alone, never of the thread count: a BLAS's result for an
+ * element depends on where the call's edges fall (OpenBLAS's Haswell sgemm
+ * kernel computes an edge tile differently from an inner one), so the same
+ * blocks, run by any threads in any order, give bitwise the same C. Each block
+ * does at least GEMM_PAR_MIN multiply-adds, which pays for a hand-off and keeps
+ * it above OpenBLAS's small-matrix threshold (1e6 on x86-64); there are at most
+ * as many blocks as CPUs, since each block re-packs the other operand (2-4%
+ * per extra block when one thread runs them all; docs/threads.md). */
 #define GEMM_PAR_MIN ((double)(1 << 20))
-/* Split blocks are multiples of this many rows or columns (the BLAS kernels'
- * register blocking divides it). */
+/* Blocks are multiples of this many rows or columns (the BLAS kernels' register
+ * blocking divides it). */
 #define GEMM_UNIT 16
-
 
 struct copy_ctx {
     size_t nbytes;
@@ -120,34 +124,38 @@ static void FN(gemm_blas)(int ta, int tb, fbp_idx M, fbp_idx N, fbp_idx K, T alp
 
 struct FN(gemm_ctx) {
     int ta, tb, rows; /* rows: split C's rows, else its columns */
-    fbp_idx M, N, K, lda, ldb, ldc;
+    fbp_idx M, N, K, lda, ldb, ldc, units, nblocks;
     T alpha, beta;
     const T *A, *B;
     T *C;
 };
 
-/* Units [u0, u1) of GEMM_UNIT rows (or columns) of C: one BLAS call. Row i of
- * op(A) starts at A + i lda, or at column i of A; column j of op(B) at B + j, or
- * at row j of B. */
-static void FN(gemm_task)(void *p, fbp_idx u0, fbp_idx u1)
+/* Blocks [b0, b1) of C: block b is units [units b / nb, units (b + 1) / nb) of
+ * GEMM_UNIT rows (or columns), one BLAS call each. Row i of op(A) starts at
+ * A + i lda, or at column i of A; column j of op(B) at B + j, or at row j of B. */
+static void FN(gemm_task)(void *p, fbp_idx b0, fbp_idx b1)
 {
     const struct FN(gemm_ctx) *c = p;
     fbp_idx total = c->rows ? c->M : c->N;
-    fbp_idx i0 = u0 * GEMM_UNIT, i1 = u1 * GEMM_UNIT < total ? u1 * GEMM_UNIT : total;
-    fbp_idx M = c->rows ? i1 - i0 : c->M, N = c->rows ? c->N : i1 - i0;
-    const T *A = c->rows ? c->A + (c->ta ? i0 : i0 * c->lda) : c->A;
-    const T *B = c->rows ? c->B : c->B + (c->tb ? i0 * c->ldb : i0);
-    T *C = c->C + (c->rows ? i0 * c->ldc : i0);
-    FN(gemm_blas)(c->ta, c->tb, M, N, c->K, c->alpha, A, c->lda, B, c->ldb, c->beta, C, c->ldc);
+    for (fbp_idx b = b0; b < b1; b++) {
+        fbp_idx i0 = c->units * b / c->nblocks * GEMM_UNIT;
+        fbp_idx i1 = c->units * (b + 1) / c->nblocks * GEMM_UNIT;
+        i1 = i1 < total ? i1 : total;
+        fbp_idx M = c->rows ? i1 - i0 : c->M, N = c->rows ? c->N : i1 - i0;
+        const T *A = c->rows ? c->A + (c->ta ? i0 : i0 * c->lda) : c->A;
+        const T *B = c->rows ? c->B : c->B + (c->tb ? i0 * c->ldb : i0);
+        T *C = c->C + (c->rows ? i0 * c->ldc : i0);
+        FN(gemm_blas)(c->ta, c->tb, M, N, c->K, c->alpha, A, c->lda, B, c->ldb, c->beta, C,
+                      c->ldc);
+    }
 }
 
-/* Rows (or columns) of the smallest of nt parts of total, split as fbp_parallel
- * splits units of GEMM_UNIT. */
-static fbp_idx FN(smallest_part)(fbp_idx total, fbp_idx units, int nt)
+/* Rows (or columns) of the smallest of nb blocks of total, cut as gemm_task cuts. */
+static fbp_idx FN(smallest_block)(fbp_idx total, fbp_idx units, fbp_idx nb)
 {
     fbp_idx least = total;
-    for (int p = 0; p < nt; p++) {
-        fbp_idx i0 = units * p / nt * GEMM_UNIT, i1 = units * (p + 1) / nt * GEMM_UNIT;
+    for (fbp_idx b = 0; b < nb; b++) {
+        fbp_idx i0 = units * b / nb * GEMM_UNIT, i1 = units * (b + 1) / nb * GEMM_UNIT;
         fbp_idx rows = (i1 < total ? i1 : total) - i0;
         least = rows < least ? rows : least;
     }
@@ -167,17 +175,19 @@ void FN(fbp_gemm)(int ta, int tb, fbp_idx M, fbp_idx N, fbp_idx K, T alpha,
         return;
     }
     blas_one_thread();
-    /* Split the longer side of C: each part then re-reads (packs) the whole of
+    /* Split the longer side of C: each block then re-reads (packs) the whole of
      * the other operand, and that operand is the smaller one. */
-    struct FN(gemm_ctx) c = {ta, tb, M >= N, M, N, K, lda, ldb, ldc, alpha, beta, A, B, C};
-    fbp_idx units = fbp_nblocks(c.rows ? M : N, GEMM_UNIT);
-    double other = (double)(c.rows ? N : M) * (double)K;
+    int rows = M >= N;
+    fbp_idx total = rows ? M : N, units = fbp_nblocks(total, GEMM_UNIT);
+    double other = (double)(rows ? N : M) * (double)K;
+    fbp_idx most = fbp_machine_cpus() < 64 ? fbp_machine_cpus() : 64;
+    fbp_idx nb = units < most ? units : most;
+    while (nb > 1 && (double)FN(smallest_block)(total, units, nb) * other < GEMM_PAR_MIN)
+        nb--;
+    struct FN(gemm_ctx) c = {ta, tb, rows, M, N, K, lda, ldb, ldc, units, nb,
+                             alpha, beta, A, B, C};
     int nt = fbp_serial ? 1 : fbp_get_num_threads();
-    if (nt > units)
-        nt = (int)units;
-    while (nt > 1 && (double)FN(smallest_part)(c.rows ? M : N, units, nt) * other < GEMM_PAR_MIN)
-        nt--;
-    fbp_parallel(nt, units, FN(gemm_task), &c);
+    fbp_parallel(nt, nb, FN(gemm_task), &c);
 }
 
 #endif

@@ -56,6 +56,7 @@ static int g_nworkers;                   /* threads started (ids 1..g_nworkers) 
 static int g_create_error;               /* errno of the last failed pthread_create */
 static int g_requested;                  /* fbp_set_num_threads; 0: the default */
 static int g_default;                    /* OMP_NUM_THREADS, else the CPUs we may run on */
+static int g_machine;                    /* the machine's online CPUs */
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 static _Thread_local int t_worker;       /* nonzero on a pool thread: no nested jobs */
 
@@ -237,6 +238,8 @@ static void init_once(void)
     pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
     int n = parse_threads(getenv("OMP_NUM_THREADS"));
     g_default = n ? n : cpus_available();
+    long online = sysconf(_SC_NPROCESSORS_ONLN);
+    g_machine = online < 1 ? 1 : (online > MAX_THREADS ? MAX_THREADS : (int)online);
 }
 
 void fbp_init_threads(void) { pthread_once(&g_once, init_once); }
@@ -254,6 +257,12 @@ int fbp_get_num_threads(void)
 }
 
 int fbp_cpu_count(void) { return cpus_available(); }
+
+int fbp_machine_cpus(void)
+{
+    fbp_init_threads();
+    return g_machine;
+}
 
 int fbp_pool_workers(int *create_error)
 {
