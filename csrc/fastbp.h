@@ -100,6 +100,10 @@ FBP_API void fbp_set_blas(fbp_sgemm_fn sgemm, fbp_dgemm_fn dgemm,
  * the default (OMP_NUM_THREADS, else the CPUs this process may run on). */
 FBP_API void fbp_set_num_threads(int n);
 FBP_API int fbp_get_num_threads(void);
+/* The calling thread's own count, over the process-wide one, for the calls this
+ * thread makes (n <= 0: none; fastbp.local_threads); 0 when it has none. */
+FBP_API void fbp_set_local_threads(int n);
+FBP_API int fbp_get_local_threads(void);
 FBP_API int fbp_cpu_count(void);
 /* Workers started so far; *create_error: errno of the last failed start, or 0. */
 FBP_API int fbp_pool_workers(int *create_error);

@@ -59,6 +59,7 @@ static int g_default;                    /* OMP_NUM_THREADS, else the CPUs we ma
 static int g_machine;                    /* the machine's online CPUs */
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 static _Thread_local int t_worker;       /* nonzero on a pool thread: no nested jobs */
+static _Thread_local int t_requested;    /* fbp_set_local_threads: this thread's count */
 
 static long now_ns(void)
 {
@@ -253,8 +254,17 @@ void fbp_set_num_threads(int n)
 int fbp_get_num_threads(void)
 {
     fbp_init_threads();
+    if (t_requested)
+        return t_requested;
     return g_requested ? g_requested : g_default;
 }
+
+void fbp_set_local_threads(int n)
+{
+    t_requested = n < 1 ? 0 : (n > MAX_THREADS ? MAX_THREADS : n);
+}
+
+int fbp_get_local_threads(void) { return t_requested; }
 
 int fbp_cpu_count(void) { return cpus_available(); }
 

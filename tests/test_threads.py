@@ -280,3 +280,49 @@ def test_omp_num_threads_of_any_value_imports(value):
     assert r.returncode == 0, r.stderr
     n = int(r.stdout)
     assert n == 2 if value == "2,1" else n >= 1
+
+
+def test_local_threads_is_the_calling_threads_own(restore_threads):
+    """local_threads sets a count for the calling thread only, nests, and
+    restores what it found; another thread keeps the process-wide count."""
+    fastbp.set_num_threads(2)
+    seen = []
+    with fastbp.local_threads(1):
+        assert fastbp.get_num_threads() == 1
+        with ThreadPoolExecutor(1) as ex:
+            seen.append(ex.submit(fastbp.get_num_threads).result())
+        with fastbp.local_threads(3):
+            assert fastbp.get_num_threads() == 3
+        assert fastbp.get_num_threads() == 1
+        with fastbp.local_threads(None):
+            assert fastbp.get_num_threads() == 1
+    assert seen == [2]
+    assert fastbp.get_num_threads() == 2
+    with pytest.raises(ZeroDivisionError), fastbp.local_threads(1):
+        1 / 0
+    assert fastbp.get_num_threads() == 2
+
+
+@pytest.mark.parametrize("bad, exc", [(0, ValueError), (4097, ValueError), (True, TypeError),
+                                      (1.5, TypeError), ("2", TypeError)])
+def test_local_threads_refuses_bad_counts(bad, exc):
+    with pytest.raises(exc, match="local_threads"):
+        with fastbp.local_threads(bad):
+            pass
+
+
+def test_concurrent_local_threads_do_not_leak(restore_threads):
+    """Eight threads each setting their own count, many times over: the process
+    count is untouched afterwards (the race a set-and-restore of the global
+    count had, issue 25)."""
+    fastbp.set_num_threads(2)
+
+    def job(i):
+        for _ in range(200):
+            with fastbp.local_threads(1 + i % 3):
+                assert fastbp.get_num_threads() == 1 + i % 3
+        return fastbp.get_num_threads()
+
+    with ThreadPoolExecutor(8) as ex:
+        assert list(ex.map(job, range(8))) == [2] * 8
+    assert fastbp.get_num_threads() == 2

@@ -30,7 +30,7 @@ from ._core import (  # noqa: E402
     tanh_backward,
     tanh_forward,
 )
-from . import _threadpool  # noqa: E402,F401  (registers the pool with threadpoolctl)
+from ._threadpool import local_threads  # noqa: E402  (also registers the pool with threadpoolctl)
 from ._config import show_config  # noqa: E402
 from .model import MLP  # noqa: E402
 from .gradcheck import gradient_check  # noqa: E402
@@ -50,6 +50,7 @@ __all__ = [
     "dense_forward",
     "get_num_threads",
     "global_norm",
+    "local_threads",
     "mse_loss",
     "relu_backward",
     "relu_forward",

@@ -41,6 +41,8 @@ cdef extern from "fastbp.h" nogil:
     void fbp_set_blas(fbp_sgemm_fn, fbp_dgemm_fn, fbp_blas_get_threads_fn, fbp_blas_set_threads_fn)
     void fbp_set_num_threads(int)
     int fbp_get_num_threads()
+    void fbp_set_local_threads(int)
+    int fbp_get_local_threads()
     int fbp_cpu_count()
     int fbp_pool_workers(int *create_error)
     void fbp_set_wait_us(double us)
@@ -166,8 +168,18 @@ def set_num_threads(n):
 
 
 def get_num_threads():
-    """The number of threads fastbp's kernels use."""
+    """The number of threads fastbp's kernels use (in the calling thread: its
+    own count inside ``local_threads``)."""
     return fbp_get_num_threads()
+
+
+def _set_local_threads(n):
+    """This thread's own count (0: none, the process-wide one applies)."""
+    fbp_set_local_threads(n)
+
+
+def _get_local_threads():
+    return fbp_get_local_threads()
 
 
 def cpu_count():
