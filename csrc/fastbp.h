@@ -107,6 +107,13 @@ FBP_API int fbp_get_local_threads(void);
 FBP_API int fbp_cpu_count(void);
 /* Workers started so far; *create_error: errno of the last failed start, or 0. */
 FBP_API int fbp_pool_workers(int *create_error);
+/* What the pool has measured: out = {a sleeping worker's wake-up latency (us),
+ * a spinning worker's hand-off latency (us), one element of a memory pass (ns),
+ * parallel jobs run, jobs kept serial by the backoff, backoff left (ms)}. */
+FBP_API void fbp_pool_stats(double out[6]);
+/* Tests only: on != 0 splits every loop and product that has parts over the
+ * thread count, whatever it costs; returns the previous setting. */
+FBP_API int fbp_set_force_parallel(int on);
 /* How long an idle worker spins before it sleeps (microseconds). */
 FBP_API void fbp_set_wait_us(double us);
 FBP_API double fbp_get_wait_us(void);

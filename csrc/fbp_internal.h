@@ -1,8 +1,8 @@
 /* fbp_internal.h - helpers shared by the kernel files; not part of the API.
  *
  * Threads: a kernel splits its work over fastbp's own pool (threads.c) only when
- * the work is large enough to pay for the hand-off (FBP_PAR_MIN elements per
- * thread); smaller kernels run on the calling thread.
+ * the work is large enough to pay for the hand-off, as measured on this machine
+ * (fbp_threads_for_ns); smaller kernels run on the calling thread.
  *
  * Determinism: a reduction is cut into at most FBP_NBLK_MAX blocks whose size
  * depends on n only; each block is summed in a fixed order by one thread and the
@@ -67,15 +67,37 @@ extern int fbp_isa;
 /* A part of a parallel loop: tasks [t0, t1) of the loop's ntasks. */
 typedef void (*fbp_task_fn)(void *ctx, fbp_idx t0, fbp_idx t1);
 
-/* fn over tasks [0, ntasks) in nt contiguous parts, part 0 on the calling thread.
+/* fn over tasks [0, ntasks) on up to nt threads, the caller's among them. The
+ * tasks are cut into parts (a function of ntasks and nt) that the threads claim
+ * one at a time, so the caller takes the parts of a worker that has not started.
  * Which thread runs a task never changes a result: tasks write disjoint outputs
- * or their own partial. */
+ * or their own partial, and a task's bounds never depend on who runs it. */
 void fbp_parallel(int nt, fbp_idx ntasks, fbp_task_fn fn, void *ctx);
 
-/* Work per thread below which a loop stays on the calling thread, in units of
- * one pass over one element (FBP_COST_MEM). Waking a sleeping worker costs about
- * as much as a pass over 128K floats on the development VM (docs/performance.md). */
-#define FBP_PAR_MIN ((fbp_idx)65536)
+/* Costs measured on this machine (threads.c): the time of one element of a
+ * memory pass (measured once), and of one multiply-add of the BLAS's sgemm
+ * (dsize 4) or dgemm (8) as blocks run (-1 until one has). fbp_note_gemm records
+ * a block's time. */
+double fbp_pass_ns(void);
+double fbp_gemm_ns(int dsize);
+void fbp_note_gemm(int dsize, double madds, long ns);
+long fbp_now_ns(void);
+
+/* Threads for work_ns of work that splits into at most `most` parts: 1 unless
+ * every thread gets at least twice the time a worker takes to join (its spin
+ * hand-off, or its wake-up when all workers sleep; both measured as jobs run)
+ * and at least FBP_PART_MIN_NS, and never while the pool backs off because its
+ * recent jobs cost more than they saved (a busy neighbour, a late wake-up). */
+int fbp_threads_for_ns(double work_ns, int most);
+
+/* The least time a part of a parallel job should take: below it, the cache
+ * lines a part hands to the next kernel on another core cost about what the
+ * part saves. A policy, in time rather than elements, so it travels. */
+#define FBP_PART_MIN_NS 5000.0
+
+/* Work units of the element-wise loops: one pass over one element of memory
+ * (FBP_COST_MEM), an exp or a tanh per element (FBP_COST_EXP), in units of
+ * fbp_pass_ns(). */
 #define FBP_COST_MEM 1 /* a pass over memory: relu, masks, mse, the updates */
 #define FBP_COST_EXP 4 /* an exp or a tanh per element */
 #define FBP_NBLK_MAX 64
@@ -89,17 +111,12 @@ int fbp_machine_cpus(void);
 /* Set on the pool's workers: a task never starts a parallel loop of its own. */
 extern _Thread_local int fbp_serial;
 
-/* Threads for a loop over n elements of the given cost: 1 below 2 FBP_PAR_MIN. */
+/* Threads for a loop over n elements of the given cost (see fbp_threads_for_ns). */
 static inline int fbp_threads_for(fbp_idx n, int cost)
 {
-    fbp_idx work = n * cost;
-    if (fbp_serial || work < 2 * FBP_PAR_MIN)
+    if (fbp_serial)
         return 1;
-    int nt = fbp_get_num_threads();
-    fbp_idx cap = work / FBP_PAR_MIN;
-    if (cap < nt)
-        nt = (int)cap;
-    return nt < 1 ? 1 : nt;
+    return fbp_threads_for_ns((double)n * (double)cost * fbp_pass_ns(), 1 << 30);
 }
 
 /* Block size of a flat reduction over n items, a function of n alone. */

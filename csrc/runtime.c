@@ -145,8 +145,10 @@ static void FN(gemm_task)(void *p, fbp_idx b0, fbp_idx b1)
         const T *A = c->rows ? c->A + (c->ta ? i0 : i0 * c->lda) : c->A;
         const T *B = c->rows ? c->B : c->B + (c->tb ? i0 * c->ldb : i0);
         T *C = c->C + (c->rows ? i0 * c->ldc : i0);
+        long t0 = fbp_now_ns();
         FN(gemm_blas)(c->ta, c->tb, M, N, c->K, c->alpha, A, c->lda, B, c->ldb, c->beta, C,
                       c->ldc);
+        fbp_note_gemm(sizeof(T), (double)M * (double)N * (double)c->K, fbp_now_ns() - t0);
     }
 }
 
@@ -186,7 +188,13 @@ void FN(fbp_gemm)(int ta, int tb, fbp_idx M, fbp_idx N, fbp_idx K, T alpha,
         nb--;
     struct FN(gemm_ctx) c = {ta, tb, rows, M, N, K, lda, ldb, ldc, units, nb,
                              alpha, beta, A, B, C};
-    int nt = fbp_serial ? 1 : fbp_get_num_threads();
+    if (nb == 1) {
+        FN(gemm_blas)(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    /* until a block has timed the BLAS (ns < 0), products run on the caller */
+    double ns = fbp_gemm_ns(sizeof(T));
+    int nt = fbp_threads_for_ns(ns * (double)M * (double)N * (double)K, (int)nb);
     fbp_parallel(nt, nb, FN(gemm_task), &c);
 }
 

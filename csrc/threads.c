@@ -37,16 +37,28 @@
 #define NT_BITS 13 /* the job word holds (epoch << NT_BITS) | nt, nt <= 4096 */
 #define NT_MASK ((1ul << NT_BITS) - 1)
 #define WORKER_STACK ((size_t)1 << 20)
+/* A job of n tasks is cut into up to this many parts per thread, claimed one at
+ * a time: a worker that starts late, or is descheduled, holds back at most one
+ * small part, and the others take the rest. */
+#define PARTS_PER_THREAD 4
+#define MAX_PARTS 0xffff
 
 struct job {
     fbp_task_fn fn;
     void *ctx;
     fbp_idx ntasks;
+    int nparts;
+    long t_pub; /* when the caller published it (ns) */
 };
 
-static struct job g_job;                 /* read by a worker only while it has a part */
+static struct job g_job;                 /* read by a worker only while it holds a part */
 static _Atomic unsigned long g_word;     /* changes once per job: (epoch << NT_BITS) | nt */
-static _Atomic int g_pending;            /* parts of the current job still running */
+/* The parts still to claim: (epoch << 32) | (nparts << 16) | next. A claim is a
+ * compare-and-swap that also checks the epoch, so a worker that wakes for a job
+ * that has ended claims nothing of the next one. */
+static _Atomic uint64_t g_claim;
+static _Atomic int g_done;               /* parts of the current job finished */
+static _Atomic long g_first_ns;          /* a worker's first claim in the job, 0 if none */
 static _Atomic int g_nsleeping;          /* workers blocked on g_wake */
 static _Atomic long g_wait_ns = 50000;   /* the spin window; see fbp_set_wait_us */
 static pthread_mutex_t g_sleep_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -61,6 +73,29 @@ static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 static _Thread_local int t_worker;       /* nonzero on a pool thread: no nested jobs */
 static _Thread_local int t_requested;    /* fbp_set_local_threads: this thread's count */
 
+/* ---- what going parallel costs, measured on this machine as jobs run -------------
+ * Written by the caller that owns the pool, read by anyone deciding whether to
+ * use it. Latencies are from publishing a job to a worker's first claim, for
+ * workers that were all asleep (a wake-up through the kernel) or spinning. */
+static _Atomic long g_lat_wake_ns = 20000;
+static _Atomic long g_lat_spin_ns = 2000;
+static _Atomic long g_pass_ps = 0;       /* one element of a memory pass, picoseconds */
+static _Atomic long g_gemm_ps[2];        /* one multiply-add of sgemm, dgemm (0: unknown) */
+/* Backoff: when jobs have recently cost more than the workers brought (a busy
+ * neighbour took their cores, or they woke too late), everything runs on the
+ * caller until g_serial_until, and the workers sleep; each failed try after it
+ * doubles the next backoff, up to BACKOFF_MAX_NS; a job that pays resets it. */
+#define BACKOFF_MIN_NS 2000000L
+#define BACKOFF_LOSS 0.05 /* the mean loss, as a fraction of a job's time, that backs off */
+#define BACKOFF_MAX_NS 200000000L
+static _Atomic long g_serial_until;
+static long g_backoff_ns = BACKOFF_MIN_NS;
+static double g_gain;                    /* running mean of a job's (gain - cost) / time */
+static _Atomic long g_jobs, g_jobs_backoff; /* counters for fbp_pool_stats */
+/* Tests: split every loop that has parts to split, whatever it costs, so that the
+ * thread-count tests run the parallel paths at any size (fbp_set_force_parallel). */
+static _Atomic int g_force;
+
 static long now_ns(void)
 {
     struct timespec ts;
@@ -68,11 +103,36 @@ static long now_ns(void)
     return (long)ts.tv_sec * 1000000000L + ts.tv_nsec;
 }
 
-static void run_part(const struct job *j, int part, int nt)
+static long ewma(long old, long sample) { return old + (sample - old) / 4; }
+
+/* Claim and run parts of job `epoch` until none is left; returns how many this
+ * thread ran, and adds the time it spent in them to *busy. */
+static int run_parts(uint32_t epoch, int worker, long *busy)
 {
-    fbp_idx t0 = j->ntasks * part / nt, t1 = j->ntasks * (part + 1) / nt;
-    if (t1 > t0)
-        j->fn(j->ctx, t0, t1);
+    int mine = 0;
+    uint64_t c = atomic_load_explicit(&g_claim, memory_order_acquire);
+    for (;;) {
+        uint32_t next = (uint32_t)(c & 0xffff), np = (uint32_t)((c >> 16) & 0xffff);
+        if ((uint32_t)(c >> 32) != epoch || next >= np)
+            return mine;
+        if (!atomic_compare_exchange_weak_explicit(&g_claim, &c, c + 1, memory_order_acq_rel,
+                                                   memory_order_acquire))
+            continue;
+        /* the caller waits for this part, so g_job stays as published */
+        long t0 = now_ns();
+        if (worker && mine == 0) {
+            long zero = 0;
+            atomic_compare_exchange_strong(&g_first_ns, &zero, t0);
+        }
+        fbp_idx t0_ = g_job.ntasks * next / np, t1_ = g_job.ntasks * (next + 1) / np;
+        if (t1_ > t0_)
+            g_job.fn(g_job.ctx, t0_, t1_);
+        if (busy)
+            *busy += now_ns() - t0;
+        mine++;
+        atomic_fetch_add_explicit(&g_done, 1, memory_order_release);
+        c = atomic_load_explicit(&g_claim, memory_order_acquire);
+    }
 }
 
 /* Wait until g_word differs from seen: spin for the window, then sleep. */
@@ -115,10 +175,8 @@ static void *worker_main(void *p)
     for (;;) {
         seen = wait_for_job(seen);
         int nt = (int)(seen & NT_MASK);
-        if (a.id < nt) { /* the caller waits for this part, so g_job is stable */
-            run_part(&g_job, a.id, nt);
-            atomic_fetch_sub_explicit(&g_pending, 1, memory_order_release);
-        }
+        if (a.id < nt)
+            run_parts((uint32_t)(seen >> NT_BITS), 1, NULL);
     }
     return NULL;
 }
@@ -158,6 +216,37 @@ static int ensure_workers(int nt)
     return 1 + g_nworkers < nt ? 1 + g_nworkers : nt;
 }
 
+/* After a job: what the workers brought against what the job cost the caller,
+ * folded into the running mean that decides the backoff. busy: the caller's
+ * time in its own parts; wait: its time waiting for the others' parts. */
+static void account(int nparts, int mine, long busy, long wait, long t_pub, long t_end,
+                    int all_asleep, int fresh)
+{
+    atomic_fetch_add_explicit(&g_jobs, 1, memory_order_relaxed);
+    long first = atomic_load(&g_first_ns), span = t_end - t_pub;
+    if (fresh)
+        return; /* a worker started for this job: its start-up is paid once, not per job */
+    if (first > 0) {
+        _Atomic long *lat = all_asleep ? &g_lat_wake_ns : &g_lat_spin_ns;
+        atomic_store(lat, ewma(atomic_load(lat), first - t_pub));
+    } else if (all_asleep && span > atomic_load(&g_lat_wake_ns)) {
+        /* no worker came within the whole job: the wake-up takes at least that */
+        atomic_store(&g_lat_wake_ns, ewma(atomic_load(&g_lat_wake_ns), span));
+    }
+    if (mine == 0)
+        return; /* the workers took every part: nothing to weigh them against */
+    double per_part = (double)busy / mine;
+    double gain = (double)(nparts - mine) * per_part - (double)wait - (double)(span - busy - wait);
+    g_gain += (gain / (double)(span > 0 ? span : 1) - g_gain) / 4.0;
+    if (g_gain < -BACKOFF_LOSS) {
+        atomic_store(&g_serial_until, t_end + g_backoff_ns);
+        g_backoff_ns = g_backoff_ns * 2 < BACKOFF_MAX_NS ? g_backoff_ns * 2 : BACKOFF_MAX_NS;
+        g_gain = 0.0;
+    } else if (g_gain > 0.1) {
+        g_backoff_ns = BACKOFF_MIN_NS;
+    }
+}
+
 void fbp_parallel(int nt, fbp_idx ntasks, fbp_task_fn fn, void *ctx)
 {
     if (ntasks <= 0)
@@ -170,31 +259,135 @@ void fbp_parallel(int nt, fbp_idx ntasks, fbp_task_fn fn, void *ctx)
         fn(ctx, 0, ntasks); /* serial, or another caller owns the workers */
         return;
     }
+    int before = g_nworkers;
     nt = ensure_workers(nt);
+    int fresh = g_nworkers != before;
     if (nt <= 1) {
         pthread_mutex_unlock(&g_owner);
         fn(ctx, 0, ntasks);
         return;
     }
+    fbp_idx np = ntasks < (fbp_idx)nt * PARTS_PER_THREAD ? ntasks : (fbp_idx)nt * PARTS_PER_THREAD;
+    np = np < MAX_PARTS ? np : MAX_PARTS;
+    int all_asleep = atomic_load(&g_nsleeping) >= g_nworkers;
     g_job.fn = fn;
     g_job.ctx = ctx;
     g_job.ntasks = ntasks;
-    atomic_store(&g_pending, nt - 1);
+    g_job.nparts = (int)np;
+    atomic_store(&g_done, 0);
+    atomic_store(&g_first_ns, 0);
     unsigned long w = atomic_load(&g_word);
-    atomic_store(&g_word, (((w >> NT_BITS) + 1) << NT_BITS) | (unsigned long)nt);
+    unsigned long epoch = (w >> NT_BITS) + 1;
+    long t_pub = now_ns();
+    g_job.t_pub = t_pub;
+    atomic_store_explicit(&g_claim, ((uint64_t)(uint32_t)epoch << 32) | ((uint64_t)np << 16),
+                          memory_order_release);
+    atomic_store_explicit(&g_word, (epoch << NT_BITS) | (unsigned long)nt, memory_order_release);
     if (atomic_load(&g_nsleeping) > 0) {
         pthread_mutex_lock(&g_sleep_mu);
         pthread_cond_broadcast(&g_wake);
         pthread_mutex_unlock(&g_sleep_mu);
     }
-    run_part(&g_job, 0, nt);
-    for (unsigned k = 0; atomic_load_explicit(&g_pending, memory_order_acquire) != 0; k++) {
+    long busy = 0;
+    int mine = run_parts((uint32_t)epoch, 0, &busy);
+    long t_idle = now_ns();
+    for (unsigned k = 0; atomic_load_explicit(&g_done, memory_order_acquire) != (int)np; k++) {
         if (k < 2000)
             FBP_CPU_RELAX();
         else
             sched_yield();
     }
+    long t_end = now_ns();
+    account((int)np, mine, busy, t_end - t_idle, t_pub, t_end, all_asleep, fresh);
     pthread_mutex_unlock(&g_owner);
+}
+
+/* ---- deciding: threads for a piece of work of known cost --------------------------- */
+
+/* Threads for work_ns of work that splits in up to `most` parts: each added thread
+ * must get at least twice what it takes a spinning worker to join, so that it
+ * brings more than it costs; none while backing off. The decision assumes the
+ * workers spin: a sleeping one costs the caller only the wake-up call, since the
+ * caller claims the parts it has not reached, and it then spins, ready for the
+ * next job of the sequence; when jobs keep finding it asleep and it keeps
+ * arriving too late to help, their accounts show it and the pool backs off. */
+int fbp_threads_for_ns(double work_ns, int most)
+{
+    if (fbp_serial)
+        return 1;
+    int nt = fbp_get_num_threads();
+    nt = nt < most ? nt : most;
+    if (nt <= 1 || atomic_load_explicit(&g_force, memory_order_relaxed))
+        return nt < 1 ? 1 : nt;
+    if (work_ns <= 0.0)
+        return 1;
+    double lat = (double)atomic_load_explicit(&g_lat_spin_ns, memory_order_relaxed);
+    double floor_ns = 2.0 * (lat > FBP_PART_MIN_NS ? lat : FBP_PART_MIN_NS);
+    if (work_ns < 2.0 * floor_ns)
+        return 1;
+    long until = atomic_load_explicit(&g_serial_until, memory_order_relaxed);
+    if (until && now_ns() < until) {
+        atomic_fetch_add_explicit(&g_jobs_backoff, 1, memory_order_relaxed);
+        return 1;
+    }
+    double cap = work_ns / floor_ns;
+    return cap < nt ? (int)cap : nt;
+}
+
+/* The cost of one element of a memory pass, measured once: a scaled copy over a
+ * buffer that fits in L2, as the passes between a step's GEMMs mostly do. */
+static void measure_pass(void)
+{
+    enum { NE = 16384, REPS = 8 };
+    static float a[NE], b[NE];
+    long best = 0;
+    for (int r = 0; r < REPS; r++) {
+        long t0 = now_ns();
+        for (int i = 0; i < NE; i++)
+            b[i] = a[i] * 0.5f + b[i];
+        long dt = now_ns() - t0;
+        best = r == 0 || dt < best ? dt : best;
+    }
+    __asm__ __volatile__("" : : "r"(b) : "memory");
+    long ps = best * 1000 / NE;
+    atomic_store(&g_pass_ps, ps > 10 ? ps : 10);
+}
+
+double fbp_pass_ns(void)
+{
+    if (!atomic_load_explicit(&g_pass_ps, memory_order_relaxed))
+        measure_pass();
+    return (double)atomic_load_explicit(&g_pass_ps, memory_order_relaxed) / 1000.0;
+}
+
+double fbp_gemm_ns(int dsize)
+{
+    long ps = atomic_load_explicit(&g_gemm_ps[dsize == 8], memory_order_relaxed);
+    return ps ? (double)ps / 1000.0 : -1.0;
+}
+
+void fbp_note_gemm(int dsize, double madds, long ns)
+{
+    if (madds < 1e5 || ns <= 0)
+        return;
+    _Atomic long *g = &g_gemm_ps[dsize == 8];
+    long ps = (long)((double)ns * 1000.0 / madds), old = atomic_load(g);
+    atomic_store(g, old ? ewma(old, ps) : ps);
+}
+
+long fbp_now_ns(void) { return now_ns(); }
+
+int fbp_set_force_parallel(int on) { return atomic_exchange(&g_force, on != 0); }
+
+void fbp_pool_stats(double out[6])
+{
+    out[0] = (double)atomic_load(&g_lat_wake_ns) / 1000.0;
+    out[1] = (double)atomic_load(&g_lat_spin_ns) / 1000.0;
+    out[2] = fbp_pass_ns();
+    out[3] = (double)atomic_load(&g_jobs);
+    out[4] = (double)atomic_load(&g_jobs_backoff);
+    long until = atomic_load(&g_serial_until);
+    out[5] = until > now_ns() ? (double)(until - now_ns()) / 1e6 : 0.0;
 }
 
 /* ---- fork: the child has the caller's thread only ------------------------------ */
@@ -204,7 +397,7 @@ static void atfork_parent(void) { pthread_mutex_unlock(&g_owner); }
 static void atfork_child(void)
 {
     g_nworkers = 0; /* the workers were not copied; new ones start on demand */
-    atomic_store(&g_pending, 0);
+    atomic_store(&g_done, 0);
     atomic_store(&g_nsleeping, 0);
     pthread_mutex_init(&g_sleep_mu, NULL);
     pthread_cond_init(&g_wake, NULL);

@@ -17,6 +17,12 @@ import pytest
 
 import fastbp
 
+# The suite checks that results do not depend on the thread count, so every kernel
+# that has parts splits them over the threads it is given, however small: the pool
+# would otherwise keep small kernels on the caller, by costs it measures on the
+# machine. Tests of those decisions turn this off (the measured_costs fixture).
+fastbp._core._force_parallel(True)
+
 DTYPES = [np.float32, np.float64]
 ACTS = [None, "relu", "sigmoid", "tanh"]
 
@@ -36,8 +42,8 @@ SHAPES = [
 # (float64 central differences).
 NUMGRAD_TOL = 1e-7
 
-# N * O = 153600 >= 2 * 65536 (FBP_PAR_MIN): the elementwise epilogues and the
-# bias-gradient reduction go multi-threaded; O > 256 gives two column blocks.
+# N * O = 153600: the bias-gradient reduction has several blocks; O > 256 gives
+# two column blocks.
 BIG_SHAPE = (512, 64, 300)
 ALL_SHAPES = SHAPES + [BIG_SHAPE]
 
@@ -117,6 +123,14 @@ def dense_inputs(rng, N=4, I=3, O=2, activation=None, dtype=np.float64):
 @pytest.fixture
 def rng():
     return np.random.default_rng(20240611)
+
+
+@pytest.fixture
+def measured_costs():
+    """The pool decides by the costs it measures, as outside the tests."""
+    old = fastbp._core._force_parallel(False)
+    yield
+    fastbp._core._force_parallel(old)
 
 
 @pytest.fixture

@@ -28,8 +28,9 @@ import fastbp
 HERE = os.path.dirname(os.path.abspath(__file__))
 DT = (np.float32, np.float64)
 
-# Sizes: N * O = 134400 >= 2 * FBP_PAR_MIN (65536), so that with 2+ threads each
-# kernel goes parallel inside every Python thread that gets the pool.
+# Sizes: N * O = 134400, several reduction blocks and two GEMM blocks, so that with
+# 2+ threads each kernel splits inside every Python thread that gets the pool
+# (the suite splits every kernel that can: conftest.py).
 N, I, O = 320, 32, 420
 
 

@@ -15,8 +15,8 @@ from fastbp.model import epoch_order
 
 from conftest import raises
 
-# N * 600 >= 2 * 65536 (FBP_PAR_MIN) for N = 256: the dropout pass, the loss and
-# the optimizer run on several threads when they may
+# N * 600 for N = 256: the dropout pass, the loss and the optimizer have several
+# parts, which the suite splits over the threads (conftest.py)
 BIG = [20, 600, 300, 5]
 N_BIG = 256
 

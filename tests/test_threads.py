@@ -264,7 +264,7 @@ def test_threads_the_system_cannot_start_leave_a_smaller_pool():
         "soft, hard = resource.getrlimit(resource.RLIMIT_AS)\n"
         "with open('/proc/self/status') as f:\n"
         "    vm = [int(l.split()[1]) * 1024 for l in f if l.startswith('VmSize')][0]\n"
-        "resource.setrlimit(resource.RLIMIT_AS, (vm + (64 << 20), hard))\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (vm + (16 << 20), hard))\n"
         "fastbp.set_num_threads(512)\n"
         "got = hashlib.sha256(fastbp.tanh_forward(x, out=y).data).hexdigest()\n"
         "info = fastbp._core.pool_info()\n"
@@ -326,3 +326,35 @@ def test_concurrent_local_threads_do_not_leak(restore_threads):
     with ThreadPoolExecutor(8) as ex:
         assert list(ex.map(job, range(8))) == [2] * 8
     assert fastbp.get_num_threads() == 2
+
+
+def _jobs_considered():
+    """Parallel jobs run plus jobs the backoff kept on the caller: the loops that
+    were large enough to split."""
+    info = fastbp._core.pool_info()
+    return info["jobs"] + info["jobs_backed_off"]
+
+
+def test_measured_costs_keep_a_small_loop_on_the_caller(measured_costs, restore_threads):
+    """A loop of a few microseconds is not worth a hand-off on any machine; a loop
+    of milliseconds is (or the backoff says why not)."""
+    fastbp.set_num_threads(2)
+    small = np.linspace(-1, 1, 32768, dtype=np.float32)
+    big = np.linspace(-1, 1, 1 << 22, dtype=np.float32)
+    fastbp.relu_forward(big, out=np.empty_like(big))  # workers started, costs measured
+    before = _jobs_considered()
+    for _ in range(20):
+        fastbp.relu_forward(small, out=np.empty_like(small))
+    assert _jobs_considered() == before
+    fastbp.tanh_forward(big, out=np.empty_like(big))
+    assert _jobs_considered() == before + 1
+
+
+def test_pool_measures_its_costs(measured_costs, restore_threads):
+    fastbp.set_num_threads(2)
+    x = np.linspace(-1, 1, 1 << 22)
+    for _ in range(3):
+        fastbp.tanh_forward(x, out=np.empty_like(x))
+    info = fastbp._core.pool_info()
+    assert 0 < info["pass_ns"] < 100
+    assert 0 < info["handoff_us"] and 0 < info["wake_us"]

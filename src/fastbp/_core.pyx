@@ -45,6 +45,8 @@ cdef extern from "fastbp.h" nogil:
     int fbp_get_local_threads()
     int fbp_cpu_count()
     int fbp_pool_workers(int *create_error)
+    void fbp_pool_stats(double *out)
+    int fbp_set_force_parallel(int on)
     void fbp_set_wait_us(double us)
     double fbp_get_wait_us()
     int fbp_init_cpu(int max_level)
@@ -189,10 +191,24 @@ def cpu_count():
 
 def pool_info():
     """The thread pool's state: workers started, the errno of the last thread
-    that could not start (0 if none), and the idle workers' spin window."""
+    that could not start (0 if none), the idle workers' spin window, and what
+    the pool has measured: a sleeping worker's wake-up and a spinning one's
+    hand-off latency (us), one element of a memory pass (ns), parallel jobs
+    run, jobs the backoff kept on the caller, and the backoff left (ms)."""
     cdef int err = 0
     cdef int n = fbp_pool_workers(&err)
-    return {"workers": n, "create_error": err, "wait_us": fbp_get_wait_us()}
+    cdef double st[6]
+    fbp_pool_stats(st)
+    return {"workers": n, "create_error": err, "wait_us": fbp_get_wait_us(),
+            "wake_us": st[0], "handoff_us": st[1], "pass_ns": st[2], "jobs": int(st[3]),
+            "jobs_backed_off": int(st[4]), "backoff_ms": st[5]}
+
+
+def _force_parallel(bint on):
+    """Tests: split every kernel that can split over the thread count, whatever
+    it costs, so that thread-count tests run the parallel paths at small sizes.
+    Returns the previous setting."""
+    return bool(fbp_set_force_parallel(on))
 
 
 def _set_wait_us(double us):
