@@ -65,6 +65,13 @@ FBP_API int fbp_mse(int dev, void *stream, int dsize, int64_t N, int64_t D, cons
  * sum over outputs, mean over rows; dz = (sigmoid(z) - t) / N (may alias z). */
 FBP_API int fbp_bce(int dev, void *stream, int dsize, int64_t N, int64_t C, const void *z,
                     const void *t, void *dz, double *loss);
+/* losses.c: z, t, dz (N, C), t >= 0, z the log of the predicted mean: the half
+ * Poisson deviance as scikit-learn's MLPRegressor(loss="poisson") defines it, *loss
+ * = sum over outputs, mean over rows of exp(z) - t z + xlogy(t, t) - t; dz =
+ * (exp(z) - t) / N (may alias z). CPU only: not in the backend table (the binding
+ * calls it directly). */
+FBP_API int fbp_poisson(int dev, void *stream, int dsize, int64_t N, int64_t C, const void *z,
+                        const void *t, void *dz, double *loss);
 
 /* optim.c: p, g (n,): p -= lr (g + wd p). g (n,) clipped in place to
  * [-limit, limit], NaN stays NaN. x (n,) *= s. */

@@ -29,13 +29,16 @@ static inline const char *fbp_act_name(int k)
 }
 
 /* softmax + cross-entropy (labels or class probabilities), mean squared error
- * (0.5 sum over outputs), sigmoid + binary cross-entropy (sum over outputs); each
- * averaged over the rows, or weighted by the rows' sample weights. */
-enum fbp_loss { FBP_LOSS_XENT = 0, FBP_LOSS_MSE = 1, FBP_LOSS_BCE = 2, FBP_NLOSS };
+ * (0.5 sum over outputs), sigmoid + binary cross-entropy (sum over outputs), exp +
+ * half Poisson deviance (sum over outputs, scikit-learn's poisson loss: log link,
+ * the outputs are log-means); each averaged over the rows, or weighted by the
+ * rows' sample weights. */
+enum fbp_loss { FBP_LOSS_XENT = 0, FBP_LOSS_MSE = 1, FBP_LOSS_BCE = 2, FBP_LOSS_POISSON = 3,
+                FBP_NLOSS };
 static inline const char *fbp_loss_name(int k)
 {
     static const char *const names[FBP_NLOSS] = {"softmax_cross_entropy", "mse",
-                                                 "binary_cross_entropy"};
+                                                 "binary_cross_entropy", "poisson"};
     return k >= 0 && k < FBP_NLOSS ? names[k] : "";
 }
 

@@ -177,6 +177,8 @@ static inline void fbp_chunk_range(fbp_idx n, fbp_idx t0, fbp_idx t1, fbp_idx *i
                        double W, T *dy);                                                \
     double fbp_bce_##S(fbp_idx N, fbp_idx C, const T *z, const T *t, const T *w,        \
                        double W, double eps, T *dz);                                    \
+    double fbp_poisson_##S(fbp_idx N, fbp_idx C, const T *z, const T *t, const T *w,    \
+                           double W, T *dz);                                            \
     /* optim.c. p -= lr (g + wd p); x *= s; dst += a src; x to [-a, a]. */             \
     void fbp_sgd_##S(fbp_idx n, T *p, const T *g, T lr, T wd);                         \
     void fbp_scale_##S(fbp_idx n, T *x, T s);                                          \

@@ -1,5 +1,6 @@
-/* losses.c - fused softmax + cross-entropy, mean squared error, and sigmoid +
- * binary cross-entropy, each with optional row weights.
+/* losses.c - fused softmax + cross-entropy, mean squared error, sigmoid +
+ * binary cross-entropy, and exp + half Poisson deviance, each with optional row
+ * weights.
  *
  * Softmax-xent touches each logit row once from memory: the row (which fits in
  * cache) is scanned for its max, exponentiated into dz while summing, then
@@ -52,6 +53,15 @@ int fbp_bce(int dev, void *stream, int dsize, int64_t N, int64_t C, const void *
     (void)dev, (void)stream;
     *loss = dsize == 4 ? fbp_bce_f32(N, C, z, t, NULL, 0.0, 0.0, dz)
                        : fbp_bce_f64(N, C, z, t, NULL, 0.0, 0.0, dz);
+    return 0;
+}
+
+int fbp_poisson(int dev, void *stream, int dsize, int64_t N, int64_t C, const void *z,
+                const void *t, void *dz, double *loss)
+{
+    (void)dev, (void)stream;
+    *loss = dsize == 4 ? fbp_poisson_f32(N, C, z, t, NULL, 0.0, dz)
+                       : fbp_poisson_f64(N, C, z, t, NULL, 0.0, dz);
     return 0;
 }
 
@@ -344,6 +354,30 @@ FBP_DISPATCHED(double, FN(fbp_bce_rows), FN(fbp_bce_rows_body),
                 T invN, double lo, double hi),
                (r0, r1, C, z, t, w, dz, invN, lo, hi))
 
+/* Rows [r0, r1) of z, t, dz (N, C), z the log of the predicted mean: returns the
+ * (weighted) sum of sum_c exp(z) - t z + xlogy(t, t) - t (scikit-learn's half
+ * Poisson deviance, the constant terms included, so that a perfect fit has loss
+ * 0); dz = (exp(z) - t) f. exp and log in double (exp(z) overflows to inf for z
+ * above ~709, and so does the loss: a diverged fit). */
+static double FN(fbp_poisson_rows)(fbp_idx r0, fbp_idx r1, fbp_idx C, const T *z, const T *t,
+                                   const T *w, T *dz, T invN)
+{
+    double acc = 0.0;
+    for (fbp_idx r = r0; r < r1; r++) {
+        const T *zr = z + r * C, *tr = t + r * C;
+        T *dzr = dz + r * C;
+        T f = w ? w[r] * invN : invN;
+        double row = 0.0;
+        for (fbp_idx c = 0; c < C; c++) {
+            double zd = (double)zr[c], td = (double)tr[c], e = exp(zd);
+            row += e - td * zd + (td > 0.0 ? td * log(td) : 0.0) - td;
+            dzr[c] = (T)(e - td) * f;
+        }
+        acc += (w ? (double)w[r] : 1.0) * row;
+    }
+    return acc;
+}
+
 /* A blocked loss: block k covers rows [k bs, (k+1) bs) of z (kind LOSS_XENT with
  * labels or t, LOSS_BCE), or elements [k bs, (k+1) bs) of y = z (LOSS_MSE; rows
  * when weighted), and writes part[k]. */
@@ -367,6 +401,8 @@ static void FN(loss_task)(void *p, fbp_idx b0, fbp_idx b1)
                      : FN(fbp_mse_block)(i0, i1, c->z, c->t, c->dz, c->invN);
         else if (c->kind == FBP_LOSS_BCE)
             s = FN(fbp_bce_rows)(i0, i1, c->C, c->z, c->t, c->w, c->dz, c->invN, c->lo, c->hi);
+        else if (c->kind == FBP_LOSS_POISSON)
+            s = FN(fbp_poisson_rows)(i0, i1, c->C, c->z, c->t, c->w, c->dz, c->invN);
         else if (c->labels)
             s = FN(fbp_xent_rows_labels)(i0, i1, c->C, c->z, c->labels, c->w, c->dz, c->invN,
                                          c->lo, c->hi);
@@ -428,6 +464,13 @@ double FN(fbp_bce)(fbp_idx N, fbp_idx C, const T *z, const T *t, const T *w, dou
                    double eps, T *dz)
 {
     return FN(fbp_loss)(FBP_LOSS_BCE, N, C, z, NULL, t, w, W, eps, dz);
+}
+
+/* z, t, dz (N, C): returns sum w_r poisson_r / W; dz = w_r (exp(z) - t) / W. */
+double FN(fbp_poisson)(fbp_idx N, fbp_idx C, const T *z, const T *t, const T *w, double W,
+                       T *dz)
+{
+    return FN(fbp_loss)(FBP_LOSS_POISSON, N, C, z, NULL, t, w, W, 0.0, dz);
 }
 
 #endif

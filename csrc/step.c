@@ -3,7 +3,8 @@
  * forward:  h[l] = act(in.W[l] + b[l])           (GEMM + fused epilogue), in the
  *           previous layer's output; in a training step a hidden layer with dropout
  *           also writes hd[l] = h[l] keep / (1 - p), which the next layer reads
- * loss:     fused softmax-xent, mse or sigmoid-bce writes dh[L-1] in the loss pass,
+ * loss:     fused softmax-xent, mse, sigmoid-bce or exp-poisson writes dh[L-1] in
+ *           the loss pass,
  *           rows weighted by the sample weights if given
  * backward: dz = dh[l] (keep / (1 - p)) act'(h[l]) with db[l] in the same pass (in
  *           place), dh[l-1] = dz.W[l]^T, dW[l] = in^T.dz   (GEMMs)
@@ -164,6 +165,8 @@ static void FN(fbp_mlp_step)(const fbp_mlp *m, fbp_idx N, const T *x, const int6
         out->loss = FN(fbp_softmax_xent)(N, C, top, labels, t, w, opt->norm, opt->loss_eps, dtop);
     else if (m->loss == FBP_LOSS_MSE)
         out->loss = FN(fbp_mse)(N, C, top, t, w, opt->norm, dtop);
+    else if (m->loss == FBP_LOSS_POISSON)
+        out->loss = FN(fbp_poisson)(N, C, top, t, w, opt->norm, dtop);
     else
         out->loss = FN(fbp_bce)(N, C, top, t, w, opt->norm, opt->loss_eps, dtop);
     const int coupled = wd != 0.0 && opt->optimizer != FBP_OPT_ADAMW;

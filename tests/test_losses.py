@@ -738,3 +738,50 @@ def test_bce_model_fit_and_target_checks():
     binary = MLP([3, 8, 1], "relu", "binary_cross_entropy", dtype=np.float32, seed=0)
     h = binary.fit(X, y[:, 0], epochs=20, batch_size=16, lr=0.5)  # (n,) targets, one output
     assert binary.score(X, y[:, 0]) > 0.9 and h["accuracy"][-1] > 0.8
+
+
+# ---- Poisson (log link): scikit-learn's MLPRegressor(loss="poisson") ---------------------
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_poisson_loss_matches_the_reference_and_sklearn(dtype):
+    from sklearn.neural_network._base import poisson_loss as sk_poisson
+
+    rng = np.random.default_rng(5)
+    z = rng.standard_normal((37, 3)).astype(dtype)
+    t = rng.poisson(np.exp(z)).astype(dtype)
+    t[0] = 0                                           # xlogy(0, 0) = 0
+    loss, dz = fastbp.poisson_loss(z, t)
+    rloss, rdz = ref.poisson_loss(z, t)
+    tol = 1e-12 if dtype == np.float64 else 1e-6
+    assert dz.dtype == dtype
+    np.testing.assert_allclose(loss, rloss, rtol=tol)
+    np.testing.assert_allclose(dz, rdz, rtol=tol * 10, atol=tol / 10)
+    # scikit-learn's formula on the means exp(z), in float64
+    z64, t64 = z.astype(np.float64), t.astype(np.float64)
+    np.testing.assert_allclose(loss, sk_poisson(t64, np.exp(z64)), rtol=tol)
+    # the gradient is the loss's derivative (central differences, float64)
+    if dtype == np.float64:
+        e = 1e-6
+        for idx in [(0, 0), (5, 2), (36, 1)]:
+            zp, zm = z64.copy(), z64.copy()
+            zp[idx] += e
+            zm[idx] -= e
+            num = (ref.poisson_loss(zp, t64)[0] - ref.poisson_loss(zm, t64)[0]) / (2 * e)
+            np.testing.assert_allclose(dz[idx], num, rtol=1e-6)
+    # a perfect prediction has loss 0
+    mu = np.full((4, 2), 3.0, dtype)
+    assert abs(fastbp.poisson_loss(np.log(mu), mu)[0]) < 1e-5
+
+
+def test_poisson_loss_checks_like_the_other_losses():
+    z = np.zeros((3, 2))
+    with pytest.raises(ValueError, match=r"target must have the shape of logmean \(3, 2\)"):
+        fastbp.poisson_loss(z, np.zeros((3, 1)))
+    with pytest.raises(TypeError, match="float32"):
+        fastbp.poisson_loss(z, np.zeros((3, 2), np.float32))
+    # exp(0) - 1 * 0 + xlogy(1, 1) - 1 = 0 per output; t = 0: exp(0) = 1 per output
+    assert fastbp.poisson_loss(z, np.ones((3, 2)))[0] == 0.0
+    assert fastbp.poisson_loss(z, np.zeros((3, 2)))[0] == 2.0
+    zz = z.copy()
+    loss, out = fastbp.poisson_loss(zz, np.zeros((3, 2)), out=zz)   # in place
+    assert out is zz and np.all(zz == 1 / 3)

@@ -12,6 +12,7 @@ cdef extern from "fbp_api.h" nogil:
         FBP_LOSS_XENT
         FBP_LOSS_MSE
         FBP_LOSS_BCE
+        FBP_LOSS_POISSON
         FBP_NLOSS
         FBP_MODE_FORWARD
         FBP_MODE_LOSS

@@ -57,6 +57,8 @@ cdef extern from "fastbp.h" nogil:
     void fbp_set_wait_us(double us)
     double fbp_get_wait_us()
     int fbp_init_cpu(int max_level)
+    int fbp_poisson(int dev, void *stream, int dsize, int64_t N, int64_t C, const void *z,
+                    const void *t, void *dz, double *loss)
 
     ctypedef struct fbp_mlp:
         int dsize
@@ -884,6 +886,39 @@ def binary_cross_entropy(logits, target, out=None):
     with nogil:
         rc = be.bce(dz.device, dz.stream, dz.itemsize, N, C, dz.ptr, dt.ptr, do.ptr, &loss)
     _check(rc, be)
+    return loss, out
+
+
+def poisson_loss(logmean, target, out=None):
+    """Exp + half Poisson deviance (log link): returns (loss, dlogmean).
+
+    logmean, target (N, C) of one dtype, target >= 0 (counts or rates);
+    logmean is the log of the predicted mean, so the prediction is exp(logmean).
+    loss = sum over the C outputs of exp(z) - t z + xlogy(t, t) - t, averaged
+    over the N rows (NaN for N == 0): scikit-learn's MLPRegressor(loss="poisson")
+    loss, 0 for a perfect prediction. dlogmean = (exp(z) - t) / N. ``out`` may
+    be ``logmean`` itself. NumPy arrays only (no CUDA kernel yet).
+    """
+    fn = "poisson_loss"
+    cdef Desc dz, dt, do
+    cdef int rc
+    cdef double loss = float("nan")
+    z = _float_input(fn, "logmean", logmean, &dz, 2)
+    if dz.device >= 0:
+        raise NotImplementedError(f"{fn} is not implemented for {_where(dz.device)} yet")
+    t = _float_view(fn, "target", target, &dt, -1, &dz, z)
+    if _shape(&dt) != _shape(&dz):
+        raise ValueError(f"{fn}: target must have the shape of logmean {_shape(&dz)}, "
+                         f"got {_shape(&dt)}")
+    t = _contig(fn, "target", t, &dt)
+    out = _out_buffer(fn, "out", out, &do, _shape(&dz), &dz, z)
+    _same_device(fn, ["logmean", "target", "out"], [_dp(&dz), _dp(&dt), _dp(&do)])
+    _no_overlap(fn, "out", &do, ["logmean", "target"], [_dp(&dz), _dp(&dt)], ("logmean",))
+    cdef Py_ssize_t N = dz.shape[0], C = dz.shape[1]
+    if N == 0:
+        return loss, out
+    with nogil:
+        rc = fbp_poisson(-1, NULL, dz.itemsize, N, C, dz.ptr, dt.ptr, do.ptr, &loss)
     return loss, out
 
 

@@ -271,8 +271,8 @@ class CudaMLP:
             acts = [_core._act_code(fn, activation)] * (L - 1) + [_core.ACTIVATIONS[None]]
         if loss not in LOSSES:
             raise ValueError(f"{fn}: unknown loss {loss!r}; expected one of {sorted(LOSSES)}")
-        if loss == "binary_cross_entropy":
-            raise NotImplementedError(f"{fn}: loss 'binary_cross_entropy' is not supported on "
+        if loss in ("binary_cross_entropy", "poisson"):
+            raise NotImplementedError(f"{fn}: loss {loss!r} is not supported on "
                                       "the GPU yet (docs/cuda.md lists what is)")
         cap = operator.index(cap)
         if cap < 1:

@@ -30,7 +30,7 @@ __all__ = [
     "identity_forward", "identity_backward",
     "ACTIVATIONS",
     "dense_forward", "dense_backward",
-    "one_hot", "softmax_cross_entropy", "mse_loss", "binary_cross_entropy",
+    "one_hot", "softmax_cross_entropy", "mse_loss", "binary_cross_entropy", "poisson_loss",
     "sgd_update", "clip_by_value", "clip_by_global_norm", "clip_grad_norm",
     "dropout_keep", "optimizer_step",
     "mlp_forward", "mlp_loss_and_grads", "mlp_train_step", "data_parallel_train_step",
@@ -262,6 +262,34 @@ def binary_cross_entropy(logits, target):
     z64, t64 = z.astype(np.float64), t.astype(np.float64)
     loss = np.sum(np.maximum(z64, 0) - t64 * z64 + np.log1p(np.exp(-np.abs(z64)))) / N
     return float(loss), (sigmoid_forward(z) - t) / z.dtype.type(N)
+
+
+def poisson_loss(logmean, target):
+    """Exp + half Poisson deviance (log link), summed over outputs, averaged
+    over rows: scikit-learn's MLPRegressor(loss="poisson") loss.
+
+    logmean, target same shape (N, C), target >= 0  ->  (loss: float, dlogmean
+    like logmean)
+
+        loss     = sum_nc [exp(z) - t z + xlogy(t, t) - t] / N   (nan if N == 0)
+        dlogmean = (exp(z) - t) / N
+
+    which is sum_nc [xlogy(t, t / mu) - t + mu] / N with mu = exp(z), as
+    sklearn.neural_network._base.poisson_loss writes it. Accumulated in float64.
+    """
+    z = np.asarray(logmean)
+    t = np.asarray(target).astype(z.dtype, copy=False)
+    if z.shape != t.shape:
+        raise ValueError(f"shape mismatch: logmean {z.shape}, target {t.shape}")
+    N = z.shape[0]
+    if N == 0:
+        return float("nan"), np.zeros_like(z)
+    z64, t64 = z.astype(np.float64), t.astype(np.float64)
+    mu = np.exp(z64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        tlogt = np.where(t64 > 0, t64 * np.log(np.where(t64 > 0, t64, 1.0)), 0.0)
+    loss = np.sum(mu - t64 * z64 + tlogt - t64) / N
+    return float(loss), ((mu - t64) / N).astype(z.dtype)
 
 
 # ---------------------------------------------------------------------------
@@ -541,6 +569,11 @@ def _loss(loss, out, t, sample_weight=None, norm=None):
         if t.ndim == 1 and out.shape[1] == 1:
             t = t.reshape(-1, 1)
         fn = binary_cross_entropy
+    elif loss == "poisson":
+        t = np.asarray(t)
+        if t.ndim == 1 and out.shape[1] == 1:
+            t = t.reshape(-1, 1)
+        fn = poisson_loss
     else:
         raise ValueError(f"unknown loss {loss!r}")
     N = out.shape[0]
@@ -575,8 +608,8 @@ def mlp_loss_and_grads(params, x, t, activation, loss, weight_decay=0.0, sample_
     """Loss and gradients of an MLP on the batch (x, t).
 
     loss: "softmax_cross_entropy" (t integer labels (N,) or probabilities
-    (N, C)), "mse" (t (N, C), or (N,) when C == 1) or "binary_cross_entropy"
-    (t in [0, 1], (N, C)). With sample_weight (N,), the loss is sum w_r l_r /
+    (N, C)), "mse" (t (N, C), or (N,) when C == 1), "binary_cross_entropy"
+    (t in [0, 1], (N, C)) or "poisson" (t >= 0, the outputs the log-means). With sample_weight (N,), the loss is sum w_r l_r /
     sum w_r (or / norm, the total weight of a larger batch); 0, with a zero
     gradient, when the weights sum to 0. With dropout and
     drop_key, the training-step network (mlp_forward).
