@@ -6,6 +6,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
+import fastbp
 from fastbp import MLP
 from fastbp.model import epoch_order
 from fastbp import reference as ref
@@ -509,7 +510,7 @@ def test_wrong_feature_width(clf):
         model.train_step(bad, y, 0.1)
     with pytest.raises(ValueError, match=r"X must have shape \(n, 4\)"):
         model.fit(bad, y, progress=False)
-    with pytest.raises(ValueError, match="not aligned"):
+    with pytest.raises(ValueError, match=r"predict: X must have shape \(n, 4\), got \(10, 5\)"):
         model.predict(bad)
     with pytest.raises(ValueError, match=r"X must have shape"):
         model.fit(X[0], y[:1], progress=False)
@@ -604,13 +605,34 @@ def test_bad_fit_counts(clf, kw, msg):
         model.fit(X, y, progress=False, **kw)
 
 
-def test_dtype_mismatch_in_train_step(clf):
+def test_every_method_converts_to_the_models_dtype(clf):
+    """The dtype rule (README, docs/training.md): an MLP's dtype is fixed at
+    construction, and every method that takes data converts arrays of another
+    real dtype to it, train_step included; the results are in the model's dtype.
+    The same batch in either dtype gives the same step."""
     model, X, y = clf
-    with pytest.raises(TypeError, match="dtype float64 but the inputs are float32"):
-        model.train_step(X.astype(np.float64), y, 0.1)
+    twin = MLP([4, 5, 3], "relu", seed=0)
+    twin.set_params(model.get_params())
+    X64 = X.astype(np.float64)
+    assert model.train_step(X64, y, 0.1) == twin.train_step(X, y, 0.1)
+    for k, v in model.params.items():
+        np.testing.assert_array_equal(v, twin.params[k])
+    for fn in ("predict", "predict_proba"):
+        out = getattr(model, fn)(X64)
+        assert out.dtype == np.float32
+        np.testing.assert_array_equal(out, getattr(twin, fn)(X))
+    assert model.score(X64, y) == twin.score(X, y)
+    assert model.loss(X64, y) == twin.loss(X, y)
     m64 = MLP([4, 5, 3], "tanh", "mse", dtype=np.float64)
-    with pytest.raises(TypeError, match="dtype float32 but the inputs are float64"):
-        m64.train_step(X.astype(np.float64), np.zeros((10, 3), np.float32), 0.1)
+    loss = m64.train_step(X, np.zeros((10, 3), np.float32), 0.1)  # float32 in, converted
+    assert np.isfinite(loss) and m64.predict(X).dtype == np.float64
+    hist = m64.fit(X, np.zeros((10, 3), np.int64), epochs=1)
+    assert len(hist["loss"]) == 1
+    # the kernels never convert: mixing dtypes raises there
+    with pytest.raises(TypeError, match="dtype"):
+        fastbp.dense_forward(X64, model.params["W1"], model.params["b1"])
+    with pytest.raises(TypeError, match="X must hold real numbers .* got dtype <U1"):
+        model.predict(np.full((2, 4), "a"))
 
 
 def test_bad_regression_targets():
@@ -864,3 +886,62 @@ def test_a_trained_model_pickles_and_copies(rng):
             np.testing.assert_array_equal(twin.params[k], m.params[k])
             assert twin.params[k] is not m.params[k]
         m = twin
+
+
+# ---------------------------------------------------------------------------
+# Poisson loss; NaN inputs; summary
+# ---------------------------------------------------------------------------
+
+def test_poisson_step_matches_the_reference():
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((24, 5))
+    y = rng.poisson(np.exp(0.5 * X[:, :2])).astype(np.float64)   # counts, 2 outputs
+    model = MLP([5, 7, 2], "tanh", "poisson", dtype=np.float64, seed=2)
+    params = model.get_params()
+    w = rng.random(24)
+    for _ in range(3):
+        got = model.train_step(X, y, 0.05, sample_weight=w)
+        want = ref.mlp_train_step(params, X, y, 0.05, "tanh", "poisson", sample_weight=w)
+        assert got == pytest.approx(want, rel=1e-12)
+    for k, v in params.items():
+        np.testing.assert_allclose(model.params[k], v, rtol=1e-12, atol=1e-14)
+    hist = model.fit(X, y, epochs=40, batch_size=8, lr=0.05)
+    assert hist["loss"][-1] < hist["loss"][0] and "accuracy" not in hist
+    # score: R^2 of the means exp(output)
+    mu = np.exp(model.predict(X))
+    r2 = 1 - ((y - mu) ** 2).sum() / ((y - y.mean(axis=0)) ** 2).sum()
+    assert model.score(X, y) == pytest.approx(r2)
+    with pytest.raises(ValueError, match="poisson targets must be >= 0"):
+        model.fit(X, -y, epochs=1)
+    with pytest.raises(ValueError, match="loss 'poisson' predicts values"):
+        model.predict_proba(X)
+
+
+@pytest.mark.parametrize("method", ["predict", "predict_proba", "score", "loss", "gradient"])
+def test_nan_input_is_refused_everywhere_as_fit_refuses_it(clf, method):
+    model, X, y = clf
+    bad = X.copy()
+    bad[3, 2] = np.nan
+    args = (bad,) if method in ("predict", "predict_proba") else (bad, y)
+    with pytest.raises(ValueError, match=r"X must be finite, got nan at row 3, column 2"):
+        getattr(model, method)(*args)
+    bad[3, 2] = np.inf
+    with pytest.raises(ValueError, match=r"X must be finite, got inf at row 3"):
+        getattr(model, method)(*args)
+
+
+def test_summary_lists_layers_shapes_and_parameter_counts(capsys):
+    m = MLP([64, 128, 32, 10], ["relu", "tanh"], dropout=[0.2, 0.0])
+    m.summary()
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "Model: MLP 64-128-32-10, loss softmax_cross_entropy, float32, cpu"
+    rows = [l.split() for l in out if l.startswith(("input", "dense_"))]
+    assert [r[0] for r in rows] == ["input", "dense_1", "dense_2", "dense_3"]
+    assert out[5].split("   ")[0].strip() == "dense_1 (relu), dropout 0.2"
+    assert [r[-1] for r in rows] == ["0", "8,320", "4,128", "330"]
+    assert [r[-3] + r[-2] for r in rows] == ["(None,64)", "(None,128)", "(None,32)", "(None,10)"]
+    total = sum(v.size for v in m.params.values())
+    assert f"Total params: {total:,} ({total * 4 / 1024:.1f} KiB)" in out
+    lines = []
+    m.summary(print_fn=lines.append)
+    assert lines == out

@@ -9,6 +9,7 @@ import warnings
 import numpy as np
 import pytest
 
+import fastbp.model
 from fastbp import MLP, optim
 
 from conftest import raises
@@ -351,12 +352,44 @@ def test_divergence_warns_with_the_epoch_and_stops(dtype):
     m = model(dtype=dtype, loss="mse")
     t = np.tile(X[:, :1], (1, 3)) * 100
     with pytest.warns(RuntimeWarning, match=r"fit: the loss diverged \((nan|inf)\) at epoch "
-                                            r"(\d+); training stopped") as rec:
+                                            r"(\d+) of this fit .*training stopped") as rec:
         h = m.fit(X, t, epochs=50, batch_size=8, lr=10.0, shuffle=False)
-    epoch = int(str(rec[0].message).split("at epoch ")[1].split(";")[0])
-    assert len(h["loss"]) == epoch + 1 < 50 and m.epoch_ == epoch + 1
+    # epochs counted from 1, as the history counts them (and the epoch lines)
+    epoch = int(str(rec[0].message).split("at epoch ")[1].split(" ")[0])
+    assert isinstance(rec[0].message, fastbp.model.DivergedWarning)
+    assert rec[0].message.epoch == epoch and rec[0].filename == __file__
+    assert len(h["loss"]) == epoch < 50 and m.epoch_ == epoch
     assert not math.isfinite(h["loss"][-1]) and all(map(math.isfinite, h["loss"][:-1]))
+    # the diverged model is refused, not silently NaN: a later fit, and predict
+    with pytest.raises(ValueError, match="fit: the model's parameter W. holds NaN or inf"):
+        m.fit(X, t, epochs=1)
+    with pytest.raises(ValueError, match="predict: the model's parameter W. holds NaN or inf"):
+        m.predict(X)
     # a sane rate gives no warning
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         model(dtype=dtype, loss="mse").fit(X, t / 100, epochs=3, lr=0.01)
+
+
+def test_verbose_1_leaves_one_line_per_epoch(capsys):
+    X, y = data()
+    m = model()
+    m.fit(X, y, epochs=3, batch_size=8, lr=0.1, verbose=1, validation=(X[:10], y[:10]))
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    assert len(lines) == 3 and captured.err == ""
+    pattern = (r"Epoch (\d)/3 - loss: \d\.\d{4} - accuracy: \d\.\d{4} - val_loss: \d\.\d{4} - "
+               r"val_accuracy: \d\.\d{4} - \d+ms$")
+    import re
+    assert [re.match(pattern, l).group(1) for l in lines] == ["1", "2", "3"], lines
+    assert f"loss: {m.history_['loss'][1]:.4f}" in lines[1]
+    # True is 1; 0 and False print nothing; 2 draws a bar (on stderr) that stays
+    m.fit(X, y, epochs=2, lr=0.1, verbose=True)
+    assert len(capsys.readouterr().out.splitlines()) == 2
+    m.fit(X, y, epochs=2, lr=0.1, verbose=0)
+    assert capsys.readouterr() == ("", "")
+    m.fit(X, y, epochs=2, lr=0.1, verbose=2)
+    c = capsys.readouterr()
+    assert c.out == "" and "2/2" in c.err and c.err.endswith("\n")
+    with pytest.raises(ValueError, match="verbose must be 0, 1, 2 or a bool, got 3"):
+        m.fit(X, y, epochs=1, verbose=3)

@@ -82,6 +82,40 @@ def _check_dropout(dropout, n_hidden):
     return rates
 
 
+class DivergedWarning(RuntimeWarning):
+    """fit stopped because the loss was not finite: ``epoch`` (1-based, of that
+    fit) and ``loss`` say where and what."""
+
+    def __init__(self, message, epoch=None, loss=None):
+        super().__init__(message)
+        self.epoch, self.loss = epoch, loss
+
+
+def _verbosity(verbose):
+    """fit's verbose as a level: 0 (False, None, 0) silent, 1 (True, 1) one line
+    per epoch, 2 a progress bar (tqdm)."""
+    if verbose is None or verbose is False:
+        return 0
+    if verbose is True:
+        return 1
+    if isinstance(verbose, numbers.Integral) and 0 <= verbose <= 2:
+        return int(verbose)
+    raise ValueError(f"fit: verbose must be 0, 1, 2 or a bool, got {verbose!r}")
+
+
+def _epoch_line(k, epochs, record, score_key, seconds):
+    """One epoch's line, as Keras prints it: "Epoch 3/30 - loss: 0.1234 -
+    accuracy: 0.9500 - val_loss: 0.1500 - val_accuracy: 0.9400 - 12ms"."""
+    parts = [f"Epoch {k}/{epochs}", f"loss: {record['loss']:.4f}"]
+    if "accuracy" in record:
+        parts.append(f"accuracy: {record['accuracy']:.4f}")
+    if "val_loss" in record:
+        parts.append(f"val_loss: {record['val_loss']:.4f}")
+        parts.append(f"{score_key}: {record[score_key]:.4f}")
+    parts.append(f"{seconds * 1e3:.0f}ms" if seconds < 1 else f"{seconds:.2f}s")
+    return " - ".join(parts)
+
+
 def epoch_order(n, seed, epoch, shuffle=True):
     """The rows of epoch ``epoch`` of a fit (0 for a model's first epoch), in the
     order fit visits them: a function of the seed and the epoch number alone, so
@@ -179,10 +213,16 @@ class MLP:
         or a list with one per hidden layer. The output layer is affine: logits
         for classification, values for regression.
     loss : "softmax_cross_entropy" (targets: integer labels or class
-        probabilities), "mse" (targets: values) or "binary_cross_entropy"
+        probabilities), "mse" (targets: values), "binary_cross_entropy"
         (sigmoid outputs; targets in [0, 1], (N, outputs): multi-label, or one
-        output for binary classification).
-    dtype : np.float32 or np.float64; inputs to train_step must match it.
+        output for binary classification) or "poisson" (targets: counts or
+        rates >= 0; the outputs are log-means, the half Poisson deviance of
+        scikit-learn's MLPRegressor(loss="poisson")).
+    dtype : np.float32 or np.float64, fixed for the model's life. Every method
+        that takes data (fit, train_step, predict, predict_proba, score, loss,
+        gradient, grad_norms) converts NumPy arrays of another real dtype to it,
+        as a scikit-learn estimator does, and returns results in it (the kernels
+        of fastbp._core never convert: mixing dtypes there raises).
     seed : seed of the initial weights, and of the dropout masks.
     init : "he" (default when the first hidden layer is relu), "xavier"
         (otherwise), or a float standard deviation. Weights are normal, biases 0.
@@ -411,6 +451,8 @@ class MLP:
         self._ensure_state(optimizer)
         opts = self._train_options(optimizer, clip_norm, clip_value)
         opts.t, opts.step = self._opt_t + 1, self.step_
+        if self.device == "cpu":
+            x, t, sample_weight = self._as_dtype(x, t, sample_weight)
         try:
             out = self._engine.step(x, t, opts, self._batch(x), sample_weight)
         except (TypeError, ValueError):
@@ -422,6 +464,22 @@ class MLP:
             raise
         self._count_steps(opts)
         return out[0] + out[1]
+
+    def _as_dtype(self, x, t, w=None):
+        """NumPy arrays of another real dtype converted to the model's (the MLP's
+        dtype rule): the batch, float targets (integer ones too, except class
+        labels) and the sample weights. Arrays of the model's dtype pass as
+        they are (no copy: a step on them allocates nothing)."""
+        dt = self.dtype
+        if isinstance(x, np.ndarray) and x.dtype != dt and x.dtype.kind in "biuf":
+            x = x.astype(dt)
+        if isinstance(t, np.ndarray) and t.dtype != dt and (
+                t.dtype.kind == "f" or (t.dtype.kind in "biu" and
+                                        self.loss_name != "softmax_cross_entropy")):
+            t = t.astype(dt)
+        if isinstance(w, np.ndarray) and w.dtype != dt and w.dtype.kind in "biuf":
+            w = w.astype(dt)
+        return x, t, w
 
     def _count_steps(self, opts):
         """The step counters from opts, which the native call advanced past the
@@ -435,14 +493,16 @@ class MLP:
 
     def loss(self, x, t, weight_decay=0.0):
         """Mean loss on (x, t), plus 0.5 * weight_decay * sum ||W||^2.
-        x is converted to the model's dtype."""
-        x = self._input(x)
+        x (and float targets) are converted to the model's dtype."""
+        x = self._input(x, "loss")
+        x, t, _ = self._as_dtype(x, t)
         out = self._eval(x, t, _core.STEP_LOSS, weight_decay)
         return out[0] + out[1]
 
     def gradient(self, x, t, weight_decay=0.0):
         """Gradient of loss(x, t, weight_decay) as a dict keyed like params."""
-        x = self._input(x)
+        x = self._input(x, "gradient")
+        x, t, _ = self._as_dtype(x, t)
         self._eval(x, t, _core.STEP_GRAD, weight_decay)
         dW, db = self._engine.gradient()
         grads = {}
@@ -455,16 +515,38 @@ class MLP:
         (deep sigmoid nets) and exploding gradients, first layer first."""
         return {k: float(np.linalg.norm(g)) for k, g in self.gradient(x, t, weight_decay).items()}
 
-    def _input(self, x):
-        """x in the model's dtype: the one conversion outside the hot path
-        (train_step is strict and raises instead)."""
+    def _input(self, x, fn="predict"):
+        """x (n, inputs) in the model's dtype (converted from any real dtype, as
+        every method does), checked: its shape, and no NaN or inf (as fit)."""
         if self.device == "cuda" and hasattr(x, "__cuda_array_interface__"):
             return x
-        return np.asarray(x, dtype=self.dtype)
+        a = np.asarray(x)
+        if a.dtype.kind not in "biuf":
+            raise TypeError(f"{fn}: X must hold real numbers (converted to the model's "
+                            f"{self.dtype.name}), got dtype {a.dtype}")
+        a = np.asarray(a, dtype=self.dtype)
+        if a.ndim != 2 or a.shape[1] != self.sizes[0]:
+            raise ValueError(f"{fn}: X must have shape (n, {self.sizes[0]}), got {a.shape}")
+        if not np.isfinite(a).all():
+            r, c = np.argwhere(~np.isfinite(a))[0]
+            raise ValueError(f"{fn}: X must be finite, got {a[r, c]} at row {r}, column {c} "
+                             "(fit refuses NaN and inf too; impute or drop those rows)")
+        return a
+
+    def _check_finite_params(self, fn):
+        """A ValueError if a parameter holds NaN or inf (a fit that diverged)."""
+        for k, v in self.get_params().items() if self.device == "cuda" else self._params.items():
+            if not np.isfinite(v).all():
+                raise ValueError(
+                    f"{fn}: the model's parameter {k} holds NaN or inf (a fit diverged, "
+                    "at the learning rate it was given); build a new model or load saved "
+                    "parameters, and train with a lower learning rate")
 
     def predict(self, x):
-        """The network output before the loss: logits, or regression values.
-        x is converted to the model's dtype."""
+        """The network output before the loss: logits (classification),
+        log-means (poisson), or regression values. x is converted to the model's
+        dtype and must be finite; a model whose parameters are not finite (a fit
+        diverged) raises ValueError instead of answering NaN."""
         x = self._input(x)
         if self.device == "cuda":
             N = self._batch(x)
@@ -474,6 +556,8 @@ class MLP:
         W, b = self._param_lists()
         for l in range(self.n_layers):
             h = _core.dense_forward(h, W[l], b[l], self._layer_acts[l])
+        if not np.isfinite(h).all():  # the output (n, outputs): a cheap check
+            self._check_finite_params("predict")
         return h
 
     def predict_proba(self, x):
@@ -486,8 +570,8 @@ class MLP:
             return e / e.sum(axis=1, keepdims=True)
         if self.loss_name == "binary_cross_entropy":
             return _core.sigmoid_forward(z, out=z)
-        raise ValueError("predict_proba: a model with loss 'mse' predicts values, not "
-                         "probabilities")
+        raise ValueError(f"predict_proba: a model with loss {self.loss_name!r} predicts values, "
+                         "not probabilities")
 
     def _hidden(self, x):
         """Hidden-layer outputs (list of arrays) for x."""
@@ -501,7 +585,7 @@ class MLP:
     def score(self, x, t):
         """Accuracy for classification (integer labels or probabilities; for
         binary_cross_entropy, rows whose every output is on the right side of
-        0.5), R^2 for regression."""
+        0.5), R^2 for regression (poisson: of the means exp(output))."""
         out = self.predict(x)
         t = np.asarray(t)
         if self.loss_name == "softmax_cross_entropy":
@@ -511,6 +595,8 @@ class MLP:
             t = t.reshape(out.shape)
             return float(np.mean(np.all((out > 0) == (t >= 0.5), axis=1)))
         t = t.reshape(out.shape)
+        if self.loss_name == "poisson":
+            out = np.exp(out)
         ss_res = float(np.sum((t - out) ** 2))
         ss_tot = float(np.sum((t - t.mean(axis=0)) ** 2))
         return 1.0 - ss_res / ss_tot if ss_tot > 0 else 0.0
@@ -544,17 +630,26 @@ class MLP:
         by min_delta for patience epochs, and (restore_best) the best epoch's
         parameters are put back. callbacks: each called as cb(model, epoch,
         history) after every epoch; one that returns True stops training.
-        verbose (or progress, the older name): a progress bar (off by default).
+        verbose (or progress, the older name): 0 or False (the default) prints
+        nothing; 1 or True prints one line per epoch, Keras's format ("Epoch
+        3/30 - loss: 0.1234 - accuracy: 0.9500 - val_loss: ... - 12ms"; rank 0
+        only in a data-parallel fit); 2 draws a tqdm progress bar that stays.
 
         The inputs are checked once, before training (shapes, label range, NaN
-        or inf in X, y, the weights and the validation set). A diverged run (a
-        loss that is not finite) stops with a warning naming the epoch.
+        or inf in X, y, the weights and the validation set), and so are the
+        model's parameters: a model whose earlier fit diverged is refused
+        (ValueError) rather than trained on from NaN. A diverged run (a loss
+        that is not finite) stops with a DivergedWarning (a RuntimeWarning)
+        naming the epoch, counted from 1 as the history counts them.
 
         history: "loss" (each epoch's mean over its batches, each measured before
         its update, with the coupled weight decay term), "lr", for classification
         "accuracy" (the same running measure), with a validation set "val_loss"
         and "val_accuracy" (or "val_r2"), with log_grad_norms "grad_norms"
-        (per-parameter norms on the epoch's last batch).
+        (per-parameter norms, {"W1": ..., "b1": ...}, of the loss gradient on
+        the epoch's last batch, measured after the epoch's last update: one
+        extra gradient evaluation per epoch, never per step; fastbp.plot draws
+        them per layer).
 
         comm: an mpi4py communicator for data-parallel training: every rank of
         comm calls fit with its own rows (fastbp.distributed.shard) and the same
@@ -603,6 +698,8 @@ class MLP:
                 raise ValueError(f"fit: seed must be an integer >= 0, got {seed!r}")
             schedule = _optim.make_schedule(lr_schedule, self.epoch_ + epochs)
             X, y = self._check_inputs(fn, X, y)
+            if self.device == "cpu":
+                self._check_finite_params(fn)
             w = self._sample_weights(fn, y, sample_weight, class_weight, check_sum=run is None)
             keep = None
             if validation is not None:
@@ -647,10 +744,10 @@ class MLP:
             X, y, w, Xv, yv = X[keep], y[keep], None if w is None else w[keep], X[val], y[val]
         n = X.shape[0]
         B = min(int(batch_size), n if run is None else int(counts.max()))
-        classify = self.loss_name != "mse" and (self.loss_name == "binary_cross_entropy"
-                                                or y.ndim == 1)
+        classify = self.loss_name == "binary_cross_entropy" or (
+            self.loss_name == "softmax_cross_entropy" and y.ndim == 1)
         outputs = n if run is None else int(counts.sum())
-        score_key = "val_accuracy" if self.loss_name != "mse" else "val_r2"
+        score_key = "val_r2" if self.loss_name in ("mse", "poisson") else "val_accuracy"
         hist = {"loss": [], "lr": []}
         if classify:
             hist["accuracy"] = []
@@ -659,11 +756,14 @@ class MLP:
         if log_grad_norms:
             hist["grad_norms"] = []
         self.history_ = hist
-        verbose = verbose if progress is None else progress
+        level = _verbosity(verbose if progress is None else progress)
         best, wait, best_params = math.inf, 0, None
-        bar = tqdm(range(epochs), disable=not verbose, unit="epoch", leave=False)
+        # verbose=2: a bar that stays; 1: one line per epoch (print); 0: nothing
+        bar = tqdm(range(epochs), disable=level != 2, unit="epoch", leave=True)
         base_lr = optimizer.lr
-        for _ in bar:
+        lines = level == 1 and (run is None or run.dp.rank == 0)
+        for i_fit in bar:
+            t_epoch = time.perf_counter()
             epoch = self.epoch_
             lr_e = schedule.lr(epoch, base_lr, {"loss": self.loss_curve_,
                                                 "val_loss": self.val_loss_curve_})
@@ -711,9 +811,16 @@ class MLP:
             post = {name: f"{record[k]:.4f}" for k, name in
                     (("loss", "loss"), ("accuracy", "acc"), (score_key, score_key)) if k in record}
             bar.set_postfix(post, refresh=False)
+            if lines:
+                print(_epoch_line(i_fit + 1, epochs, record, score_key,
+                                  time.perf_counter() - t_epoch), flush=True)
             if not math.isfinite(mean_loss):  # the same number on every rank
-                warnings.warn(f"fit: the loss diverged ({mean_loss}) at epoch {epoch}; training "
-                              "stopped (lower the learning rate?)", RuntimeWarning, stacklevel=3)
+                # epochs counted from 1, as the history and the epoch lines count them
+                warnings.warn(DivergedWarning(
+                    f"fit: the loss diverged ({mean_loss}) at epoch {i_fit + 1} of this fit (the "
+                    f"model's epoch {epoch + 1}); training stopped, the parameters are not "
+                    f"finite: lower the learning rate (it was {lr_e:g})", i_fit + 1, mean_loss),
+                    stacklevel=3)
                 break
             stop = False
             if early_stopping:
@@ -782,6 +889,10 @@ class MLP:
     def _check_inputs(self, fn, X, y):
         """X (n, I) of the model's dtype and y as the loss wants it, checked once:
         shapes, label range, and no NaN or inf anywhere."""
+        X = np.asarray(X)
+        if X.dtype.kind not in "biuf":
+            raise TypeError(f"{fn}: X must hold real numbers (converted to the model's "
+                            f"{self.dtype.name}), got dtype {X.dtype}")
         X = np.ascontiguousarray(X, dtype=self.dtype)
         if X.ndim != 2 or X.shape[1] != self.sizes[0]:
             raise ValueError(f"{fn}: X must have shape (n, {self.sizes[0]}), got {X.shape}")
@@ -794,6 +905,9 @@ class MLP:
             raise ValueError(f"{fn}: y holds NaN or inf")
         if self.loss_name == "binary_cross_entropy" and ((y < 0) | (y > 1)).any():
             raise ValueError(f"{fn}: binary_cross_entropy targets must be in [0, 1], got "
+                             f"values in [{y.min()}, {y.max()}]")
+        if self.loss_name == "poisson" and (y < 0).any():
+            raise ValueError(f"{fn}: poisson targets must be >= 0 (counts or rates), got "
                              f"values in [{y.min()}, {y.max()}]")
         return X, y
 
@@ -949,6 +1063,38 @@ class MLP:
         from ._checkpoint import read_model
 
         return read_model(cls, path)
+
+    def summary(self, print_fn=None):
+        """Print the layers, their output shapes and parameter counts, as
+        Keras's Model.summary() does (print_fn: called with each line; default
+        print)."""
+        print_fn = print if print_fn is None else print_fn
+        for line in self._summary_lines():
+            print_fn(line)
+
+    def _summary_lines(self):
+        rows = [("input", f"(None, {self.sizes[0]})", "0")]
+        for l in range(self.n_layers):
+            act = self._layer_acts[l]
+            name = f"dense_{l + 1} ({act})"
+            if l < len(self._dropout) and self._dropout[l]:
+                name += f", dropout {self._dropout[l]:g}"
+            n = self.sizes[l] * self.sizes[l + 1] + self.sizes[l + 1]
+            rows.append((name, f"(None, {self.sizes[l + 1]})", f"{n:,}"))
+        total = sum(self.sizes[l] * self.sizes[l + 1] + self.sizes[l + 1]
+                    for l in range(self.n_layers))
+        w = [max(len(r[i]) for r in rows + [("Layer (activation)", "Output Shape", "Param #")])
+             for i in range(3)]
+        rule = "-" * (w[0] + w[1] + w[2] + 6)
+        head = (f"Model: MLP {'-'.join(map(str, self.sizes))}, loss {self.loss_name}, "
+                f"{self.dtype.name}, {self.device}")
+        fmt = f"{{:<{w[0]}}}   {{:<{w[1]}}}   {{:>{w[2]}}}"
+        out = [head, rule, fmt.format("Layer (activation)", "Output Shape", "Param #"), rule]
+        out += [fmt.format(*r) for r in rows]
+        nbytes = total * self.dtype.itemsize
+        out += [rule, f"Total params: {total:,} ({nbytes / 1024:.1f} KiB)",
+                f"Trained: {self.epoch_} epochs, {self.step_} steps"]
+        return out
 
     def __repr__(self):
         dev = "" if self.device == "cpu" else f", device={self.device!r}"
