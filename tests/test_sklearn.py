@@ -348,10 +348,63 @@ def test_sklearn_errors_are_kept():
         MLPClassifier(early_stopping=True, validation_fraction=0.01).fit(X[:50], y[:50])
 
 
-def test_poisson_loss_is_refused_by_name():
-    X, y = _data("regression")
-    with raises(NotImplementedError, "loss='poisson'"):
-        MLPRegressor(loss="poisson").fit(X, np.abs(y))
+@pytest.mark.parametrize("solver", ["sgd", "adam", "lbfgs"])
+@pytest.mark.parametrize("outputs", [1, 2])
+def test_poisson_loss_fits_as_scikit_learn(solver, outputs):
+    """MLPRegressor(loss="poisson"): exp output, half Poisson deviance, the same
+    loss curve and weights as scikit-learn's (float64, from one random_state)."""
+    rng = np.random.RandomState(3)
+    X = rng.standard_normal((150, 6))
+    y = rng.poisson(np.exp(0.4 * X[:, :outputs] - 0.2)).astype(np.float64)
+    y = y[:, 0] if outputs == 1 else y
+    params = dict(loss="poisson", hidden_layer_sizes=(8,), solver=solver, max_iter=15,
+                  random_state=0, batch_size=32, learning_rate_init=0.01, tol=0)
+    sk, fb = _pair("regression", **params)
+    _fit_both(sk, fb, X, y)
+    assert fb.out_activation_ == "exp"
+    _assert_same_fit(sk, fb, rtol=1e-9 if solver != "lbfgs" else 1e-7)
+    np.testing.assert_allclose(fb.predict(X), sk.predict(X), rtol=1e-7)
+    assert fb.score(X, y) == pytest.approx(sk.score(X, y), rel=1e-7)
+
+
+def test_warnings_match_filters_written_for_scikit_learn():
+    """scikit-learn's examples silence its MLP with filterwarnings("ignore",
+    category=ConvergenceWarning, module="sklearn"): the module regex is matched
+    against the module the warning is attributed to, which for fastbp.sklearn's
+    warnings is scikit-learn's MLP module (fastbp.sklearn.WARNING_MODULE)."""
+    X, y = _data("multiclass")
+    est = MLPClassifier(hidden_layer_sizes=(4,), max_iter=2, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warnings.filterwarnings("ignore", category=ConvergenceWarning, module="sklearn")
+        est.fit(X, y)                              # would raise if not matched
+    with pytest.warns(ConvergenceWarning, match="Maximum iterations") as rec:
+        est.fit(X, y)
+    w = rec[0]
+    assert w.filename == fastbp.sklearn.__file__   # the line shown is ours
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        # a filter for another module does not match it
+        warnings.filterwarnings("ignore", category=ConvergenceWarning, module="numpy")
+        with pytest.raises(ConvergenceWarning):
+            est.fit(X, y)
+
+
+def test_missing_extra_is_named(tmp_path):
+    """Without SciPy (or scikit-learn) the import names the extra to install."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['scipy'] = None\n"
+            "try:\n    import fastbp.sklearn\n"
+            "except ImportError as e:\n    print(e)\n")
+    import os
+
+    src = os.path.dirname(os.path.dirname(fastbp.__file__))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=tmp_path, env={**os.environ, "PYTHONPATH": src})
+    assert "fastbp.sklearn needs scikit-learn >= 1.6 and SciPy: pip install " \
+           "'fastbp[sklearn]'" in out.stdout, out
 
 
 # ---------------------------------------------------------------------------

@@ -34,23 +34,28 @@ from itertools import chain
 from numbers import Integral, Real
 
 import numpy as np
-import scipy.optimize
-import scipy.sparse
-from scipy.special import expit
-from sklearn.base import (BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context,
-                          is_classifier)
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.metrics import accuracy_score, r2_score
-from sklearn.model_selection import train_test_split
-from sklearn.preprocessing import LabelBinarizer
-from sklearn.utils import check_random_state, column_or_1d
-from sklearn.utils._param_validation import Interval, Options, StrOptions
-from sklearn.utils.class_weight import compute_sample_weight
-from sklearn.utils.metaestimators import available_if
-from sklearn.utils.multiclass import (_check_partial_fit_first_call, type_of_target,
-                                      unique_labels)
-from sklearn.utils.optimize import _check_optimize_result
-from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+
+try:
+    import scipy.optimize
+    import scipy.sparse
+    from scipy.special import expit
+    from sklearn.base import (BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context,
+                              is_classifier)
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.metrics import accuracy_score, r2_score
+    from sklearn.model_selection import train_test_split
+    from sklearn.preprocessing import LabelBinarizer
+    from sklearn.utils import check_random_state, column_or_1d
+    from sklearn.utils._param_validation import Interval, Options, StrOptions
+    from sklearn.utils.class_weight import compute_sample_weight
+    from sklearn.utils.metaestimators import available_if
+    from sklearn.utils.multiclass import (_check_partial_fit_first_call, type_of_target,
+                                          unique_labels)
+    from sklearn.utils.optimize import _check_optimize_result
+    from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+except ImportError as _e:  # scipy or scikit-learn missing, or a scikit-learn too old
+    raise ImportError(f"fastbp.sklearn needs scikit-learn >= 1.6 and SciPy: pip install "
+                      f"'fastbp[sklearn]' ({_e})") from _e
 
 from . import _core
 
@@ -67,7 +72,26 @@ _STOCHASTIC_SOLVERS = ["sgd", "adam"]
 _ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
 #: the output activation -> the engine's loss (the canonical link of each)
 _LOSSES = {"softmax": "softmax_cross_entropy", "logistic": "binary_cross_entropy",
-           "identity": "mse"}
+           "identity": "mse", "exp": "poisson"}
+#: the module fastbp.sklearn's warnings are attributed to, for warning filters:
+#: scikit-learn's MLP module, so that a filter written for scikit-learn's
+#: estimators, filterwarnings("ignore", category=ConvergenceWarning,
+#: module="sklearn") as in scikit-learn's own examples, matches them too
+WARNING_MODULE = "sklearn.neural_network._multilayer_perceptron"
+__warningregistry__ = {}
+
+
+def _warn(message, category=UserWarning):
+    """warnings.warn(message, category) with the warning attributed to
+    WARNING_MODULE (a filter's ``module`` regex is matched against the module
+    name the warning is attributed to) and to the line of fastbp/sklearn.py
+    that calls this (what Python shows), deduplicated as warnings.warn does."""
+    import sys
+
+    frame = sys._getframe(1)
+    warnings.warn_explicit(message, category, frame.f_code.co_filename, frame.f_lineno,
+                           module=WARNING_MODULE, registry=__warningregistry__,
+                           module_globals=frame.f_globals)
 #: seconds of work per native call of an epoch: the interval at which an
 #: interrupt (Ctrl-C) is seen
 _CHUNK_SECONDS = 0.25
@@ -306,10 +330,6 @@ class _BaseMLP(BaseEstimator):
         return coef_init, intercept_init
 
     def _fit(self, X, y, sample_weight=None, incremental=False):
-        if getattr(self, "loss", None) == "poisson":
-            raise NotImplementedError("fastbp.sklearn: loss='poisson' is not implemented (the "
-                                      "engine has no Poisson loss yet); use "
-                                      "sklearn.neural_network.MLPRegressor for it")
         hidden_layer_sizes = self.hidden_layer_sizes
         if not hasattr(hidden_layer_sizes, "__iter__"):
             hidden_layer_sizes = [hidden_layer_sizes]
@@ -451,8 +471,8 @@ class _BaseMLP(BaseEstimator):
             batch_size = min(200, n_samples)
         else:
             if self.batch_size > n_samples:
-                warnings.warn("Got `batch_size` less than 1 or larger than "
-                              "sample size. It is going to be clipped")
+                _warn("Got `batch_size` less than 1 or larger than "
+                      "sample size. It is going to be clipped")
             batch_size = np.clip(self.batch_size, 1, n_samples)
         B = int(batch_size)
 
@@ -529,11 +549,11 @@ class _BaseMLP(BaseEstimator):
                     break
 
                 if self.n_iter_ == self.max_iter:
-                    warnings.warn("Stochastic Optimizer: Maximum iterations (%d) "
-                                  "reached and the optimization hasn't converged yet."
-                                  % self.max_iter, ConvergenceWarning)
+                    _warn("Stochastic Optimizer: Maximum iterations (%d) "
+                          "reached and the optimization hasn't converged yet."
+                          % self.max_iter, ConvergenceWarning)
         except KeyboardInterrupt:
-            warnings.warn("Training interrupted by user.")
+            _warn("Training interrupted by user.")
         finally:
             opt.t = opts.t - 1
 
@@ -808,7 +828,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     sklearn.neural_network.MLPRegressor (same parameters, attributes, methods
     and results) trained by fastbp's native engine.
 
-    It optimizes the squared error with lbfgs, sgd or adam. See
+    It optimizes the squared error (or with loss="poisson" the half Poisson
+    deviance, its output the exp of the last layer) with lbfgs, sgd or adam. See
     sklearn.neural_network.MLPRegressor for every parameter and attribute;
     the extras dtype, n_threads and dropout are MLPClassifier's.
     """
