@@ -68,7 +68,7 @@ def act_id(a):
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 def test_mlp_graph_matches_predict(dtype, activation, loss, probabilities):
     m = random_mlp([6, 16, 9, 4], activation, loss, dtype)
-    s = session(fonnx.to_onnx(m, probabilities=probabilities))
+    s = session(fonnx.to_onnx(m, probabilities=probabilities, input_dtype=dtype))
     names = [o.name for o in s.get_outputs()]
     assert [i.name for i in s.get_inputs()] == ["input"]
     assert names == (["output", "probabilities"] if probabilities else ["output"])
@@ -88,7 +88,7 @@ def test_mlp_graph_matches_predict(dtype, activation, loss, probabilities):
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 def test_mlp_graph_depths_and_widths(dtype, loss, sizes):
     m = random_mlp(sizes, "tanh", loss, dtype, seed=3)
-    s = session(fonnx.to_onnx(m, probabilities=True))
+    s = session(fonnx.to_onnx(m, probabilities=True, input_dtype=dtype))
     x = np.random.default_rng(4).standard_normal((33, sizes[0])).astype(dtype)
     out, proba = s.run(None, {"input": x})
     assert_close(out, m.predict(x), dtype)
@@ -105,7 +105,8 @@ def test_mlp_after_training_and_astype():
     m.fit(X, y, epochs=3, batch_size=32, lr=0.1, progress=False)
     for model in (m, m.astype(np.float64)):
         x = X.astype(model.dtype)
-        out, proba = session(fonnx.to_onnx(model, probabilities=True)).run(None, {"input": x})
+        out, proba = session(fonnx.to_onnx(model, probabilities=True, input_dtype=model.dtype)).run(
+            None, {"input": x})
         assert_close(out, model.predict(x), model.dtype)
         assert_close(proba, model.predict_proba(x), model.dtype)
 
@@ -134,7 +135,8 @@ def test_export_writes_a_pinned_loadable_file(tmp_path):
 
 @needs_onnx
 def test_float64_graph_is_double_throughout():
-    proto = fonnx.to_onnx(random_mlp([3, 4, 2], "sigmoid", "mse", np.float64))
+    proto = fonnx.to_onnx(random_mlp([3, 4, 2], "sigmoid", "mse", np.float64),
+                          input_dtype=np.float64)
     assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.DOUBLE
     assert all(t.data_type == onnx.TensorProto.DOUBLE for t in proto.graph.initializer)
     assert [n.op_type for n in proto.graph.node] == ["Gemm", "Sigmoid", "Gemm"]
@@ -148,8 +150,10 @@ def test_other_opsets_run(opset):
     assert proto.opset_import[0].version == opset
     want_ir = onnx.helper.find_min_ir_version_for([onnx.helper.make_opsetid("", opset)])
     assert proto.ir_version == want_ir
-    x = np.random.default_rng(7).standard_normal((9, 4))
+    # the default input is float32, cast to the float64 model's dtype in the graph
+    x = np.random.default_rng(7).standard_normal((9, 4)).astype(np.float32)
     out, proba = session(proto).run(None, {"input": x})
+    assert out.dtype == np.float64
     assert_close(out, m.predict(x), np.float64)
     assert_close(proba, m.predict_proba(x), np.float64)
 
@@ -216,7 +220,7 @@ def test_sklearn_classifier(dtype, kind, activation):
                            random_state=0)
     clf.fit(X, _labels(kind, X))
     assert clf.coefs_[0].dtype == dtype
-    s = session(fonnx.to_onnx(clf))
+    s = session(fonnx.to_onnx(clf, input_dtype=dtype))
     assert [o.name for o in s.get_outputs()] == ["label", "probabilities"]
     for N in (1, 7, len(X)):
         label, proba = s.run(None, {"input": X[:N]})
@@ -236,7 +240,7 @@ def test_sklearn_classifier_ties_break_as_predict(kind):
     clf.fit(X, _labels(kind, X))
     for a in clf.coefs_ + clf.intercepts_:
         a[...] = 0
-    label, proba = session(fonnx.to_onnx(clf)).run(None, {"input": X})
+    label, proba = session(fonnx.to_onnx(clf, input_dtype=np.float64)).run(None, {"input": X})
     np.testing.assert_array_equal(proba, clf.predict_proba(X))
     np.testing.assert_array_equal(label, clf.predict(X))
 
@@ -255,7 +259,7 @@ def test_sklearn_regressor(dtype, outputs, loss):
     reg = sk.MLPRegressor(hidden_layer_sizes=(7, 5), activation="tanh", loss=loss, max_iter=40,
                           random_state=0)
     reg.fit(X, Y.ravel() if outputs == 1 else Y)
-    s = session(fonnx.to_onnx(reg))
+    s = session(fonnx.to_onnx(reg, input_dtype=dtype))
     assert [o.name for o in s.get_outputs()] == ["variable"]
     for N in (1, 7, len(X)):
         (got,) = s.run(None, {"input": X[:N]})
@@ -275,9 +279,9 @@ def test_duck_typed_estimator_with_per_layer_activations(dtype):
     classes = np.array(["w", "x", "y", "z"])
     clf = types.SimpleNamespace(out_activation_="softmax", classes_=classes, **fields)
     x = np.random.default_rng(12).standard_normal((40, 5)).astype(dtype)
-    (values,) = session(fonnx.to_onnx(reg)).run(None, {"input": x})
+    (values,) = session(fonnx.to_onnx(reg, input_dtype=dtype)).run(None, {"input": x})
     assert_close(values, m.predict(x), dtype)
-    label, proba = session(fonnx.to_onnx(clf)).run(None, {"input": x})
+    label, proba = session(fonnx.to_onnx(clf, input_dtype=dtype)).run(None, {"input": x})
     assert_close(proba, m.predict_proba(x), dtype)
     assert_same_labels(label, classes[proba.argmax(axis=1)], proba, dtype)
     assert_same_labels(label, classes[m.predict(x).argmax(axis=1)], proba, dtype)
@@ -393,3 +397,126 @@ def test_without_the_onnx_package():
              "    print(e)\n")
     assert r.returncode == 0, r.stderr
     assert "pip install 'fastbp[onnx]'" in r.stdout, r.stdout
+
+
+# ---- float32 input by default; pipelines; skl2onnx ---------------------------------------
+
+@needs_sklearn
+def test_estimator_fitted_on_a_dataframe_takes_float32():
+    """An estimator fitted on float64 data (a DataFrame) exports a graph whose
+    input is float32, as ONNX users feed it; the float64 weights compute in
+    float64 after a Cast, so ONNX Runtime equals predict on the same values."""
+    pd = pytest.importorskip("pandas")
+    from fastbp.sklearn import MLPClassifier
+
+    rng = np.random.default_rng(20)
+    df = pd.DataFrame(rng.standard_normal((80, 3)), columns=["a", "b", "c"])
+    y = np.where(df["a"] + df["b"] > 0, "yes", "no")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        clf = MLPClassifier(hidden_layer_sizes=(6,), max_iter=30, random_state=0).fit(df, y)
+    assert clf.coefs_[0].dtype == np.float64
+    proto = fonnx.to_onnx(clf)
+    assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    x = df.to_numpy(np.float32)
+    label, proba = session(proto).run(None, {"input": x})
+    x_df = df.astype(np.float32)
+    np.testing.assert_allclose(proba, clf.predict_proba(x_df), rtol=1e-12, atol=1e-12)
+    assert list(label) == list(clf.predict(x_df))
+
+
+@needs_sklearn
+@pytest.mark.parametrize("which", ["classifier", "regressor"])
+def test_pipeline_with_a_scaler_exports_folded(tmp_path, which):
+    """fastbp.onnx.export(Pipeline([StandardScaler(), our estimator])): the scaler
+    folded into the first layer; ONNX Runtime on raw float32 rows agrees with the
+    pipeline's predict to 1e-5."""
+    from sklearn.datasets import load_diabetes, load_wine
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from fastbp.sklearn import MLPClassifier, MLPRegressor
+
+    if which == "classifier":
+        X, y = load_wine(return_X_y=True)
+        y = np.array(["barolo", "grignolino", "barbera"])[y]
+        est = MLPClassifier(max_iter=60, random_state=0)
+    else:
+        X, y = load_diabetes(return_X_y=True)
+        est = MLPRegressor(max_iter=60, random_state=0, learning_rate_init=0.01)
+    pipe = make_pipeline(StandardScaler(), est)
+    with pytest.raises(ValueError, match="is not fitted .*fit the Pipeline before exporting"):
+        fonnx.export(pipe, str(tmp_path / "p.onnx"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pipe.fit(X, y)
+    path = fonnx.export(pipe, str(tmp_path / "p.onnx"))
+    s = session(onnx.load(path))
+    x = X.astype(np.float32)
+    got = s.run(None, {"input": x})
+    if which == "classifier":
+        np.testing.assert_allclose(got[1], pipe.predict_proba(x), rtol=1e-5, atol=1e-5)
+        assert list(got[0]) == list(pipe.predict(x))
+    else:
+        want = pipe.predict(x)
+        np.testing.assert_allclose(got[0], want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+    with pytest.raises(TypeError, match="folds StandardScalers only.*register_skl2onnx"):
+        from sklearn.preprocessing import MinMaxScaler
+        fonnx.to_onnx(make_pipeline(MinMaxScaler().fit(X), est))
+
+
+@needs_sklearn
+def test_skl2onnx_converts_a_pipeline_holding_our_estimators():
+    skl2onnx = pytest.importorskip("skl2onnx")
+    from sklearn.datasets import load_breast_cancer, load_diabetes
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import MinMaxScaler, StandardScaler
+
+    from fastbp.sklearn import MLPClassifier, MLPRegressor
+
+    fonnx.register_skl2onnx()
+    fonnx.register_skl2onnx()                       # twice is fine
+    X, y = load_breast_cancer(return_X_y=True)
+    y = np.array(["malignant", "benign"])[y]
+    pipe = Pipeline([("scale", StandardScaler()), ("mlp", MLPClassifier(max_iter=30,
+                                                                        random_state=0))])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pipe.fit(X, y)
+    x = X.astype(np.float32)
+    onx = skl2onnx.to_onnx(pipe, x[:1], options={"zipmap": False})
+    label, proba = session(onx).run(None, {"X": x})
+    np.testing.assert_allclose(proba, pipe.predict_proba(X), rtol=1e-5, atol=1e-5)
+    assert list(label) == list(pipe.predict(X))
+    # the lead's form, with skl2onnx's default ZipMap of the probabilities
+    onx = skl2onnx.to_onnx(pipe, x[:1])
+    label, zipped = ort.InferenceSession(onx.SerializeToString()).run(None, {"X": x[:3]})
+    assert list(label) == list(pipe.predict(X[:3]))
+    assert zipped[0]["benign"] == pytest.approx(pipe.predict_proba(X[:1])[0, 0], abs=1e-5)
+    # a regressor after a scaler skl2onnx converts (not one fastbp.onnx folds)
+    Xr, yr = load_diabetes(return_X_y=True)
+    reg = Pipeline([("mm", MinMaxScaler()), ("mlp", MLPRegressor(max_iter=40, random_state=0,
+                                                                 learning_rate_init=0.01))])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reg.fit(Xr, yr)
+    (got,) = session(skl2onnx.to_onnx(reg, Xr[:1].astype(np.float32))).run(
+        None, {"X": Xr.astype(np.float32)})
+    want = reg.predict(Xr)
+    assert got.shape == (len(Xr), 1)
+    np.testing.assert_allclose(got[:, 0], want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
+@needs_sklearn
+def test_skl2onnx_registration_on_import_when_skl2onnx_is_loaded():
+    """import skl2onnx, then fastbp.sklearn: registered with no call."""
+    code = ("import numpy as np, warnings, skl2onnx\n"
+            "from fastbp.sklearn import MLPRegressor\n"
+            "X = np.random.default_rng(0).standard_normal((30, 3))\n"
+            "with warnings.catch_warnings():\n"
+            "    warnings.simplefilter('ignore')\n"
+            "    r = MLPRegressor(max_iter=3).fit(X, X[:, 0])\n"
+            "skl2onnx.to_onnx(r, X[:1].astype(np.float32))\n"
+            "print('ok')\n")
+    out = _run(code)
+    assert out.stdout.strip() == "ok", out

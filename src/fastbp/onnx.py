@@ -12,6 +12,17 @@ standard operators only (Gemm, Relu, Sigmoid, Tanh, Softmax, Exp, and ArgMax,
 Greater, Cast, Gather for labels), in the model's dtype. docs/onnx.md has the
 input and output names; tests/test_onnx.py runs every graph in ONNX Runtime.
 
+A fitted scikit-learn ``Pipeline`` whose last step is such an estimator and
+whose other steps are ``StandardScaler``s (or "passthrough") exports too: the
+scalers are folded into the first layer. A model file of the command line
+(``fastbp.bundle``) exports with its standardization folded in the same way and
+its class names as labels. For any other pipeline, ``register_skl2onnx()``
+makes fastbp.sklearn's estimators known to skl2onnx, whose ``to_onnx`` then
+converts the whole pipeline.
+
+Graphs take float32 input unless ``input_dtype=np.float64`` is asked for; a
+float64 model casts it to float64 first and computes in float64.
+
 Needs the ``onnx`` package (``pip install fastbp[onnx]``), imported at call
 time so that ``import fastbp.onnx`` works without it.
 """
@@ -58,17 +69,36 @@ def _onnx():
     return onnx
 
 
-def to_onnx(model, opset=None, *, probabilities=False):
+def _input_dtype(input_dtype):
+    try:
+        dt = np.dtype(input_dtype)
+    except TypeError:
+        dt = None
+    if dt not in (np.float32, np.float64):
+        raise TypeError(f"fastbp.onnx: input_dtype must be np.float32 or np.float64, got "
+                        f"{input_dtype!r}")
+    return dt
+
+
+def to_onnx(model, opset=None, *, probabilities=False, input_dtype=np.float32):
     """The ONNX graph of ``model`` as an ``onnx.ModelProto``; see export()."""
     onnx = _onnx()
     opset = _check_opset(opset, onnx)
+    in_dt = _input_dtype(input_dtype)
     if not isinstance(probabilities, (bool, np.bool_)):
         raise TypeError(f"fastbp.onnx: probabilities must be True or False, got {probabilities!r}")
-    if hasattr(model, "coefs_"):
+    parts = None
+    if hasattr(model, "_onnx_parts"):          # a command-line model file (fastbp.bundle)
+        parts = model._onnx_parts()
+    elif hasattr(model, "steps") and hasattr(model, "named_steps"):   # a Pipeline
+        parts = _pipeline_parts(model)
+    elif hasattr(model, "coefs_"):
+        parts = _estimator_weights(model)
+    if parts is not None:
         if probabilities:
             raise ValueError("fastbp.onnx: probabilities=True is for an MLP; an estimator's graph "
                              "always has the outputs of predict and predict_proba")
-        g = _estimator_graph(model, onnx)
+        g = _estimator_graph(parts, onnx, in_dt)
     else:
         from .model import MLP
 
@@ -78,7 +108,7 @@ def to_onnx(model, opset=None, *, probabilities=False):
                                  f"call fit before exporting it")
             raise TypeError(f"fastbp.onnx: model must be a fastbp.MLP or a fitted MLP estimator "
                             f"(with coefs_ and intercepts_), got {type(model).__name__}")
-        g = _mlp_graph(model, bool(probabilities), onnx)
+        g = _mlp_graph(model, bool(probabilities), onnx, in_dt)
     h = onnx.helper
     ir = DEFAULT_IR_VERSION if opset == DEFAULT_OPSET else \
         h.find_min_ir_version_for([h.make_opsetid("", opset)])
@@ -89,12 +119,15 @@ def to_onnx(model, opset=None, *, probabilities=False):
     return m
 
 
-def export(model, path, opset=None, *, probabilities=False):
+def export(model, path, opset=None, *, probabilities=False, input_dtype=np.float32):
     """Write ``model`` to ``path`` as an ONNX file; returns the path.
 
-    model : a fastbp.MLP, or a fitted estimator with scikit-learn's MLP
+    model : a fastbp.MLP, a fitted estimator with scikit-learn's MLP
         attributes (fastbp.sklearn's, or sklearn.neural_network's MLPClassifier
-        and MLPRegressor).
+        and MLPRegressor), a fitted Pipeline of StandardScalers and such an
+        estimator (the scalers folded into the first layer), or a command-line
+        model file loaded with fastbp.bundle.load (its standardization folded
+        in, its class names as labels).
     path : file name (str or os.PathLike), written as given.
     opset : ONNX opset to stamp; None for DEFAULT_OPSET (17, with IR version 8,
         which ONNX Runtime 1.12 and every later release load). Another opset from
@@ -104,8 +137,11 @@ def export(model, path, opset=None, *, probabilities=False):
         of the outputs (loss "softmax_cross_entropy") or their sigmoid
         ("binary_cross_entropy"), as predict_proba gives; a ValueError for "mse".
 
-    The graph's input is "input", (N, inputs) in the model's dtype (float32 or
-    float64), N free. Outputs: an MLP's "output" (predict: logits or values) and
+    input_dtype : the graph input's dtype, np.float32 (default) or np.float64.
+        A float64 model casts a float32 input to float64 and computes in
+        float64 (its outputs are float64); a float32 model the reverse.
+
+    The graph's input is "input", (N, inputs) of input_dtype, N free. Outputs: an MLP's "output" (predict: logits or values) and
     "probabilities" when asked; a classifier's "label" (predict: labels of the
     classes_ dtype, (N,), or an int64 (N, labels) indicator for multilabel) and
     "probabilities" (predict_proba); a regressor's "variable" (predict: (N,) for
@@ -114,7 +150,7 @@ def export(model, path, opset=None, *, probabilities=False):
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"fastbp.onnx: path must be a file name (str or os.PathLike), got "
                         f"{type(path).__name__}")
-    m = to_onnx(model, opset, probabilities=probabilities)
+    m = to_onnx(model, opset, probabilities=probabilities, input_dtype=input_dtype)
     _onnx().save_model(m, path)
     return path
 
@@ -134,11 +170,15 @@ def _check_opset(opset, onnx):
 class _Graph:
     """Nodes and initializers of a graph being built, in one dtype."""
 
-    def __init__(self, onnx, dtype):
+    def __init__(self, onnx, dtype, input_dtype=None):
         self.onnx, self.h = onnx, onnx.helper
         self.dtype = np.dtype(dtype)
         self.elem = self.h.np_dtype_to_tensor_dtype(self.dtype)
+        self.in_dtype = self.dtype if input_dtype is None else np.dtype(input_dtype)
         self.nodes, self.inits, self.outputs = [], [], []
+        self.x0 = INPUT
+        if self.in_dtype != self.dtype:  # the input cast to the compute dtype first
+            self.x0 = self.op("Cast", [INPUT], "input_cast", to=self.elem)
 
     def const(self, name, value, dtype=None):
         a = np.asarray(value, dtype=dtype if dtype is not None else self.dtype)
@@ -153,7 +193,7 @@ class _Graph:
         """Gemm (+ activation) per layer from INPUT; the last layer's result is
         named ``last``. W is (in, out) as in fastbp and scikit-learn, so no
         transposition: Gemm's Y = A B + C with C, the bias, broadcast over rows."""
-        x, L = INPUT, len(Ws)
+        x, L = self.x0, len(Ws)
         for l, (W, b, act) in enumerate(zip(Ws, bs, acts), start=1):
             op = _OPS[act]
             z = last if l == L and op is None else f"z{l}"
@@ -169,19 +209,20 @@ class _Graph:
         self.outputs.append(self.h.make_tensor_value_info(name, elem, shape))
 
     def build(self, name, n_in, doc):
-        inp = self.h.make_tensor_value_info(INPUT, self.elem, ["N", n_in])
+        inp = self.h.make_tensor_value_info(
+            INPUT, self.h.np_dtype_to_tensor_dtype(self.in_dtype), ["N", n_in])
         return self.h.make_graph(self.nodes, name, [inp], self.outputs, self.inits,
                                  doc_string=doc)
 
 
-def _mlp_graph(model, probabilities, onnx):
+def _mlp_graph(model, probabilities, onnx, input_dtype=None):
     if probabilities and model.loss_name not in ("softmax_cross_entropy", "binary_cross_entropy"):
         raise ValueError(f"fastbp.onnx: probabilities=True needs a classification loss "
                          f"('softmax_cross_entropy' or 'binary_cross_entropy'); this model's "
                          f"loss is {model.loss_name!r}, whose outputs are values")
     p = model.get_params()
     L = model.n_layers
-    g = _Graph(onnx, model.dtype)
+    g = _Graph(onnx, model.dtype, input_dtype)
     g.dense_stack([p[f"W{l}"] for l in range(1, L + 1)], [p[f"b{l}"] for l in range(1, L + 1)],
                   model._layer_acts, OUTPUT)
     O = model.sizes[-1]
@@ -228,8 +269,70 @@ def _estimator_weights(est):
     if n_out != O:
         raise ValueError(f"fastbp.onnx: {name}.n_outputs_ is {n_out} but the last layer has {O} "
                          f"outputs")
-    return ([W.astype(dtype, copy=False) for W in Ws], [b.astype(dtype, copy=False) for b in bs],
-            acts, out, O, dtype)
+    classes = getattr(est, "classes_", None)
+    return _Parts([W.astype(dtype, copy=False) for W in Ws],
+                  [b.astype(dtype, copy=False) for b in bs], acts, out, O, dtype, classes, name)
+
+
+class _Parts:
+    """What an estimator graph is built from: the layers (Ws, bs), the hidden
+    activations, the output activation, the outputs, the dtype, classes_ (None
+    for a regressor) and a name for messages."""
+
+    def __init__(self, Ws, bs, acts, out, O, dtype, classes, name):
+        self.Ws, self.bs, self.acts, self.out, self.O = Ws, bs, acts, out, O
+        self.dtype, self.classes, self.name = np.dtype(dtype), classes, name
+
+    def fold_input(self, mean, scale):
+        """Fold x -> (x - mean) / scale into the first layer, in float64:
+        W1 / scale (row-wise), b1 - (mean / scale) W1. mean or scale None: 0 or 1."""
+        W, b = self.Ws[0].astype(np.float64), self.bs[0].astype(np.float64)
+        n = W.shape[0]
+        mean = np.zeros(n) if mean is None else np.asarray(mean, np.float64).reshape(-1)
+        scale = np.ones(n) if scale is None else np.asarray(scale, np.float64).reshape(-1)
+        if mean.shape != (n,) or scale.shape != (n,):
+            raise ValueError(f"fastbp.onnx: {self.name}: the standardization has "
+                             f"{mean.shape[0]} means and {scale.shape[0]} scales for {n} inputs")
+        self.Ws[0] = (W / scale[:, None]).astype(self.dtype)
+        self.bs[0] = (b - (mean / scale) @ W).astype(self.dtype)
+
+    def fold_output(self, mean, scale):
+        """Fold y -> y scale + mean into the last (identity) layer, in float64."""
+        W, b = self.Ws[-1].astype(np.float64), self.bs[-1].astype(np.float64)
+        self.Ws[-1] = (W * scale).astype(self.dtype)
+        self.bs[-1] = (b * scale + mean).astype(self.dtype)
+
+
+def _pipeline_parts(pipe):
+    """A fitted Pipeline of StandardScalers (or "passthrough"/None) and, last, an
+    MLP estimator: its parts with the scalers folded into the first layer."""
+    steps = list(pipe.steps)
+    name = type(pipe).__name__
+    if not steps:
+        raise ValueError(f"fastbp.onnx: the {name} has no steps")
+    last_name, est = steps[-1]
+    if not hasattr(est, "coefs_"):
+        if hasattr(est, "fit") and hasattr(est, "hidden_layer_sizes"):
+            raise ValueError(f"fastbp.onnx: the {name}'s last step {last_name!r} "
+                             f"({type(est).__name__}) is not fitted (no coefs_); fit the "
+                             f"{name} before exporting it")
+        raise TypeError(f"fastbp.onnx: a {name} exports when its last step is an MLP estimator; "
+                        f"{last_name!r} is a {type(est).__name__}. For other pipelines call "
+                        "fastbp.onnx.register_skl2onnx() and convert with skl2onnx.to_onnx")
+    parts = _estimator_weights(est)
+    for step_name, step in reversed(steps[:-1]):   # the step nearest the MLP first
+        if step is None or (isinstance(step, str) and step == "passthrough"):
+            continue
+        if type(step).__name__ != "StandardScaler":
+            raise TypeError(f"fastbp.onnx: the {name}'s step {step_name!r} is a "
+                            f"{type(step).__name__}; fastbp.onnx folds StandardScalers only. "
+                            "Call fastbp.onnx.register_skl2onnx() and convert the pipeline "
+                            "with skl2onnx.to_onnx(pipeline, X[:1].astype(np.float32))")
+        if not hasattr(step, "n_features_in_"):
+            raise ValueError(f"fastbp.onnx: the {name}'s step {step_name!r} is not fitted; fit "
+                             f"the {name} before exporting it")
+        parts.fold_input(getattr(step, "mean_", None), getattr(step, "scale_", None))
+    return parts
 
 
 def _classes_tensor(classes, name):
@@ -245,12 +348,13 @@ def _classes_tensor(classes, name):
     raise TypeError(f"fastbp.onnx: {name}.classes_ must hold numbers or str, got dtype {c.dtype}")
 
 
-def _estimator_graph(est, onnx):
-    Ws, bs, acts, out, O, dtype = _estimator_weights(est)
-    name = type(est).__name__
-    g = _Graph(onnx, dtype)
+def _estimator_graph(parts, onnx, input_dtype=None):
+    Ws, bs, acts, out, O, dtype = (parts.Ws, parts.bs, parts.acts, parts.out, parts.O,
+                                   parts.dtype)
+    name = parts.name
+    g = _Graph(onnx, dtype, input_dtype)
     T = onnx.TensorProto
-    if not hasattr(est, "classes_"):
+    if parts.classes is None:
         if out not in ("identity", "exp"):
             raise ValueError(f"fastbp.onnx: {name} has no classes_ (a regressor) but "
                              f"out_activation_ {out!r}; expected 'identity' or 'exp'")
@@ -259,7 +363,7 @@ def _estimator_graph(est, onnx):
             g.op("Reshape", [y, g.const("flat", [-1], np.int64)], VARIABLE)
         g.output(VARIABLE, g.elem, ["N", O] if O > 1 else ["N"])
         return g.build("fastbp_regressor", Ws[0].shape[0], f"{name}: predict as {VARIABLE!r}")
-    classes = _classes_tensor(est.classes_, name)
+    classes = _classes_tensor(parts.classes, name)
     C = len(classes)
     label_elem = T.STRING if classes.dtype == object else \
         onnx.helper.np_dtype_to_tensor_dtype(classes.dtype)
@@ -299,3 +403,108 @@ def _estimator_graph(est, onnx):
     g.output(PROBABILITIES, g.elem, shapes[1])
     return g.build("fastbp_classifier", Ws[0].shape[0],
                    f"{name}: predict as {LABEL!r}, predict_proba as {PROBABILITIES!r}")
+
+
+# ---- skl2onnx ----------------------------------------------------------------------------
+
+def _skl2onnx_shapes(operator):
+    """skl2onnx's shape calculator: a classifier's label (its classes' type) and
+    probabilities, or a regressor's variable, in the input's float type."""
+    from skl2onnx.common.data_types import (DoubleTensorType, FloatTensorType,
+                                            Int64TensorType, StringTensorType)
+
+    est = operator.raw_operator
+    x = operator.inputs[0].type
+    N = x.shape[0] if x.shape else None
+    ftype = DoubleTensorType if isinstance(x, DoubleTensorType) else FloatTensorType
+    if hasattr(est, "classes_"):
+        classes = np.asarray(est.classes_)
+        if est.out_activation_ == "logistic" and est.n_outputs_ > 1:
+            raise NotImplementedError("fastbp.onnx: skl2onnx conversion of a multilabel "
+                                      "classifier; export it alone with fastbp.onnx.export")
+        label = StringTensorType if classes.dtype.kind in "UO" else Int64TensorType
+        if label is Int64TensorType and classes.dtype.kind not in "biu":
+            raise NotImplementedError(f"fastbp.onnx: skl2onnx needs integer or string classes_, "
+                                      f"got dtype {classes.dtype}")
+        n_proba = max(len(classes), 2)
+        operator.outputs[0].type = label([N])
+        operator.outputs[1].type = ftype([N, n_proba])
+    else:
+        operator.outputs[0].type = ftype([N, est.n_outputs_])
+
+
+def _skl2onnx_convert(scope, operator, container):
+    """skl2onnx's converter: fastbp.onnx's graph of the estimator, computed in the
+    input's float type, inlined into the container with unique names."""
+    import onnx
+
+    est = operator.raw_operator
+    x = operator.inputs[0]
+    dt = np.float64 if x.type.__class__.__name__ == "DoubleTensorType" else np.float32
+    parts = _estimator_weights(est)
+    parts.Ws = [W.astype(dt) for W in parts.Ws]
+    parts.bs = [b.astype(dt) for b in parts.bs]
+    parts.dtype = np.dtype(dt)
+    g = _estimator_graph(parts, onnx, dt)
+    rename = {INPUT: x.full_name}
+    outs = [o.name for o in g.output]
+    for o, var in zip(outs, operator.outputs):
+        rename[o] = var.full_name
+    if not hasattr(est, "classes_") and est.n_outputs_ == 1:
+        # skl2onnx's regressors give (N, 1): reshape the (N,) of predict back
+        rename[VARIABLE] = scope.get_unique_variable_name("variable_flat")
+        container.add_node("Reshape", [rename[VARIABLE], _skl2onnx_const(
+            scope, container, "shape", np.array([-1, 1], np.int64))],
+            [operator.outputs[0].full_name], name=scope.get_unique_operator_name("Reshape"))
+
+    def name_of(n):
+        if n not in rename:
+            rename[n] = scope.get_unique_variable_name(f"fastbp_{n}")
+        return rename[n]
+
+    for init in g.initializer:
+        a = onnx.numpy_helper.to_array(init)
+        container.add_initializer(name_of(init.name), init.data_type, list(a.shape),
+                                  a.flatten().tolist() if a.dtype != object else
+                                  [v.encode() if isinstance(v, str) else v for v in a.flatten()])
+    for node in g.node:
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        container.add_node(node.op_type, [name_of(i) for i in node.input],
+                           [name_of(o) for o in node.output],
+                           name=scope.get_unique_operator_name(f"fastbp_{node.op_type}"),
+                           **attrs)
+
+
+def _skl2onnx_const(scope, container, stem, value):
+    import onnx
+
+    name = scope.get_unique_variable_name(stem)
+    container.add_initializer(name, onnx.helper.np_dtype_to_tensor_dtype(value.dtype),
+                              list(value.shape), value.flatten().tolist())
+    return name
+
+
+def register_skl2onnx():
+    """Register fastbp.sklearn's MLPClassifier and MLPRegressor with skl2onnx
+    (skl2onnx.update_registered_converter), so that skl2onnx.to_onnx converts
+    pipelines holding them:
+
+        fastbp.onnx.register_skl2onnx()
+        onx = skl2onnx.to_onnx(pipeline, X[:1].astype(np.float32),
+                               options={"zipmap": False})
+
+    The estimators' graphs are fastbp.onnx's, computed in the input's float
+    type. Classifier outputs: "label", "probabilities" (skl2onnx's ZipMap
+    unless zipmap=False); regressor: "variable" (N, outputs). Needs skl2onnx
+    (pip install skl2onnx). Safe to call more than once."""
+    try:
+        from skl2onnx import update_registered_converter
+    except ImportError:
+        raise ImportError("fastbp.onnx.register_skl2onnx needs skl2onnx: pip install skl2onnx")
+    from .sklearn import MLPClassifier, MLPRegressor
+
+    update_registered_converter(MLPClassifier, "FastbpMLPClassifier", _skl2onnx_shapes,
+                                _skl2onnx_convert, options={"zipmap": [True, False, "columns"],
+                                                            "nocl": [True, False]})
+    update_registered_converter(MLPRegressor, "FastbpMLPRegressor", _skl2onnx_shapes,
+                                _skl2onnx_convert)

@@ -906,3 +906,19 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     def partial_fit(self, X, y, sample_weight=None):
         """Update the model with a single iteration over the given data."""
         return self._fit(X, y, sample_weight=sample_weight, incremental=True)
+
+
+# skl2onnx converters for both estimators (fastbp.onnx.register_skl2onnx), registered
+# here when skl2onnx is already imported; otherwise call register_skl2onnx() before
+# skl2onnx.to_onnx (importing skl2onnx costs ~0.8 s, too much for every import of
+# this module)
+def _register_if_skl2onnx():
+    import sys
+
+    if "skl2onnx" in sys.modules:
+        from .onnx import register_skl2onnx
+
+        register_skl2onnx()
+
+
+_register_if_skl2onnx()
