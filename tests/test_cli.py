@@ -76,6 +76,8 @@ def fake_bench(monkeypatch, tmp_path):
     monkeypatch.setattr(bench, "run", run)
     monkeypatch.setattr(bench, "environment", lambda: {})
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("FASTBP_BENCH_DIR", raising=False)
     return calls
 
 
@@ -213,8 +215,11 @@ def test_save_reports_the_file_written(capsys, tmp_path):
     path = str(tmp_path / "model")
     assert main(TINY + ["--save", path]) == 0
     out = capsys.readouterr().out
-    assert f"saved to {path}.npz\n" in out, out
-    assert fastbp.MLP.load(path + ".npz").sizes == [64, 8, 10]
+    assert f"saved to {path}.npz (" in out, out
+    # MLP.load reads the network alone, and says what it leaves out
+    with pytest.warns(UserWarning, match="holds the feature standardization and the class "
+                                         "names.*fastbp.bundle.load"):
+        assert fastbp.MLP.load(path + ".npz").sizes == [64, 8, 10]
 
 
 def test_png_goes_where_asked(capsys, fake_bench, tmp_path):
@@ -305,8 +310,8 @@ def test_help_shows_defaults(capsys, monkeypatch):
     with pytest.raises(SystemExit):
         main(["bench", "--help"])
     out = capsys.readouterr().out
-    for text in ["(default: bench-results/step.json)", "(default: bench-results/step.png)",
-                 "(default: all:"]:
+    for text in ["default: DIR/step.json", "default: DIR/step.png", "~/.cache/fastbp/bench-results",
+                 "never the working directory", "(default: all:"]:
         assert text in out, (text, out)
 
 
@@ -359,17 +364,26 @@ def test_progress_follows_stderr(capsys):
 
 # ---- 7. bench's default outputs --------------------------------------------------------
 
-def test_bench_default_outputs(capsys, fake_bench, tmp_path):
+def test_bench_default_outputs(capsys, fake_bench, tmp_path, monkeypatch):
+    """The default outputs go to the user's cache directory, never the working
+    directory; --out-dir and $FASTBP_BENCH_DIR name another."""
     assert main(["bench"]) == 0
     out = capsys.readouterr().out
-    assert (tmp_path / "bench-results" / "step.json").is_file()
-    assert "wrote bench-results/step.json\n" in out
+    d = tmp_path / "cache" / "fastbp" / "bench-results"
+    assert (d / "step.json").is_file()
+    assert f"wrote {d / 'step.json'}\n" in out
+    assert os.listdir(tmp_path) == ["cache"]          # nothing in the working directory
+    assert main(["bench", "--out-dir", "here"]) == 0
+    assert (tmp_path / "here" / "step.json").is_file()
+    monkeypatch.setenv("FASTBP_BENCH_DIR", str(tmp_path / "env"))
+    assert main(["bench", "--png", ""]) == 0
+    assert os.listdir(tmp_path / "env") == ["step.json"]
     try:
         import matplotlib  # noqa: F401
     except ImportError:
         return
-    assert (tmp_path / "bench-results" / "step.png").read_bytes().startswith(PNG_MAGIC)
-    assert "wrote bench-results/step.png\n" in out
+    assert (d / "step.png").read_bytes().startswith(PNG_MAGIC)
+    assert f"wrote {d / 'step.png'}\n" in out
 
 
 def test_bench_empty_path_skips_the_output(capsys, fake_bench, tmp_path):
@@ -401,12 +415,14 @@ def fake_sklearn_bench(monkeypatch, tmp_path):
     monkeypatch.setattr(bench_sklearn, "run", run)
     monkeypatch.setattr(bench, "environment", lambda: {})
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("FASTBP_BENCH_DIR", raising=False)
     return calls
 
 
 def test_bench_vs_sklearn_runs_its_workloads(capsys, fake_sklearn_bench, tmp_path):
     assert main(["bench", "--vs-sklearn", "--datasets", "wine", "diabetes", "--threads", "1",
-                 "--repeat", "2"]) == 0
+                 "--repeat", "2", "--out-dir", "bench-results"]) == 0
     assert fake_sklearn_bench == [(["wine", "diabetes"], 1, 2)]
     out = capsys.readouterr().out
     assert "wine" in out and "3.00x" in out and "wrote bench-results/sklearn.json" in out, out
@@ -422,3 +438,167 @@ def test_bench_datasets_are_checked(capsys, fake_sklearn_bench):
     err = usage_error(capsys, ["bench", "--datasets", "wine"])
     assert "argument --datasets" in err and "--vs-sklearn" in err, err
     assert fake_sklearn_bench == []
+
+
+
+# ---- 8. the user's own data (issue 26) ------------------------------------------------------
+
+pd = pytest.importorskip("pandas")
+
+
+def _csv(tmp_path, n=240, seed=0, name="data.csv"):
+    """A CSV of 4 numeric features on very different scales and a string label."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, 4)) * [1, 100, 0.01, 5] + [0, 1000, 0, -3]
+    z = X[:, 0] + (X[:, 1] - 1000) / 100 - X[:, 2] * 100
+    label = np.where(z > 0.5, "high", np.where(z < -0.5, "low", "mid"))
+    df = pd.DataFrame(X, columns=["alpha", "beta", "gamma", "delta"])
+    df["grade"] = label
+    path = tmp_path / name
+    df.to_csv(path, index=False)
+    return str(path), df
+
+
+def one_line_error(capsys, argv):
+    """main(argv) returns 2 with one line on stderr, argparse's form."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and ": error: " in err and "Traceback" not in err, err
+    return err
+
+
+def test_train_predict_export_info_on_a_csv(capsys, tmp_path):
+    path, df = _csv(tmp_path)
+    model = str(tmp_path / "m.npz")
+    assert main(["train", path, "--target", "grade", "--epochs", "20", "--hidden", "16",
+                 "--optimizer", "adam", "--lr", "0.01", "--save", model, "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "target 'grade': classification (the target holds labels" in out, out
+    acc = float(out.split("test accuracy ")[1].split()[0])
+    # predict on the raw test rows (the same split) gives the training run's test score
+    from fastbp.__main__ import split_rows
+
+    codes = np.unique(df["grade"], return_inverse=True)[1]
+    _, te = split_rows(len(df), codes, 0.25, 0, True)
+    df.iloc[te].drop(columns="grade").to_csv(tmp_path / "new.csv", index=False)
+    assert main(["predict", model, str(tmp_path / "new.csv"), "-o", str(tmp_path / "p.csv")]) == 0
+    pred = pd.read_csv(tmp_path / "p.csv")
+    assert list(pred.columns) == ["grade"] and set(pred["grade"]) <= {"high", "low", "mid"}
+    assert round(np.mean(pred["grade"].to_numpy() == df["grade"].to_numpy()[te]), 4) == acc
+    assert f"on raw rows its test accuracy is {acc:.4f}" in out
+    # probabilities, to standard output, columns named by class
+    capsys.readouterr()
+    assert main(["predict", model, path, "--proba"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "proba_high,proba_low,proba_mid" and len(lines) == len(df) + 1
+    assert abs(sum(map(float, lines[1].split(","))) - 1) < 1e-5
+    # the ONNX file takes raw float32 rows and agrees with predict
+    pytest.importorskip("onnxruntime")
+    assert main(["export", model, str(tmp_path / "m.onnx"), "--check", path]) == 0
+    out = capsys.readouterr().out
+    assert f"labels equal predict's on {len(df)}/{len(df)}" in out and "(agrees to 1e-5)" in out
+    assert main(["info", model]) == 0
+    out = capsys.readouterr().out
+    assert "classification, target 'grade'" in out and "features (4): alpha, beta, gamma, delta" in out
+    assert "classes (3): high, low, mid" in out and "Total params: 131" in out
+
+
+def test_regression_on_parquet_and_numpy_files(capsys, tmp_path):
+    pytest.importorskip("pyarrow")
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((200, 3))
+    y = 50 + 10 * X[:, 0] - 5 * X[:, 1] ** 2
+    df = pd.DataFrame(X, columns=["a", "b", "c"]).assign(price=y)
+    df.to_parquet(tmp_path / "d.parquet")
+    model = str(tmp_path / "r.npz")
+    assert main(["train", str(tmp_path / "d.parquet"), "--target", "price", "--epochs", "60",
+                 "--hidden", "16", "--optimizer", "adam", "--lr", "0.01", "--save", model,
+                 "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "regression (the target holds real numbers)" in out
+    r2 = float(out.split("test R^2 ")[1].split()[0])
+    assert r2 > 0.8
+    assert main(["predict", model, str(tmp_path / "d.parquet")]) == 0
+    values = np.array(capsys.readouterr().out.splitlines()[1:], float)
+    assert np.corrcoef(values, y)[0, 1] > 0.9 and abs(values.mean() - y.mean()) < 5
+    np.savez(tmp_path / "d.npz", X=X, y=y, feature_names=np.array(["a", "b", "c"]))
+    np.save(tmp_path / "d.npy", np.column_stack([X, y]))
+    for f in ("d.npz", "d.npy"):
+        assert main(["train", str(tmp_path / f), "--epochs", "2", "--no-progress"]) == 0
+        assert "regression" in capsys.readouterr().out
+    # --task overrides: 3 integer codes are classes, unless told otherwise
+    np.savez(tmp_path / "k.npz", X=X, y=(X[:, 0] > 0).astype(int) + (X[:, 1] > 0))
+    assert main(["train", str(tmp_path / "k.npz"), "--epochs", "1", "--no-progress"]) == 0
+    assert "classification (the target holds 3 distinct whole numbers)" in capsys.readouterr().out
+    assert main(["train", str(tmp_path / "k.npz"), "--epochs", "1", "--task", "regression",
+                 "--no-progress"]) == 0
+    assert "regression (--task)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", sorted(__import__("fastbp.__main__").__main__.DATASETS))
+def test_every_bundled_dataset_trains(capsys, name):
+    assert main(["train", "--data", name, "--epochs", "1", "--hidden", "4", "--no-progress"]) == 0
+    assert main(["train", name, "--epochs", "1", "--hidden", "4", "--optimizer", "adamw",
+                 "--no-progress"]) == 0
+
+
+def test_bad_data_gets_one_line_naming_what_to_fix(capsys, tmp_path):
+    path, df = _csv(tmp_path)
+    err = one_line_error(capsys, ["train", path, "--target", "grades"])
+    assert "no column 'grades' for --target; the columns are alpha, beta, gamma, delta, grade" in err
+    err = one_line_error(capsys, ["train", path])
+    assert "say which column is the target with --target COLUMN" in err
+    df2 = df.assign(city=["x"] * len(df))
+    df2.to_csv(tmp_path / "s.csv", index=False)
+    err = one_line_error(capsys, ["train", str(tmp_path / "s.csv"), "--target", "grade"])
+    assert "feature column 'city' is not numeric" in err and "'x'" in err
+    df3 = df.copy()
+    df3.loc[7, "beta"] = np.nan
+    df3.to_csv(tmp_path / "n.csv", index=False)
+    err = one_line_error(capsys, ["train", str(tmp_path / "n.csv"), "--target", "grade"])
+    assert "feature column 'beta' holds nan (row 7; 1 row(s)" in err
+    df.assign(grade="ok").to_csv(tmp_path / "o.csv", index=False)
+    err = one_line_error(capsys, ["train", str(tmp_path / "o.csv"), "--target", "grade"])
+    assert "has one class ('ok')" in err
+    err = one_line_error(capsys, ["train", str(tmp_path / "missing.csv")])
+    assert "no such file: " in err and "bundled datasets" in err
+    err = one_line_error(capsys, ["train", path, "--target", "grade", "--task", "regression"])
+    assert "regression needs a numeric target" in err
+    # predict: a file without the model's columns; not a model file
+    assert main(["train", path, "--target", "grade", "--epochs", "1", "--save",
+                 str(tmp_path / "m"), "--no-progress"]) == 0
+    capsys.readouterr()
+    df.drop(columns="gamma").to_csv(tmp_path / "g.csv", index=False)
+    err = one_line_error(capsys, ["predict", str(tmp_path / "m.npz"), str(tmp_path / "g.csv")])
+    assert "lacks the model's feature column(s) 'gamma'" in err
+    err = one_line_error(capsys, ["predict", path, path])
+    assert "not a model file of fastbp train --save" in err
+
+
+def test_missing_pandas_names_the_extra(capsys, monkeypatch, tmp_path):
+    path, _ = _csv(tmp_path)
+    monkeypatch.setitem(sys.modules, "pandas", None)
+    err = one_line_error(capsys, ["train", path, "--target", "grade"])
+    assert "reading .csv files needs pandas: pip install 'fastbp[data]'" in err
+
+
+def test_divergence_is_said_once(capsys):
+    """One line on stderr, in the epoch count of the history (from 1); no
+    RuntimeWarning echoed, no test score line for a run that stopped."""
+    assert main(TINY + DIVERGE) == 1
+    out, err = capsys.readouterr()
+    assert err.count("\n") == 1 and "RuntimeWarning" not in err, err
+    assert "the loss diverged (nan) at epoch 1; lower --lr (it was 1e+06); nothing was saved" in err
+    assert "test R^2" not in out
+
+
+def test_plot_writes_a_png(capsys, tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "c.png"
+    assert main(["train", "--data", "iris", "--epochs", "3", "--hidden", "4", "--plot", str(png),
+                 "--no-progress"]) == 0
+    assert png.read_bytes().startswith(PNG_MAGIC)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    err = one_line_error(capsys, ["train", "--data", "iris", "--epochs", "1", "--plot",
+                                  str(tmp_path / "d.png"), "--no-progress"])
+    assert "fastbp.plot needs matplotlib: pip install 'fastbp[plot]'" in err

@@ -792,8 +792,11 @@ class MLP:
             if Xv is not None:
                 val_reg = optimizer.weight_decay if optimizer.name != "AdamW" else 0.0
                 if run is None:
-                    record["val_loss"] = self.loss(Xv, yv, val_reg)
-                    record[score_key] = self.score(Xv, yv)
+                    try:
+                        record["val_loss"] = self.loss(Xv, yv, val_reg)
+                        record[score_key] = self.score(Xv, yv)
+                    except ValueError:  # the inputs were checked: the parameters diverged
+                        record["val_loss"] = record[score_key] = math.nan
                 else:
                     record["val_loss"], record[score_key] = run.evaluate(Xv, yv, val_reg,
                                                                          score_key)
@@ -1060,9 +1063,20 @@ class MLP:
     def load(cls, path):
         """Load a model written by save(path) (path with or without ".npz"),
         with its optimizer state and counters when the file has them."""
-        from ._checkpoint import read_model
+        import os
 
-        return read_model(cls, path)
+        from ._checkpoint import npz_path, read_model
+        from .bundle import is_bundle
+
+        model = read_model(cls, path)
+        p = path if os.path.exists(path) else npz_path(path)
+        if is_bundle(p):
+            warnings.warn(f"MLP.load: {os.fspath(p)} is a model file of fastbp train: it also "
+                          "holds the feature standardization and the class names, which "
+                          "MLP.load leaves out, so this network expects standardized rows and "
+                          "predicts class indices; fastbp.bundle.load(path) gives the model "
+                          "that takes raw rows", UserWarning, stacklevel=2)
+        return model
 
     def summary(self, print_fn=None):
         """Print the layers, their output shapes and parameter counts, as
