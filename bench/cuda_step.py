@@ -13,11 +13,17 @@ step and the ratios to the floor; then checks that two CudaMLPs from the same
 start give bitwise-equal parameters after the same steps (run-to-run determinism).
 
     python bench/cuda_step.py [--sizes book,small] [--dtype float64] [--repeat 50]
+
+Exit status: 0 when timed and deterministic, 1 when not deterministic, and 77
+("skipped", automake's and CTest's convention) with a SKIPPED line on stderr
+when there is nothing to time: no GPU, a build without FASTBP_CUDA=1, or no CuPy.
 """
 import argparse
 import sys
 
 import numpy as np
+
+SKIPPED = 77  # the exit status of a run with nothing to time
 
 SIZES = {  # name: (batch, widths)
     "book": (100, [784, 50, 10]),
@@ -235,13 +241,14 @@ def main():
 
     from fastbp import cuda
     if not cuda.is_available():
-        print("fastbp.cuda is not available (no GPU, or fastbp built without FASTBP_CUDA=1)")
-        return 0
+        print("SKIPPED: fastbp.cuda is not available (no GPU, or fastbp built without "
+              "FASTBP_CUDA=1); nothing was timed", file=sys.stderr)
+        return SKIPPED
     try:
         import cupy as cp
     except ImportError:
-        print("bench/cuda_step.py needs CuPy")
-        return 0
+        print("SKIPPED: bench/cuda_step.py needs CuPy; nothing was timed", file=sys.stderr)
+        return SKIPPED
     dtype = np.dtype(args.dtype)
     print(f"{cp.cuda.runtime.getDeviceProperties(0)['name'].decode()}, {dtype}, "
           "ms per training step (lower is better)")

@@ -51,14 +51,38 @@ def test_importing_fastbp_imports_no_cuda():
     assert r.stdout.strip() == "[]"
 
 
-def test_one_wrapper_path_for_both_backends():
-    """fastbp.cuda's kernels are fastbp's own functions (fastbp._core), which run
-    where their arrays live: NumPy arrays on the CPU."""
-    for name in cuda.__all__:
-        if hasattr(fastbp, name):
-            assert getattr(cuda, name) is getattr(fastbp, name), name
+def test_numpy_arrays_are_refused_not_run_on_the_cpu():
+    """fastbp.cuda's kernels are fastbp's own functions (fastbp._core) for CUDA
+    arrays only: a NumPy array is a TypeError naming fastbp's CPU function."""
     x = np.ones((2, 3), np.float32)
-    np.testing.assert_array_equal(cuda.relu_forward(x), x)
+    for name in cuda._KERNELS:
+        assert getattr(cuda, name).__wrapped__ is getattr(fastbp, name), name
+    with pytest.raises(TypeError, match=r"fastbp.cuda.relu_forward: expected CUDA arrays .* got "
+                                        r"numpy.ndarray; for NumPy arrays call "
+                                        r"fastbp.relu_forward"):
+        cuda.relu_forward(x)
+    with pytest.raises(TypeError, match="fastbp.cuda.dense_forward: expected CUDA arrays"):
+        cuda.dense_forward(x, np.ones((3, 2), np.float32), None)
+    with pytest.raises(TypeError, match="fastbp.cuda.global_norm: expected CUDA arrays"):
+        cuda.global_norm([x])
+    np.testing.assert_array_equal(fastbp.relu_forward(x), x)
+
+
+def test_cuda_step_bench_exits_77_without_cuda(tmp_path):
+    """bench/cuda_step.py without a usable GPU: a distinct exit status (77,
+    "skipped"), not 0, and a line saying why."""
+    if cuda.is_available():
+        pytest.skip("a GPU is present")
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run([sys.executable, os.path.join(root, "bench", "cuda_step.py"),
+                        "--sizes", "book"], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PYTHONPATH": os.path.dirname(
+                           os.path.dirname(fastbp.__file__))})
+    assert r.returncode == 77, r
+    assert r.stderr.startswith("SKIPPED: fastbp.cuda is not available"), r.stderr
 
 
 def test_cuda_array_without_the_extension_says_so():

@@ -8,8 +8,10 @@ The functional kernels are fastbp's own functions: ``fastbp.dense_forward`` and
 the rest take CUDA arrays (CuPy arrays, PyTorch CUDA tensors, or any object with
 ``__cuda_array_interface__``) as well as NumPy arrays, with the same checks and
 messages, and run where the arrays live (fastbp._core describes an array with
-the helpers below and calls the CUDA kernels' table). They are re-exported here
-under the same names. Nothing is copied to the host; outputs are allocated with
+the helpers below and calls the CUDA kernels' table). Under the same names here
+they take CUDA arrays only: ``fastbp.cuda.dense_forward`` on a NumPy array raises
+TypeError rather than quietly running on the CPU (call ``fastbp.dense_forward``
+for that). Nothing is copied to the host; outputs are allocated with
 the inputs' library (CuPy or PyTorch) unless given with ``out=``; work runs on
 the stream the inputs export (the library's current stream). Losses and norms
 come back as Python floats, which synchronizes that stream.
@@ -24,13 +26,35 @@ import sys
 
 import numpy as np
 
+import functools
+
 from . import _core
-from ._core import (  # noqa: F401  (the same functions as fastbp's)
-    BUFFERS, LOSSES, STEP_FORWARD, STEP_GRAD, STEP_LOSS, STEP_TRAIN,
-    clip_by_global_norm, clip_by_value, dense_backward, dense_forward, global_norm, mse_loss,
-    relu_backward, relu_forward, sgd_update, sigmoid_backward, sigmoid_forward,
-    softmax_cross_entropy, tanh_backward, tanh_forward,
-)
+from ._core import BUFFERS, LOSSES, STEP_FORWARD, STEP_GRAD, STEP_LOSS, STEP_TRAIN  # noqa: F401
+
+_KERNELS = ("clip_by_global_norm", "clip_by_value", "dense_backward", "dense_forward",
+            "global_norm", "mse_loss", "relu_backward", "relu_forward", "sgd_update",
+            "sigmoid_backward", "sigmoid_forward", "softmax_cross_entropy", "tanh_backward",
+            "tanh_forward")
+
+
+def _device_only(f):
+    """fastbp's kernel f, for CUDA arrays only: its first argument (an array, or
+    for the norms and clipping a list of arrays) must live on a GPU."""
+    @functools.wraps(f)
+    def kernel(*args, **kw):
+        a = args[0] if args else next(iter(kw.values()), None)
+        first = a[0] if isinstance(a, (list, tuple)) and a else a
+        if not _on_device(first):
+            raise TypeError(
+                f"fastbp.cuda.{f.__name__}: expected CUDA arrays (CuPy arrays, PyTorch CUDA "
+                f"tensors, objects with __cuda_array_interface__), got "
+                f"{type(first).__module__}.{type(first).__name__}; for NumPy arrays call "
+                f"fastbp.{f.__name__}, which runs on the CPU")
+        return f(*args, **kw)
+    return kernel
+
+
+globals().update({name: _device_only(getattr(_core, name)) for name in _KERNELS})
 
 __all__ = [
     "is_available", "device_count", "CudaMLP", "DeviceBuffer",
