@@ -3,7 +3,8 @@ solver and task, the largest relative difference of the float64 loss curve and
 of the final coefs_/intercepts_ (tests/test_sklearn.py asserts 1e-9 on the same
 runs), and for lbfgs the final loss.
 
-    PYTHONPATH=src python bench/sklearn_parity.py
+    python bench/sklearn_parity.py                 # fastbp installed (pip install .)
+    PYTHONPATH=src python bench/sklearn_parity.py  # a checkout built in place
 """
 import sys
 import warnings

@@ -8,7 +8,29 @@ pure-NumPy twin of every kernel.
 """
 __version__ = "0.1.0"
 
-from . import _blas, _core
+def _no_extension():
+    """The ImportError for a source tree without its C extension (PYTHONPATH=src
+    before `python setup.py build_ext --inplace`, say), instead of Python's
+    "partially initialized module ... circular import"."""
+    import os
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    return ImportError(
+        f"fastbp's C extension (fastbp._core) is not built in {here}: this looks like a "
+        "source tree. Build it in place (python setup.py build_ext --inplace), or, to use "
+        "an installed fastbp (pip install .), leave this directory off PYTHONPATH.")
+
+
+try:
+    from . import _core
+except ImportError as _e:
+    import glob as _glob
+    import os as _os
+
+    if not _glob.glob(_os.path.join(_os.path.dirname(_os.path.abspath(__file__)), "_core*")):
+        raise _no_extension() from _e
+    raise
+from . import _blas  # noqa: E402
 
 _blas.load()
 
