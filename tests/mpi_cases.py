@@ -276,6 +276,11 @@ CASES = {"steps": case_steps, "fit": case_fit, "fit_full_batch": case_fit_full_b
 
 
 if __name__ == "__main__":
+    import os
+
+    if os.environ.get("FASTBP_TEST_STDERR_DIR"):  # each rank's stderr to a file of its own
+        sys.stderr = open(os.path.join(os.environ["FASTBP_TEST_STDERR_DIR"], f"rank{rank}.err"),
+                          "w", buffering=1)
     fastbp.set_num_threads(1)
     with dist.abort_on_error(comm):
         for name in sys.argv[1:]:

@@ -353,17 +353,17 @@ def test_broadcast_model_on_one_rank_keeps_the_model():
 
 # ---- several ranks: tests/mpi_cases.py under mpiexec --------------------------------------
 
-def _run(script, *args, n=2, timeout=180):
+def _run(script, *args, n=2, timeout=180, env=None):
     """mpiexec -n n python script args, with this fastbp, one thread per rank, bounded."""
-    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", **(env or {}))
     src = str(Path(__import__("fastbp").__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join([src, env.get("PYTHONPATH", "")])
     return subprocess.run([_mpiexec(), "-n", str(n), sys.executable, str(script), *args],
                           capture_output=True, text=True, timeout=timeout, env=env)
 
 
-def _launch(*cases, timeout=180):
-    return _run(HERE / "mpi_cases.py", *cases, timeout=timeout)
+def _launch(*cases, timeout=180, env=None):
+    return _run(HERE / "mpi_cases.py", *cases, timeout=timeout, env=env)
 
 
 @needs_mpiexec
@@ -389,13 +389,19 @@ def test_two_ranks_are_deterministic_run_to_run():
 
 
 @needs_mpiexec
-def test_an_exception_on_one_rank_aborts_the_job():
-    r = _launch("abort", timeout=60)
+def test_an_exception_on_one_rank_aborts_the_job(tmp_path):
+    """The failing rank's report, read from the file its stderr goes to: what
+    mpiexec forwards of a rank's stderr is a race with MPI_Abort killing the job
+    (MPICH's hydra proxy can be torn down before it forwards the last write,
+    which once left this test with empty output), while a write to a file is
+    done when the rank's flush returns, before it calls MPI_Abort."""
+    r = _launch("abort", timeout=60, env={"FASTBP_TEST_STDERR_DIR": str(tmp_path)})
     out = r.stdout + r.stderr
     assert r.returncode != 0, out
-    assert "fastbp.distributed: rank 1 of 2 failed; aborting the MPI job" in out
-    assert "RuntimeError: boom from rank 1" in out
-    assert "not aborted" not in out
+    err = (tmp_path / "rank1.err").read_text()
+    assert "fastbp.distributed: rank 1 of 2 failed; aborting the MPI job" in err, (err, out)
+    assert "RuntimeError: boom from rank 1" in err
+    assert "not aborted" not in out + err + (tmp_path / "rank0.err").read_text()
 
 
 @needs_mpiexec

@@ -133,6 +133,13 @@ def _abort(comm, exc):
     sys.stderr.write(f"fastbp.distributed: rank {rank} of {size} failed; aborting the MPI job\n"
                      f"{msg}")
     sys.stderr.flush()
+    sys.stdout.flush()
+    # mpiexec forwards a rank's output through a pipe that MPI_Abort's teardown can
+    # cut before the last write is read: a moment for it (best effort; a rank whose
+    # stderr is a file has its report written already)
+    import time
+
+    time.sleep(0.25)
     comm.Abort(1)
 
 
