@@ -57,7 +57,7 @@ def plot_history(history, path=None, *, title=None, ax=None):
     norms = history.get("grad_norms") or []
     if ax is None:
         ncols = 2 if norms else 1
-        fig, axes = plt.subplots(1, ncols, figsize=(6.0 * ncols, 4.2), squeeze=False)
+        fig, axes = plt.subplots(1, ncols, figsize=(6.0 * ncols, 4.8), squeeze=False)
         ax, ax_g = axes[0][0], (axes[0][1] if norms else None)
     else:
         fig, ax_g = ax.figure, None
@@ -81,7 +81,9 @@ def plot_history(history, path=None, *, title=None, ax=None):
         ax2.set_ylabel(score.replace("_", " "))
         handles.append(h)
         labels.append(h.get_label())
-    ax.legend(handles, labels, loc="best", fontsize="small")
+    # legends below the axes: never over a curve
+    ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=3,
+              fontsize="small", frameon=False)
     if ax_g is not None:
         L, per = layer_norms(norms)
         for l in range(L):
@@ -92,7 +94,8 @@ def plot_history(history, path=None, *, title=None, ax=None):
         ax_g.set_ylabel("gradient norm (log scale)")
         ax_g.set_title("per-layer gradient norm, last batch of each epoch", fontsize="medium")
         ax_g.grid(alpha=0.3, which="both")
-        ax_g.legend(loc="best", fontsize="small")
+        ax_g.legend(loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=min(L, 6),
+                    fontsize="small", frameon=False)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
