@@ -8,6 +8,7 @@ pure-NumPy twin of every kernel.
 """
 __version__ = "0.1.0"
 
+
 def _no_extension():
     """The ImportError for a source tree without its C extension (PYTHONPATH=src
     before `python setup.py build_ext --inplace`, say), instead of Python's
