@@ -815,6 +815,16 @@ def build_mlp(d):
             tin = t.astype(OTHER[dtype])
         else:
             tin = np.zeros((N, C + 1), dtype)
+        if what in ("x_mixed", "x_int", "probs_mixed"):
+            # the MLP's dtype rule: data of another real dtype is converted to the
+            # model's, so the step is the reference's on the converted values
+            expect = "ok"
+            xe = np.asarray(xin, dtype)
+            te = tin if tin.dtype.kind in "iu" else np.asarray(tin, dtype)
+            params = {k: v.copy() for k, v in model.params.items()}
+            velocity = {k: np.zeros_like(v) for k, v in params.items()}
+            wlosses = [ref.mlp_train_step(params, xe, te, lr, act, loss, velocity=velocity,
+                                          **opts) for _ in range(steps)]
     snap = list(model.params.values())
 
     def call():
