@@ -110,9 +110,7 @@ def test_weighted_step_matches_reference(loss, dtype):
     (np.array([np.inf, 1, 1, 1, 1, 1]), ValueError,
      "mlp_step: sample_weight must be finite and >= 0, got inf at index 0"),
     (np.zeros(6), ValueError, "mlp_step: the sample weights sum to 0"),
-    (np.ones(6, np.float32), TypeError,
-     "mlp_step: sample_weight has dtype float32 but the inputs are float64"),
-    (np.ones(6, np.int64), TypeError, "sample_weight must be a float32 or float64 array"),
+    (np.ones(6, np.complex128), TypeError, "sample_weight must be a float32 or float64 array"),
 ])
 def test_train_step_checks_the_weights_before_anything_changes(w, exc, msg):
     rng = np.random.default_rng(3)
@@ -128,6 +126,21 @@ def test_train_step_checks_the_weights_before_anything_changes(w, exc, msg):
     for a, b in zip(m.optimizer_state["vW"], state):
         assert np.array_equal(a, b)
     assert m.step_ == 1 and m.optimizer_state["t"] == 1
+
+
+@pytest.mark.parametrize("wdtype", [np.float32, np.int64])
+def test_train_step_converts_weights_of_another_dtype(wdtype):
+    """The MLP's dtype rule: weights of another real dtype are converted to the
+    model's, giving the step that float64 weights give."""
+    rng = np.random.default_rng(3)
+    x, t = data(rng, "softmax_cross_entropy", 6)
+    w = np.array([1, 2, 0, 3, 1, 1])
+    a, b = model("softmax_cross_entropy"), model("softmax_cross_entropy")
+    la = a.train_step(x, t, 0.1, sample_weight=w.astype(wdtype))
+    lb = b.train_step(x, t, 0.1, sample_weight=w.astype(np.float64))
+    assert la == lb
+    for k in a.params:
+        assert np.array_equal(a.params[k], b.params[k]), k
 
 
 # ---------------------------------------------------------------------------
