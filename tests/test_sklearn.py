@@ -563,11 +563,15 @@ def test_onnx_export_of_the_estimators(tmp_path):
                 MLPClassifier(**params, dtype=np.float32).fit(X, y),
                 MLPRegressor(**params).fit(X, yr)]
     for k, est in enumerate(ests):
-        sess = ort.InferenceSession(fonnx.export(est, str(tmp_path / f"m{k}.onnx")))
-        out = sess.run(None, {sess.get_inputs()[0].name: X.astype(est.coefs_[0].dtype)})
-        tol = 1e-6 if est.coefs_[0].dtype == np.float32 else 1e-12
-        if hasattr(est, "predict_proba"):
-            np.testing.assert_array_equal(out[0], est.predict(X))
-            np.testing.assert_allclose(out[1], est.predict_proba(X), rtol=tol, atol=tol)
-        else:
-            np.testing.assert_allclose(out[0], est.predict(X), rtol=tol, atol=tol)
+        # float32 input by default; the float64 estimators take float64 when asked
+        for in_dt in ({np.float32, est.coefs_[0].dtype.type}):
+            sess = ort.InferenceSession(fonnx.export(est, str(tmp_path / f"m{k}.onnx"),
+                                                     input_dtype=in_dt))
+            x = X.astype(in_dt)
+            out = sess.run(None, {sess.get_inputs()[0].name: x})
+            tol = 1e-6 if est.coefs_[0].dtype == np.float32 else 1e-12
+            if hasattr(est, "predict_proba"):
+                np.testing.assert_array_equal(out[0], est.predict(x))
+                np.testing.assert_allclose(out[1], est.predict_proba(x), rtol=tol, atol=tol)
+            else:
+                np.testing.assert_allclose(out[0], est.predict(x), rtol=tol, atol=tol)
