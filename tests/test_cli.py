@@ -216,6 +216,9 @@ def test_save_reports_the_file_written(capsys, tmp_path):
     assert main(TINY + ["--save", path]) == 0
     out = capsys.readouterr().out
     assert f"saved to {path}.npz (" in out, out
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(path + ".npz").st_mode & 0o777 == 0o666 & ~umask
     # MLP.load reads the network alone, and says what it leaves out
     with pytest.warns(UserWarning, match="holds the feature standardization and the class "
                                          "names.*fastbp.bundle.load"):

@@ -168,6 +168,9 @@ class Bundle:
                 for name, a in extra.items():
                     with zf.open(name + ".npy", "w") as f:
                         np.lib.format.write_array(f, np.asarray(a), allow_pickle=False)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)      # mkstemp's 0600 -> what open() would give
             os.replace(tmp, path)
         except BaseException:
             if os.path.exists(tmp):
