@@ -923,7 +923,12 @@ class MLP:
         state, and the step and epoch counters, so that training resumes exactly
         (a fit continued with the same seed gives the parameters an unbroken fit
         would have). Returns the file's path: path itself, or path + ".npz" as
-        NumPy names it; load() reads what save() wrote for the same path."""
+        NumPy names it; load() reads what save() wrote for the same path.
+
+        The file is written whole or not at all: into a temporary file beside
+        it, fsync'ed, then renamed over path, so a kill, a Ctrl-C or a full
+        disk mid-save leaves the previous checkpoint intact."""
+        from ._atomic import atomic_write
         from ._checkpoint import npz_path
 
         path = npz_path(path)
@@ -932,14 +937,17 @@ class MLP:
         st = self.optimizer_state
         extra = {f"state_{k}{l + 1}": v for k in ("vW", "vb", "sW", "sb") if k in st
                  for l, v in enumerate(st[k])}
-        np.savez(path, sizes=np.asarray(self.sizes), activation=acts,
-                 loss=np.str_(self.loss_name), dtype=np.str_(self.dtype.name),
-                 dropout=np.asarray(self._dropout, np.float64), seed=np.int64(self.seed),
-                 step=np.int64(self.step_), epoch=np.int64(self.epoch_),
-                 optimizer=np.str_(st["optimizer"] or ""), optimizer_t=np.int64(st["t"]),
-                 loss_curve=np.asarray(self.loss_curve_, np.float64),
-                 val_loss_curve=np.asarray(self.val_loss_curve_, np.float64),
-                 **self.get_params(), **extra)
+        members = dict(sizes=np.asarray(self.sizes), activation=acts,
+                       loss=np.str_(self.loss_name), dtype=np.str_(self.dtype.name),
+                       dropout=np.asarray(self._dropout, np.float64), seed=np.int64(self.seed),
+                       step=np.int64(self.step_), epoch=np.int64(self.epoch_),
+                       optimizer=np.str_(st["optimizer"] or ""), optimizer_t=np.int64(st["t"]),
+                       loss_curve=np.asarray(self.loss_curve_, np.float64),
+                       val_loss_curve=np.asarray(self.val_loss_curve_, np.float64),
+                       **self.get_params(), **extra)
+        # a crash or a full disk mid-write leaves the file that was there (_atomic)
+        with atomic_write(path) as f:
+            np.savez(f, **members)
         return path
 
     @classmethod
