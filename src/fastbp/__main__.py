@@ -119,9 +119,14 @@ def cmd_train(args):
           f"{dtype.name}, {fastbp.get_num_threads()} thread(s)")
     t0 = time.perf_counter()
     progress = _stderr_is_terminal() if args.progress is None else args.progress
-    hist = model.fit(Xtr, ytr, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                     weight_decay=args.weight_decay, momentum=args.momentum, seed=args.seed,
-                     progress=progress)
+    try:
+        hist = model.fit(Xtr, ytr, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                         weight_decay=args.weight_decay, momentum=args.momentum,
+                         seed=args.seed, progress=progress)
+    except KeyboardInterrupt:
+        # fit leaves a consistent model (the last completed step's parameters):
+        # keep what was trained
+        return _interrupted(model, args)
     t_fast = time.perf_counter() - t0
     metric = "test accuracy" if classify else "test R^2"
     with np.errstate(all="ignore"):
@@ -147,6 +152,27 @@ def cmd_train(args):
     if args.save:
         print(f"saved to {model.save(args.save)}")
     return 0
+
+
+def _interrupted(model, args):
+    """Ctrl-C during train's fit: save the model if --save was given and its
+    parameters are finite, say so in one line, and return 130 (128 + SIGINT,
+    the shell's status for an interrupted command)."""
+    where = (f"fastbp train: interrupted in epoch {model.epoch_ + 1} of {args.epochs} "
+             f"(after {model.step_} steps)")
+    if not args.save:
+        print(f"{where}; nothing saved (no --save)", file=sys.stderr)
+    elif not all(np.isfinite(v).all() for v in model.params.values()):
+        print(f"{where}; the parameters are not finite: nothing saved", file=sys.stderr)
+    else:
+        try:
+            path = model.save(args.save)
+        except KeyboardInterrupt:  # a second Ctrl-C: the save is atomic, the old file stays
+            print(f"{where}; interrupted again while saving: {args.save} left as it was",
+                  file=sys.stderr)
+        else:
+            print(f"{where}; saved the model to {path}", file=sys.stderr)
+    return 130
 
 
 def cmd_bench(args):
@@ -373,7 +399,11 @@ def main(argv=None):
     if getattr(args, "func", None) is cmd_bench and args.datasets and not args.vs_sklearn:
         parser.error("argument --datasets: expected --vs-sklearn with it (the step "
                      "benchmark takes --sizes)")
-    return args.func(args)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:  # anywhere else (loading data, a benchmark): no traceback
+        print(f"{parser.prog} {args.cmd}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
