@@ -45,7 +45,8 @@ from sklearn.metrics import accuracy_score, r2_score
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import check_random_state, column_or_1d
-from sklearn.utils._param_validation import Interval, Options, StrOptions
+from sklearn.utils._param_validation import (Interval, InvalidParameterError, Options,
+                                            StrOptions)
 from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import (_check_partial_fit_first_call, type_of_target,
@@ -177,6 +178,15 @@ class _BaseMLP(BaseEstimator):
     }
 
     # ---- the network ------------------------------------------------------------------------
+    def _n_threads(self):
+        """n_threads, which the parameter validation checked but for a bool (an
+        Integral to it)."""
+        if isinstance(self.n_threads, (bool, np.bool_)):
+            raise InvalidParameterError(
+                f"The 'n_threads' parameter of {type(self).__name__} must be None or an int in "
+                f"the range [1, 4096]. Got {self.n_threads!r} instead.")
+        return self.n_threads
+
     def _compute_dtype(self, X_dtype):
         """The dtype the engine computes in: the dtype parameter, or X's."""
         if self.dtype is None:
@@ -333,7 +343,7 @@ class _BaseMLP(BaseEstimator):
         # n_threads for this thread's calls alone: two estimators fitting in two
         # threads (GridSearchCV's threading backend) each keep their own, and the
         # process-wide count is never changed (it was set and restored: racy)
-        with local_threads(self.n_threads):
+        with local_threads(self._n_threads()):
             if self.solver in _STOCHASTIC_SOLVERS:
                 self._fit_stochastic(X, y, sample_weight, layer_units, incremental, dtype)
             elif self.solver == "lbfgs":
@@ -595,7 +605,7 @@ class _BaseMLP(BaseEstimator):
         out_dtype = np.result_type(X.dtype, dtype)
         h = self._dense(X, dtype)
         hidden = _ACTIVATIONS[self.activation]
-        with local_threads(self.n_threads):
+        with local_threads(self._n_threads()):
             for i in range(self.n_layers_ - 1):
                 act = hidden if i != self.n_layers_ - 2 else None
                 h = _core.dense_forward(h, np.asarray(self.coefs_[i], dtype),
