@@ -314,8 +314,9 @@ def _sync(model, dp, root=0):
 
 def broadcast_model(model, comm, root=0):
     """Make every rank's model rank root's: its parameters, optimizer state and
-    step count, step and epoch counters, loss curves, and seed (which keys the
-    dropout masks).
+    step count, step and epoch counters, loss curves and their validation
+    flags, the named schedule's plan, the early-stopping run, and seed (which
+    keys the dropout masks).
     Checks first, on every rank alike, that the ranks hold the same network
     (sizes, dtype, activations, loss, dropout, device); a mismatch raises the same
     ValueError on every rank. Collective: every rank of comm must call it."""

@@ -198,9 +198,12 @@ class MLP:
     Attributes: ``step_`` and ``epoch_`` count the training steps and the epochs
     of fit over the model's life; ``loss_curve_`` and ``val_loss_curve_`` hold
     each of those epochs' training and validation loss (NaN for an epoch without
-    a validation set), which ReduceLROnPlateau replays (all saved with the
-    model); ``history_`` is the history of the last fit, kept epoch by epoch
-    (also when the fit is interrupted).
+    a validation set, or whose validation loss was NaN; ``had_validation_``
+    tells them apart), which ReduceLROnPlateau replays; ``lr_schedule_`` is the
+    plan of a named "step" or "cosine" schedule, (name, total epochs), that a
+    resumed fit continues; ``early_stopping_state`` the early-stopping run a
+    next fit continues (all saved with the model). ``history_`` is the history
+    of the last fit, kept epoch by epoch (also when the fit is interrupted).
     """
 
     def __init__(self, sizes, activation="relu", loss="softmax_cross_entropy",
