@@ -435,3 +435,24 @@ def test_example_train_mpi_runs():
     r = _run(HERE.parent / "examples" / "train_mpi.py", "--epochs", "3")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "2 ranks, 3 epochs" in r.stdout and "identical on every rank: True" in r.stdout
+
+
+@needs_mpi4py
+def test_a_data_parallel_fit_continues_the_early_stopping_run_and_the_plan():
+    """The early-stopping run (with its best parameters) and the named
+    schedule's plan travel with rank 0's model (_sync): a run split over two
+    fits with comm equals the uninterrupted single-process run, bitwise."""
+    from test_checkpoint import ES, assert_same_model, es_data, es_model
+
+    MPI = _mpi4py()
+    X, y = es_data()
+    kw = dict(optimizer=optim.Adam(0.01), lr_schedule="cosine")
+    whole = es_model()
+    hw = whole.fit(X, y, epochs=60, total_epochs=60, **kw, **ES)
+    part = es_model()
+    h1 = part.fit(X, y, epochs=9, total_epochs=60, comm=MPI.COMM_SELF, **kw,
+                  **dict(ES, restore_best=False))
+    assert part.early_stopping_state["wait"] == 1 and part.lr_schedule_ == ("cosine", 60)
+    h2 = part.fit(X, y, epochs=51, comm=MPI.COMM_SELF, **kw, **ES)
+    assert h1["val_loss"] + h2["val_loss"] == hw["val_loss"] and h1["lr"] + h2["lr"] == hw["lr"]
+    assert_same_model(part, whole)
