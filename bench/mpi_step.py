@@ -25,6 +25,7 @@ from mpi4py import MPI
 
 import fastbp
 from fastbp import MLP, _core
+from fastbp._atomic import write_bytes
 from fastbp.bench import SIZES
 
 
@@ -115,8 +116,7 @@ def main():
                   f"| {r['plain']:.3f} | {r['step']:.3f} | {r['backward']:.3f} "
                   f"| {r['allreduce']:.3f} | {r['update']:.3f} | {r['allreduce_gbs']:.2f} |")
         if args.json:
-            with open(args.json, "w") as f:
-                json.dump(rows, f, indent=1)
+            write_bytes(args.json, json.dumps(rows, indent=1).encode())
 
 
 if __name__ == "__main__":

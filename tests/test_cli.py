@@ -605,3 +605,77 @@ def test_plot_writes_a_png(capsys, tmp_path, monkeypatch):
     err = one_line_error(capsys, ["train", "--data", "iris", "--epochs", "1", "--plot",
                                   str(tmp_path / "d.png"), "--no-progress"])
     assert "fastbp.plot needs matplotlib: pip install 'fastbp[plot]'" in err
+
+# ---- Ctrl-C during train (issue 25, defect 9) ----------------------------------------
+
+def interrupt_after_two_epochs(monkeypatch):
+    """MLP.fit that trains two epochs, then raises KeyboardInterrupt in the
+    third, as Ctrl-C does between two native calls."""
+    real = fastbp.MLP.fit
+
+    def fit(self, *args, **kwargs):
+        def stop(model, epoch, history):
+            if epoch == 1:
+                raise KeyboardInterrupt
+        return real(self, *args, **dict(kwargs, callbacks=[stop]))
+    monkeypatch.setattr(fastbp.MLP, "fit", fit)
+
+
+def test_ctrl_c_saves_what_was_trained_and_exits_130(capsys, monkeypatch, tmp_path):
+    """Before: a KeyboardInterrupt traceback, and nothing saved."""
+    interrupt_after_two_epochs(monkeypatch)
+    path = tmp_path / "model.npz"
+    assert main(["train", "--epochs", "50", "--hidden", "8", "--no-progress",
+                 "--save", str(path)]) == 130
+    out, err = capsys.readouterr()
+    assert err == (f"fastbp train: interrupted in epoch 3 of 50 (after 86 steps); saved the "
+                   f"model to {path}\n"), err
+    model = fastbp.MLP.load(path)
+    assert (model.epoch_, model.step_, model.sizes) == (2, 86, [64, 8, 10])
+
+
+def test_ctrl_c_without_save_says_nothing_was_saved(capsys, monkeypatch, tmp_path):
+    interrupt_after_two_epochs(monkeypatch)
+    assert main(["train", "--epochs", "50", "--hidden", "8", "--no-progress"]) == 130
+    assert capsys.readouterr().err == ("fastbp train: interrupted in epoch 3 of 50 (after 86 "
+                                       "steps); nothing saved (no --save)\n")
+    assert os.listdir(tmp_path) == []
+
+
+def test_ctrl_c_elsewhere_exits_130_without_a_traceback(capsys, monkeypatch):
+    import fastbp.__main__ as cli
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(cli, "_toy_table", interrupted)  # loading the data
+    assert main(TINY) == 130
+    assert capsys.readouterr().err.endswith(" train: interrupted\n")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs POSIX signals")
+def test_sigint_to_the_program_saves_and_exits_130(tmp_path):
+    """The real thing: SIGINT to `python -m fastbp train` once it has printed
+    its first line (the fit starts right after)."""
+    import signal
+    import time
+
+    path = tmp_path / "run.npz"
+    env = dict(os.environ, PYTHONPATH=SRC, PYTHONUNBUFFERED="1")
+    p = subprocess.Popen([sys.executable, "-m", "fastbp", "train", "--epochs", "1000000",
+                          "--hidden", "16", "--no-progress", "--save", str(path)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert p.stdout.readline().startswith("fastbp "), p.stderr.read()
+        time.sleep(0.5)
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 130, err
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fastbp train: interrupted in epoch "), err
+    assert lines[0].endswith(f"; saved the model to {path}"), err
+    model = fastbp.MLP.load(path)
+    assert model.step_ > 0 and model.sizes == [64, 16, 10]

@@ -308,6 +308,37 @@ def test_one_rank_communicator_equals_plain_training(dtype):
         assert (a.step_, a.epoch_, a._opt_t) == (b.step_, b.epoch_, b._opt_t)
 
 
+class _HalfComm:
+    """Has some of a communicator's methods (Get_rank, Get_size) but not all."""
+
+    def Get_rank(self):
+        return 0
+
+    def Get_size(self):
+        return 1
+
+
+@pytest.mark.parametrize("comm", [object(), _HalfComm(), "COMM_WORLD"],
+                         ids=["object", "half", "str"])
+def test_a_bad_communicator_is_the_same_type_error_in_fit_and_train_step(comm):
+    """fit raised AttributeError ('object' has no 'Get_size') where train_step
+    raised TypeError; both now check comm first, with the same message. Needs
+    no mpi4py."""
+    m = MLP([3, 4, 2], dtype=np.float64)
+    before = m.get_params()
+    X, y = np.ones((4, 3)), np.array([0, 1, 0, 1])
+    name = type(comm).__name__
+    for call, fn in ((lambda: m.fit(X, y, epochs=1, comm=comm), "fit"),
+                     (lambda: m.train_step(X, y, lr=0.1, comm=comm), "train_step")):
+        with pytest.raises(TypeError, match=rf"^{fn}: comm must be an mpi4py communicator, "
+                                            rf"got {name} \(it has no (Get_rank|Allreduce)\); "
+                                            r"pass an mpi4py.MPI.Comm, or None$"):
+            call()
+    for k, v in before.items():
+        np.testing.assert_array_equal(m.params[k], v)
+    assert (m.step_, m.epoch_) == (0, 0)
+
+
 @needs_mpi4py
 def test_one_rank_errors_raise_and_change_nothing():
     MPI = _mpi4py()
@@ -410,3 +441,24 @@ def test_example_train_mpi_runs():
     r = _run(HERE.parent / "examples" / "train_mpi.py", "--epochs", "3")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "2 ranks, 3 epochs" in r.stdout and "identical on every rank: True" in r.stdout
+
+
+@needs_mpi4py
+def test_a_data_parallel_fit_continues_the_early_stopping_run_and_the_plan():
+    """The early-stopping run (with its best parameters) and the named
+    schedule's plan travel with rank 0's model (_sync): a run split over two
+    fits with comm equals the uninterrupted single-process run, bitwise."""
+    from test_checkpoint import ES, assert_same_model, es_data, es_model
+
+    MPI = _mpi4py()
+    X, y = es_data()
+    kw = dict(optimizer=optim.Adam(0.01), lr_schedule="cosine")
+    whole = es_model()
+    hw = whole.fit(X, y, epochs=60, total_epochs=60, **kw, **ES)
+    part = es_model()
+    h1 = part.fit(X, y, epochs=9, total_epochs=60, comm=MPI.COMM_SELF, **kw,
+                  **dict(ES, restore_best=False))
+    assert part.early_stopping_state["wait"] == 1 and part.lr_schedule_ == ("cosine", 60)
+    h2 = part.fit(X, y, epochs=51, comm=MPI.COMM_SELF, **kw, **ES)
+    assert h1["val_loss"] + h2["val_loss"] == hw["val_loss"] and h1["lr"] + h2["lr"] == hw["lr"]
+    assert_same_model(part, whole)

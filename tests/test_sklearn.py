@@ -454,6 +454,91 @@ def test_n_threads_is_restored_and_changes_nothing(restore_threads):
         np.testing.assert_array_equal(c, d)
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_n_threads_of_two_fits_in_threads_do_not_race(restore_threads, monkeypatch):
+    """Two estimators fitting in two threads (GridSearchCV's threading backend),
+    interleaved as the race needs: A enters, B enters, A leaves, B leaves.
+    With a set-and-restore of the process-wide count, B's later calls ran at
+    A's restored count and the process was left at A's n_threads; now each
+    thread's calls run at its own n_threads and the process count is untouched."""
+    import threading
+
+    from fastbp import sklearn as fbsk
+
+    X, y = _data("multiclass", n=200)
+    fastbp.set_num_threads(2)
+    seen = {"A": [], "B": []}
+    a_in, b_in, a_done = threading.Event(), threading.Event(), threading.Event()
+    real = fbsk._core.mlp_epoch
+
+    def spy(*args, **kwargs):
+        name = threading.current_thread().name
+        seen[name].append(fastbp.get_num_threads())
+        if name == "A" and len(seen["A"]) == 1:
+            a_in.set()
+            assert b_in.wait(30)
+        if name == "B" and len(seen["B"]) == 1:
+            b_in.set()
+            assert a_done.wait(30)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fbsk._core, "mlp_epoch", spy)
+    errors = []
+
+    def fit(n, done=None):
+        try:
+            MLPClassifier(hidden_layer_sizes=(8,), max_iter=3, random_state=0,
+                          n_threads=n).fit(X, y)   # (warnings: not thread-safe to catch)
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+        finally:
+            if done is not None:
+                done.set()
+
+    a = threading.Thread(target=fit, args=(3, a_done), name="A")
+    b = threading.Thread(target=fit, args=(1,), name="B")
+    a.start()
+    assert a_in.wait(30)
+    b.start()
+    a.join(60)
+    b.join(60)
+    assert not errors, errors
+    assert set(seen["A"]) == {3} and set(seen["B"]) == {1}, seen
+    assert fastbp.get_num_threads() == 2
+
+
+def test_n_threads_applies_to_predict_and_is_checked_up_front(restore_threads, monkeypatch):
+    from fastbp import sklearn as fbsk
+
+    X, y = _data("multiclass")
+    est = MLPClassifier(hidden_layer_sizes=(8,), max_iter=2, random_state=0, n_threads=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est.fit(X, y)
+    seen, real = [], fbsk._core.dense_forward
+    monkeypatch.setattr(fbsk._core, "dense_forward",
+                        lambda *a, **k: seen.append(fastbp.get_num_threads()) or real(*a, **k))
+    before = fastbp.get_num_threads()
+    est.predict_proba(X)
+    assert set(seen) == {3} and fastbp.get_num_threads() == before
+    # the pool's range, before any training (fit failed at its first native call)
+    with pytest.raises(ValueError, match=r"The 'n_threads' parameter of MLPClassifier must be "
+                                         r"None or an int in the range \[1, 4096\]"):
+        MLPClassifier(n_threads=5000).fit(X, y)
+
+
+def test_negative_sample_weights_are_refused_up_front():
+    """scikit-learn's MLP accepts them; fastbp's engine cannot (a weighted mean
+    needs weights >= 0): refused before training, naming the difference
+    (docs/sklearn.md lists it)."""
+    X, y = _data("multiclass")
+    w = np.ones(len(y))
+    w[3] = -0.5
+    with raises(ValueError, "sample_weight must be >= 0, got -0.5 at index 3: fastbp's engine "
+                            "takes the weighted mean"):
+        MLPClassifier(max_iter=2).fit(X, y, sample_weight=w)
+
+
 def test_dropout_trains_another_network_reproducibly():
     X, y = _data("multiclass")
     params = dict(hidden_layer_sizes=(16, 8), max_iter=5, random_state=0)

@@ -361,7 +361,7 @@ def test_divergence_warns_with_the_epoch_and_stops(dtype):
     assert len(h["loss"]) == epoch < 50 and m.epoch_ == epoch
     assert not math.isfinite(h["loss"][-1]) and all(map(math.isfinite, h["loss"][:-1]))
     # the diverged model is refused, not silently NaN: a later fit, and predict
-    with pytest.raises(ValueError, match="fit: the model's parameter W. holds NaN or inf"):
+    with pytest.raises(ValueError, match="fit: the model's parameter '?W.'? holds NaN or inf"):
         m.fit(X, t, epochs=1)
     with pytest.raises(ValueError, match="predict: the model's parameter W. holds NaN or inf"):
         m.predict(X)
@@ -393,3 +393,141 @@ def test_verbose_1_leaves_one_line_per_epoch(capsys):
     assert c.out == "" and "2/2" in c.err and c.err.endswith("\n")
     with pytest.raises(ValueError, match="verbose must be 0, 1, 2 or a bool, got 3"):
         m.fit(X, y, epochs=1, verbose=3)
+
+# ---------------------------------------------------------------------------
+# issue 25: NaN validation losses, overflow-proof schedules, weights as used
+# ---------------------------------------------------------------------------
+
+NAN = float("nan")
+NAN_VAL = [1.0, 0.9, 0.95, NAN, 0.97, NAN, 0.5, 0.6, NAN, NAN, NAN, 0.4, 0.45, 0.47]
+
+
+@pytest.mark.parametrize("kw", [dict(factor=0.5, patience=1), dict(factor=0.5, patience=0),
+                                dict(factor=0.2, patience=1, cooldown=1)], ids=str)
+def test_plateau_counts_a_nan_validation_loss_as_a_bad_epoch_as_torch(kw):
+    """One NaN val_loss made the rule replay the whole history on the training
+    loss (below: always improving), so a reduced rate jumped back to base_lr;
+    torch counts a NaN as no improvement and keeps the rate reduced.
+    had_validation tells "no validation set" from "a NaN validation loss"."""
+    torch = pytest.importorskip("torch")
+    sched = optim.ReduceLROnPlateau(**kw)
+    want = torch_lrs(torch, lambda o: torch.optim.lr_scheduler.ReduceLROnPlateau(o, **kw),
+                     len(NAN_VAL), NAN_VAL)
+    train = [1.0 / (e + 1) for e in range(len(NAN_VAL))]
+    got = [sched.lr(e, 0.1, {"loss": train[:e], "val_loss": NAN_VAL[:e],
+                             "had_validation": [True] * e}) for e in range(len(NAN_VAL))]
+    np.testing.assert_allclose(got, want, rtol=1e-15)
+    assert min(got) < 0.1
+    # an epoch without a validation set (had_validation False) still means: watch loss
+    hist = {"loss": train, "val_loss": [NAN] + NAN_VAL[1:],
+            "had_validation": [False] + [True] * (len(NAN_VAL) - 1)}
+    assert sched.lr(len(train), 0.1, hist) == sched.lr(len(train), 0.1, {"loss": train})
+
+
+def test_a_fit_whose_validation_loss_is_nan_keeps_its_rate_reduced(tmp_path):
+    """A validation set that overflows float32 gives val_loss NaN every epoch:
+    the plateau rule cuts the rate as torch's would (before, it watched the
+    falling training loss instead and never cut); the flags are kept and saved."""
+    torch = pytest.importorskip("torch")
+    X, y = data()
+    Xv = np.full((6, SIZES[0]), 3e38, np.float32)
+    m = MLP(SIZES, "relu", dtype=np.float32, seed=1)
+    kw = dict(factor=0.5, patience=1)
+    h = m.fit(X.astype(np.float32), y, epochs=6, batch_size=8, lr=0.1,
+              validation=(Xv, y[:6]), lr_schedule=optim.ReduceLROnPlateau(**kw))
+    assert all(math.isnan(v) for v in h["val_loss"]) and m.had_validation_ == [True] * 6
+    want = torch_lrs(torch, lambda o: torch.optim.lr_scheduler.ReduceLROnPlateau(o, **kw), 6,
+                     h["val_loss"])
+    assert h["lr"] == want and want[-1] < 0.1
+    back = MLP.load(m.save(tmp_path / "m"))
+    assert back.had_validation_ == [True] * 6
+    m.fit(X.astype(np.float32), y, epochs=1, lr=0.1)
+    assert m.had_validation_ == [True] * 6 + [False]
+
+
+def test_step_lr_with_gamma_above_1_cannot_overflow():
+    """gamma ** k overflowed (OverflowError mid-fit, after epochs had trained)
+    even where base_lr * gamma ** k is finite."""
+    s = optim.StepLR(1, gamma=2.0)
+    assert s.lr(1100, 2.0 ** -1074, {}) == pytest.approx(2.0 ** 26, rel=1e-12)  # 2**1100 alone
+    # overflows; from logarithms there
+    assert s.lr(10, 0.1, {}) == 0.1 * 2.0 ** 10                     # exact where it was
+    assert s.lr(5000, 1e-300, {}) == math.inf                        # past the range itself
+    assert optim.StepLR(1, gamma=0.5).lr(10**9, 0.1, {}) == 0.0     # underflow is 0
+    assert optim.InverseScalingLR(1000.0).lr(10, 1e300, {}) == 0.0  # 11**1000 overflowed
+    from fractions import Fraction
+    assert optim.InverseScalingLR(300.0).lr(10, 1e300, {}) == pytest.approx(
+        float(Fraction(1e300) / 11 ** 300), rel=1e-12)                # 11.0**300 overflows
+    assert optim.CosineAnnealingLR(7).lr(10**15, 0.1, {}) >= 0
+
+
+def test_a_schedule_that_would_overflow_is_refused_before_the_first_epoch():
+    X, y = data()
+    m = model()
+    before = m.get_params()
+    with raises(ValueError, "fit: StepLR(step_size=1, gamma=10.0) gives lr inf at epoch 399 "
+                            "from lr 0.1; the rate must be finite and >= 0 at every epoch of "
+                            "the fit (0 to 399); no epoch was trained"):
+        m.fit(X, y, epochs=400, batch_size=40, lr=0.1, lr_schedule=optim.StepLR(1, 10.0))
+    assert params_equal(m.params, before) and (m.epoch_, m.step_) == (0, 0)
+    # the same schedule over epochs whose rates are finite trains
+    h = m.fit(X, y, epochs=3, batch_size=40, lr=0.1, lr_schedule=optim.StepLR(1, 10.0))
+    np.testing.assert_allclose(h["lr"], [0.1, 1.0, 10.0], rtol=1e-15)
+
+
+@pytest.mark.parametrize("bad", [NAN, -0.1, float("inf"), "0.1", True])
+def test_min_delta_is_checked(bad):
+    """min_delta=nan was accepted, and early stopping then never improved."""
+    X, y = data()
+    with raises(ValueError, f"fit: min_delta must be a finite number >= 0, got {bad!r}"):
+        model().fit(X, y, epochs=2, early_stopping=True, min_delta=bad)
+
+
+def test_total_epochs_is_checked():
+    X, y = data()
+    m = model()
+    with raises(ValueError, "fit: total_epochs must be an integer >= 1 or None, got 0"):
+        m.fit(X, y, epochs=2, lr_schedule="cosine", total_epochs=0)
+    with raises(ValueError, "fit: total_epochs sizes the 'step' and 'cosine' schedules (their "
+                            "horizon); lr_schedule='plateau' has none"):
+        m.fit(X, y, epochs=2, lr_schedule="plateau", total_epochs=4)
+    with raises(ValueError, "fit: total_epochs=3 is less than the model's 0 epochs so far plus "
+                            "this fit's 4"):
+        m.fit(X, y, epochs=4, lr_schedule="step", total_epochs=3)
+    assert m.epoch_ == 0
+    h = m.fit(X, y, epochs=2, lr=0.1, lr_schedule="cosine", total_epochs=4)
+    np.testing.assert_allclose(h["lr"], [0.1, 0.05 * (1 + math.cos(math.pi / 4))], rtol=1e-15)
+    assert m.lr_schedule_ == ("cosine", 4)
+
+
+@pytest.mark.parametrize("case, msg", [
+    (dict(sample_weight=np.full(40, 1e-50)),
+     "fit: the sample weights sum to 0 in float32, the model's dtype (they are below its "
+     "smallest positive number, 1.4e-45): scale the weights up (only their ratios matter)"),
+    (dict(sample_weight=np.full(40, 1e39)),
+     "fit: the weight of row 0 is 1e+39 (from sample_weight), past the range of float32, the "
+     "model's dtype (its largest number is 3.4e+38): scale the weights down"),
+    (dict(class_weight={1: 1e300}),
+     "(from class_weight), past the range of float32"),
+    ("held-out", "fit: the sample weights of the 36 training rows sum to 0: early stopping's "
+                 "held-out validation rows hold all the weight (pass validation=, or weight "
+                 "the training rows)"),
+], ids=["underflow", "overflow", "class-weight-overflow", "held-out"])
+def test_training_weights_are_checked_as_the_model_uses_them(case, msg):
+    """Checked after the hold-out split and the cast to the model's dtype, before
+    any epoch: these died with a bare ZeroDivisionError after an epoch had run,
+    or blamed mlp_epoch for an inf the cast made."""
+    X, y = data()
+    m = model(dtype=np.float32)
+    kw = dict(epochs=2, batch_size=8, lr=0.1)
+    if case == "held-out":
+        val = m._hold_out_rows(X, y, 0.1, 0)[1]
+        w = np.zeros(40)
+        w[val] = 1.0                                   # only the held-out rows weigh
+        case = dict(sample_weight=w, early_stopping=True)
+    before = m.get_params()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                 # no "overflow in cast" on the way
+        with raises(ValueError, msg):
+            m.fit(X.astype(np.float32), y, **kw, **case)
+    assert params_equal(m.params, before) and (m.epoch_, m.step_) == (0, 0)

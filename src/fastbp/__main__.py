@@ -397,7 +397,13 @@ def cmd_train(args):
     t0 = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", fastbp.model.DivergedWarning)
-        hist = model.fit(Xs[tr], yt[tr], **fit_kw)
+        try:
+            hist = model.fit(Xs[tr], yt[tr], **fit_kw)
+        except KeyboardInterrupt:
+            # fit leaves a consistent model (the last completed step's parameters):
+            # keep what was trained
+            return _interrupted(model, args, lambda: Bundle(
+                model, names, mean, scale, task, target, classes, y_mean, y_scale).save(args.save))
     for w in caught:  # anything but the divergence, which is said below in one line
         if not isinstance(w.message, fastbp.model.DivergedWarning):
             warnings.showwarning(w.message, w.category, w.filename, w.lineno)
@@ -583,6 +589,27 @@ def cmd_info(args):
     print("an MLP file of MLP.save (no preprocessing: it expects rows as it was trained on)")
     m.summary()
     return 0
+
+
+def _interrupted(model, args, save):
+    """Ctrl-C during train's fit: save the model (with its preprocessing: save()
+    writes it) if --save was given and its parameters are finite, say so in one line, and return 130 (128 + SIGINT,
+    the shell's status for an interrupted command)."""
+    where = (f"fastbp train: interrupted in epoch {model.epoch_ + 1} of {args.epochs} "
+             f"(after {model.step_} steps)")
+    if not args.save:
+        print(f"{where}; nothing saved (no --save)", file=sys.stderr)
+    elif not all(np.isfinite(v).all() for v in model.params.values()):
+        print(f"{where}; the parameters are not finite: nothing saved", file=sys.stderr)
+    else:
+        try:
+            path = save()
+        except KeyboardInterrupt:  # a second Ctrl-C: the save is atomic, the old file stays
+            print(f"{where}; interrupted again while saving: {args.save} left as it was",
+                  file=sys.stderr)
+        else:
+            print(f"{where}; saved the model to {path}", file=sys.stderr)
+    return 130
 
 
 def cmd_bench(args):
@@ -930,6 +957,9 @@ def main(argv=None):
                 parser.error(f"argument --{name}: {why}")
     try:
         return args.func(args)
+    except KeyboardInterrupt:  # anywhere else (loading data, a benchmark): no traceback
+        print(f"{parser.prog} {args.cmd}: interrupted", file=sys.stderr)
+        return 130
     except UsageError as e:
         # one line, argparse's usage-error form and exit status
         parser.prog = f"{parser.prog} {args.cmd}"

@@ -349,9 +349,11 @@ def plot(rows, path):
 
 def write_json(path, rows):
     """rows and the environment as JSON at path (its folder made if needed)."""
+    from ._atomic import write_bytes
+
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path, "w") as f:
-        json.dump({"environment": environment(), "rows": rows}, f, indent=1)
+    text = json.dumps({"environment": environment(), "rows": rows}, indent=1)
+    write_bytes(path, text.encode())
     print(f"wrote {path}")
 
 
@@ -386,8 +388,9 @@ def main(args):
                 drawn = plot(rows, chart)
         if drawn:
             os.makedirs(os.path.dirname(args.png) or ".", exist_ok=True)
-            with open(args.png, "wb") as f:
-                f.write(chart.getvalue())
+            from ._atomic import write_bytes
+
+            write_bytes(args.png, chart.getvalue())
             print(f"wrote {args.png}")
         else:
             print("matplotlib is not installed: no chart")

@@ -247,11 +247,24 @@ class _Session:
         self.comm.Allreduce(self.MPI.IN_PLACE, ws.grad, op=self.MPI.SUM)
 
 
+#: what fastbp calls on a communicator
+_COMM_METHODS = ("Get_rank", "Get_size", "Allreduce", "Iallreduce", "Allgather", "allgather",
+                 "bcast", "Bcast", "Abort")
+
+
+def check_comm(fn, comm):
+    """A TypeError, before anything else is done, unless comm has the methods of
+    an mpi4py communicator (fit and train_step alike)."""
+    missing = [m for m in _COMM_METHODS if not callable(getattr(comm, m, None))]
+    if missing:
+        raise TypeError(f"{fn}: comm must be an mpi4py communicator, got {type(comm).__name__} "
+                        f"(it has no {missing[0]}); pass an mpi4py.MPI.Comm, or None")
+
+
 def _session(model, comm):
     dp = getattr(model, "_dp", None)
     if dp is None or dp.comm is not comm:
-        if not hasattr(comm, "Allreduce") or not hasattr(comm, "Get_rank"):
-            raise TypeError(f"comm must be an mpi4py communicator, got {type(comm).__name__}")
+        check_comm("train_step", comm)
         dp = model._dp = _Session(comm)
     return dp
 
@@ -261,10 +274,14 @@ def _sync(model, dp, root=0):
     comm = dp.comm
     meta = None
     if dp.rank == root:
+        es = model.early_stopping_state
         meta = (model.seed, model._opt_name, model._opt_t, model.step_, model.epoch_,
                 sorted(k for k, v in model._state.items() if v is not None),
-                (list(model.loss_curve_), list(model.val_loss_curve_)))
-    seed, opt_name, opt_t, step, epoch, names, curves = comm.bcast(meta, root=root)
+                (list(model.loss_curve_), list(model.val_loss_curve_),
+                 list(model.had_validation_)), model.lr_schedule_,
+                None if es is None else (es["best"], es["wait"], es["best_epoch"],
+                                         es["best_params"] is not None))
+    seed, opt_name, opt_t, step, epoch, names, curves, plan, es = comm.bcast(meta, root=root)
     for a in model._params.values():
         comm.Bcast(a, root=root)
     W, b = model._param_lists()
@@ -280,7 +297,22 @@ def _sync(model, dp, root=0):
     model._state = state
     model._opt_name, model._opt_t = opt_name, opt_t
     model.step_, model.epoch_ = step, epoch
-    model.loss_curve_, model.val_loss_curve_ = curves  # ReduceLROnPlateau replays them
+    # ReduceLROnPlateau replays the curves; a resumed fit continues the plan and
+    # the early-stopping run
+    model.loss_curve_, model.val_loss_curve_, model.had_validation_ = curves
+    model.lr_schedule_ = plan
+    if es is None:
+        model._early_stop = None
+    else:
+        params = None
+        if es[3]:
+            params = {k: np.empty_like(v) for k, v in model._params.items()}
+            if dp.rank == root:
+                params = {k: v.copy() for k, v in model._early_stop["params"].items()}
+            for a in params.values():
+                comm.Bcast(a, root=root)
+        model._early_stop = {"best": es[0], "wait": es[1], "best_epoch": es[2],
+                             "params": params, "epoch": epoch}
     if seed != model.seed:
         model.seed = seed
         model._opts_key = model._dp_opts_key = None  # the dropout seed is in the options
@@ -289,8 +321,9 @@ def _sync(model, dp, root=0):
 
 def broadcast_model(model, comm, root=0):
     """Make every rank's model rank root's: its parameters, optimizer state and
-    step count, step and epoch counters, loss curves, and seed (which keys the
-    dropout masks).
+    step count, step and epoch counters, loss curves and their validation
+    flags, the named schedule's plan, the early-stopping run, and seed (which
+    keys the dropout masks).
     Checks first, on every rank alike, that the ranks hold the same network
     (sizes, dtype, activations, loss, dropout, device); a mismatch raises the same
     ValueError on every rank. Collective: every rank of comm must call it."""
@@ -315,7 +348,8 @@ def is_synced(model, comm):
         for a in model._state[k] or ():
             h.update(k.encode() + np.ascontiguousarray(a).tobytes())
     h.update(repr((model._opt_name, model._opt_t, model.step_, model.epoch_,
-                   model.loss_curve_, model.val_loss_curve_)).encode())
+                   model.loss_curve_, model.val_loss_curve_, model.had_validation_,
+                   model.lr_schedule_)).encode())
     digests = comm.allgather(h.hexdigest())
     return all(d == digests[0] for d in digests)
 
@@ -337,6 +371,7 @@ def train_step(model, x, t, lr, weight_decay, momentum, optimizer, clip_norm, cl
                                           "implemented for device='cpu' models")
             optimizer = model._optimizer(fn, optimizer, lr, momentum, weight_decay)
             model._check_clip(fn, clip_norm, clip_value)
+            model._check_counters(fn, 1)
             model._ensure_state(optimizer)
             opts = model._train_options(optimizer, clip_norm, clip_value, data_parallel=True)
             key = (model._dp_opts_key, tuple(_signature(model).items()))

@@ -17,6 +17,7 @@ import numpy as np
 
 from . import _core
 from . import optim as _optim
+from ._checkpoint import MAX_COUNT
 
 _HIDDEN = ("relu", "sigmoid", "tanh", "identity")
 _LOSSES = tuple(_core.LOSSES)
@@ -237,9 +238,12 @@ class MLP:
     Attributes: ``step_`` and ``epoch_`` count the training steps and the epochs
     of fit over the model's life; ``loss_curve_`` and ``val_loss_curve_`` hold
     each of those epochs' training and validation loss (NaN for an epoch without
-    a validation set), which ReduceLROnPlateau replays (all saved with the
-    model); ``history_`` is the history of the last fit, kept epoch by epoch
-    (also when the fit is interrupted).
+    a validation set, or whose validation loss was NaN; ``had_validation_``
+    tells them apart), which ReduceLROnPlateau replays; ``lr_schedule_`` is the
+    plan of a named "step" or "cosine" schedule, (name, total epochs), that a
+    resumed fit continues; ``early_stopping_state`` the early-stopping run a
+    next fit continues (all saved with the model). ``history_`` is the history
+    of the last fit, kept epoch by epoch (also when the fit is interrupted).
     """
 
     def __init__(self, sizes, activation="relu", loss="softmax_cross_entropy",
@@ -280,7 +284,9 @@ class MLP:
             params[f"b{l}"] = np.zeros(fan_out, dtype)
         self._params = params
         self.step_, self.epoch_, self.history_ = 0, 0, {}
-        self.loss_curve_, self.val_loss_curve_ = [], []
+        self.loss_curve_, self.val_loss_curve_, self.had_validation_ = [], [], []
+        self.lr_schedule_ = None   # (name, total epochs) of a named schedule's plan
+        self._early_stop = None    # the early-stopping run a next fit continues
         self._opt_name, self._opt_t, self._state = None, 0, {}
         self._opts_key = self._opts = None
         self._dp_opts_key = self._dp_opts = None
@@ -335,13 +341,34 @@ class MLP:
                 st["vW"], st["vb"] = [v.get() for v in g.vW], [v.get() for v in g.vb]
         return st
 
-    def _restore_training_state(self, optimizer, t, state, step, epoch, curves):
+    def _restore_training_state(self, optimizer, t, state, step, epoch, curves,
+                                had_validation=None, lr_schedule=None, early_stop=None):
         """Put back what save() wrote (MLP.load): the optimizer's name, step
-        count and state, the step and epoch counters and the loss curves."""
+        count and state, the step and epoch counters, the loss curves and their
+        validation flags, the named schedule's plan and the early-stopping run."""
         self._opt_name, self._opt_t = optimizer, t
         self._state = {k: [np.array(a, self.dtype) for a in v] for k, v in state.items()}
         self.step_, self.epoch_ = step, epoch
         self.loss_curve_, self.val_loss_curve_ = ([float(v) for v in c] for c in curves)
+        if had_validation is None:  # a file from before the flags: NaN meant no validation
+            had_validation = [v == v for v in self.val_loss_curve_]
+        self.had_validation_ = [bool(v) for v in had_validation]
+        self.lr_schedule_ = lr_schedule
+        self._early_stop = early_stop
+
+    @property
+    def early_stopping_state(self):
+        """The early-stopping run that a next ``fit(early_stopping=True)``
+        continues, or None: {"best": the best validation loss so far, "wait":
+        epochs since it, "best_epoch": its epoch (-1: none yet), "best_params":
+        that epoch's parameters (or None)}. Saved with the model. A fit that
+        stops early, or puts back the best parameters over later ones, ends the
+        run (None); so does a fit without early stopping."""
+        es = self._early_stop
+        if es is None or es["epoch"] != self.epoch_:
+            return None
+        return {"best": es["best"], "wait": es["wait"], "best_epoch": es["best_epoch"],
+                "best_params": es["params"]}
 
     def _ensure_state(self, optimizer):
         """Zeros for the optimizer's state when it is new to the model (another
@@ -445,6 +472,8 @@ class MLP:
             optimizer = self._optimizer(fn, optimizer, lr, momentum, weight_decay)
         if clip_norm is not None or clip_value is not None:
             self._check_clip(fn, clip_norm, clip_value)
+        if self.step_ >= MAX_COUNT or self._opt_t >= MAX_COUNT:
+            self._check_counters(fn, 1)
         # a new kind of optimizer replaces the state (new arrays, the old ones
         # untouched); a step that then refuses its inputs puts the old one back
         saved = self._opt_name, self._opt_t, self._state
@@ -480,6 +509,18 @@ class MLP:
         if isinstance(w, np.ndarray) and w.dtype != dt and w.dtype.kind in "biuf":
             w = w.astype(dt)
         return x, t, w
+
+    def _check_counters(self, fn, steps, epochs=0):
+        """Refuse, before any step, a call whose steps or epochs would take a
+        counter past MAX_COUNT (2**53): the most a model file holds, so that a
+        model can always be saved and loaded again, and int64 never wraps."""
+        for name, now, more in (("step_", self.step_, steps),
+                                ("optimizer step count", self._opt_t, steps),
+                                ("epoch_", self.epoch_, epochs)):
+            if now + more > MAX_COUNT:
+                raise ValueError(f"{fn}: the model's {name} is {now}; {more} more would pass "
+                                 f"2**53 = {MAX_COUNT}, the most a model counts (and a model "
+                                 "file holds)")
 
     def _count_steps(self, opts):
         """The step counters from opts, which the native call advanced past the
@@ -607,7 +648,7 @@ class MLP:
             log_grad_norms=False, *, optimizer=None, clip_value=None, lr_schedule=None,
             early_stopping=False, validation_fraction=0.1, patience=10, min_delta=0.0,
             restore_best=True, callbacks=(), sample_weight=None, class_weight=None,
-            verbose=False, comm=None):
+            verbose=False, comm=None, total_epochs=None):
         """Minibatch training over (X, y); returns the history dict (also kept
         as ``history_``, epoch by epoch).
 
@@ -622,13 +663,21 @@ class MLP:
         optimizer: a fastbp.optim optimizer, or lr (default 0.1), momentum and
         weight_decay for SGD. lr_schedule: a schedule of fastbp.optim, a name
         ("constant", "step", "cosine", "invscaling", "plateau") or a callable
-        epoch -> lr; it sets the optimizer's lr each epoch. clip_norm,
+        epoch -> lr; it sets the optimizer's lr each epoch, from the model's
+        epoch number. total_epochs: the horizon of "step" and "cosine", the
+        epochs of the whole plan counted from the model's first (default: this
+        fit's epochs on a new model; on a trained one, the plan it trained with,
+        saved with it, and an error where there is none to continue). clip_norm,
         clip_value: as train_step. sample_weight (n,), class_weight ({label:
         weight} or "balanced", labels only): the loss is the weighted mean.
         validation=(Xv, yv), or with early_stopping a held-out fraction of X
         (stratified by label): training stops when "val_loss" has not improved
         by min_delta for patience epochs, and (restore_best) the best epoch's
-        parameters are put back. callbacks: each called as cb(model, epoch,
+        parameters are put back; a NaN validation loss is no improvement. The
+        early-stopping run (best loss, wait, best parameters) is kept with the
+        model (early_stopping_state, saved with it): a next fit with
+        early_stopping continues it, unless this one stopped early or put back
+        parameters over later ones. callbacks: each called as cb(model, epoch,
         history) after every epoch; one that returns True stops training.
         verbose (or progress, the older name): 0 or False (the default) prints
         nothing; 1 or True prints one line per epoch, Keras's format ("Epoch
@@ -668,18 +717,19 @@ class MLP:
                     early_stopping=early_stopping, validation_fraction=validation_fraction,
                     patience=patience, min_delta=min_delta, restore_best=restore_best,
                     callbacks=callbacks, sample_weight=sample_weight, class_weight=class_weight,
-                    verbose=verbose)
+                    verbose=verbose, total_epochs=total_epochs)
         if comm is None:
             return self._fit(X, y, None, **args)
         from . import distributed
 
+        distributed.check_comm("fit", comm)
         with distributed._guard(comm):
             return self._fit(X, y, distributed._FitRun(self, comm), **args)
 
     def _fit(self, X, y, run, epochs, batch_size, lr, weight_decay, momentum, clip_norm,
              shuffle, seed, validation, progress, log_grad_norms, optimizer, clip_value,
              lr_schedule, early_stopping, validation_fraction, patience, min_delta,
-             restore_best, callbacks, sample_weight, class_weight, verbose):
+             restore_best, callbacks, sample_weight, class_weight, verbose, total_epochs):
         """fit's body; run: fastbp.distributed's part of a data-parallel fit, or None."""
         from tqdm.auto import tqdm
 
@@ -696,11 +746,20 @@ class MLP:
                     raise ValueError(f"fit: {name} must be an integer >= 1, got {v!r}")
             if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
                 raise ValueError(f"fit: seed must be an integer >= 0, got {seed!r}")
-            schedule = _optim.make_schedule(lr_schedule, self.epoch_ + epochs)
+            if (isinstance(min_delta, bool) or not isinstance(min_delta, numbers.Real)
+                    or not (math.isfinite(min_delta) and min_delta >= 0)):
+                raise ValueError(f"fit: min_delta must be a finite number >= 0, got {min_delta!r}")
+            if total_epochs is not None and (
+                    isinstance(total_epochs, bool) or not isinstance(total_epochs, numbers.Integral)
+                    or total_epochs < 1):
+                raise ValueError(f"fit: total_epochs must be an integer >= 1 or None, got "
+                                 f"{total_epochs!r}")
+            _optim.make_schedule(lr_schedule, 1)  # a known name, or a schedule (else its error)
             X, y = self._check_inputs(fn, X, y)
-            if self.device == "cpu":
-                self._check_finite_params(fn)
-            w = self._sample_weights(fn, y, sample_weight, class_weight, check_sum=run is None)
+            w64 = self._sample_weights(fn, y, sample_weight, class_weight, check_sum=False,
+                                       cast=False)
+            w = None if w64 is None else self._sample_weights(fn, y, sample_weight, class_weight,
+                                                              check_sum=False)
             keep = None
             if validation is not None:
                 try:
@@ -712,6 +771,10 @@ class MLP:
                 keep, val = self._hold_out_rows(X, y, validation_fraction, seed)
             else:
                 Xv = None
+            self._check_training_weights(fn, w64, w, keep, check_sum=run is None,
+                                         what=" and ".join(k for k, v in (
+                                             ("sample_weight", sample_weight),
+                                             ("class_weight", class_weight)) if v is not None))
         except (TypeError, ValueError) as e:
             if run is None:
                 raise
@@ -728,15 +791,19 @@ class MLP:
                 validation_fraction=validation_fraction, patience=patience,
                 min_delta=min_delta, restore_best=restore_best, log_grad_norms=log_grad_norms,
                 class_weight=class_weight if class_weight is None or balanced else "dict",
-                targets=np.ndim(y) if err is None else None)
+                targets=np.ndim(y) if err is None else None, total_epochs=total_epochs)
             ok = err is None
+            # the weight of the training rows (the held-out ones left out), in the
+            # model's dtype, as the steps will use it
+            w_train = None if not ok or w is None else (w if keep is None else w[keep])
             counts, total_counts, _, wsum = run.agree(
                 err, settings, (len(keep) if keep is not None else X.shape[0]) if ok else 0,
-                ok and w is not None, float(w.sum()) if ok and w is not None else 0.0,
+                ok and w is not None,
+                float(np.sum(w_train, dtype=np.float64)) if w_train is not None else 0.0,
                 np.bincount(y, minlength=C) if ok and balanced else None)
             if run.weighted and not wsum > 0:
-                raise run.agreed(ValueError(f"{fn}: the sample weights of all the ranks "
-                                            "sum to 0"))
+                raise run.agreed(ValueError(f"{fn}: the sample weights of all the ranks' "
+                                            "training rows sum to 0"))
             if balanced:  # the classes' counts over every rank's rows
                 w = self._sample_weights(fn, y, sample_weight, class_weight, check_sum=False,
                                          counts=(total_counts, int(total_counts.sum())))
@@ -744,6 +811,20 @@ class MLP:
             X, y, w, Xv, yv = X[keep], y[keep], None if w is None else w[keep], X[val], y[val]
         n = X.shape[0]
         B = min(int(batch_size), n if run is None else int(counts.max()))
+        # the model's own state, checked on the model that will train (with run,
+        # rank 0's, the same on every rank: each raises the same error)
+        try:
+            self._check_finite_model(fn)
+            schedule, plan = self._plan_schedule(fn, lr_schedule, epochs, total_epochs)
+            base_lr = optimizer.lr
+            _optim.check_schedule(fn, schedule, base_lr, self.epoch_, self.epoch_ + epochs - 1)
+            self._check_counters(fn, epochs * -(-(n if run is None else int(counts.max())) // B),
+                                 epochs)
+        except (TypeError, ValueError) as e:
+            if run is not None:
+                raise run.agreed(e)
+            raise
+        self.lr_schedule_ = plan
         classify = self.loss_name == "binary_cross_entropy" or (
             self.loss_name == "softmax_cross_entropy" and y.ndim == 1)
         outputs = n if run is None else int(counts.sum())
@@ -757,16 +838,17 @@ class MLP:
             hist["grad_norms"] = []
         self.history_ = hist
         level = _verbosity(verbose if progress is None else progress)
-        best, wait, best_params = math.inf, 0, None
+        es = self._early_stopping_run(early_stopping)
+        triggered = False
         # verbose=2: a bar that stays; 1: one line per epoch (print); 0: nothing
         bar = tqdm(range(epochs), disable=level != 2, unit="epoch", leave=True)
-        base_lr = optimizer.lr
         lines = level == 1 and (run is None or run.dp.rank == 0)
         for i_fit in bar:
             t_epoch = time.perf_counter()
             epoch = self.epoch_
             lr_e = schedule.lr(epoch, base_lr, {"loss": self.loss_curve_,
-                                                "val_loss": self.val_loss_curve_})
+                                                "val_loss": self.val_loss_curve_,
+                                                "had_validation": self.had_validation_})
             if not (lr_e >= 0 and math.isfinite(lr_e)):
                 raise ValueError(f"fit: the schedule gave lr {lr_e!r} at epoch {epoch}")
             optimizer.lr = lr_e
@@ -810,6 +892,7 @@ class MLP:
                 hist[k].append(v)
             self.loss_curve_.append(mean_loss)
             self.val_loss_curve_.append(record.get("val_loss", math.nan))
+            self.had_validation_.append("val_loss" in record)
             self.epoch_ += 1
             post = {name: f"{record[k]:.4f}" for k, name in
                     (("loss", "loss"), ("accuracy", "acc"), (score_key, score_key)) if k in record}
@@ -826,18 +909,17 @@ class MLP:
                     stacklevel=3)
                 break
             stop = False
-            if early_stopping:
+            if es is not None:
                 v = hist["val_loss"][-1]
-                improved = v < best - min_delta
+                improved = v < es["best"] - min_delta  # False for NaN: no improvement
                 if run is not None:  # rank 0's decision
                     improved = run.from_rank0(improved)
                 if improved:
-                    best, wait = v, 0
-                    if restore_best:
-                        best_params = self.get_params()
+                    es.update(best=v, wait=0, best_epoch=epoch, params=self.get_params())
                 else:
-                    wait += 1
-                    stop = wait >= patience
+                    es["wait"] += 1
+                    stop = triggered = es["wait"] >= patience
+                es["epoch"] = self.epoch_
             for cb in callbacks:
                 stop = bool(cb(self, epoch, hist)) or stop
             if run is not None:  # any rank's callback stops every rank
@@ -845,9 +927,109 @@ class MLP:
             if stop:
                 break
         bar.close()
-        if best_params is not None:
-            self.set_params(best_params)
+        if es is not None:
+            restore = (restore_best and es["params"] is not None
+                       and es["best_epoch"] != self.epoch_ - 1)
+            if restore:
+                self.set_params(es["params"])
+            if restore or triggered:  # the run is over: a next fit starts its own
+                self._early_stop = None
         return hist
+
+    def _early_stopping_run(self, early_stopping):
+        """The early-stopping state this fit updates (None without early
+        stopping): the model's, if its last epoch was part of it (a resumed
+        run), else a new one."""
+        es = self._early_stop
+        if not early_stopping:
+            self._early_stop = None  # this fit's epochs end any run
+            return None
+        if es is None or es["epoch"] != self.epoch_:
+            es = {"best": math.inf, "wait": 0, "best_epoch": -1, "params": None,
+                  "epoch": self.epoch_}
+        self._early_stop = es
+        return es
+
+    def _plan_schedule(self, fn, lr_schedule, epochs, total_epochs):
+        """(the schedule, its plan: (name, total epochs) for "step" and "cosine",
+        else None). A named schedule's horizon is total_epochs; without it, this
+        fit's epochs on a new model, or the plan the model trained with when
+        this fit stays inside it; anything else is ambiguous, and refused."""
+        named = isinstance(lr_schedule, str) and lr_schedule in _optim.HORIZON_SCHEDULES
+        done = self.epoch_
+        if total_epochs is not None:
+            if not named:
+                raise ValueError(f"{fn}: total_epochs sizes the 'step' and 'cosine' schedules "
+                                 f"(their horizon); lr_schedule={lr_schedule!r} has none")
+            if total_epochs < done + epochs:
+                raise ValueError(f"{fn}: total_epochs={total_epochs} is less than the model's "
+                                 f"{done} epochs so far plus this fit's {epochs}")
+            horizon = int(total_epochs)
+        elif not named:
+            horizon = None
+        elif done == 0:
+            horizon = int(epochs)
+        else:
+            plan = self.lr_schedule_
+            if plan is not None and plan[0] == lr_schedule and done + epochs <= plan[1]:
+                horizon = plan[1]  # a resumed run continues its plan
+            else:
+                have = ("it trained without one" if plan is None else
+                        f"its {plan[0]!r} plan ends at epoch {plan[1]}")
+                raise ValueError(
+                    f"{fn}: lr_schedule={lr_schedule!r} needs its horizon: the model has "
+                    f"trained {done} epochs and {have}, so this fit's {epochs} epochs could "
+                    f"be the whole schedule or its end. Give total_epochs=, the epochs of "
+                    f"the whole plan from the model's first (e.g. {done + epochs} to end "
+                    f"it with this fit)")
+        schedule = _optim.make_schedule(lr_schedule, horizon or 1)
+        return schedule, (None if horizon is None else (lr_schedule, horizon))
+
+    def _check_finite_model(self, fn):
+        """fit refuses a model whose parameters or optimizer state hold NaN or
+        inf (a damaged checkpoint, a diverged run): every output and gradient
+        would be NaN."""
+        for k, v in self.get_params().items() if self.device == "cuda" else self._params.items():
+            if not np.isfinite(v).all():
+                raise ValueError(f"{fn}: the model's parameter {k!r} holds NaN or inf "
+                                 f"({int(v.size - np.isfinite(v).sum())} of {v.size} values); "
+                                 "it cannot train from there: set_params() new values, or "
+                                 "build or load another model")
+        for k, group in self._state.items():
+            for l, v in enumerate(group or ()):
+                if not np.isfinite(v).all():
+                    raise ValueError(f"{fn}: the optimizer state {k}{l + 1} holds NaN or inf; "
+                                     "it cannot train from there (a fit with another kind of "
+                                     "optimizer starts a fresh state)")
+
+    def _check_training_weights(self, fn, w64, w, keep, check_sum=True, what="sample_weight"):
+        """The weights as the steps will use them, after the hold-out split and
+        the cast: w64 the rows' weights as given (sample_weight times
+        class_weight, float64), w the same in the model's dtype, keep the
+        training rows when early stopping holds some out. They must be finite
+        in the model's dtype, and (check_sum; a data-parallel fit checks the sum
+        over its ranks) sum to more than 0 over the training rows."""
+        if w is None:
+            return
+        t = self.dtype.name
+        if not np.isfinite(w).all():
+            i = int(np.argmax(~np.isfinite(w)))
+            raise ValueError(f"{fn}: the weight of row {i} is {w64[i]:.3g} (from {what}), past "
+                             f"the range of {t}, the model's dtype (its "
+                             f"largest number is {float(np.finfo(self.dtype).max):.3g}): scale "
+                             "the weights down (only their ratios matter)")
+        if not check_sum or np.sum(w if keep is None else w[keep], dtype=np.float64) > 0:
+            return
+        if keep is not None and np.sum(w, dtype=np.float64) > 0:
+            raise ValueError(f"{fn}: the sample weights of the {len(keep)} training rows sum "
+                             f"to 0: early stopping's held-out validation rows hold all the "
+                             "weight (pass validation=, or weight the training rows)")
+        if np.sum(w64 if keep is None else w64[keep]) > 0:
+            raise ValueError(f"{fn}: the sample weights sum to 0 in {t}, the model's dtype "
+                             f"(they are below its smallest positive number, "
+                             f"{float(np.finfo(self.dtype).smallest_subnormal):.3g}): scale the "
+                             "weights up (only their ratios matter)")
+        raise ValueError(f"{fn}: the sample weights sum to 0")
 
     def _epoch(self, X, y, w, order, B, optimizer, clip_norm, clip_value, classify):
         """One epoch: (mean loss over the rows, right answers)."""
@@ -914,11 +1096,13 @@ class MLP:
                              f"values in [{y.min()}, {y.max()}]")
         return X, y
 
-    def _sample_weights(self, fn, y, sample_weight, class_weight, check_sum=True, counts=None):
-        """The rows' weights (n,) of the model's dtype, or None for all 1.
-        counts: (class counts (C,), rows) for "balanced", if not y's own (a
-        data-parallel fit's, over every rank's rows); check_sum: refuse weights
-        summing to 0 (a data-parallel fit checks their global sum)."""
+    def _sample_weights(self, fn, y, sample_weight, class_weight, check_sum=True, counts=None,
+                        cast=True):
+        """The rows' weights (n,) of the model's dtype (cast=False: float64, as
+        given), or None for all 1. counts: (class counts (C,), rows) for
+        "balanced", if not y's own (a data-parallel fit's, over every rank's
+        rows); check_sum: refuse weights summing to 0 (fit checks the training
+        rows' sum in the model's dtype instead: _check_training_weights)."""
         n = y.shape[0]
         w = None
         if sample_weight is not None:
@@ -961,7 +1145,10 @@ class MLP:
             return None
         if check_sum and not w.sum() > 0:
             raise ValueError(f"{fn}: the sample weights sum to 0")
-        return np.ascontiguousarray(w, dtype=self.dtype)
+        if not cast:
+            return w
+        with np.errstate(over="ignore"):  # _check_training_weights says what overflowed
+            return np.ascontiguousarray(w, dtype=self.dtype)
 
     def _hold_out(self, X, y, w, fraction, seed):
         """(X, y, w) of the training rows and (X, y) of the held-out ones
@@ -1037,10 +1224,17 @@ class MLP:
     def save(self, path):
         """Save the model to an .npz file: sizes, activation, loss, dtype,
         dropout, seed, the parameters, the optimizer's name, step count and
-        state, and the step and epoch counters, so that training resumes exactly
-        (a fit continued with the same seed gives the parameters an unbroken fit
-        would have). Returns the file's path: path itself, or path + ".npz" as
-        NumPy names it; load() reads what save() wrote for the same path."""
+        state, the step and epoch counters, the loss curves (and which epochs had
+        a validation set), the plan of a named schedule (lr_schedule_) and the
+        early-stopping run (early_stopping_state), so that training resumes
+        exactly (a fit continued with the same seed gives the parameters an
+        unbroken fit would have). Returns the file's path: path itself, or path + ".npz" as
+        NumPy names it; load() reads what save() wrote for the same path.
+
+        The file is written whole or not at all: into a temporary file beside
+        it, fsync'ed, then renamed over path, so a kill, a Ctrl-C or a full
+        disk mid-save leaves the previous checkpoint intact."""
+        from ._atomic import atomic_write
         from ._checkpoint import npz_path
 
         path = npz_path(path)
@@ -1049,14 +1243,27 @@ class MLP:
         st = self.optimizer_state
         extra = {f"state_{k}{l + 1}": v for k in ("vW", "vb", "sW", "sb") if k in st
                  for l, v in enumerate(st[k])}
-        np.savez(path, sizes=np.asarray(self.sizes), activation=acts,
-                 loss=np.str_(self.loss_name), dtype=np.str_(self.dtype.name),
-                 dropout=np.asarray(self._dropout, np.float64), seed=np.int64(self.seed),
-                 step=np.int64(self.step_), epoch=np.int64(self.epoch_),
-                 optimizer=np.str_(st["optimizer"] or ""), optimizer_t=np.int64(st["t"]),
-                 loss_curve=np.asarray(self.loss_curve_, np.float64),
-                 val_loss_curve=np.asarray(self.val_loss_curve_, np.float64),
-                 **self.get_params(), **extra)
+        extra["had_validation"] = np.asarray(self.had_validation_, np.bool_)
+        if self.lr_schedule_ is not None:  # a named schedule's plan, which a resume continues
+            extra["lr_schedule"] = np.str_(self.lr_schedule_[0])
+            extra["lr_schedule_epochs"] = np.int64(self.lr_schedule_[1])
+        es = self.early_stopping_state
+        if es is not None:  # the early-stopping run a next fit continues
+            extra.update(es_best=np.float64(es["best"]), es_wait=np.int64(es["wait"]),
+                         es_best_epoch=np.int64(es["best_epoch"]))
+            for k, v in (es["best_params"] or {}).items():
+                extra[f"es_{k}"] = v
+        members = dict(sizes=np.asarray(self.sizes), activation=acts,
+                       loss=np.str_(self.loss_name), dtype=np.str_(self.dtype.name),
+                       dropout=np.asarray(self._dropout, np.float64), seed=np.int64(self.seed),
+                       step=np.int64(self.step_), epoch=np.int64(self.epoch_),
+                       optimizer=np.str_(st["optimizer"] or ""), optimizer_t=np.int64(st["t"]),
+                       loss_curve=np.asarray(self.loss_curve_, np.float64),
+                       val_loss_curve=np.asarray(self.val_loss_curve_, np.float64),
+                       **self.get_params(), **extra)
+        # a crash or a full disk mid-write leaves the file that was there (_atomic)
+        with atomic_write(path) as f:
+            np.savez(f, **members)
         return path
 
     @classmethod

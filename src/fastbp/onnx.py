@@ -128,7 +128,8 @@ def export(model, path, opset=None, *, probabilities=False, input_dtype=np.float
         estimator (the scalers folded into the first layer), or a command-line
         model file loaded with fastbp.bundle.load (its standardization folded
         in, its class names as labels).
-    path : file name (str or os.PathLike), written as given.
+    path : file name (str or os.PathLike), written as given: whole or not at
+        all (a temporary file beside it, renamed over it when complete).
     opset : ONNX opset to stamp; None for DEFAULT_OPSET (17, with IR version 8,
         which ONNX Runtime 1.12 and every later release load). Another opset from
         13 to the installed onnx's newest is written with the oldest IR version
@@ -150,8 +151,11 @@ def export(model, path, opset=None, *, probabilities=False, input_dtype=np.float
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"fastbp.onnx: path must be a file name (str or os.PathLike), got "
                         f"{type(path).__name__}")
+    from ._atomic import write_bytes
+
     m = to_onnx(model, opset, probabilities=probabilities, input_dtype=input_dtype)
-    _onnx().save_model(m, path)
+    # what onnx.save_model writes, whole or not at all (fastbp._atomic)
+    write_bytes(path, m.SerializeToString())
     return path
 
 

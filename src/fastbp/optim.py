@@ -128,9 +128,15 @@ class AdamW(Adam):
 
 class LRSchedule:
     """lr(epoch, base_lr, history) -> the learning rate of epoch (from 0, over the
-    model's life); history: {"loss": [...], "val_loss": [...]}, one value per
-    epoch the model has finished (val_loss NaN where an epoch had no validation
-    set)."""
+    model's life); history: {"loss": [...], "val_loss": [...], "had_validation":
+    [...]}, one value per epoch the model has finished (val_loss NaN where an
+    epoch had no validation set, or where its validation loss was NaN;
+    had_validation tells the two apart)."""
+
+    #: whether lr depends on the epoch and base_lr alone, and takes its extremes
+    #: over a run of epochs at the run's ends (or is bounded by base_lr): fit
+    #: then checks the rates of its first and last epoch before training
+    history_free = False
 
     def lr(self, epoch, base_lr, history):
         raise NotImplementedError
@@ -143,12 +149,20 @@ class LRSchedule:
 class ConstantLR(LRSchedule):
     """The base learning rate throughout."""
 
+    history_free = True
+
     def lr(self, epoch, base_lr, history):
         return base_lr
 
 
 class StepLR(LRSchedule):
-    """base_lr * gamma ** (epoch // step_size), as torch.optim.lr_scheduler.StepLR."""
+    """base_lr * gamma ** (epoch // step_size), as torch.optim.lr_scheduler.StepLR.
+
+    gamma > 1 is allowed: where gamma ** k leaves the float range the rate is
+    computed from logarithms (inf where it is past the float range itself, which
+    fit refuses before its first epoch)."""
+
+    history_free = True
 
     def __init__(self, step_size, gamma=0.1):
         if isinstance(step_size, bool) or not isinstance(step_size, numbers.Integral) \
@@ -158,13 +172,19 @@ class StepLR(LRSchedule):
         self.gamma = _real("StepLR", "gamma", gamma, lo=0.0)
 
     def lr(self, epoch, base_lr, history):
-        return base_lr * self.gamma ** (epoch // self.step_size)
+        k = epoch // self.step_size
+        try:
+            return base_lr * self.gamma ** k  # exact where it can be: torch's number
+        except OverflowError:  # gamma > 1 and gamma ** k > 1.8e308; base_lr * it may be less
+            return _exp_log(base_lr, k * math.log(self.gamma))
 
 
 class CosineAnnealingLR(LRSchedule):
     """eta_min + (base_lr - eta_min) (1 + cos(pi epoch / T_max)) / 2, the closed
     form of torch.optim.lr_scheduler.CosineAnnealingLR (epochs past T_max keep
     going round the cosine, as PyTorch's do)."""
+
+    history_free = True
 
     def __init__(self, T_max, eta_min=0.0):
         if isinstance(T_max, bool) or not isinstance(T_max, numbers.Integral) or T_max < 1:
@@ -180,11 +200,16 @@ class CosineAnnealingLR(LRSchedule):
 class InverseScalingLR(LRSchedule):
     """base_lr / (epoch + 1) ** power_t (scikit-learn's "invscaling", by epochs)."""
 
+    history_free = True
+
     def __init__(self, power_t=0.5):
         self.power_t = _real("InverseScalingLR", "power_t", power_t, lo=0.0)
 
     def lr(self, epoch, base_lr, history):
-        return base_lr / (epoch + 1) ** self.power_t
+        try:
+            return base_lr / (epoch + 1) ** self.power_t
+        except OverflowError:  # (epoch + 1) ** power_t > 1.8e308
+            return _exp_log(base_lr, -self.power_t * math.log(epoch + 1))
 
 
 class ReduceLROnPlateau(LRSchedule):
@@ -206,9 +231,13 @@ class ReduceLROnPlateau(LRSchedule):
     def lr(self, epoch, base_lr, history):
         """Replays the rule over the model's losses so far (saved with it), so the
         rate is a function of that history alone and a resumed fit continues it.
-        It watches val_loss when every epoch so far had one, else loss."""
+        It watches val_loss when every epoch so far had a validation set, else
+        loss. A NaN loss is no improvement (a bad epoch), as in PyTorch."""
         val = history.get("val_loss", [])
-        key = "val_loss" if val and all(v == v for v in val) else "loss"
+        had = history.get("had_validation")
+        if had is None:  # a history without the flags: NaN meant no validation set
+            had = [v == v for v in val]
+        key = "val_loss" if val and len(had) == len(val) and all(had) else "loss"
         losses = history.get(key, [])
         lr, best, bad, cool = base_lr, math.inf, 0, 0
         for v in losses:
@@ -236,10 +265,41 @@ class LambdaLR(LRSchedule):
         return self.fn(epoch)
 
 
+def _exp_log(base_lr, log_factor):
+    """base_lr * exp(log_factor) without overflow in between: inf where the
+    result itself is past the float range, 0.0 where it is below it."""
+    if base_lr == 0.0:
+        return 0.0
+    try:
+        return math.exp(math.log(base_lr) + log_factor)
+    except OverflowError:
+        return math.inf
+
+
+#: the named schedules whose shape depends on a horizon (the epochs of the plan)
+HORIZON_SCHEDULES = ("step", "cosine")
+
+
+def check_schedule(fn, schedule, base_lr, first, last):
+    """A ValueError, before any epoch is trained, if a history-free schedule
+    gives a rate that is not finite and >= 0 at an epoch in [first, last] (its
+    extremes are at the ends: LRSchedule.history_free)."""
+    if not schedule.history_free:
+        return
+    for e in (first, last):
+        lr = schedule.lr(e, base_lr, {})
+        if not (lr >= 0 and math.isfinite(lr)):
+            raise ValueError(f"{fn}: {schedule!r} gives lr {lr!r} at epoch {e} from lr "
+                             f"{base_lr!r}; the rate must be finite and >= 0 at every epoch of "
+                             f"the fit ({first} to {last}); no epoch was trained")
+
+
 def make_schedule(schedule, epochs):
     """A schedule from what fit(lr_schedule=...) accepts: None or "constant", "step"
     (x0.1 every third of the epochs), "cosine" (T_max = epochs), "invscaling",
-    "plateau", a callable epoch -> lr, or an LRSchedule."""
+    "plateau", a callable epoch -> lr, or an LRSchedule. epochs: the horizon of
+    "step" and "cosine" (fit's total_epochs), counted from the model's first
+    epoch."""
     if schedule is None or schedule == "constant":
         return ConstantLR()
     if isinstance(schedule, LRSchedule):

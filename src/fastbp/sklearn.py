@@ -18,7 +18,9 @@ the native loss and gradient (one mlp_step per evaluation).
 Extras scikit-learn's MLP lacks (docs/sklearn.md):
     dtype      compute in np.float32 (or float64) whatever the input's dtype;
                None: the input's, as scikit-learn
-    n_threads  fastbp's thread pool size during fit and predict (restored after)
+    n_threads  fastbp's threads for this estimator's fit and predict calls, in the
+               calling thread only (fastbp.local_threads): other threads and the
+               process-wide count are untouched
     dropout    inverted dropout on the hidden layers in training steps (sgd, adam)
     class_weight  (MLPClassifier) None, "balanced", a {label: weight} dict (or for
                multilabel targets a list of them), multiplying sample_weight as
@@ -26,7 +28,6 @@ Extras scikit-learn's MLP lacks (docs/sklearn.md):
 
 Sparse inputs are accepted and made dense (the engine is dense).
 """
-import contextlib
 import math
 import time
 import warnings
@@ -46,7 +47,8 @@ try:
     from sklearn.model_selection import train_test_split
     from sklearn.preprocessing import LabelBinarizer
     from sklearn.utils import check_random_state, column_or_1d
-    from sklearn.utils._param_validation import Interval, Options, StrOptions
+    from sklearn.utils._param_validation import (Interval, InvalidParameterError, Options,
+                                                 StrOptions)
     from sklearn.utils.class_weight import compute_sample_weight
     from sklearn.utils.metaestimators import available_if
     from sklearn.utils.multiclass import (_check_partial_fit_first_call, type_of_target,
@@ -58,6 +60,7 @@ except ImportError as _e:  # scipy or scikit-learn missing, or a scikit-learn to
                       f"'fastbp[sklearn]' ({_e})") from _e
 
 from . import _core
+from ._threadpool import local_threads
 
 try:  # scikit-learn >= 1.7: iprint only where SciPy still takes it
     from sklearn.utils.fixes import _get_additional_lbfgs_options_dict
@@ -100,20 +103,6 @@ _CHUNK_SECONDS = 0.25
 def _pack(coefs_, intercepts_):
     """Pack the parameters into a single vector (scikit-learn's order)."""
     return np.hstack([np.ravel(l) for l in list(coefs_) + list(intercepts_)])
-
-
-@contextlib.contextmanager
-def _pool_threads(n):
-    """fastbp's pool at n threads for the block (None: as it is), then restored."""
-    if n is None:
-        yield
-        return
-    old = _core.get_num_threads()
-    _core.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        _core.set_num_threads(old)
 
 
 class _Solver:
@@ -208,11 +197,20 @@ class _BaseMLP(BaseEstimator):
         # fastbp's extras
         "dtype": [None, StrOptions({"float32", "float64"}), Options(type, {np.float32, np.float64}),
                   np.dtype],
-        "n_threads": [None, Interval(Integral, 1, None, closed="left")],
+        "n_threads": [None, Interval(Integral, 1, 4096, closed="both")],  # the pool's range
         "dropout": [Interval(Real, 0, 1, closed="left"), "array-like"],
     }
 
     # ---- the network ------------------------------------------------------------------------
+    def _n_threads(self):
+        """n_threads, which the parameter validation checked but for a bool (an
+        Integral to it)."""
+        if isinstance(self.n_threads, (bool, np.bool_)):
+            raise InvalidParameterError(
+                f"The 'n_threads' parameter of {type(self).__name__} must be None or an int in "
+                f"the range [1, 4096]. Got {self.n_threads!r} instead.")
+        return self.n_threads
+
     def _compute_dtype(self, X_dtype):
         """The dtype the engine computes in: the dtype parameter, or X's."""
         if self.dtype is None:
@@ -342,6 +340,12 @@ class _BaseMLP(BaseEstimator):
         n_samples, n_features = X.shape
         if sample_weight is not None:
             sample_weight = _check_sample_weight(sample_weight, X)
+            if (sample_weight < 0).any():
+                i = int(np.argmax(sample_weight < 0))
+                raise ValueError(f"sample_weight must be >= 0, got {sample_weight[i]} at index {i}: "
+                                 "fastbp's engine takes the weighted mean of the rows' losses, "
+                                 "which needs weights >= 0 (scikit-learn's MLP accepts negative "
+                                 "ones; docs/sklearn.md lists the difference)")
         sample_weight = self._with_class_weight(y, sample_weight, incremental)
         if y.ndim == 1:
             y = y.reshape((-1, 1))
@@ -356,7 +360,10 @@ class _BaseMLP(BaseEstimator):
         if sample_weight is not None:
             sample_weight = np.ascontiguousarray(sample_weight, dtype=dtype)
 
-        with _pool_threads(self.n_threads):
+        # n_threads for this thread's calls alone: two estimators fitting in two
+        # threads (GridSearchCV's threading backend) each keep their own, and the
+        # process-wide count is never changed (it was set and restored: racy)
+        with local_threads(self._n_threads()):
             if self.solver in _STOCHASTIC_SOLVERS:
                 self._fit_stochastic(X, y, sample_weight, layer_units, incremental, dtype)
             elif self.solver == "lbfgs":
@@ -618,7 +625,7 @@ class _BaseMLP(BaseEstimator):
         out_dtype = np.result_type(X.dtype, dtype)
         h = self._dense(X, dtype)
         hidden = _ACTIVATIONS[self.activation]
-        with _pool_threads(self.n_threads):
+        with local_threads(self._n_threads()):
             for i in range(self.n_layers_ - 1):
                 act = hidden if i != self.n_layers_ - 2 else None
                 h = _core.dense_forward(h, np.asarray(self.coefs_[i], dtype),
@@ -662,9 +669,11 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         The dtype the network computes and stores its parameters in; None: the
         input's (float64, or float32 for float32 input), as scikit-learn.
         np.float32 on float64 input trains about twice as fast.
-    n_threads : int or None, default None
-        fastbp's thread pool size during fit and predict (restored after);
-        None leaves it as it is (fastbp.set_num_threads).
+    n_threads : int in [1, 4096] or None, default None
+        fastbp's threads for this estimator's fit, predict and predict_proba,
+        in the calling thread only (fastbp.local_threads): the process-wide
+        count (fastbp.set_num_threads) and other threads are untouched. None:
+        the calling thread's count as it is.
     dropout : float in [0, 1) or one per hidden layer, default 0.0
         Inverted dropout on the hidden layers' outputs in training steps (sgd
         and adam only); the masks are a function of random_state, the step,
