@@ -13,13 +13,26 @@
 #define FBP_ACT_COST
 static inline int fbp_act_cost(int act)
 {
-    return act == FBP_ACT_SIGMOID || act == FBP_ACT_TANH ? FBP_COST_EXP : FBP_COST_MEM;
+    _Static_assert(FBP_NACT == 4, "a cost per activation");
+    switch (act) {
+    case FBP_ACT_NONE:
+    case FBP_ACT_RELU:
+        return FBP_COST_MEM;
+    case FBP_ACT_SIGMOID:
+    case FBP_ACT_TANH:
+        return FBP_COST_EXP;
+    default:
+        FBP_BAD_CODE("activation", act);
+    }
 }
 #endif
 
 FBP_INLINE T FN(fbp_act_apply)(int act, T v)
 {
+    _Static_assert(FBP_NACT == 4, "a forward per activation");
     switch (act) {
+    case FBP_ACT_NONE:
+        return v;
     case FBP_ACT_RELU:
         return v < (T)0 ? (T)0 : v; /* NaN stays NaN */
     case FBP_ACT_SIGMOID:
@@ -27,7 +40,7 @@ FBP_INLINE T FN(fbp_act_apply)(int act, T v)
     case FBP_ACT_TANH:
         return TANH(v);
     default:
-        return v;
+        FBP_BAD_CODE("activation", act);
     }
 }
 
@@ -37,7 +50,10 @@ FBP_INLINE T FN(fbp_act_apply)(int act, T v)
  * in dy propagates through a zero mask. */
 FBP_INLINE T FN(fbp_act_mask)(int act, T y)
 {
+    _Static_assert(FBP_NACT == 4, "a mask per activation");
     switch (act) {
+    case FBP_ACT_NONE:
+        return (T)1;
     case FBP_ACT_RELU:
         return (T)(y > (T)0);
     case FBP_ACT_SIGMOID:
@@ -45,7 +61,7 @@ FBP_INLINE T FN(fbp_act_mask)(int act, T y)
     case FBP_ACT_TANH:
         return (T)1 - y * y;
     default:
-        return (T)1;
+        FBP_BAD_CODE("activation", act);
     }
 }
 
@@ -105,11 +121,13 @@ FBP_INLINE void FN(fbp_mask_acc_row_drop)(fbp_idx w, int act, const T *dyr,
 
 #ifndef FBP_ACT_DISPATCH
 /* Call CALL(a) with a replaced by the constant for act. */
+_Static_assert(FBP_NACT == 4, "FBP_ACT_DISPATCH: a case per activation");
 #define FBP_ACT_DISPATCH(act, CALL)                                                   \
     switch (act) {                                                                    \
+    case FBP_ACT_NONE: CALL(FBP_ACT_NONE); break;                                     \
     case FBP_ACT_RELU: CALL(FBP_ACT_RELU); break;                                     \
     case FBP_ACT_SIGMOID: CALL(FBP_ACT_SIGMOID); break;                               \
     case FBP_ACT_TANH: CALL(FBP_ACT_TANH); break;                                     \
-    default: CALL(FBP_ACT_NONE); break;                                               \
+    default: FBP_BAD_CODE("activation", act);                                         \
     }
 #endif

@@ -20,11 +20,18 @@
 
 /* ---- codes, and the names Python knows them by ---------------------------------- */
 
+/* Every table and switch over a kind of code has a _Static_assert on its count
+ * beside it (ggml's rule), so a code added here fails to compile until each one
+ * has been visited; every switch's default fails loudly (FBP_BAD_CODE). The
+ * Python side (src/fastbp/ops.py) is checked against these names at import. */
+#define FBP_COUNT(a) ((int)(sizeof(a) / sizeof((a)[0])))
+
 enum fbp_act { FBP_ACT_NONE = 0, FBP_ACT_RELU = 1, FBP_ACT_SIGMOID = 2, FBP_ACT_TANH = 3,
                FBP_NACT };
 static inline const char *fbp_act_name(int k)
 {
-    static const char *const names[FBP_NACT] = {"identity", "relu", "sigmoid", "tanh"};
+    static const char *const names[] = {"identity", "relu", "sigmoid", "tanh"};
+    _Static_assert(FBP_COUNT(names) == FBP_NACT, "a name per activation");
     return k >= 0 && k < FBP_NACT ? names[k] : "";
 }
 
@@ -34,8 +41,9 @@ static inline const char *fbp_act_name(int k)
 enum fbp_loss { FBP_LOSS_XENT = 0, FBP_LOSS_MSE = 1, FBP_LOSS_BCE = 2, FBP_NLOSS };
 static inline const char *fbp_loss_name(int k)
 {
-    static const char *const names[FBP_NLOSS] = {"softmax_cross_entropy", "mse",
-                                                 "binary_cross_entropy"};
+    static const char *const names[] = {"softmax_cross_entropy", "mse",
+                                        "binary_cross_entropy"};
+    _Static_assert(FBP_COUNT(names) == FBP_NLOSS, "a name per loss");
     return k >= 0 && k < FBP_NLOSS ? names[k] : "";
 }
 
@@ -60,8 +68,9 @@ enum fbp_opt { FBP_OPT_SGD = 0, FBP_OPT_ADAM = 1, FBP_OPT_ADAMW = 2, FBP_OPT_SKS
                FBP_OPT_SKADAM = 4, FBP_NOPT };
 static inline const char *fbp_opt_name(int k)
 {
-    static const char *const names[FBP_NOPT] = {"SGD", "Adam", "AdamW", "sklearn_sgd",
-                                                "sklearn_adam"};
+    static const char *const names[] = {"SGD", "Adam", "AdamW", "sklearn_sgd",
+                                        "sklearn_adam"};
+    _Static_assert(FBP_COUNT(names) == FBP_NOPT, "a name per optimizer");
     return k >= 0 && k < FBP_NOPT ? names[k] : "";
 }
 
@@ -75,8 +84,9 @@ enum fbp_buf { FBP_BUF_W = 0, FBP_BUF_B, FBP_BUF_DW, FBP_BUF_DB, FBP_BUF_VW, FBP
                FBP_BUF_SW, FBP_BUF_SB, FBP_BUF_H, FBP_BUF_DH, FBP_BUF_HD, FBP_NBUF };
 static inline const char *fbp_buf_name(int k)
 {
-    static const char *const names[FBP_NBUF] = {"W", "b", "dW", "db", "vW", "vb",
-                                                "sW", "sb", "h", "dh", "hd"};
+    static const char *const names[] = {"W", "b", "dW", "db", "vW", "vb",
+                                        "sW", "sb", "h", "dh", "hd"};
+    _Static_assert(FBP_COUNT(names) == FBP_NBUF, "a name per buffer");
     return k >= 0 && k < FBP_NBUF ? names[k] : "";
 }
 

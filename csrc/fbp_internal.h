@@ -11,7 +11,22 @@
 #ifndef FBP_INTERNAL_H
 #define FBP_INTERNAL_H
 
+#include <stdio.h>
+#include <stdlib.h>
+
 #include "fastbp.h"
+
+/* A switch's default: a code no case knows. The binding checks every code before
+ * any C runs, so this is a bug in fastbp; computing something else instead
+ * (the identity, Adam) would hide it, so the process stops with its name. */
+__attribute__((noreturn, cold)) static inline void fbp_bad_code(const char *file, int line,
+                                                                const char *what, int code)
+{
+    fprintf(stderr, "fastbp: %s:%d: unknown %s code %d (a bug in fastbp)\n", file, line, what,
+            code);
+    abort();
+}
+#define FBP_BAD_CODE(what, code) fbp_bad_code(__FILE__, __LINE__, what, (int)(code))
 
 /* ---- runtime dispatch by instruction set ---------------------------------------
  * Wheels target the portable baseline (x86-64: SSE2). A worker written once as an

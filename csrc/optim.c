@@ -99,6 +99,8 @@ static void FN(flat_task)(void *q, fbp_idx t0, fbp_idx t1)
             p[i] -= a * v[i];
         }
         break;
+    default:
+        FBP_BAD_CODE("flat op", c->op);
     }
 }
 
@@ -232,6 +234,8 @@ FBP_INLINE void FN(skadam_range)(fbp_idx i0, fbp_idx i1, T *restrict p, const T 
 
 FBP_INLINE void FN(opt_range_body)(const struct FN(opt_ctx) *c, fbp_idx i0, fbp_idx i1)
 {
+    /* c->kind: AdamW runs as Adam with its decay factor (fbp_optimizer_step) */
+    _Static_assert(FBP_NOPT == 5, "opt_range_body: a branch per optimizer");
     if (c->kind == FBP_OPT_SKSGD) {
         const int decay = c->wd != (T)0;
 #define SKSGD_CASE(dec, mom, nest) \
@@ -269,6 +273,8 @@ FBP_INLINE void FN(opt_range_body)(const struct FN(opt_ctx) *c, fbp_idx i0, fbp_
 #undef SGD_CASE
         return;
     }
+    if (c->kind != FBP_OPT_ADAM)
+        FBP_BAD_CODE("optimizer", c->kind);
     const int coupled = c->wd != (T)0, decoupled = c->decay != (T)1, low = c->w1 < (T)0.5;
 #define ADAM_CASE(cp, dc, lo)                                                                      \
     FN(adam_range)(i0, i1, c->p, c->g, c->v, c->s, c->wd, c->decay, c->w1, c->b2, c->omb2,        \
@@ -302,6 +308,7 @@ void FN(fbp_optimizer_step)(fbp_idx n, T *p, const T *g, T *v, T *s, const fbp_s
     c.n = n, c.p = p, c.g = g, c.s = s;
     c.lr = (T)o->lr;
     c.decay = (T)1;
+    _Static_assert(FBP_NOPT == 5, "fbp_optimizer_step: a branch per optimizer");
     if (o->optimizer == FBP_OPT_SKSGD) {
         c.v = o->momentum != 0.0 ? v : NULL;
         c.nesterov = o->nesterov;
@@ -320,7 +327,7 @@ void FN(fbp_optimizer_step)(fbp_idx n, T *p, const T *g, T *v, T *s, const fbp_s
         c.first = o->t <= 1;
         c.nesterov = o->nesterov;
         c.wd = (T)wd, c.mu = (T)o->momentum, c.damp1 = (T)(1.0 - o->dampening);
-    } else {
+    } else if (o->optimizer == FBP_OPT_ADAM || o->optimizer == FBP_OPT_ADAMW) {
         double bc1 = 1.0 - pow(o->beta1, (double)o->t), bc2 = 1.0 - pow(o->beta2, (double)o->t);
         c.v = v;
         if (o->optimizer == FBP_OPT_ADAMW)
@@ -329,6 +336,8 @@ void FN(fbp_optimizer_step)(fbp_idx n, T *p, const T *g, T *v, T *s, const fbp_s
             c.wd = (T)wd;
         c.w1 = (T)(1.0 - o->beta1), c.b2 = (T)o->beta2, c.omb2 = (T)(1.0 - o->beta2);
         c.step_size = (T)(o->lr / bc1), c.bc2s = (T)pow(bc2, 0.5), c.eps = (T)o->eps;
+    } else {
+        FBP_BAD_CODE("optimizer", o->optimizer);
     }
     /* a pass streams p and g; the momentum buffer and Adam's moments add to it
      * (Adam reads four arrays and writes three), and so does the work a thread

@@ -160,12 +160,21 @@ static void FN(fbp_mlp_step)(const fbp_mlp *m, fbp_idx N, const T *x, const int6
     T *top = P(H, L - 1), *dtop = P(DH, L - 1);
     if (opt->count_correct && (labels || m->loss == FBP_LOSS_BCE))
         out->ncorrect = FN(fbp_count_correct)(m->loss, N, C, top, labels, t);
-    if (m->loss == FBP_LOSS_XENT)
+    _Static_assert(FBP_NLOSS == 3, "fbp_mlp_step: a case per loss");
+    switch (m->loss) {
+    case FBP_LOSS_XENT:
         out->loss = FN(fbp_softmax_xent)(N, C, top, labels, t, w, opt->norm, opt->loss_eps, dtop);
-    else if (m->loss == FBP_LOSS_MSE)
+        break;
+    case FBP_LOSS_MSE:
         out->loss = FN(fbp_mse)(N, C, top, t, w, opt->norm, dtop);
-    else
+        break;
+    case FBP_LOSS_BCE:
         out->loss = FN(fbp_bce)(N, C, top, t, w, opt->norm, opt->loss_eps, dtop);
+        break;
+    default:
+        FBP_BAD_CODE("loss", m->loss);
+    }
+    /* decoupled decay (AdamW) is no term of the loss */
     const int coupled = wd != 0.0 && opt->optimizer != FBP_OPT_ADAMW;
     if (coupled) {
         double ss = 0.0;

@@ -10,7 +10,7 @@ from fastbp import MLP
 from fastbp.model import epoch_order
 from fastbp import reference as ref
 
-ACTIVATIONS = ["relu", "sigmoid", "tanh"]
+from conftest import ACT_NAMES as ACTIVATIONS  # fastbp.ops' activations
 # (loss name, kind of target)
 TARGETS = [("softmax_cross_entropy", "labels"), ("softmax_cross_entropy", "probs"),
            ("mse", "values")]

@@ -108,10 +108,22 @@ __device__ __forceinline__ double d_exp(double v) { return exp(v); }
 __device__ __forceinline__ float d_tanh(float v) { return tanhf(v); }
 __device__ __forceinline__ double d_tanh(double v) { return tanh(v); }
 
+/* The host side of every launcher that takes an activation refuses a code
+ * outside the table before launching (act_ok); inside a kernel, a code no case
+ * knows traps (the launch then fails with an error) instead of computing the
+ * identity. */
+static inline int act_ok(int act)
+{
+    return act >= 0 && act < FBP_NACT ? 0 : fbpc_fail("unknown activation code %d", act);
+}
+
 /* act(v); as fbp_act_apply (NaN stays NaN, sigmoid exact in both tails). */
 template <class T> __device__ __forceinline__ T act_apply(int act, T v)
 {
+    static_assert(FBP_NACT == 4, "act_apply: a case per activation");
     switch (act) {
+    case FBP_ACT_NONE:
+        return v;
     case FBP_ACT_RELU:
         return v < (T)0 ? (T)0 : v;
     case FBP_ACT_SIGMOID: { /* e <= 1 never overflows */
@@ -122,14 +134,18 @@ template <class T> __device__ __forceinline__ T act_apply(int act, T v)
     case FBP_ACT_TANH:
         return d_tanh(v);
     default:
-        return v;
+        __trap();
     }
+    return v;
 }
 
 /* act'(y) from the forward output y; as fbp_act_mask. */
 template <class T> __device__ __forceinline__ T act_mask(int act, T y)
 {
+    static_assert(FBP_NACT == 4, "act_mask: a case per activation");
     switch (act) {
+    case FBP_ACT_NONE:
+        return (T)1;
     case FBP_ACT_RELU:
         return (T)(y > (T)0);
     case FBP_ACT_SIGMOID:
@@ -137,8 +153,9 @@ template <class T> __device__ __forceinline__ T act_mask(int act, T y)
     case FBP_ACT_TANH:
         return (T)1 - y * y;
     default:
-        return (T)1;
+        __trap();
     }
+    return (T)1;
 }
 
 /* ---- reductions: a fixed butterfly in each warp, then warp 0 over the warp

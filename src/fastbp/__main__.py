@@ -16,6 +16,7 @@ import time
 
 import numpy as np
 
+from . import ops
 from .bench import BLOCK, OPTIMIZERS, SIZES
 from .model import epoch_order
 
@@ -304,7 +305,8 @@ def build_parser(prog=None):
     t.add_argument("--data", choices=sorted(DATASETS), default="digits", help="the dataset")
     t.add_argument("--hidden", type=_count, nargs="+", default=[128], metavar="WIDTH",
                    help="hidden layer widths, one per layer (default: 128)")
-    t.add_argument("--activation", choices=["relu", "sigmoid", "tanh"], default="relu",
+    t.add_argument("--activation", choices=[a for a in ops.hidden_names() if a != "identity"],
+                   default="relu",
                    help="the hidden layers' activation")
     t.add_argument("--epochs", type=_count, default=30, help="passes over the training set")
     t.add_argument("--batch-size", type=_count, default=32, help="rows per SGD step")

@@ -76,15 +76,33 @@ cdef extern from "fastbp.h" nogil:
                       int64_t s1, const fbp_step_opts *opt, fbp_epoch_out *out)
 
 
-# ---- codes (csrc/fbp_api.h) --------------------------------------------------------
+# ---- codes (csrc/fbp_api.h), checked against the registries (fastbp.ops) ----------------
+
+from fastbp import ops as _ops
+
+
+def _agree(what, registry, int count, name_of):
+    """The registry and the C table name the same ops with the same codes."""
+    c_names = {name_of(k).decode(): k for k in range(count)}
+    r_names = {e.name: e.code for e in registry.values()}
+    if c_names != r_names:
+        raise ImportError(f"fastbp._core: the {what} of csrc/fbp_api.h {c_names} and of "
+                          f"fastbp.ops {r_names} disagree; rebuild, or fix the one that lags")
+
+
+_agree("activations", _ops.ACTIVATIONS, FBP_NACT, fbp_act_name)
+_agree("losses", _ops.LOSSES, FBP_NLOSS, fbp_loss_name)
+_agree("optimizers", _ops.OPTIMIZERS, FBP_NOPT, fbp_opt_name)
 
 #: activation name -> code; None and "identity" are the affine layer
 ACTIVATIONS = {None: FBP_ACT_NONE}
-ACTIVATIONS.update({fbp_act_name(k).decode(): k for k in range(FBP_NACT)})
+ACTIVATIONS.update({a.name: a.code for a in _ops.ACTIVATIONS.values()})
+#: activation code -> name
+ACT_NAMES = {a.code: a.name for a in _ops.ACTIVATIONS.values()}
 #: loss name -> code
-LOSSES = {fbp_loss_name(k).decode(): k for k in range(FBP_NLOSS)}
+LOSSES = {l.name: l.code for l in _ops.LOSSES.values()}
 #: optimizer name -> code
-OPTIMIZERS = {fbp_opt_name(k).decode(): k for k in range(FBP_NOPT)}
+OPTIMIZERS = {o.name: o.code for o in _ops.OPTIMIZERS.values()}
 #: the buffers of an MLP workspace, in the order of their codes
 BUFFERS = tuple(fbp_buf_name(k).decode() for k in range(FBP_NBUF))
 STEP_FORWARD, STEP_LOSS, STEP_GRAD, STEP_TRAIN, STEP_UPDATE, STEP_BACKWARD = (
@@ -97,12 +115,7 @@ BLAS_INT_MAX = 2**31 - 1
 
 
 def _act_code(fn, activation):
-    try:
-        return ACTIVATIONS[activation]
-    except (KeyError, TypeError):
-        raise ValueError(
-            f"{fn}: unknown activation {activation!r}; expected one of "
-            "None, 'identity', 'relu', 'sigmoid', 'tanh'") from None
+    return _ops.activation(fn, activation, allow_none=True).code
 
 
 # ---- CPU dispatch, BLAS, threads -----------------------------------------------------
@@ -512,6 +525,8 @@ cdef object _act_forward(str fn, int act, object x, object out):
     cdef const fbp_backend *be
     cdef int rc
     x = _float_input(fn, "x", x, &dx)
+    if dx.device >= 0:
+        _ops.require(fn, "cuda", "activation", [ACT_NAMES[act]])
     out = _out_buffer(fn, "out", out, &do, _shape(&dx), &dx, x)
     _same_device(fn, ["x", "out"], [_dp(&dx), _dp(&do)])
     _no_overlap(fn, "out", &do, ["x"], [_dp(&dx)], ("x",))
@@ -527,6 +542,8 @@ cdef object _act_backward(str fn, int act, object dy, object y, object out):
     cdef const fbp_backend *be
     cdef int rc
     dy = _float_input(fn, "dy", dy, &ddy)
+    if ddy.device >= 0:
+        _ops.require(fn, "cuda", "activation", [ACT_NAMES[act]])
     y = _float_view(fn, "y", y, &dy_, -1, &ddy, dy)
     if _shape(&dy_) != _shape(&ddy):
         raise ValueError(f"{fn}: dy and y must have the same shape, got {_shape(&ddy)} "
@@ -605,6 +622,8 @@ def dense_forward(x, W, b, activation=None, out=None):
     _same_device(fn, ["x", "W", "b", "out"], descs)
     _no_overlap(fn, "out", &dy, ["x", "W", "b"], descs[:3])
     cdef void *pb = NULL if b is None else db.ptr
+    if dx.device >= 0:
+        _ops.require(fn, "cuda", "activation", [ACT_NAMES[act]])
     be = _backend(dx.device)
     with nogil:
         rc = be.dense_forward(dx.device, dx.stream, dx.itemsize, N, I, O, dx.ptr, dW.ptr, pb, act,
@@ -685,6 +704,8 @@ def dense_backward(dy, x, W, y=None, activation=None, *, dx=None, dW=None, db=No
     cdef void *vdz = NULL if dz is None else ddz.ptr
     cdef void *vdx = NULL if dx is None else ddx.ptr
     cdef int acc = accumulate
+    if ddy.device >= 0:
+        _ops.require(fn, "cuda", "activation", [ACT_NAMES[act]])
     be = _backend(ddy.device)
     with nogil:
         rc = be.dense_backward(ddy.device, ddy.stream, ddy.itemsize, N, I, O, ddy.ptr, dx_.ptr,
@@ -1050,6 +1071,7 @@ cdef class MLPWorkspace:
     cdef double *drop_c
     cdef uint8_t **keep_c
     cdef void **table
+    cdef Py_ssize_t *nbytes_c
     cdef readonly dict buffers
     cdef readonly list keep
     cdef readonly object xb, lb, tb, wb, grad
@@ -1061,6 +1083,7 @@ cdef class MLPWorkspace:
     def __cinit__(self, W, b, activation, loss, Py_ssize_t cap, state=None, dropout=None):
         fn = "MLPWorkspace"
         self.table = NULL
+        self.nbytes_c = NULL
         self.sizes_c = NULL
         self.act_c = NULL
         self.drop_c = NULL
@@ -1096,16 +1119,16 @@ cdef class MLPWorkspace:
             _describe(fn, f"W[{l}]", W[l], &d)
             sizes.append(d.shape[d.ndim - 1] if d.ndim else -1)
         state = dict(state or {})
+        state_names = _ops.state_buffers(_ops.STATE_BUFFERS)
         for key in state:
-            if key not in ("vW", "vb", "sW", "sb"):
-                raise ValueError(f"{fn}: unknown optimizer state {key!r}")
+            if key not in state_names:
+                raise ValueError(f"{fn}: unknown optimizer state {key!r}; expected one of "
+                                 f"{state_names}")
         for l in range(L):
-            for name, group, shape in (("W", W, (sizes[l], sizes[l + 1])),
-                                       ("b", b, (sizes[l + 1],)),
-                                       ("vW", state.get("vW"), (sizes[l], sizes[l + 1])),
-                                       ("vb", state.get("vb"), (sizes[l + 1],)),
-                                       ("sW", state.get("sW"), (sizes[l], sizes[l + 1])),
-                                       ("sb", state.get("sb"), (sizes[l + 1],))):
+            wshape, bshape = (sizes[l], sizes[l + 1]), (sizes[l + 1],)
+            for name, group in (("W", W), ("b", b)) + tuple(
+                    (k, state.get(k)) for k in state_names):
+                shape = wshape if name.endswith("W") else bshape
                 if group is None:
                     continue
                 a = group[l]
@@ -1135,7 +1158,7 @@ cdef class MLPWorkspace:
                 "dh": [np.zeros((cap, s), dt) for s in sizes[1:]],
                 "hd": ([np.zeros((cap, sizes[l + 1]), dt) if drops[l] > 0 else None
                         for l in range(L)] if any(drops) else None)}
-        for key in ("vW", "vb", "sW", "sb"):
+        for key in state_names:
             bufs[key] = list(state[key]) if state.get(key) is not None else None
         self.buffers = bufs
         self.keep = [np.zeros((cap, sizes[l + 1]), np.uint8) if drops[l] > 0 else None
@@ -1150,7 +1173,9 @@ cdef class MLPWorkspace:
         self.drop_c = <double *>calloc(L, sizeof(double))
         self.keep_c = <uint8_t **>calloc(L, sizeof(uint8_t *))
         self.table = <void **>calloc(FBP_NBUF * L, sizeof(void *))
+        self.nbytes_c = <Py_ssize_t *>calloc(FBP_NBUF * L, sizeof(Py_ssize_t))
         if (self.sizes_c == NULL or self.table == NULL or self.act_c == NULL or
+                self.nbytes_c == NULL or
                 self.drop_c == NULL or self.keep_c == NULL):
             raise MemoryError()
         for l in range(L + 1):
@@ -1167,6 +1192,7 @@ cdef class MLPWorkspace:
             for l in range(L):
                 if group is not None and group[l] is not None:
                     self.table[k * L + l] = cnp.PyArray_DATA(<cnp.ndarray>group[l])
+                    self.nbytes_c[k * L + l] = group[l].nbytes
         self.m.dsize = dt.itemsize
         self.m.L = <int>L
         self.m.sizes = self.sizes_c
@@ -1182,6 +1208,7 @@ cdef class MLPWorkspace:
 
     def __dealloc__(self):
         free(self.table)
+        free(self.nbytes_c)
         free(self.sizes_c)
         free(self.act_c)
         free(self.drop_c)
@@ -1198,28 +1225,16 @@ cdef class MLPWorkspace:
     cdef int refuse_overlap(self, str fn, str name, const Desc *d) except -1:
         """A batch must not share memory with any buffer of the step (a parameter
         as x would be read after the step starts to update it)."""
-        cdef Py_ssize_t nd = d.size * d.itemsize, nb, l, rows
-        cdef int k
+        cdef Py_ssize_t nd = d.size * d.itemsize, i
         cdef char *p
         if nd == 0:
             return 0
-        for k in range(FBP_NBUF):
-            if self.m.buf[k] == NULL:
-                continue
-            for l in range(self.m.L):
-                p = <char *>self.m.buf[k][l]
-                if p == NULL:
-                    continue
-                if k == FBP_BUF_W or k == FBP_BUF_DW or k == FBP_BUF_VW or k == FBP_BUF_SW:
-                    rows = self.sizes_c[l]
-                elif k == FBP_BUF_H or k == FBP_BUF_DH or k == FBP_BUF_HD:
-                    rows = self.cap
-                else:
-                    rows = 1
-                nb = rows * self.sizes_c[l + 1] * self.m.dsize
-                if d.ptr < p + nb and p < d.ptr + nd:
-                    raise ValueError(f"{fn}: {name} overlaps the model's {BUFFERS[k]}{l + 1} "
-                                     "in memory; pass a copy")
+        for i in range(FBP_NBUF * self.m.L):
+            p = <char *>self.table[i]
+            if p != NULL and d.ptr < p + self.nbytes_c[i] and p < d.ptr + nd:
+                raise ValueError(f"{fn}: {name} overlaps the model's "
+                                 f"{BUFFERS[i // self.m.L]}{i % self.m.L + 1} in memory; "
+                                 "pass a copy")
         return 0
 
     def __getattr__(self, name):  # ws.W, ws.dW, ws.h, ...
@@ -1245,6 +1260,7 @@ cdef class StepOptions:
     scikit-learn's log_loss (the gradient is not clipped).
     """
     cdef fbp_step_opts o
+    cdef readonly tuple need_state  # the workspace buffers its optimizer updates
 
     def __cinit__(self, int mode=FBP_MODE_TRAIN, optimizer="SGD", lr=0.0, weight_decay=0.0,
                   momentum=0.0, dampening=0.0, nesterov=False, betas=(0.9, 0.999), eps=1e-8,
@@ -1276,6 +1292,12 @@ cdef class StepOptions:
         self.o.loss_eps = _real(fn, "loss_eps", loss_eps)
         if not 0.0 <= self.o.loss_eps < 0.5:
             raise ValueError(f"{fn}: loss_eps must be in [0, 0.5), got {loss_eps!r}")
+        # what the step needs, decided once here (a step allocates nothing)
+        self.need_state = _ops.state_buffers(_ops.OPTIMIZERS[optimizer].state(self.settings()))
+
+    def settings(self):
+        """The options an optimizer's registry entry reads (fastbp.ops)."""
+        return {"momentum": self.o.momentum}
 
     property mode:
         def __get__(self): return self.o.mode
@@ -1400,7 +1422,7 @@ cdef int _gpu_unsupported(str fn, object ws, StepOptions opts, bint weighted) ex
         what = "a step from given gradients (mode UPDATE)"
     elif o.mode == FBP_MODE_BACKWARD:
         what = "a data-parallel step (mode BACKWARD)"
-    elif o.optimizer != FBP_OPT_SGD:
+    elif not _ops.supports("cuda_step", "optimizer", fbp_opt_name(o.optimizer).decode()):
         what = f"optimizer {fbp_opt_name(o.optimizer).decode()!r}"
     elif o.nesterov:
         what = "nesterov=True"
@@ -1520,14 +1542,11 @@ cdef inline void _advance(StepOptions opts, int64_t steps) noexcept:
 
 
 cdef int _check_state(str fn, MLPWorkspace ws, StepOptions opts) except -1:
-    """The workspace holds the state the optimizer updates."""
+    """The workspace holds the state the optimizer updates (fastbp.ops says which)."""
     cdef fbp_step_opts *o = &opts.o
-    cdef bint sgd = o.optimizer == FBP_OPT_SGD or o.optimizer == FBP_OPT_SKSGD
-    need = (("vW", "vb") if sgd and o.momentum != 0.0 else
-            ("vW", "vb", "sW", "sb") if not sgd else ())
-    if not ws.has_state(need):
+    if not ws.has_state(opts.need_state):
         raise ValueError(f"{fn}: the {fbp_opt_name(o.optimizer).decode()} step needs a "
-                         f"workspace built with its state {need}")
+                         f"workspace built with its state {opts.need_state}")
     return 0
 
 

@@ -24,7 +24,7 @@ import sys
 
 import numpy as np
 
-from . import _core
+from . import _core, ops
 from ._core import (  # noqa: F401  (the same functions as fastbp's)
     BUFFERS, LOSSES, STEP_FORWARD, STEP_GRAD, STEP_LOSS, STEP_TRAIN,
     clip_by_global_norm, clip_by_value, dense_backward, dense_forward, global_norm, mse_loss,
@@ -271,9 +271,9 @@ class CudaMLP:
             acts = [_core._act_code(fn, activation)] * (L - 1) + [_core.ACTIVATIONS[None]]
         if loss not in LOSSES:
             raise ValueError(f"{fn}: unknown loss {loss!r}; expected one of {sorted(LOSSES)}")
-        if loss == "binary_cross_entropy":
-            raise NotImplementedError(f"{fn}: loss 'binary_cross_entropy' is not supported on "
-                                      "the GPU yet (docs/cuda.md lists what is)")
+        ops.require(fn, "cuda_step", "loss", [loss])
+        ops.require(fn, "cuda_step", "activation",
+                    [_core.ACT_NAMES[a] for a in acts])
         cap = operator.index(cap)
         if cap < 1:
             raise ValueError(f"{fn}: cap must be >= 1, got {cap}")

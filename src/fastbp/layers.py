@@ -32,6 +32,7 @@ import numbers
 import numpy as np
 
 from . import _core
+from . import ops as _ops
 
 
 class Layer:
@@ -71,9 +72,6 @@ class Mul:
         return np.multiply(dout, self.y), np.multiply(dout, self.x)
 
 
-_DENSE_ACTIVATIONS = (None, "identity", "relu", "sigmoid", "tanh")
-
-
 def _is_int(v):
     return isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))
 
@@ -99,19 +97,20 @@ def _float_dtype(fn, dtype):
 
 
 def _dense_init(n_in, n_out, activation, dtype, seed):
-    """He (relu, identity, None) or Xavier (sigmoid, tanh) normal W, zero b."""
+    """Normal W with the activation's default init (fastbp.ops: He's std or
+    Xavier's), zero b."""
     rng = np.random.default_rng(seed)
-    std = np.sqrt(2.0 / n_in) if activation in (None, "identity", "relu") else \
-        np.sqrt(2.0 / (n_in + n_out))
+    init = _ops.activation("Dense", activation, allow_none=True).init
+    std = np.sqrt(2.0 / n_in) if init == "he" else np.sqrt(2.0 / (n_in + n_out))
     W = (rng.standard_normal((n_in, n_out)) * std).astype(dtype)
     return W, np.zeros(n_out, dtype)
 
 
 def _check_activation(fn, activation):
     if not (activation is None or (isinstance(activation, str)
-                                   and activation in _DENSE_ACTIVATIONS)):
-        raise ValueError(f"{fn}: activation must be one of None, 'identity', 'relu', "
-                         f"'sigmoid', 'tanh', got {activation!r}")
+                                   and activation in _ops.ACTIVATIONS)):
+        names = ", ".join(repr(n) for n in _ops.ACTIVATIONS)
+        raise ValueError(f"{fn}: activation must be one of None, {names}, got {activation!r}")
 
 
 def _check_wb(fn, W, b):

@@ -18,6 +18,8 @@ schedule) and the history so far.
 import math
 import numbers
 
+from . import ops as _ops
+
 __all__ = ["SGD", "Adam", "AdamW", "ConstantLR", "StepLR", "CosineAnnealingLR",
            "InverseScalingLR", "ReduceLROnPlateau", "LambdaLR", "make_schedule"]
 
@@ -43,9 +45,12 @@ class Optimizer:
     """The settings of an optimizer (its state lives in the model it trains)."""
 
     name = None
-    #: the per-parameter state buffers the step updates ("v": momentum or the
-    #: first moment, "s": the second moment)
-    state = ()
+
+    @property
+    def state(self):
+        """The kinds of per-parameter state its step updates with these settings
+        (fastbp.ops.STATE_BUFFERS: "v" momentum or first moment, "s" second moment)."""
+        return _ops.OPTIMIZERS[self.name].state(self)
 
     def options(self):
         """The keyword arguments of fastbp._core.StepOptions for this optimizer."""
@@ -80,10 +85,6 @@ class SGD(Optimizer):
         if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
             raise ValueError("SGD: Nesterov momentum requires a momentum and zero dampening")
 
-    @property
-    def state(self):
-        return ("v",) if self.momentum != 0.0 else ()
-
     def options(self):
         return dict(optimizer="SGD", lr=self.lr, weight_decay=self.weight_decay,
                     momentum=self.momentum, dampening=self.dampening, nesterov=self.nesterov)
@@ -95,8 +96,6 @@ class Adam(Optimizer):
     p -= lr / (1 - beta1^t) m / (sqrt(v) / sqrt(1 - beta2^t) + eps)."""
 
     name = "Adam"
-    state = ("v", "s")
-    _default_wd = 0.0
 
     def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=None):
         owner = type(self).__name__
@@ -108,7 +107,8 @@ class Adam(Optimizer):
         self.betas = (_real(owner, "betas[0]", b1, lo=0.0, hi=1.0, hi_open=True),
                       _real(owner, "betas[1]", b2, lo=0.0, hi=1.0, hi_open=True))
         self.eps = _real(owner, "eps", eps, lo=0.0)
-        wd = self._default_wd if weight_decay is None else weight_decay
+        wd = _ops.OPTIMIZERS[self.name].defaults["weight_decay"] if weight_decay is None \
+            else weight_decay
         self.weight_decay = _real(owner, "weight_decay", wd, lo=0.0)
 
     def options(self):
@@ -121,7 +121,6 @@ class AdamW(Adam):
     lr weight_decay (weights only) before the Adam step, which has no L2 term."""
 
     name = "AdamW"
-    _default_wd = 1e-2
 
 
 # ---- learning-rate schedules ----------------------------------------------------------

@@ -53,6 +53,7 @@ from sklearn.utils.optimize import _check_optimize_result
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from . import _core
+from . import ops as _ops
 
 try:  # scikit-learn >= 1.7: iprint only where SciPy still takes it
     from sklearn.utils.fixes import _get_additional_lbfgs_options_dict
@@ -63,11 +64,11 @@ except ImportError:  # pragma: no cover
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
 _STOCHASTIC_SOLVERS = ["sgd", "adam"]
-#: scikit-learn's hidden activation names -> fastbp's
-_ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
+#: scikit-learn's hidden activation names -> fastbp's, and fastbp's own names for
+#: the activations scikit-learn lacks (an extension, docs/sklearn.md); fastbp.ops
+_ACTIVATIONS = {(a.sklearn or a.name): a.name for a in _ops.ACTIVATIONS.values()}
 #: the output activation -> the engine's loss (the canonical link of each)
-_LOSSES = {"softmax": "softmax_cross_entropy", "logistic": "binary_cross_entropy",
-           "identity": "mse"}
+_LOSSES = {l.out_activation: l.name for l in _ops.LOSSES.values()}
 #: seconds of work per native call of an epoch: the interval at which an
 #: interrupt (Ctrl-C) is seen
 _CHUNK_SECONDS = 0.25
@@ -159,7 +160,7 @@ class _BaseMLP(BaseEstimator):
 
     _parameter_constraints: dict = {
         "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
-        "activation": [StrOptions({"identity", "logistic", "tanh", "relu"})],
+        "activation": [StrOptions(set(_ACTIVATIONS))],
         "solver": [StrOptions({"lbfgs", "sgd", "adam"})],
         "alpha": [Interval(Real, 0, None, closed="left")],
         "batch_size": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
