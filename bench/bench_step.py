@@ -11,13 +11,22 @@ import fastbp
 from fastbp import bench
 from bench.benchutil import have_torch, run
 
-CONTENDERS = ["fastbp", "floor", "numpy"] + (["torch"] if have_torch() else [])
+from fastbp import _blas
+
+CONTENDERS = ["fastbp", "numpy"] + (["torch"] if have_torch() else []) + \
+    [f"floor-{p}" for p in _blas.available()]
 
 
 @pytest.mark.parametrize("contender", CONTENDERS)
 @pytest.mark.parametrize("size", list(bench.SIZES))
 def test_step(benchmark, size, contender):
-    run(benchmark, bench.CONTENDERS[contender](size), f"step-{size}", contender)
+    """The floors: the step's products from C through each installed BLAS; the
+    summary's ratios are to the best of them."""
+    if contender.startswith("floor-"):
+        fn = bench.floor_contenders(size)[contender]
+    else:
+        fn = bench.CONTENDERS[contender](size)
+    run(benchmark, fn, f"step-{size}", contender)
 
 
 @pytest.mark.parametrize("size", ["book", "small", "medium"])

@@ -125,6 +125,18 @@ FBP_API int fbp_init_cpu(int max_level);
 /* src, dst (nbytes,): memcpy split over the pool. Unused by the kernels: it is the
  * floor that bench/ holds memory-bound kernels against (called through ctypes). */
 FBP_API void fbp_copy(size_t nbytes, const void *src, void *dst);
+/* The floor of a training step through the BLAS in use (the benchmarks): the
+ * step's products for layer widths[0..L] at batch N into the given buffers
+ * (shapes in runtime.c), each one whole BLAS call on `threads` BLAS threads,
+ * then n_state elements copied; the mean of reps steps, in ns. */
+FBP_API double fbp_step_floor_f32(int L, const fbp_idx *widths, fbp_idx N, float *const *h,
+                                  float *const *dz, float *const *dh, float *const *W,
+                                  float *const *dW, const float *src, float *dst,
+                                  fbp_idx n_state, int threads, int reps);
+FBP_API double fbp_step_floor_f64(int L, const fbp_idx *widths, fbp_idx N, double *const *h,
+                                  double *const *dz, double *const *dh, double *const *W,
+                                  double *const *dW, const double *src, double *dst,
+                                  fbp_idx n_state, int threads, int reps);
 
 /* ---- step.c: an MLP's whole training step --------------------------------------- */
 

@@ -198,4 +198,38 @@ void FN(fbp_gemm)(int ta, int tb, fbp_idx M, fbp_idx N, fbp_idx K, T alpha,
     fbp_parallel(nt, nb, FN(gemm_task), &c);
 }
 
+/* The floor of a training step: the step's products alone, each one whole BLAS
+ * call on `threads` of the BLAS's own threads, no fastbp code between them (the
+ * benchmarks' "floor"). widths has L + 1 entries; per layer l, h[l] is
+ * (N, widths[l]), dz[l + 1] (N, widths[l + 1]), dh[l] (N, widths[l]), W[l] and
+ * dW[l] (widths[l], widths[l + 1]): the forward h W, the weight gradient h^T dz
+ * and, except for layer 0, the input gradient dz W^T. Then n_state elements of
+ * src copied to dst on fastbp's pool (an optimizer's state streamed once).
+ * Returns the mean of `reps` steps, in ns, as the benchmarks time every other
+ * contender; the BLAS is left at one thread. */
+double FN(fbp_step_floor)(int L, const fbp_idx *widths, fbp_idx N, T *const *h, T *const *dz,
+                          T *const *dh, T *const *W, T *const *dW, const T *src, T *dst,
+                          fbp_idx n_state, int threads, int reps)
+{
+    g_blas_set_threads(threads < 1 ? 1 : threads);
+    long t0 = fbp_now_ns();
+    for (int r = 0; r < reps; r++) {
+        for (int l = 0; l < L; l++)
+            FN(gemm_blas)(0, 0, N, widths[l + 1], widths[l], 1, h[l], widths[l], W[l],
+                          widths[l + 1], 0, h[l + 1], widths[l + 1]);
+        for (int l = L - 1; l >= 0; l--) {
+            FN(gemm_blas)(1, 0, widths[l], widths[l + 1], N, 1, h[l], widths[l], dz[l + 1],
+                          widths[l + 1], 0, dW[l], widths[l + 1]);
+            if (l > 0)
+                FN(gemm_blas)(0, 1, N, widths[l], widths[l + 1], 1, dz[l + 1], widths[l + 1],
+                              W[l], widths[l + 1], 0, dh[l], widths[l]);
+        }
+        if (n_state)
+            fbp_copy((size_t)n_state * sizeof(T), src, dst);
+    }
+    double mean = (double)(fbp_now_ns() - t0) / (reps > 0 ? reps : 1);
+    g_blas_set_threads(1);
+    return mean;
+}
+
 #endif

@@ -1,8 +1,9 @@
 """fastbp: fast, deterministic backpropagation for dense neural networks.
 
 The hot paths are C kernels (csrc/) called through Cython (fastbp._core) with
-the GIL released, on fastbp's own thread pool; every matrix product goes to the
-OpenBLAS of the scipy-openblas32 package. ``fastbp.reference`` holds a
+the GIL released, on fastbp's own thread pool; every matrix product goes to a
+BLAS chosen per machine: the OpenBLAS of the scipy-openblas32 package, or MKL
+where it is installed and measures faster (fastbp.set_blas). ``fastbp.reference`` holds a
 pure-NumPy twin of every kernel.
 """
 __version__ = "0.1.0"
@@ -24,6 +25,7 @@ from ._core import (  # noqa: E402
     sgd_update,
     softmax_cross_entropy,
 )
+from ._blas import get_blas, set_blas  # noqa: E402
 from ._threadpool import local_threads  # noqa: E402  (also registers the pool with threadpoolctl)
 from ._config import show_config  # noqa: E402
 from .model import MLP  # noqa: E402
@@ -43,10 +45,12 @@ __all__ = [
     "clip_by_value",
     "dense_backward",
     "dense_forward",
+    "get_blas",
     "get_num_threads",
     "global_norm",
     "local_threads",
     "mse_loss",
+    "set_blas",
     "set_num_threads",
     "sgd_update",
     "show_config",

@@ -3,6 +3,7 @@
     python -m fastbp train --data digits [--hidden 128 --activation relu
         --epochs 30 --batch-size 32 --lr 0.1 --threads N --compare-numpy]
     python -m fastbp bench [--sizes book small ... --json out.json --png out.png]
+    python -m fastbp bench --contention [--sizes digits book ...]
     python -m fastbp bench --vs-sklearn [--datasets digits ... --threads N]
     python -m fastbp info
 
@@ -161,6 +162,9 @@ def cmd_bench(args):
         if args.json == STEP_JSON:  # the default names the step benchmark's file
             args.json = SKLEARN_JSON
         return bench_main(args)
+    if args.contention:
+        from .bench_contention import main as contention_main
+        return contention_main(args)
     from .bench import main as bench_main
 
     return bench_main(args)
@@ -357,6 +361,11 @@ def build_parser(prog=None):
                    help="instead: fit fastbp.sklearn's MLPClassifier/MLPRegressor and "
                         "scikit-learn's side by side (same data, parameters and threads) "
                         "and print times, speed-ups and held-out scores")
+    b.add_argument("--contention", action="store_true",
+                   help="instead: the step on a busy machine (back to back, with 200 us of "
+                        "the caller's work between steps, with a NumPy matmul between "
+                        "steps, beside a busy process) for fastbp at its default threads "
+                        "and on one thread, NumPy's step and PyTorch's")
     b.add_argument("--datasets", type=_workload, nargs="+", default=None, metavar="NAME",
                    help=f"--vs-sklearn's workloads (default: all: "
                         f"{' '.join(SKLEARN_WORKLOADS)})")
@@ -372,6 +381,8 @@ def build_parser(prog=None):
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "func", None) is cmd_bench and args.contention and args.vs_sklearn:
+        parser.error("argument --contention: not allowed with argument --vs-sklearn")
     if getattr(args, "func", None) is cmd_bench and args.datasets and not args.vs_sklearn:
         parser.error("argument --datasets: expected --vs-sklearn with it (the step "
                      "benchmark takes --sizes)")

@@ -30,5 +30,7 @@ def show_config():
           f"{info['pool']['workers']} workers started)")
     print(f"  kernels: {kernels}")
     b = info["blas"]
-    print(f"  BLAS:    {b['version']} ({b['threads']} threads)")
+    print(f"  BLAS:    {b['provider']} ({b['chosen_by']}; installed: "
+          f"{', '.join(b['available'])}; FASTBP_BLAS or fastbp.set_blas to choose)")
+    print(f"           {b['version']} ({b['threads']} threads)")
     print(f"           {b['library']}")

@@ -46,6 +46,13 @@ cdef extern from "fastbp.h" nogil:
     int fbp_cpu_count()
     int fbp_pool_workers(int *create_error)
     void fbp_pool_stats(double *out)
+    double fbp_step_floor_f32(int L, const fbp_idx *widths, fbp_idx N, float **h, float **dz,
+                              float **dh, float **W, float **dW, const float *src, float *dst,
+                              fbp_idx n_state, int threads, int reps) nogil
+    double fbp_step_floor_f64(int L, const fbp_idx *widths, fbp_idx N, double **h,
+                              double **dz, double **dh, double **W, double **dW,
+                              const double *src, double *dst, fbp_idx n_state, int threads,
+                              int reps) nogil
     int fbp_set_force_parallel(int on)
     void fbp_set_wait_us(double us)
     double fbp_get_wait_us()
@@ -162,6 +169,76 @@ def _set_gemm(size_t sgemm_addr, size_t dgemm_addr, size_t get_threads, size_t s
         raise ValueError("_set_gemm: null address")
     fbp_set_blas(<fbp_sgemm_fn>sgemm_addr, <fbp_dgemm_fn>dgemm_addr,
                  <fbp_blas_get_threads_fn>get_threads, <fbp_blas_set_threads_fn>set_threads)
+
+
+cdef class StepFloor:
+    """The floor of a training step, for the benchmarks: the step's products for a
+    net of these widths at batch N (per layer h W, h^T dz, and dz W^T for all but
+    the first), each one whole BLAS call through the provider in use, plus
+    n_state elements copied on fastbp's pool; no Python between them
+    (fbp_step_floor in csrc/runtime.c). ``run(reps, threads)`` returns the mean
+    of reps steps in seconds; calling the object runs one step."""
+    cdef list bufs
+    cdef int L
+    cdef object dtype
+    cdef Py_ssize_t N, n_state
+    cdef Py_ssize_t w[65]
+    cdef void *p[5][65]
+
+    def __init__(self, widths, Py_ssize_t N, dtype=np.float32, Py_ssize_t n_state=0):
+        widths = [int(v) for v in widths]
+        self.L = len(widths) - 1
+        if not 1 <= self.L <= 64:
+            raise ValueError(f"StepFloor: expected 2 to 65 widths, got {len(widths)}")
+        if N < 1 or n_state < 0 or min(widths) < 1:
+            raise ValueError(f"StepFloor: expected positive sizes, got widths {widths}, "
+                             f"N={N}, n_state={n_state}")
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.float32, np.float64):
+            raise TypeError(f"StepFloor: expected float32 or float64, got {self.dtype}")
+        _check_blas_dims("StepFloor", [("N", N)] + [(f"width {i}", v) for i, v in enumerate(widths)])
+        self.N, self.n_state = N, n_state
+        rng = np.random.default_rng(0)
+        h = [rng.standard_normal((N, v)).astype(self.dtype) for v in widths]
+        dz = [rng.standard_normal((N, v)).astype(self.dtype) for v in widths]
+        dh = [np.empty((N, v), self.dtype) for v in widths]
+        W = [(rng.standard_normal((i, o)) * 0.01).astype(self.dtype)
+             for i, o in zip(widths[:self.L], widths[1:])]
+        dW = [np.empty_like(a) for a in W]
+        state = [np.ones(max(n_state, 1), self.dtype), np.empty(max(n_state, 1), self.dtype)]
+        self.bufs = [h, dz, dh, W, dW, state]
+        cdef int i, l
+        for l in range(self.L + 1):
+            self.w[l] = widths[l]
+        for i in range(5):
+            for l, a in enumerate(self.bufs[i]):
+                self.p[i][l] = <void *><size_t>a.ctypes.data
+
+    def run(self, int reps=1, int threads=1):
+        if reps < 1 or threads < 1:
+            raise ValueError(f"StepFloor.run: expected reps >= 1 and threads >= 1, "
+                             f"got {reps}, {threads}")
+        cdef void *src = <void *><size_t>self.bufs[5][0].ctypes.data
+        cdef void *dst = <void *><size_t>self.bufs[5][1].ctypes.data
+        cdef double ns
+        if self.dtype == np.float32:
+            with nogil:
+                ns = fbp_step_floor_f32(self.L, self.w, self.N, <float **>self.p[0],
+                                        <float **>self.p[1], <float **>self.p[2],
+                                        <float **>self.p[3], <float **>self.p[4],
+                                        <const float *>src, <float *>dst, self.n_state,
+                                        threads, reps)
+        else:
+            with nogil:
+                ns = fbp_step_floor_f64(self.L, self.w, self.N, <double **>self.p[0],
+                                        <double **>self.p[1], <double **>self.p[2],
+                                        <double **>self.p[3], <double **>self.p[4],
+                                        <const double *>src, <double *>dst, self.n_state,
+                                        threads, reps)
+        return ns * 1e-9
+
+    def __call__(self):
+        self.run(1, get_num_threads())
 
 
 def set_num_threads(n):

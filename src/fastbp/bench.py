@@ -3,7 +3,9 @@
 A training step's matrix products already run at the BLAS's speed, so the floor
 of a step is the time of those products alone: per layer the forward product
 h·W, the weight gradient hᵀ·dz and (except for the first layer) the input
-gradient dz·Wᵀ, done with NumPy into preallocated outputs. An optimizer with
+gradient dz·Wᵀ, called from C (no Python in the timing) as whole BLAS calls on
+the BLAS's own threads, through every installed provider (OpenBLAS, MKL); the
+table's floor is the best of them, the machine's limit. An optimizer with
 state (momentum; Adam's two moments) must also stream that state once per step,
 so its floor adds a parallel copy of the state's bytes. Everything above the
 floor is overhead. All contenders run the same step (float32, ReLU hidden
@@ -24,6 +26,7 @@ import numpy as np
 
 SIZES = {
     # name: (batch, widths)
+    "digits": (32, [64, 128, 10]),
     "book": (100, [784, 50, 10]),
     "small": (32, [784, 100, 10]),
     "medium": (128, [784, 512, 512, 10]),
@@ -123,32 +126,49 @@ def numpy_step(size, dtype=np.float32, optimizer="sgd"):
     return step
 
 
-def floor_step(size, dtype=np.float32, optimizer="sgd"):
-    """The step's GEMMs alone, with NumPy into preallocated outputs, and for an
-    optimizer with state a parallel copy of the state's bytes."""
-    N, widths = SIZES[size]
-    x, _ = make_batch(size, dtype)
-    rng = np.random.default_rng(1)
-    L = len(widths) - 1
-    W = [rng.standard_normal((widths[l], widths[l + 1])).astype(dtype) * 0.01 for l in range(L)]
-    h = [x] + [np.empty((N, w), dtype) for w in widths[1:]]
-    dz = [rng.standard_normal((N, w)).astype(dtype) for w in widths[1:]]
-    dW = [np.empty_like(w) for w in W]
-    dh = [np.empty((N, w), dtype) for w in widths[:-1]]
-    mm = np.matmul
-    n_state = OPTIMIZERS[optimizer][2] * sum(i * o + o for i, o in zip(widths[:-1], widths[1:]))
-    src, dst = np.ones(n_state, dtype), np.empty(n_state, dtype)
+class StepFloor:
+    """The step's products alone, called from C through one BLAS provider (the
+    one in use unless named), each one whole BLAS call on as many of the BLAS's
+    own threads as fastbp uses, and for an optimizer with state a parallel copy
+    of the state's bytes: no Python in the timing (fastbp._core.StepFloor).
+    Calling it runs one step (pytest-benchmark); c_time(k) times k steps in C."""
 
-    def step():
-        for l in range(L):
-            mm(h[l], W[l], out=h[l + 1])
-        for l in range(L - 1, -1, -1):
-            mm(h[l].T, dz[l], out=dW[l])
-            if l > 0:
-                mm(dz[l], W[l].T, out=dh[l])
-        if n_state:
-            parallel_copy(src, dst)
-    return step
+    def __init__(self, size, dtype=np.float32, optimizer="sgd", provider=None):
+        from . import _core
+
+        N, widths = SIZES[size]
+        n_state = OPTIMIZERS[optimizer][2] * sum(i * o + o for i, o in
+                                                 zip(widths[:-1], widths[1:]))
+        self.floor = _core.StepFloor(widths, N, dtype, n_state)
+        self.provider = provider
+
+    def c_time(self, k):
+        """Seconds per step, the mean of k steps timed in C."""
+        from . import _blas, _core
+
+        own = _blas.get_blas()
+        if self.provider and self.provider != own:
+            _core._set_gemm(*_blas._provider(self.provider).addrs)
+        try:
+            return self.floor.run(k, _core.get_num_threads())
+        finally:
+            if self.provider and self.provider != own:
+                _core._set_gemm(*_blas._provider(own).addrs)
+
+    def __call__(self):
+        self.c_time(1)
+
+
+def floor_step(size, dtype=np.float32, optimizer="sgd", provider=None):
+    """The step's products from C through a provider (default: fastbp's)."""
+    return StepFloor(size, dtype, optimizer, provider)
+
+
+def floor_contenders(size, dtype=np.float32, optimizer="sgd"):
+    """A floor per installed BLAS provider: {"floor-openblas": ..., ...}."""
+    from . import _blas
+
+    return {f"floor-{p}": StepFloor(size, dtype, optimizer, p) for p in _blas.available()}
 
 
 def torch_step(size, dtype=np.float32, optimizer="sgd"):
@@ -181,6 +201,8 @@ def torch_step(size, dtype=np.float32, optimizer="sgd"):
 
 CONTENDERS = {"fastbp": fastbp_step, "floor": floor_step, "numpy": numpy_step,
               "torch": torch_step}
+#: the contenders of a table row besides the floors, which come one per provider
+STEP_CONTENDERS = ("fastbp", "numpy", "torch")
 
 
 def have_torch():
@@ -223,6 +245,9 @@ def time_steps(fns, repeat=None, block=BLOCK, settle=SETTLE, rounds=ROUNDS):
             time.sleep(settle)
             k = calls_per_block(fn, block)
             k = calls.setdefault(name, repeat or k)
+            if hasattr(fn, "c_time"):  # timed in C: no Python call per step
+                samples[name].append(fn.c_time(k))
+                continue
             t0 = time.perf_counter()
             for _ in range(k):
                 fn()
@@ -239,28 +264,41 @@ def run(sizes=None, repeat=None, threads=None, with_torch=None, optimizer="sgd")
         fastbp.set_num_threads(threads)
     if with_torch is None:
         with_torch = have_torch()
+    from . import _blas
+
     rows = []
     for size in sizes or list(SIZES):
-        fns = {name: make(size, optimizer=optimizer) for name, make in CONTENDERS.items()
+        fns = {name: CONTENDERS[name](size, optimizer=optimizer) for name in STEP_CONTENDERS
                if name != "torch" or with_torch}
+        fns.update(floor_contenders(size, optimizer=optimizer))
         t = time_steps(fns, repeat)
+        floors = {k[len("floor-"):]: v for k, v in t.items() if k.startswith("floor-")}
+        best = min(floors, key=floors.get)
+        t["floor"] = floors[best]
         row = {"size": size, "batch": SIZES[size][0], "widths": SIZES[size][1],
-               "optimizer": optimizer, "ms": {k: v * 1e3 for k, v in t.items()}}
+               "optimizer": optimizer, "floor_provider": best,
+               "fastbp_provider": _blas.get_blas(),
+               "ms": {k: v * 1e3 for k, v in t.items()}}
         row["ratio_to_floor"] = {k: v / t["floor"] for k, v in t.items()}
         rows.append(row)
     return rows
 
 
 def format_table(rows):
+    """The step table: the floor is the best installed provider's (named), and
+    "own floor" is the floor through the provider fastbp uses."""
     has_torch = any("torch" in r["ms"] for r in rows)
-    head = f"{'size':<7} {'net':<22} {'floor ms':>9} {'fastbp ms':>10} {'fastbp/floor':>13} " \
+    head = f"{'size':<7} {'net':<22} {'floor ms':>9} {'by':>9} {'own floor':>10} " \
+           f"{'fastbp ms':>10} {'fastbp/floor':>13} " \
            f"{'numpy/floor':>12}" + (f" {'torch/floor':>12}" if has_torch else "") + \
            f" {'vs numpy':>9}" + (f" {'vs torch':>9}" if has_torch else "")
     lines = [head, "-" * len(head)]
     for r in rows:
         ms, q = r["ms"], r["ratio_to_floor"]
         net = f"{r['batch']}x" + "-".join(map(str, r["widths"]))
-        line = f"{r['size']:<7} {net:<22} {ms['floor']:>9.3f} {ms['fastbp']:>10.3f} " \
+        own = ms.get(f"floor-{r.get('fastbp_provider')}", ms["floor"])
+        line = f"{r['size']:<7} {net:<22} {ms['floor']:>9.3f} " \
+               f"{r.get('floor_provider', ''):>9} {own:>10.3f} {ms['fastbp']:>10.3f} " \
                f"{q['fastbp']:>12.2f}x {q['numpy']:>11.2f}x"
         if has_torch:
             line += f" {q['torch']:>11.2f}x" if "torch" in q else f" {'-':>12}"
@@ -325,10 +363,13 @@ def main(args):
     from ._blas import info
 
     cls, kw, n_state = OPTIMIZERS[optimizer]
-    floor = "NumPy's matmuls" + (f" + a parallel copy of the {n_state} state buffer(s)"
-                                 if n_state else "")
+    floor = "the step's products from C, whole BLAS calls on " \
+            f"{fastbp.get_num_threads()} BLAS thread(s), through each installed provider " \
+            f"({', '.join(info()['available'])})" + \
+            (f", + a parallel copy of the {n_state} state buffer(s)" if n_state else "")
     print(f"optimizer: {cls}({', '.join(f'{k}={v}' for k, v in kw.items())}); "
-          f"fastbp GEMMs: {info()['version'].split(' DYNAMIC')[0]}; floor: {floor}")
+          f"fastbp's BLAS: {info()['provider']} ({info()['version'].split(' DYNAMIC')[0]})")
+    print(f"floor: {floor}")
     print(format_table(rows))
     if args.json:
         write_json(args.json, rows)
