@@ -75,17 +75,19 @@ static inline const char *fbp_opt_name(int k)
 }
 
 /* An MLP workspace's buffers, per layer l of L (sizes (L+1,) the widths):
- * W, dW, vW, sW (sizes[l], sizes[l+1]); b, db, vb, sb (sizes[l+1],); h, dh, hd
+ * W, dW, vW, sW (sizes[l], sizes[l+1]); b, db, vb, sb (sizes[l+1],); h, dh, hd, z
  * (cap, sizes[l+1]). vW, vb: SGD's momentum or Adam's first moment; sW, sb:
  * Adam's second moment (NULL when the optimizer has no such state). h[L-1] holds
  * the logits (or regression outputs). hd: a hidden layer's output after dropout
- * (NULL without dropout), the next layer's input in a training step. */
+ * (NULL without dropout), the next layer's input in a training step. z: the
+ * pre-activation x.W + b of a layer whose activation's derivative needs its input
+ * (fbp_act_needs_input), NULL for the others, which take it from h. */
 enum fbp_buf { FBP_BUF_W = 0, FBP_BUF_B, FBP_BUF_DW, FBP_BUF_DB, FBP_BUF_VW, FBP_BUF_VB,
-               FBP_BUF_SW, FBP_BUF_SB, FBP_BUF_H, FBP_BUF_DH, FBP_BUF_HD, FBP_NBUF };
+               FBP_BUF_SW, FBP_BUF_SB, FBP_BUF_H, FBP_BUF_DH, FBP_BUF_HD, FBP_BUF_Z, FBP_NBUF };
 static inline const char *fbp_buf_name(int k)
 {
     static const char *const names[] = {"W", "b", "dW", "db", "vW", "vb",
-                                        "sW", "sb", "h", "dh", "hd"};
+                                        "sW", "sb", "h", "dh", "hd", "z"};
     _Static_assert(FBP_COUNT(names) == FBP_NBUF, "a name per buffer");
     return k >= 0 && k < FBP_NBUF ? names[k] : "";
 }

@@ -175,6 +175,8 @@ static inline void fbp_chunk_range(fbp_idx n, fbp_idx t0, fbp_idx t1, fbp_idx *i
      * db (O,): dz = dy act'(y) and db (+)= column sums of dz in one pass (dz may     \
      * alias dy; NULL with act NONE). */                                               \
     void fbp_bias_act_##S(fbp_idx N, fbp_idx O, const T *b, int act, T *y);            \
+    /* dense.c. z, y (N, O): z += b, y = act(z) (z kept for the backward pass). */    \
+    void fbp_bias_act_keep_##S(fbp_idx N, fbp_idx O, const T *b, int act, T *z, T *y); \
     void fbp_act_backward_bias_grad_##S(fbp_idx N, fbp_idx O, int act, const T *dy,     \
                                         const T *y, const uint8_t *keep, T scale,      \
                                         T *dz, T *db, int accumulate);                  \

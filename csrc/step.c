@@ -145,9 +145,13 @@ static void FN(fbp_mlp_step)(const fbp_mlp *m, fbp_idx N, const T *x, const int6
     /* forward */
     for (int l = 0; l < L; l++) {
         const T *in = l == 0 ? x : DROPS(l - 1) ? P(HD, l - 1) : P(H, l - 1);
+        T *z = P(Z, l); /* kept for the backward pass, where the activation needs it */
         FN(fbp_gemm)(0, 0, N, sz[l + 1], sz[l], (T)1, in, sz[l], P(W, l), sz[l + 1], (T)0,
-                     P(H, l), sz[l + 1]);
-        FN(fbp_bias_act)(N, sz[l + 1], P(B, l), m->act[l], P(H, l));
+                     z ? z : P(H, l), sz[l + 1]);
+        if (z)
+            FN(fbp_bias_act_keep)(N, sz[l + 1], P(B, l), m->act[l], z, P(H, l));
+        else
+            FN(fbp_bias_act)(N, sz[l + 1], P(B, l), m->act[l], P(H, l));
         if (DROPS(l))
             FN(fbp_dropout)(N, sz[l + 1], P(H, l), P(HD, l), m->keep[l], m->drop[l], opt->seed,
                             opt->step, l, opt->row0);
@@ -200,7 +204,9 @@ static void FN(fbp_mlp_step)(const fbp_mlp *m, fbp_idx N, const T *x, const int6
         const T *in = l == 0 ? x : DROPS(l - 1) ? P(HD, l - 1) : P(H, l - 1);
         const uint8_t *keep = DROPS(l) ? m->keep[l] : NULL;
         T scale = keep ? (T)(1.0 / (1.0 - m->drop[l])) : (T)0;
-        FN(fbp_act_backward_bias_grad)(N, O, m->act[l], dz, P(H, l), keep, scale, dz, P(DB, l), 0);
+        /* the activation's backward input: its output, or the kept pre-activation */
+        const T *bin = P(Z, l) ? P(Z, l) : P(H, l);
+        FN(fbp_act_backward_bias_grad)(N, O, m->act[l], dz, bin, keep, scale, dz, P(DB, l), 0);
         if (l > 0)
             FN(fbp_gemm)(0, 1, N, I, O, (T)1, dz, O, P(W, l), O, (T)0, P(DH, l - 1), I);
         if (fused) {

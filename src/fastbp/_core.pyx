@@ -637,6 +637,20 @@ cdef object _act_backward(str fn, int act, object dy, object y, object out):
     return out
 
 
+def activation_forward(activation, x, out=None):
+    """y = act(x) for any registered activation name (fastbp.ops), as its own
+    <name>_forward gives it: the generic entry the layers call."""
+    fn = "activation_forward"
+    return _act_forward(fn, _act_code(fn, activation), x, out)
+
+
+def activation_backward(activation, dy, y, out=None):
+    """dx = dy * act'(.), y the activation's backward input (fastbp.ops
+    backward_input: its forward output, or its input x)."""
+    fn = "activation_backward"
+    return _act_backward(fn, _act_code(fn, activation), dy, y, out)
+
+
 def relu_forward(x, out=None):
     """y = max(x, 0), NaN propagating. ``out`` may be ``x`` (in place)."""
     return _act_forward("relu_forward", FBP_ACT_RELU, x, out)
@@ -1230,11 +1244,16 @@ cdef class MLPWorkspace:
         self.dtype = dt
         self.cap = cap
         self.grad, dW, db = _grad_block(sizes, dt)
+        needs_z = [_ops.ACTIVATIONS[ACT_NAMES[a]].backward_input == "input" for a in acts]
         bufs = {"W": list(W), "b": list(b), "dW": dW, "db": db,
                 "h": [np.zeros((cap, s), dt) for s in sizes[1:]],
                 "dh": [np.zeros((cap, s), dt) for s in sizes[1:]],
                 "hd": ([np.zeros((cap, sizes[l + 1]), dt) if drops[l] > 0 else None
-                        for l in range(L)] if any(drops) else None)}
+                        for l in range(L)] if any(drops) else None),
+                # the pre-activations, only for the layers whose activation's
+                # derivative needs its input (the others take it from h)
+                "z": ([np.zeros((cap, sizes[l + 1]), dt) if needs_z[l] else None
+                       for l in range(L)] if any(needs_z) else None)}
         for key in state_names:
             bufs[key] = list(state[key]) if state.get(key) is not None else None
         self.buffers = bufs

@@ -197,7 +197,7 @@ class Dense(Layer):
         self.activation = activation
         self.dW = np.zeros(W.shape, W.dtype)
         self.db = np.zeros(b.shape, b.dtype)
-        self.x = self.y = None
+        self.x = self.y = self.z = None
 
     @classmethod
     def init(cls, n_in, n_out, activation=None, dtype=np.float32, seed=0):
@@ -215,40 +215,54 @@ class Dense(Layer):
 
     def forward(self, x):
         self.x = x
-        self.y = _core.dense_forward(x, self.W, self.b, self.activation)
+        if _ops.activation("Dense", self.activation, True).backward_input == "input":
+            # its derivative needs the pre-activation: kept, then the activation
+            self.z = _core.dense_forward(x, self.W, self.b, None)
+            self.y = _core.activation_forward(self.activation, self.z)
+        else:
+            self.z = None
+            self.y = _core.dense_forward(x, self.W, self.b, self.activation)
         return self.y
 
     def backward(self, dout):
-        dx, _, _ = _core.dense_backward(dout, self.x, self.W, self.y, self.activation,
-                                        dW=self.dW, db=self.db)
+        dx, _, _ = _core.dense_backward(dout, self.x, self.W,
+                                        self.y if self.z is None else self.z,
+                                        self.activation, dW=self.dW, db=self.db)
         return dx
 
 
 class _Activation(Layer):
+    """An activation layer: forward keeps what its backward takes (fastbp.ops
+    backward_input: the output y, or the input x)."""
     _fwd = _bwd = None
+    name = None
 
     def forward(self, x):
         self.y = type(self)._fwd(x)
+        self._bin = x if _ops.ACTIVATIONS[self.name].backward_input == "input" else self.y
         return self.y
 
     def backward(self, dout):
-        return type(self)._bwd(dout, self.y)
+        return type(self)._bwd(dout, self._bin)
 
 
 class ReLU(_Activation):
     """y = max(x, 0); backward masks by y > 0 (gradient 0 at 0)."""
+    name = "relu"
     _fwd = staticmethod(_core.relu_forward)
     _bwd = staticmethod(_core.relu_backward)
 
 
 class Sigmoid(_Activation):
     """y = 1 / (1 + exp(-x)); backward multiplies by y (1 - y)."""
+    name = "sigmoid"
     _fwd = staticmethod(_core.sigmoid_forward)
     _bwd = staticmethod(_core.sigmoid_backward)
 
 
 class Tanh(_Activation):
     """y = tanh(x); backward multiplies by 1 - y^2."""
+    name = "tanh"
     _fwd = staticmethod(_core.tanh_forward)
     _bwd = staticmethod(_core.tanh_backward)
 

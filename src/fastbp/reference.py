@@ -15,13 +15,17 @@ Conventions
 * float32 and float64 are supported.  Computation happens in the input
   dtype and array outputs keep that dtype (float32 is never upcast).
   Scalar losses are returned as Python ``float``.
-* Activation backward functions take the *output* ``y`` of the forward pass
-  (not its input), as the compiled kernels do.
+* Activation backward functions take what fastbp.ops names as the activation's
+  backward input, as the compiled kernels do: the *output* ``y`` of the forward
+  pass for relu, sigmoid and tanh, its *input* ``x`` for those whose derivative
+  needs it.
 """
 
 import math
 
 import numpy as np
+
+from . import ops as _ops
 
 __all__ = [
     "relu_forward", "relu_backward",
@@ -131,7 +135,8 @@ def dense_forward(x, W, b, activation=None):
 
 
 def dense_backward(dy, x, W, y, activation=None):
-    """Dense layer gradients, given the forward output y.
+    """Dense layer gradients, given the activation's backward input y: the forward
+    output, or the pre-activation z = x @ W + b (fastbp.ops backward_input).
 
     dy (N, O), x (N, I), W (I, O), y (N, O)  ->  (dx (N, I), dW (I, O), db (O,))
 
@@ -485,10 +490,12 @@ def mlp_forward(params, x, activation, L=None, dropout=None, drop_key=None):
     """
     if L is None:
         L = _n_layers(params)
-    hs, h, factors = [], np.asarray(x), []
+    hs, h, factors, pre = [], np.asarray(x), [], []
     for l in range(1, L + 1):
-        h = dense_forward(h, params[f"W{l}"], params[f"b{l}"], _hidden_act(activation, l, L))
+        z = dense_forward(h, params[f"W{l}"], params[f"b{l}"], None)
+        h = _activation(_hidden_act(activation, l, L))[0](z)
         hs.append(h)
+        pre.append(z)
         p = dropout[l - 1] if dropout is not None and l < L else 0.0
         if drop_key is not None and p > 0:
             seed, step, row0 = drop_key
@@ -499,6 +506,7 @@ def mlp_forward(params, x, activation, L=None, dropout=None, drop_key=None):
             factor = None
         factors.append(factor)
     mlp_forward.masks = factors
+    mlp_forward.pre = pre  # the pre-activations, some activations' backward input
     return hs
 
 
@@ -591,7 +599,7 @@ def mlp_loss_and_grads(params, x, t, activation, loss, weight_decay=0.0, sample_
     x = np.asarray(x)
     weight_decay = _alpha_decay(weight_decay, alpha, x.shape[0], sample_weight, norm)
     hs = mlp_forward(params, x, activation, L, dropout, drop_key)
-    factors = mlp_forward.masks
+    factors, pre = mlp_forward.masks, mlp_forward.pre
     value, dh = _loss(loss, hs[-1], t, sample_weight, norm)
     if loss_eps:
         value = _log_loss_clipped(loss, hs[-1], t, loss_eps, sample_weight, norm)
@@ -608,7 +616,10 @@ def mlp_loss_and_grads(params, x, t, activation, loss, weight_decay=0.0, sample_
         if factors[l - 1] is not None:  # back through this layer's dropout first
             dh = dh * factors[l - 1][0] * factors[l - 1][1]
         W = params[f"W{l}"]
-        dh, dW, db = dense_backward(dh, inp, W, hs[l - 1], _hidden_act(activation, l, L))
+        act = _hidden_act(activation, l, L)
+        a = _ops.ACTIVATIONS["identity" if act is None else act]
+        bin_ = pre[l - 1] if a.backward_input == "input" else hs[l - 1]
+        dh, dW, db = dense_backward(dh, inp, W, bin_, act)
         if weight_decay:
             dW = dW + W.dtype.type(weight_decay) * W
         grads[f"W{l}"], grads[f"b{l}"] = dW, db
