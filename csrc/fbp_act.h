@@ -1,9 +1,43 @@
 /* fbp_act.h - scalar activations and their masks, per element type.
  * Included inside a kernel file's generic section (T and FN defined), so the
  * fused epilogues in dense.c and step.c use exactly the same formulas as the
- * standalone kernels in activations.c. Masks are functions of the forward
- * OUTPUT y: relu' = (y > 0), sigmoid' = y (1 - y), tanh' = 1 - y^2.
+ * standalone kernels in activations.c. A mask is a function of the activation's
+ * backward input (fastbp.ops backward_input): the forward OUTPUT y for relu' =
+ * (y > 0), sigmoid' = y (1 - y), tanh' = 1 - y^2; the INPUT x for GELU, whose
+ * derivative cannot be had from its output (it is not monotonic).
  */
+
+/* GELU's constants and erf per T, as PyTorch's CPU kernels (GeluKernel.cpp). */
+#define FBP_SQRT1_2 0.70710678118654752440
+#define FBP_GELU_BETA 0.39894228040143267794 /* 1 / sqrt(2 pi) */
+#define FBP_SQRT_2_PI 0.79788456080286535588 /* sqrt(2 / pi) */
+#define FBP_GELU_KAPPA 0.044715
+
+/* GELU and its derivative, computed in double for both element types: in float32
+ * 1 + erf(x) and 1 - tanh^2 cancel in the tails (PyTorch's own float32 kernel is
+ * off by 2e-4 relative at |x| <= 3); in double, float32 results are correctly
+ * rounded but for the last bit. */
+#ifndef FBP_GELU_DEFINED
+#define FBP_GELU_DEFINED
+static inline double fbp_gelu_f64(double x)
+{
+    return x * 0.5 * (1.0 + erf(x * FBP_SQRT1_2));
+}
+static inline double fbp_gelu_grad_f64(double x) /* Phi(x) + x phi(x) */
+{
+    return 0.5 * (1.0 + erf(x * FBP_SQRT1_2)) + x * exp(-0.5 * x * x) * FBP_GELU_BETA;
+}
+static inline double fbp_gelu_tanh_f64(double x)
+{
+    return 0.5 * x * (1.0 + tanh(FBP_SQRT_2_PI * (x + FBP_GELU_KAPPA * x * x * x)));
+}
+static inline double fbp_gelu_tanh_grad_f64(double x) /* PyTorch's order of operations */
+{
+    double th = tanh(FBP_SQRT_2_PI * (x + FBP_GELU_KAPPA * x * x * x));
+    double dinner = FBP_SQRT_2_PI * (1.0 + 3.0 * FBP_GELU_KAPPA * x * x);
+    return 0.5 * (1.0 + th) + 0.5 * x * (1.0 - th * th) * dinner;
+}
+#endif
 #ifndef FBP_INLINE
 #define FBP_INLINE static inline __attribute__((always_inline))
 #endif
@@ -13,13 +47,15 @@
 #define FBP_ACT_COST
 static inline int fbp_act_cost(int act)
 {
-    _Static_assert(FBP_NACT == 4, "a cost per activation");
+    _Static_assert(FBP_NACT == 6, "a cost per activation");
     switch (act) {
     case FBP_ACT_NONE:
     case FBP_ACT_RELU:
         return FBP_COST_MEM;
     case FBP_ACT_SIGMOID:
     case FBP_ACT_TANH:
+    case FBP_ACT_GELU:
+    case FBP_ACT_GELU_TANH:
         return FBP_COST_EXP;
     default:
         FBP_BAD_CODE("activation", act);
@@ -29,7 +65,7 @@ static inline int fbp_act_cost(int act)
 
 FBP_INLINE T FN(fbp_act_apply)(int act, T v)
 {
-    _Static_assert(FBP_NACT == 4, "a forward per activation");
+    _Static_assert(FBP_NACT == 6, "a forward per activation");
     switch (act) {
     case FBP_ACT_NONE:
         return v;
@@ -39,6 +75,10 @@ FBP_INLINE T FN(fbp_act_apply)(int act, T v)
         return SIGMOID(v);
     case FBP_ACT_TANH:
         return TANH(v);
+    case FBP_ACT_GELU: /* x Phi(x), exact: PyTorch's default */
+        return (T)fbp_gelu_f64((double)v);
+    case FBP_ACT_GELU_TANH: /* PyTorch's approximate="tanh" */
+        return (T)fbp_gelu_tanh_f64((double)v);
     default:
         FBP_BAD_CODE("activation", act);
     }
@@ -50,7 +90,7 @@ FBP_INLINE T FN(fbp_act_apply)(int act, T v)
  * in dy propagates through a zero mask. */
 FBP_INLINE T FN(fbp_act_mask)(int act, T y)
 {
-    _Static_assert(FBP_NACT == 4, "a mask per activation");
+    _Static_assert(FBP_NACT == 6, "a mask per activation");
     switch (act) {
     case FBP_ACT_NONE:
         return (T)1;
@@ -60,6 +100,10 @@ FBP_INLINE T FN(fbp_act_mask)(int act, T y)
         return y * ((T)1 - y);
     case FBP_ACT_TANH:
         return (T)1 - y * y;
+    case FBP_ACT_GELU: /* y is the input x */
+        return (T)fbp_gelu_grad_f64((double)y);
+    case FBP_ACT_GELU_TANH: /* y is the input x */
+        return (T)fbp_gelu_tanh_grad_f64((double)y);
     default:
         FBP_BAD_CODE("activation", act);
     }
@@ -121,13 +165,15 @@ FBP_INLINE void FN(fbp_mask_acc_row_drop)(fbp_idx w, int act, const T *dyr,
 
 #ifndef FBP_ACT_DISPATCH
 /* Call CALL(a) with a replaced by the constant for act. */
-_Static_assert(FBP_NACT == 4, "FBP_ACT_DISPATCH: a case per activation");
+_Static_assert(FBP_NACT == 6, "FBP_ACT_DISPATCH: a case per activation");
 #define FBP_ACT_DISPATCH(act, CALL)                                                   \
     switch (act) {                                                                    \
     case FBP_ACT_NONE: CALL(FBP_ACT_NONE); break;                                     \
     case FBP_ACT_RELU: CALL(FBP_ACT_RELU); break;                                     \
     case FBP_ACT_SIGMOID: CALL(FBP_ACT_SIGMOID); break;                               \
     case FBP_ACT_TANH: CALL(FBP_ACT_TANH); break;                                     \
+    case FBP_ACT_GELU: CALL(FBP_ACT_GELU); break;                                     \
+    case FBP_ACT_GELU_TANH: CALL(FBP_ACT_GELU_TANH); break;                           \
     default: FBP_BAD_CODE("activation", act);                                         \
     }
 #endif

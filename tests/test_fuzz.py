@@ -339,7 +339,7 @@ def build_dense_forward(d):
         elif what == "b_len":
             bin_ = np.zeros(O + 1, dtype)
         elif what == "act":
-            a = d.choice(("gelu", "ReLU", 1, "", ["relu"]))
+            a = d.choice(("swish", "ReLU", 1, "", ["relu"]))
         elif what == "out":
             kw["out"], expect = bad_out(d, (N, O), dtype)
         else:
@@ -404,7 +404,7 @@ def build_dense_backward(d):
         elif what == "db_dtype":
             kw["db"] = np.zeros(O, OTHER[dtype])
         elif what == "act":
-            a = d.choice(("gelu", 2, "Tanh"))
+            a = d.choice(("swish", 2, "Tanh"))
         elif act is None:  # y is ignored without an activation
             expect = "ok"
         elif what == "y_ndim":

@@ -107,6 +107,8 @@ __device__ __forceinline__ float d_exp(float v) { return expf(v); }
 __device__ __forceinline__ double d_exp(double v) { return exp(v); }
 __device__ __forceinline__ float d_tanh(float v) { return tanhf(v); }
 __device__ __forceinline__ double d_tanh(double v) { return tanh(v); }
+__device__ __forceinline__ float d_erf(float v) { return erff(v); }
+__device__ __forceinline__ double d_erf(double v) { return erf(v); }
 
 /* The host side of every launcher that takes an activation refuses a code
  * outside the table before launching (act_ok); inside a kernel, a code no case
@@ -120,7 +122,7 @@ static inline int act_ok(int act)
 /* act(v); as fbp_act_apply (NaN stays NaN, sigmoid exact in both tails). */
 template <class T> __device__ __forceinline__ T act_apply(int act, T v)
 {
-    static_assert(FBP_NACT == 4, "act_apply: a case per activation");
+    static_assert(FBP_NACT == 6, "act_apply: a case per activation");
     switch (act) {
     case FBP_ACT_NONE:
         return v;
@@ -133,16 +135,21 @@ template <class T> __device__ __forceinline__ T act_apply(int act, T v)
     }
     case FBP_ACT_TANH:
         return d_tanh(v);
+    case FBP_ACT_GELU:
+        return v * (T)0.5 * ((T)1 + d_erf(v * (T)0.70710678118654752440));
+    case FBP_ACT_GELU_TANH:
+        return (T)0.5 * v *
+               ((T)1 + d_tanh((T)0.79788456080286535588 * (v + (T)0.044715 * v * v * v)));
     default:
         __trap();
     }
     return v;
 }
 
-/* act'(y) from the forward output y; as fbp_act_mask. */
+/* act'(y) from the backward input y (the output, or GELU's input); as fbp_act_mask. */
 template <class T> __device__ __forceinline__ T act_mask(int act, T y)
 {
-    static_assert(FBP_NACT == 4, "act_mask: a case per activation");
+    static_assert(FBP_NACT == 6, "act_mask: a case per activation");
     switch (act) {
     case FBP_ACT_NONE:
         return (T)1;
@@ -152,6 +159,14 @@ template <class T> __device__ __forceinline__ T act_mask(int act, T y)
         return y * ((T)1 - y);
     case FBP_ACT_TANH:
         return (T)1 - y * y;
+    case FBP_ACT_GELU:
+        return (T)0.5 * ((T)1 + d_erf(y * (T)0.70710678118654752440)) +
+               y * d_exp((T)-0.5 * y * y) * (T)0.39894228040143267794;
+    case FBP_ACT_GELU_TANH: {
+        T th = d_tanh((T)0.79788456080286535588 * (y + (T)0.044715 * y * y * y));
+        T dinner = (T)0.79788456080286535588 * ((T)1 + (T)(3 * 0.044715) * y * y);
+        return (T)0.5 * ((T)1 + th) + (T)0.5 * y * ((T)1 - th * th) * dinner;
+    }
     default:
         __trap();
     }

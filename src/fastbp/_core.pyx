@@ -681,6 +681,28 @@ def tanh_backward(dy, y, out=None):
     return _act_backward("tanh_backward", FBP_ACT_TANH, dy, y, out)
 
 
+def gelu_forward(x, approximate="none", out=None):
+    """y = x Phi(x) = x (1 + erf(x / sqrt(2))) / 2, or with approximate="tanh"
+    x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))) / 2, as torch.nn.functional.gelu.
+    ``out`` may be ``x`` (in place)."""
+    fn = "gelu_forward"
+    return _act_forward(fn, _gelu_code(fn, approximate), x, out)
+
+
+def gelu_backward(dy, x, approximate="none", out=None):
+    """dx = dy * gelu'(x), x the forward INPUT (GELU's derivative needs it)."""
+    fn = "gelu_backward"
+    return _act_backward(fn, _gelu_code(fn, approximate), dy, x, out)
+
+
+def _gelu_code(fn, approximate):
+    if approximate == "none":
+        return ACTIVATIONS["gelu"]
+    if approximate == "tanh":
+        return ACTIVATIONS["gelu_tanh"]
+    raise ValueError(f"{fn}: approximate must be 'none' or 'tanh', got {approximate!r}")
+
+
 # ---- dense layer -----------------------------------------------------------------------------
 
 def dense_forward(x, W, b, activation=None, out=None):

@@ -238,12 +238,12 @@ class _Activation(Layer):
     name = None
 
     def forward(self, x):
-        self.y = type(self)._fwd(x)
+        self.y = self._fwd(x)
         self._bin = x if _ops.ACTIVATIONS[self.name].backward_input == "input" else self.y
         return self.y
 
     def backward(self, dout):
-        return type(self)._bwd(dout, self._bin)
+        return self._bwd(dout, self._bin)
 
 
 class ReLU(_Activation):
@@ -265,6 +265,23 @@ class Tanh(_Activation):
     name = "tanh"
     _fwd = staticmethod(_core.tanh_forward)
     _bwd = staticmethod(_core.tanh_backward)
+
+
+class GELU(_Activation):
+    """y = x Phi(x) (approximate="none", PyTorch's default) or its tanh form
+    (approximate="tanh"); backward from the input x."""
+
+    def __init__(self, approximate="none"):
+        if approximate not in ("none", "tanh"):
+            raise ValueError(f"GELU: approximate must be 'none' or 'tanh', got {approximate!r}")
+        self.approximate = approximate
+        self.name = "gelu" if approximate == "none" else "gelu_tanh"
+
+    def _fwd(self, x):
+        return _core.gelu_forward(x, self.approximate)
+
+    def _bwd(self, dout, x):
+        return _core.gelu_backward(dout, x, self.approximate)
 
 
 class SoftmaxCrossEntropy:

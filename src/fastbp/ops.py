@@ -11,6 +11,7 @@ counts), so a code added on one side only fails at once.
 Adding an op: docs/dev/adding-an-op.md.
 """
 import functools
+import math
 from dataclasses import dataclass, field
 
 __all__ = ["Activation", "Loss", "OptimizerInfo", "ACTIVATIONS", "LOSSES", "OPTIMIZERS",
@@ -51,6 +52,26 @@ def onnx_unary(op_type):
     return lower
 
 
+def _onnx_gelu(g, z, out):
+    """x (1 + erf(x / sqrt(2))) / 2 from Erf: opset 17 has no Gelu (opset 20 does)."""
+    e = g.op("Erf", [g.op("Mul", [z, g.const(f"{out}_rsqrt2", math.sqrt(0.5))], f"{out}_s")],
+             f"{out}_erf")
+    one = g.op("Add", [e, g.const(f"{out}_one", 1.0)], f"{out}_1p")
+    return g.op("Mul", [g.op("Mul", [z, one], f"{out}_x1p"), g.const(f"{out}_half", 0.5)], out)
+
+
+def _onnx_gelu_tanh(g, z, out):
+    """x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))) / 2."""
+    c = lambda name, v: g.const(f"{out}_{name}", v)  # noqa: E731
+    x3 = g.op("Mul", [g.op("Mul", [z, z], f"{out}_x2"), z], f"{out}_x3")
+    inner = g.op("Add", [z, g.op("Mul", [x3, c("kappa", 0.044715)], f"{out}_kx3")],
+                 f"{out}_in")
+    th = g.op("Tanh", [g.op("Mul", [inner, c("beta", math.sqrt(2 / math.pi))], f"{out}_bin")],
+              f"{out}_th")
+    one = g.op("Add", [th, c("one", 1.0)], f"{out}_1p")
+    return g.op("Mul", [g.op("Mul", [z, one], f"{out}_x1p"), c("half", 0.5)], out)
+
+
 @dataclass(frozen=True)
 class Activation:
     """One activation.
@@ -88,6 +109,12 @@ ACTIVATIONS = {a.name: a for a in (
                kernels=("sigmoid_forward", "sigmoid_backward"), formula="y = 1 / (1 + exp(-x))"),
     Activation("tanh", 3, "tanh", onnx_unary("Tanh"), "xavier", "output",
                kernels=("tanh_forward", "tanh_backward"), formula="y = tanh(x)"),
+    Activation("gelu", 4, None, _onnx_gelu, "he", "input", ("cpu", "cuda"),
+               ("gelu_forward", "gelu_backward"), (("approximate", "none"),),
+               "y = x Phi(x) = x (1 + erf(x / sqrt(2))) / 2"),
+    Activation("gelu_tanh", 5, None, _onnx_gelu_tanh, "he", "input", ("cpu", "cuda"),
+               ("gelu_forward", "gelu_backward"), (("approximate", "tanh"),),
+               "y = x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))) / 2"),
 )}
 
 

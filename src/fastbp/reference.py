@@ -32,6 +32,7 @@ __all__ = [
     "sigmoid_forward", "sigmoid_backward",
     "tanh_forward", "tanh_backward",
     "identity_forward", "identity_backward",
+    "gelu_forward", "gelu_backward",
     "ACTIVATIONS",
     "dense_forward", "dense_backward",
     "one_hot", "softmax_cross_entropy", "mse_loss", "binary_cross_entropy",
@@ -89,6 +90,37 @@ def tanh_backward(dy, y):
     return np.asarray(dy) * (1 - y * y)
 
 
+def gelu_forward(x, approximate="none"):
+    """GELU, as torch.nn.functional.gelu: y = x Phi(x) = x (1 + erf(x / sqrt(2))) / 2,
+    or approximate="tanh": x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))) / 2."""
+    x = np.asarray(x)
+    v = x.astype(np.float64)  # in float64 for float32 too, as the kernel (fbp_act.h)
+    if approximate == "tanh":
+        y = 0.5 * v * (1 + np.tanh(math.sqrt(2 / math.pi) * (v + 0.044715 * v * v * v)))
+    else:
+        y = v * 0.5 * (1 + _erf(v * math.sqrt(0.5)))
+    return y.astype(x.dtype)
+
+
+def gelu_backward(dy, x, approximate="none"):
+    """GELU gradient from the forward INPUT x: dx = dy (Phi(x) + x phi(x)), or
+    the tanh form's derivative."""
+    x = np.asarray(x)
+    v = x.astype(np.float64)
+    if approximate == "tanh":
+        b = math.sqrt(2 / math.pi)
+        th = np.tanh(b * (v + 0.044715 * v * v * v))
+        d = 0.5 * (1 + th) + 0.5 * v * (1 - th * th) * (b * (1 + 3 * 0.044715 * v * v))
+    else:
+        d = 0.5 * (1 + _erf(v * math.sqrt(0.5))) + v * np.exp(-0.5 * v * v) / math.sqrt(2 * math.pi)
+    return np.asarray(dy) * d.astype(x.dtype)
+
+
+def _erf(x):
+    """erf elementwise in x's dtype (math.erf, which NumPy lacks)."""
+    return np.vectorize(math.erf, otypes=[np.float64])(np.asarray(x, np.float64))
+
+
 def identity_forward(x):
     """Identity activation: y = x."""
     return np.asarray(x)
@@ -106,6 +138,8 @@ ACTIVATIONS = {
     "relu": (relu_forward, relu_backward),
     "sigmoid": (sigmoid_forward, sigmoid_backward),
     "tanh": (tanh_forward, tanh_backward),
+    "gelu": (gelu_forward, gelu_backward),
+    "gelu_tanh": (lambda x: gelu_forward(x, "tanh"), lambda dy, x: gelu_backward(dy, x, "tanh")),
 }
 
 
