@@ -3,8 +3,8 @@
  * fused epilogues in dense.c and step.c use exactly the same formulas as the
  * standalone kernels in activations.c. A mask is a function of the activation's
  * backward input (fastbp.ops backward_input): the forward OUTPUT y for relu' =
- * (y > 0), sigmoid' = y (1 - y), tanh' = 1 - y^2; the INPUT x for GELU, whose
- * derivative cannot be had from its output (it is not monotonic).
+ * (y > 0), sigmoid' = y (1 - y), tanh' = 1 - y^2; the INPUT x for GELU and SiLU,
+ * whose derivatives cannot be had from their outputs (they are not monotonic).
  */
 
 /* GELU's constants and erf per T, as PyTorch's CPU kernels (GeluKernel.cpp). */
@@ -47,7 +47,7 @@ static inline double fbp_gelu_tanh_grad_f64(double x) /* PyTorch's order of oper
 #define FBP_ACT_COST
 static inline int fbp_act_cost(int act)
 {
-    _Static_assert(FBP_NACT == 6, "a cost per activation");
+    _Static_assert(FBP_NACT == 7, "a cost per activation");
     switch (act) {
     case FBP_ACT_NONE:
     case FBP_ACT_RELU:
@@ -56,6 +56,7 @@ static inline int fbp_act_cost(int act)
     case FBP_ACT_TANH:
     case FBP_ACT_GELU:
     case FBP_ACT_GELU_TANH:
+    case FBP_ACT_SILU:
         return FBP_COST_EXP;
     default:
         FBP_BAD_CODE("activation", act);
@@ -65,7 +66,7 @@ static inline int fbp_act_cost(int act)
 
 FBP_INLINE T FN(fbp_act_apply)(int act, T v)
 {
-    _Static_assert(FBP_NACT == 6, "a forward per activation");
+    _Static_assert(FBP_NACT == 7, "a forward per activation");
     switch (act) {
     case FBP_ACT_NONE:
         return v;
@@ -79,6 +80,8 @@ FBP_INLINE T FN(fbp_act_apply)(int act, T v)
         return (T)fbp_gelu_f64((double)v);
     case FBP_ACT_GELU_TANH: /* PyTorch's approximate="tanh" */
         return (T)fbp_gelu_tanh_f64((double)v);
+    case FBP_ACT_SILU: /* x sigmoid(x) */
+        return v * SIGMOID(v);
     default:
         FBP_BAD_CODE("activation", act);
     }
@@ -90,7 +93,7 @@ FBP_INLINE T FN(fbp_act_apply)(int act, T v)
  * in dy propagates through a zero mask. */
 FBP_INLINE T FN(fbp_act_mask)(int act, T y)
 {
-    _Static_assert(FBP_NACT == 6, "a mask per activation");
+    _Static_assert(FBP_NACT == 7, "a mask per activation");
     switch (act) {
     case FBP_ACT_NONE:
         return (T)1;
@@ -104,6 +107,10 @@ FBP_INLINE T FN(fbp_act_mask)(int act, T y)
         return (T)fbp_gelu_grad_f64((double)y);
     case FBP_ACT_GELU_TANH: /* y is the input x */
         return (T)fbp_gelu_tanh_grad_f64((double)y);
+    case FBP_ACT_SILU: { /* y is the input x: s (1 + x (1 - s)), PyTorch's form */
+        T s = SIGMOID(y);
+        return s * ((T)1 + y * ((T)1 - s));
+    }
     default:
         FBP_BAD_CODE("activation", act);
     }
@@ -165,7 +172,7 @@ FBP_INLINE void FN(fbp_mask_acc_row_drop)(fbp_idx w, int act, const T *dyr,
 
 #ifndef FBP_ACT_DISPATCH
 /* Call CALL(a) with a replaced by the constant for act. */
-_Static_assert(FBP_NACT == 6, "FBP_ACT_DISPATCH: a case per activation");
+_Static_assert(FBP_NACT == 7, "FBP_ACT_DISPATCH: a case per activation");
 #define FBP_ACT_DISPATCH(act, CALL)                                                   \
     switch (act) {                                                                    \
     case FBP_ACT_NONE: CALL(FBP_ACT_NONE); break;                                     \
@@ -174,6 +181,7 @@ _Static_assert(FBP_NACT == 6, "FBP_ACT_DISPATCH: a case per activation");
     case FBP_ACT_TANH: CALL(FBP_ACT_TANH); break;                                     \
     case FBP_ACT_GELU: CALL(FBP_ACT_GELU); break;                                     \
     case FBP_ACT_GELU_TANH: CALL(FBP_ACT_GELU_TANH); break;                           \
+    case FBP_ACT_SILU: CALL(FBP_ACT_SILU); break;                                     \
     default: FBP_BAD_CODE("activation", act);                                         \
     }
 #endif

@@ -27,11 +27,11 @@
 #define FBP_COUNT(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
 enum fbp_act { FBP_ACT_NONE = 0, FBP_ACT_RELU = 1, FBP_ACT_SIGMOID = 2, FBP_ACT_TANH = 3,
-               FBP_ACT_GELU = 4, FBP_ACT_GELU_TANH = 5, FBP_NACT };
+               FBP_ACT_GELU = 4, FBP_ACT_GELU_TANH = 5, FBP_ACT_SILU = 6, FBP_NACT };
 static inline const char *fbp_act_name(int k)
 {
     static const char *const names[] = {"identity", "relu", "sigmoid", "tanh", "gelu",
-                                        "gelu_tanh"};
+                                        "gelu_tanh", "silu"};
     _Static_assert(FBP_COUNT(names) == FBP_NACT, "a name per activation");
     return k >= 0 && k < FBP_NACT ? names[k] : "";
 }

@@ -433,6 +433,7 @@ def test_dense_forward_explicit_loops(activation):
            "gelu": lambda v: v * (1 + math.erf(v / math.sqrt(2))) / 2,
            "gelu_tanh": lambda v: v * (1 + math.tanh(math.sqrt(2 / math.pi) *
                                                      (v + 0.044715 * v ** 3))) / 2,
+           "silu": lambda v: v / (1 + math.exp(-v)),
            }[activation]
     y = ref.dense_forward(x, W, b, activation)
     for n in range(3):

@@ -43,6 +43,16 @@ def test_gelu_matches_torch(dtype, approximate):
     assert rel(dx, tdx) < TOL[dtype]
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_silu_matches_torch(dtype):
+    x, dy = X64.astype(dtype), np.cos(X64).astype(dtype)
+    ty, tdx = _torch_pair(torch.nn.functional.silu, x, dy)
+    y, dx = fastbp.silu_forward(x), fastbp.silu_backward(dy, x)
+    assert y.dtype == dtype and dx.dtype == dtype
+    assert rel(y, ty) < TOL[dtype]
+    assert rel(dx, tdx) < TOL[dtype]
+
+
 def test_gelu_rejects_an_unknown_approximation():
     with pytest.raises(ValueError, match="approximate must be 'none' or 'tanh', got 'erf'"):
         fastbp.gelu_forward(np.zeros(3), "erf")

@@ -122,7 +122,7 @@ static inline int act_ok(int act)
 /* act(v); as fbp_act_apply (NaN stays NaN, sigmoid exact in both tails). */
 template <class T> __device__ __forceinline__ T act_apply(int act, T v)
 {
-    static_assert(FBP_NACT == 6, "act_apply: a case per activation");
+    static_assert(FBP_NACT == 7, "act_apply: a case per activation");
     switch (act) {
     case FBP_ACT_NONE:
         return v;
@@ -137,6 +137,8 @@ template <class T> __device__ __forceinline__ T act_apply(int act, T v)
         return d_tanh(v);
     case FBP_ACT_GELU:
         return v * (T)0.5 * ((T)1 + d_erf(v * (T)0.70710678118654752440));
+    case FBP_ACT_SILU:
+        return v * act_apply(FBP_ACT_SIGMOID, v);
     case FBP_ACT_GELU_TANH:
         return (T)0.5 * v *
                ((T)1 + d_tanh((T)0.79788456080286535588 * (v + (T)0.044715 * v * v * v)));
@@ -149,7 +151,7 @@ template <class T> __device__ __forceinline__ T act_apply(int act, T v)
 /* act'(y) from the backward input y (the output, or GELU's input); as fbp_act_mask. */
 template <class T> __device__ __forceinline__ T act_mask(int act, T y)
 {
-    static_assert(FBP_NACT == 6, "act_mask: a case per activation");
+    static_assert(FBP_NACT == 7, "act_mask: a case per activation");
     switch (act) {
     case FBP_ACT_NONE:
         return (T)1;
@@ -162,6 +164,10 @@ template <class T> __device__ __forceinline__ T act_mask(int act, T y)
     case FBP_ACT_GELU:
         return (T)0.5 * ((T)1 + d_erf(y * (T)0.70710678118654752440)) +
                y * d_exp((T)-0.5 * y * y) * (T)0.39894228040143267794;
+    case FBP_ACT_SILU: {
+        T s = act_apply(FBP_ACT_SIGMOID, y);
+        return s * ((T)1 + y * ((T)1 - s));
+    }
     case FBP_ACT_GELU_TANH: {
         T th = d_tanh((T)0.79788456080286535588 * (y + (T)0.044715 * y * y * y));
         T dinner = (T)0.79788456080286535588 * ((T)1 + (T)(3 * 0.044715) * y * y);

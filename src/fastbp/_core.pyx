@@ -695,6 +695,17 @@ def gelu_backward(dy, x, approximate="none", out=None):
     return _act_backward(fn, _gelu_code(fn, approximate), dy, x, out)
 
 
+def silu_forward(x, out=None):
+    """y = x sigmoid(x) (SiLU, Swish), as torch.nn.functional.silu. ``out`` may
+    be ``x`` (in place)."""
+    return _act_forward("silu_forward", ACTIVATIONS["silu"], x, out)
+
+
+def silu_backward(dy, x, out=None):
+    """dx = dy * s (1 + x (1 - s)), s = sigmoid(x), x the forward INPUT."""
+    return _act_backward("silu_backward", ACTIVATIONS["silu"], dy, x, out)
+
+
 def _gelu_code(fn, approximate):
     if approximate == "none":
         return ACTIVATIONS["gelu"]

@@ -284,6 +284,13 @@ class GELU(_Activation):
         return _core.gelu_backward(dout, x, self.approximate)
 
 
+class SiLU(_Activation):
+    """y = x sigmoid(x); backward from the input x."""
+    name = "silu"
+    _fwd = staticmethod(_core.silu_forward)
+    _bwd = staticmethod(_core.silu_backward)
+
+
 class SoftmaxCrossEntropy:
     """Softmax + cross-entropy: forward(x, t) returns the mean loss,
     backward() returns (softmax(x) - t) / N, computed in the forward pass."""

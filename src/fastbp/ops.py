@@ -72,6 +72,11 @@ def _onnx_gelu_tanh(g, z, out):
     return g.op("Mul", [g.op("Mul", [z, one], f"{out}_x1p"), c("half", 0.5)], out)
 
 
+def _onnx_silu(g, z, out):
+    """x sigmoid(x) (opset 17 has no Swish)."""
+    return g.op("Mul", [z, g.op("Sigmoid", [z], f"{out}_sig")], out)
+
+
 @dataclass(frozen=True)
 class Activation:
     """One activation.
@@ -115,6 +120,8 @@ ACTIVATIONS = {a.name: a for a in (
     Activation("gelu_tanh", 5, None, _onnx_gelu_tanh, "he", "input", ("cpu", "cuda"),
                ("gelu_forward", "gelu_backward"), (("approximate", "tanh"),),
                "y = x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))) / 2"),
+    Activation("silu", 6, None, _onnx_silu, "he", "input", ("cpu", "cuda"),
+               ("silu_forward", "silu_backward"), formula="y = x sigmoid(x)"),
 )}
 
 

@@ -32,7 +32,7 @@ __all__ = [
     "sigmoid_forward", "sigmoid_backward",
     "tanh_forward", "tanh_backward",
     "identity_forward", "identity_backward",
-    "gelu_forward", "gelu_backward",
+    "gelu_forward", "gelu_backward", "silu_forward", "silu_backward",
     "ACTIVATIONS",
     "dense_forward", "dense_backward",
     "one_hot", "softmax_cross_entropy", "mse_loss", "binary_cross_entropy",
@@ -116,6 +116,19 @@ def gelu_backward(dy, x, approximate="none"):
     return np.asarray(dy) * d.astype(x.dtype)
 
 
+def silu_forward(x):
+    """SiLU: y = x * sigmoid(x) (the stable sigmoid above)."""
+    x = np.asarray(x)
+    return x * sigmoid_forward(x)
+
+
+def silu_backward(dy, x):
+    """SiLU gradient from the forward INPUT x: dx = dy s (1 + x (1 - s))."""
+    x = np.asarray(x)
+    s = sigmoid_forward(x)
+    return np.asarray(dy) * (s * (1 + x * (1 - s)))
+
+
 def _erf(x):
     """erf elementwise in x's dtype (math.erf, which NumPy lacks)."""
     return np.vectorize(math.erf, otypes=[np.float64])(np.asarray(x, np.float64))
@@ -140,6 +153,7 @@ ACTIVATIONS = {
     "tanh": (tanh_forward, tanh_backward),
     "gelu": (gelu_forward, gelu_backward),
     "gelu_tanh": (lambda x: gelu_forward(x, "tanh"), lambda dy, x: gelu_backward(dy, x, "tanh")),
+    "silu": (silu_forward, silu_backward),
 }
 
 
