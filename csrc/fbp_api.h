@@ -64,13 +64,14 @@ enum fbp_mode { FBP_MODE_FORWARD = 0, FBP_MODE_LOSS = 1, FBP_MODE_GRAD = 2,
  * scikit-learn's MLP solvers (sklearn/neural_network/_stochastic_optimizers.py),
  * for fastbp.sklearn only: SKSGD (v = mu v - lr g; p += v, or with Nesterov
  * p += mu v - lr g), SKADAM (eps added to sqrt(v), not to its bias-corrected
- * value), both with coupled L2. */
+ * value), both with coupled L2; and torch.optim.RMSprop (coupled L2, alpha in
+ * beta2, momentum, centered). */
 enum fbp_opt { FBP_OPT_SGD = 0, FBP_OPT_ADAM = 1, FBP_OPT_ADAMW = 2, FBP_OPT_SKSGD = 3,
-               FBP_OPT_SKADAM = 4, FBP_NOPT };
+               FBP_OPT_SKADAM = 4, FBP_OPT_RMSPROP = 5, FBP_NOPT };
 static inline const char *fbp_opt_name(int k)
 {
     static const char *const names[] = {"SGD", "Adam", "AdamW", "sklearn_sgd",
-                                        "sklearn_adam"};
+                                        "sklearn_adam", "RMSprop"};
     _Static_assert(FBP_COUNT(names) == FBP_NOPT, "a name per optimizer");
     return k >= 0 && k < FBP_NOPT ? names[k] : "";
 }
@@ -82,13 +83,16 @@ static inline const char *fbp_opt_name(int k)
  * the logits (or regression outputs). hd: a hidden layer's output after dropout
  * (NULL without dropout), the next layer's input in a training step. z: the
  * pre-activation x.W + b of a layer whose activation's derivative needs its input
- * (fbp_act_needs_input), NULL for the others, which take it from h. */
+ * (fbp_act_needs_input), NULL for the others, which take it from h. gW, gb
+ * (as W, b): centered RMSprop's gradient average. RMSprop's square average is
+ * in sW, sb, its momentum buffer in vW, vb. */
 enum fbp_buf { FBP_BUF_W = 0, FBP_BUF_B, FBP_BUF_DW, FBP_BUF_DB, FBP_BUF_VW, FBP_BUF_VB,
-               FBP_BUF_SW, FBP_BUF_SB, FBP_BUF_H, FBP_BUF_DH, FBP_BUF_HD, FBP_BUF_Z, FBP_NBUF };
+               FBP_BUF_SW, FBP_BUF_SB, FBP_BUF_H, FBP_BUF_DH, FBP_BUF_HD, FBP_BUF_Z, FBP_BUF_GW,
+               FBP_BUF_GB, FBP_NBUF };
 static inline const char *fbp_buf_name(int k)
 {
     static const char *const names[] = {"W", "b", "dW", "db", "vW", "vb",
-                                        "sW", "sb", "h", "dh", "hd", "z"};
+                                        "sW", "sb", "h", "dh", "hd", "z", "gW", "gb"};
     _Static_assert(FBP_COUNT(names) == FBP_NBUF, "a name per buffer");
     return k >= 0 && k < FBP_NBUF ? names[k] : "";
 }
@@ -101,7 +105,8 @@ typedef struct fbp_step_opts {
     double weight_decay; /* weights only: coupled L2 (SGD, Adam), decoupled (AdamW) */
     double momentum, dampening; /* SGD */
     int nesterov;       /* SGD */
-    double beta1, beta2, eps; /* Adam, AdamW */
+    double beta1, beta2, eps; /* Adam, AdamW; RMSprop: beta2 is its alpha, and eps */
+    int centered;       /* RMSprop */
     int64_t t;          /* the optimizer's step, 1 on its first (bias correction, the
                          * first momentum step) */
     double clip_norm;   /* > 0: rescale the loss gradient to this global norm first */

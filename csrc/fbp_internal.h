@@ -202,7 +202,7 @@ static inline void fbp_chunk_range(fbp_idx n, fbp_idx t0, fbp_idx t1, fbp_idx *i
     /* One parameter's optimizer step (PyTorch's rules), p, g (n,) and the state      \
      * v, s (n,) the optimizer keeps (NULL where it keeps none); wd: this tensor's.   \
      */                                                                                 \
-    void fbp_optimizer_step_##S(fbp_idx n, T *p, const T *g, T *v, T *s,               \
+    void fbp_optimizer_step_##S(fbp_idx n, T *p, const T *g, T *v, T *s, T *a,         \
                                 const fbp_step_opts *o, double wd);                    \
     double fbp_sumsq_##S(fbp_idx n, const T *x);
 

@@ -104,9 +104,9 @@ static void FN(fbp_update)(const fbp_mlp *m, const fbp_step_opts *opt, double wd
             }
     }
     for (int l = 0; l < L; l++) {
-        FN(fbp_optimizer_step)(sz[l] * sz[l + 1], P(W, l), P(DW, l), P(VW, l), P(SW, l), opt,
+        FN(fbp_optimizer_step)(sz[l] * sz[l + 1], P(W, l), P(DW, l), P(VW, l), P(SW, l), P(GW, l), opt,
                                wd);
-        FN(fbp_optimizer_step)(sz[l + 1], P(B, l), P(DB, l), P(VB, l), P(SB, l), opt, 0.0);
+        FN(fbp_optimizer_step)(sz[l + 1], P(B, l), P(DB, l), P(VB, l), P(SB, l), P(GB, l), opt, 0.0);
     }
 }
 
@@ -217,8 +217,8 @@ static void FN(fbp_mlp_step)(const fbp_mlp *m, fbp_idx N, const T *x, const int6
             if (mode == FBP_MODE_GRAD && wd != 0.0) /* the gradient of loss + reg */
                 FN(fbp_axpy)(I * O, (T)wd, P(W, l), P(DW, l));
             if (layerwise) {
-                FN(fbp_optimizer_step)(I * O, P(W, l), P(DW, l), P(VW, l), P(SW, l), opt, wd);
-                FN(fbp_optimizer_step)(O, P(B, l), P(DB, l), P(VB, l), P(SB, l), opt, 0.0);
+                FN(fbp_optimizer_step)(I * O, P(W, l), P(DW, l), P(VW, l), P(SW, l), P(GW, l), opt, wd);
+                FN(fbp_optimizer_step)(O, P(B, l), P(DB, l), P(VB, l), P(SB, l), P(GB, l), opt, 0.0);
             }
         }
     }

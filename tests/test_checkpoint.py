@@ -179,7 +179,7 @@ def adam_file(tmp_path):
     (dict(drop=("state_sW1", "state_sW2", "state_sW3", "state_sb1", "state_sb2", "state_sb3")),
      ValueError, "an Adam state holds vW, vb, sW, sb; got ['vW', 'vb']"),
     (dict(optimizer=np.str_("Lion")), ValueError,
-     "optimizer must be one of 'SGD', 'Adam', 'AdamW' or '', got 'Lion'"),
+     "optimizer must be one of 'SGD', 'Adam', 'AdamW', 'RMSprop' or '', got 'Lion'"),
     (dict(optimizer=np.str_("")), ValueError, "optimizer state without an optimizer name"),
     (dict(optimizer=np.str_("SGD")), ValueError, "an SGD state holds vW, vb; got ['vW', 'vb', 'sW', 'sb']"),
     (dict(optimizer_t=np.int64(-1)), ValueError, "'optimizer_t' must be >= 0, got -1"),

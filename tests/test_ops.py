@@ -173,10 +173,8 @@ def test_optimizer_entry(o):
     state = {k: [np.zeros_like(a) for a in (W if k.endswith("W") else b)]
              for k in ops.state_buffers(o.all_state)}
     ws = _core.MLPWorkspace(W, b, m._layer_acts, m.loss_name, 16, state)
-    kw = {k: v for k, v in settings.items() if k not in ("centered",)}
-    if "centered" in settings:
-        kw["centered"] = settings["centered"]
-    opts = _core.StepOptions(_core.STEP_TRAIN, o.name, **kw)
+    opts = _core.StepOptions(_core.STEP_TRAIN, **(opt.options() if o.public else
+                                                   dict(settings, optimizer=o.name)))
     rstate = {k: {kind: np.zeros_like(v) for kind in o.all_state} for k, v in params.items()}
     spec = dict(settings, name=o.name)
     for step in range(1, 4):

@@ -80,3 +80,42 @@ def test_gelu_mlp_step_matches_torch(approximate):
     for l in range(3):
         assert rel(g[f"W{l + 1}"], Ws[l].grad.numpy()) < 1e-12
         assert rel(g[f"b{l + 1}"], bs[l].grad.numpy()) < 1e-12
+
+
+def _torch_mlp_steps(m, X, y, make_opt, steps, act="tanh"):
+    """torch's training of the same net: the weights in one parameter group (with
+    the decay), the biases in another (without), as fastbp's step."""
+    L = m.n_layers
+    Ws = [torch.tensor(m.params[f"W{l}"], requires_grad=True) for l in range(1, L + 1)]
+    bs = [torch.tensor(m.params[f"b{l}"], requires_grad=True) for l in range(1, L + 1)]
+    opt = make_opt(Ws, bs)
+    for s in range(steps):
+        rows = slice(8 * s % len(X), 8 * s % len(X) + 8)
+        h = torch.tensor(X[rows])
+        for l in range(L):
+            h = h @ Ws[l] + bs[l]
+            if l < L - 1:
+                h = getattr(torch, act)(h)
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(h, torch.tensor(y[rows])).backward()
+        opt.step()
+    return Ws, bs
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+@pytest.mark.parametrize("centered", [False, True])
+def test_rmsprop_matches_torch_over_25_steps(momentum, centered):
+    rng = np.random.default_rng(11)
+    X, y = rng.standard_normal((64, 6)), rng.integers(0, 4, 64)
+    m = fastbp.MLP([6, 9, 7, 4], "tanh", dtype=np.float64, seed=5)
+    kw = dict(lr=0.01, alpha=0.9, eps=1e-6, momentum=momentum, centered=centered)
+    Ws, bs = _torch_mlp_steps(m, X, y, lambda Ws, bs: torch.optim.RMSprop(
+        [{"params": Ws, "weight_decay": 0.05}, {"params": bs, "weight_decay": 0.0}], **kw), 25)
+    opt = fastbp.optim.RMSprop(weight_decay=0.05, **kw)
+    for s in range(25):
+        rows = slice(8 * s % len(X), 8 * s % len(X) + 8)
+        m.train_step(X[rows], y[rows], optimizer=opt)
+    assert m.optimizer_state["t"] == 25
+    for l in range(m.n_layers):
+        assert rel(m.params[f"W{l + 1}"], Ws[l].detach().numpy()) < 1e-10
+        assert rel(m.params[f"b{l + 1}"], bs[l].detach().numpy()) < 1e-10

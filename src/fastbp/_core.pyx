@@ -1394,7 +1394,7 @@ cdef class StepOptions:
     def __cinit__(self, int mode=FBP_MODE_TRAIN, optimizer="SGD", lr=0.0, weight_decay=0.0,
                   momentum=0.0, dampening=0.0, nesterov=False, betas=(0.9, 0.999), eps=1e-8,
                   t=1, clip_norm=0.0, clip_value=0.0, seed=0, step=0, row0=0, norm=0.0,
-                  count_correct=False, alpha=0.0, loss_eps=0.0):
+                  count_correct=False, alpha=0.0, loss_eps=0.0, centered=False):
         fn = "StepOptions"
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"{fn}: unknown optimizer {optimizer!r}; expected one of "
@@ -1406,6 +1406,7 @@ cdef class StepOptions:
         self.o.momentum = _real(fn, "momentum", momentum)
         self.o.dampening = _real(fn, "dampening", dampening)
         self.o.nesterov = bool(nesterov)
+        self.o.centered = bool(centered)
         self.o.beta1 = _real(fn, "betas[0]", betas[0])
         self.o.beta2 = _real(fn, "betas[1]", betas[1])
         self.o.eps = _real(fn, "eps", eps)
@@ -1426,7 +1427,7 @@ cdef class StepOptions:
 
     def settings(self):
         """The options an optimizer's registry entry reads (fastbp.ops)."""
-        return {"momentum": self.o.momentum}
+        return {"momentum": self.o.momentum, "centered": bool(self.o.centered)}
 
     property mode:
         def __get__(self): return self.o.mode

@@ -184,8 +184,8 @@ LOSSES = {l.name: l for l in (
 
 #: the state buffers of each kind of optimizer state, per parameter (W: the
 #: weights', b: the biases'): "v" momentum or first moment, "s" second moment
-#: (Adam's, RMSprop's square average)
-STATE_BUFFERS = {"v": ("vW", "vb"), "s": ("sW", "sb")}
+#: (Adam's, RMSprop's square average), "g" centered RMSprop's gradient average
+STATE_BUFFERS = {"v": ("vW", "vb"), "s": ("sW", "sb"), "g": ("gW", "gb")}
 
 
 @dataclass(frozen=True)
@@ -233,6 +233,11 @@ def _adam_state(o):
     return ("v", "s")
 
 
+def _rmsprop_state(o):
+    return (("v",) if _setting(o, "momentum", 0.0) != 0.0 else ()) + ("s",) + \
+        (("g",) if _setting(o, "centered", False) else ())
+
+
 _SGD = dict(lr=None, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0)
 _ADAM = dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
 
@@ -244,6 +249,9 @@ OPTIMIZERS = {o.name: o for o in (
                   dict(lr=None, momentum=0.0, nesterov=False), public=False),
     OptimizerInfo("sklearn_adam", 4, _adam_state, False,
                   dict(lr=None, betas=(0.9, 0.999), eps=1e-8), public=False),
+    OptimizerInfo("RMSprop", 5, _rmsprop_state, False,
+                  dict(lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
+                       centered=False)),
 )}
 
 

@@ -20,7 +20,7 @@ import numbers
 
 from . import ops as _ops
 
-__all__ = ["SGD", "Adam", "AdamW", "ConstantLR", "StepLR", "CosineAnnealingLR",
+__all__ = ["SGD", "Adam", "AdamW", "RMSprop", "ConstantLR", "StepLR", "CosineAnnealingLR",
            "InverseScalingLR", "ReduceLROnPlateau", "LambdaLR", "make_schedule"]
 
 
@@ -121,6 +121,32 @@ class AdamW(Adam):
     lr weight_decay (weights only) before the Adam step, which has no L2 term."""
 
     name = "AdamW"
+
+
+class RMSprop(Optimizer):
+    """RMSprop, as torch.optim.RMSprop: g = grad + weight_decay p (weights only;
+    coupled L2); s = alpha s + (1 - alpha) g^2; centered: a = lerp(a, g, 1 - alpha)
+    and avg = sqrt(s - a^2) + eps, else avg = sqrt(s) + eps; with momentum
+    buf = momentum buf + g / avg and p -= lr buf, else p -= lr g / avg."""
+
+    name = "RMSprop"
+
+    def __init__(self, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
+                 centered=False):
+        self.lr = _real("RMSprop", "lr", lr, lo=0.0)
+        self.alpha = _real("RMSprop", "alpha", alpha, lo=0.0)
+        self.eps = _real("RMSprop", "eps", eps, lo=0.0)
+        self.weight_decay = _real("RMSprop", "weight_decay", weight_decay, lo=0.0)
+        self.momentum = _real("RMSprop", "momentum", momentum, lo=0.0)
+        if not isinstance(centered, (bool, int)):
+            raise TypeError(f"RMSprop: centered must be a bool, got {centered!r}")
+        self.centered = bool(centered)
+
+    def options(self):
+        # the step keeps RMSprop's alpha in beta2 (csrc/fbp_api.h)
+        return dict(optimizer="RMSprop", lr=self.lr, weight_decay=self.weight_decay,
+                    momentum=self.momentum, betas=(0.0, self.alpha), eps=self.eps,
+                    centered=self.centered)
 
 
 # ---- learning-rate schedules ----------------------------------------------------------

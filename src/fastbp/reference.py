@@ -477,6 +477,25 @@ def optimizer_step(p, g, state, opt, t, weight_decay):
         lr_t = lr * math.sqrt(1 - b2 ** t) / (1 - b1 ** t)
         p += T(-lr_t) * m / (np.sqrt(v) + T(opt.get("eps", 1e-8)))
         return p
+    if opt["name"] == "RMSprop":  # torch.optim.RMSprop, its order of operations
+        if weight_decay != 0:
+            g = g + T(weight_decay) * p
+        alpha, eps = opt.get("alpha", 0.99), opt.get("eps", 1e-8)
+        s = state["s"]
+        s[...] = s * T(alpha) + g * g * T(1 - alpha)
+        if opt.get("centered", False):
+            a = state["g"]
+            a[...] = _lerp(a, g, T(1 - alpha))
+            avg = np.sqrt(s - a * a) + T(eps)
+        else:
+            avg = np.sqrt(s) + T(eps)
+        if opt.get("momentum", 0.0) != 0:
+            v = state["v"]
+            v[...] = v * T(opt["momentum"]) + g / avg
+            p += v * T(-lr)
+        else:
+            p += T(-lr) * (g / avg)
+        return p
     if opt["name"] == "SGD":
         if weight_decay != 0:
             g = g + T(weight_decay) * p
@@ -708,8 +727,7 @@ def mlp_train_step(params, x, t, lr, activation, loss, weight_decay=0.0, clip_no
                      "weight_decay": weight_decay}
     wd = _alpha_decay(optimizer.get("weight_decay", 0.0), alpha, np.shape(x)[0],
                       sample_weight, None)
-    sgd_state = ("v",) if optimizer.get("momentum", 0.0) != 0 else ()
-    needs = {"SGD": sgd_state, "sklearn_sgd": sgd_state}.get(optimizer["name"], ("v", "s"))
+    needs = _ops.OPTIMIZERS[optimizer["name"]].state(optimizer)
     if state is None:
         if needs and velocity is None:
             raise ValueError("mlp_train_step: momentum != 0 needs a velocity dict (zeros at "
