@@ -25,6 +25,11 @@
  * has been visited; every switch's default fails loudly (FBP_BAD_CODE). The
  * Python side (src/fastbp/ops.py) is checked against these names at import. */
 #define FBP_COUNT(a) ((int)(sizeof(a) / sizeof((a)[0])))
+#ifdef __cplusplus /* the CUDA files include this header too */
+#define FBP_STATIC_ASSERT static_assert
+#else
+#define FBP_STATIC_ASSERT _Static_assert
+#endif
 
 enum fbp_act { FBP_ACT_NONE = 0, FBP_ACT_RELU = 1, FBP_ACT_SIGMOID = 2, FBP_ACT_TANH = 3,
                FBP_ACT_GELU = 4, FBP_ACT_GELU_TANH = 5, FBP_ACT_SILU = 6, FBP_NACT };
@@ -32,7 +37,7 @@ static inline const char *fbp_act_name(int k)
 {
     static const char *const names[] = {"identity", "relu", "sigmoid", "tanh", "gelu",
                                         "gelu_tanh", "silu"};
-    _Static_assert(FBP_COUNT(names) == FBP_NACT, "a name per activation");
+    FBP_STATIC_ASSERT(FBP_COUNT(names) == FBP_NACT, "a name per activation");
     return k >= 0 && k < FBP_NACT ? names[k] : "";
 }
 
@@ -44,7 +49,7 @@ static inline const char *fbp_loss_name(int k)
 {
     static const char *const names[] = {"softmax_cross_entropy", "mse",
                                         "binary_cross_entropy"};
-    _Static_assert(FBP_COUNT(names) == FBP_NLOSS, "a name per loss");
+    FBP_STATIC_ASSERT(FBP_COUNT(names) == FBP_NLOSS, "a name per loss");
     return k >= 0 && k < FBP_NLOSS ? names[k] : "";
 }
 
@@ -72,7 +77,7 @@ static inline const char *fbp_opt_name(int k)
 {
     static const char *const names[] = {"SGD", "Adam", "AdamW", "sklearn_sgd",
                                         "sklearn_adam", "RMSprop"};
-    _Static_assert(FBP_COUNT(names) == FBP_NOPT, "a name per optimizer");
+    FBP_STATIC_ASSERT(FBP_COUNT(names) == FBP_NOPT, "a name per optimizer");
     return k >= 0 && k < FBP_NOPT ? names[k] : "";
 }
 
@@ -93,7 +98,7 @@ static inline const char *fbp_buf_name(int k)
 {
     static const char *const names[] = {"W", "b", "dW", "db", "vW", "vb",
                                         "sW", "sb", "h", "dh", "hd", "z", "gW", "gb"};
-    _Static_assert(FBP_COUNT(names) == FBP_NBUF, "a name per buffer");
+    FBP_STATIC_ASSERT(FBP_COUNT(names) == FBP_NBUF, "a name per buffer");
     return k >= 0 && k < FBP_NBUF ? names[k] : "";
 }
 

@@ -119,6 +119,14 @@ static inline int act_ok(int act)
     return act >= 0 && act < FBP_NACT ? 0 : fbpc_fail("unknown activation code %d", act);
 }
 
+/* sigmoid(v), exact in both tails: e <= 1 never overflows */
+template <class T> __device__ __forceinline__ T d_sigmoid(T v)
+{
+    T e = d_exp(-(v < (T)0 ? -v : v));
+    T r = (T)1 / ((T)1 + e);
+    return v < (T)0 ? e * r : r;
+}
+
 /* act(v); as fbp_act_apply (NaN stays NaN, sigmoid exact in both tails). */
 template <class T> __device__ __forceinline__ T act_apply(int act, T v)
 {
@@ -128,17 +136,14 @@ template <class T> __device__ __forceinline__ T act_apply(int act, T v)
         return v;
     case FBP_ACT_RELU:
         return v < (T)0 ? (T)0 : v;
-    case FBP_ACT_SIGMOID: { /* e <= 1 never overflows */
-        T e = d_exp(-(v < (T)0 ? -v : v));
-        T r = (T)1 / ((T)1 + e);
-        return v < (T)0 ? e * r : r;
-    }
+    case FBP_ACT_SIGMOID:
+        return d_sigmoid(v);
     case FBP_ACT_TANH:
         return d_tanh(v);
     case FBP_ACT_GELU:
         return v * (T)0.5 * ((T)1 + d_erf(v * (T)0.70710678118654752440));
     case FBP_ACT_SILU:
-        return v * act_apply(FBP_ACT_SIGMOID, v);
+        return v * d_sigmoid(v);
     case FBP_ACT_GELU_TANH:
         return (T)0.5 * v *
                ((T)1 + d_tanh((T)0.79788456080286535588 * (v + (T)0.044715 * v * v * v)));
@@ -165,7 +170,7 @@ template <class T> __device__ __forceinline__ T act_mask(int act, T y)
         return (T)0.5 * ((T)1 + d_erf(y * (T)0.70710678118654752440)) +
                y * d_exp((T)-0.5 * y * y) * (T)0.39894228040143267794;
     case FBP_ACT_SILU: {
-        T s = act_apply(FBP_ACT_SIGMOID, y);
+        T s = d_sigmoid(y);
         return s * ((T)1 + y * ((T)1 - s));
     }
     case FBP_ACT_GELU_TANH: {
