@@ -76,6 +76,49 @@ void FN(fbp_bias_act)(fbp_idx N, fbp_idx O, const T *b, int act, T *y)
     fbp_parallel(fbp_threads_for(N * O, fbp_act_cost(act)), N, FN(bias_act_task), &c);
 }
 
+/* Rows [r0, r1) of z, y (N, O): z = z + b; y = act(z). */
+FBP_INLINE int FN(fbp_bias_act_keep_rows_body)(fbp_idx r0, fbp_idx r1, fbp_idx O, const T *b,
+                                              int act, T *z, T *y)
+{
+    for (fbp_idx r = r0; r < r1; r++) {
+        T *restrict zr = z + r * O, *restrict yr = y + r * O;
+        if (b)
+            for (fbp_idx j = 0; j < O; j++)
+                zr[j] += b[j];
+#define ROW(a)                                                                             \
+    for (fbp_idx j = 0; j < O; j++)                                                        \
+        yr[j] = FN(fbp_act_apply)(a, zr[j]);
+        FBP_ACT_DISPATCH(act, ROW)
+#undef ROW
+    }
+    return 0;
+}
+
+FBP_DISPATCHED(int, FN(fbp_bias_act_keep_rows), FN(fbp_bias_act_keep_rows_body),
+               (fbp_idx r0, fbp_idx r1, fbp_idx O, const T *b, int act, T *z, T *y),
+               (r0, r1, O, b, act, z, y))
+
+struct FN(bias_act_keep_ctx) {
+    fbp_idx O;
+    const T *b;
+    int act;
+    T *z, *y;
+};
+
+static void FN(bias_act_keep_task)(void *p, fbp_idx r0, fbp_idx r1)
+{
+    const struct FN(bias_act_keep_ctx) *c = p;
+    FN(fbp_bias_act_keep_rows)(r0, r1, c->O, c->b, c->act, c->z, c->y);
+}
+
+/* z, y (N, O), b (O,) or NULL: z = z + b (kept: the backward input of an
+ * activation whose derivative needs it), y = act(z); one pass, as fbp_bias_act. */
+void FN(fbp_bias_act_keep)(fbp_idx N, fbp_idx O, const T *b, int act, T *z, T *y)
+{
+    struct FN(bias_act_keep_ctx) c = {O, b, act, z, y};
+    fbp_parallel(fbp_threads_for(N * O, fbp_act_cost(act)), N, FN(bias_act_keep_task), &c);
+}
+
 /* Column block cb of dy, y, dz (N, O): dz = dy * act'(y), db (+)= its column sums;
  * with keep (N, O) bytes, dy is first multiplied by keep * scale (dropout). */
 FBP_INLINE int FN(fbp_mask_bias_block_body)(fbp_idx cb, fbp_idx N, fbp_idx O, int act,

@@ -20,11 +20,24 @@
 
 /* ---- codes, and the names Python knows them by ---------------------------------- */
 
+/* Every table and switch over a kind of code has a _Static_assert on its count
+ * beside it (ggml's rule), so a code added here fails to compile until each one
+ * has been visited; every switch's default fails loudly (FBP_BAD_CODE). The
+ * Python side (src/fastbp/ops.py) is checked against these names at import. */
+#define FBP_COUNT(a) ((int)(sizeof(a) / sizeof((a)[0])))
+#ifdef __cplusplus /* the CUDA files include this header too */
+#define FBP_STATIC_ASSERT static_assert
+#else
+#define FBP_STATIC_ASSERT _Static_assert
+#endif
+
 enum fbp_act { FBP_ACT_NONE = 0, FBP_ACT_RELU = 1, FBP_ACT_SIGMOID = 2, FBP_ACT_TANH = 3,
-               FBP_NACT };
+               FBP_ACT_GELU = 4, FBP_ACT_GELU_TANH = 5, FBP_ACT_SILU = 6, FBP_NACT };
 static inline const char *fbp_act_name(int k)
 {
-    static const char *const names[FBP_NACT] = {"identity", "relu", "sigmoid", "tanh"};
+    static const char *const names[] = {"identity", "relu", "sigmoid", "tanh", "gelu",
+                                        "gelu_tanh", "silu"};
+    FBP_STATIC_ASSERT(FBP_COUNT(names) == FBP_NACT, "a name per activation");
     return k >= 0 && k < FBP_NACT ? names[k] : "";
 }
 
@@ -37,8 +50,9 @@ enum fbp_loss { FBP_LOSS_XENT = 0, FBP_LOSS_MSE = 1, FBP_LOSS_BCE = 2, FBP_LOSS_
                 FBP_NLOSS };
 static inline const char *fbp_loss_name(int k)
 {
-    static const char *const names[FBP_NLOSS] = {"softmax_cross_entropy", "mse",
-                                                 "binary_cross_entropy", "poisson"};
+    static const char *const names[] = {"softmax_cross_entropy", "mse",
+                                        "binary_cross_entropy", "poisson"};
+    FBP_STATIC_ASSERT(FBP_COUNT(names) == FBP_NLOSS, "a name per loss");
     return k >= 0 && k < FBP_NLOSS ? names[k] : "";
 }
 
@@ -58,28 +72,36 @@ enum fbp_mode { FBP_MODE_FORWARD = 0, FBP_MODE_LOSS = 1, FBP_MODE_GRAD = 2,
  * scikit-learn's MLP solvers (sklearn/neural_network/_stochastic_optimizers.py),
  * for fastbp.sklearn only: SKSGD (v = mu v - lr g; p += v, or with Nesterov
  * p += mu v - lr g), SKADAM (eps added to sqrt(v), not to its bias-corrected
- * value), both with coupled L2. */
+ * value), both with coupled L2; and torch.optim.RMSprop (coupled L2, alpha in
+ * beta2, momentum, centered). */
 enum fbp_opt { FBP_OPT_SGD = 0, FBP_OPT_ADAM = 1, FBP_OPT_ADAMW = 2, FBP_OPT_SKSGD = 3,
-               FBP_OPT_SKADAM = 4, FBP_NOPT };
+               FBP_OPT_SKADAM = 4, FBP_OPT_RMSPROP = 5, FBP_NOPT };
 static inline const char *fbp_opt_name(int k)
 {
-    static const char *const names[FBP_NOPT] = {"SGD", "Adam", "AdamW", "sklearn_sgd",
-                                                "sklearn_adam"};
+    static const char *const names[] = {"SGD", "Adam", "AdamW", "sklearn_sgd",
+                                        "sklearn_adam", "RMSprop"};
+    FBP_STATIC_ASSERT(FBP_COUNT(names) == FBP_NOPT, "a name per optimizer");
     return k >= 0 && k < FBP_NOPT ? names[k] : "";
 }
 
 /* An MLP workspace's buffers, per layer l of L (sizes (L+1,) the widths):
- * W, dW, vW, sW (sizes[l], sizes[l+1]); b, db, vb, sb (sizes[l+1],); h, dh, hd
+ * W, dW, vW, sW (sizes[l], sizes[l+1]); b, db, vb, sb (sizes[l+1],); h, dh, hd, z
  * (cap, sizes[l+1]). vW, vb: SGD's momentum or Adam's first moment; sW, sb:
  * Adam's second moment (NULL when the optimizer has no such state). h[L-1] holds
  * the logits (or regression outputs). hd: a hidden layer's output after dropout
- * (NULL without dropout), the next layer's input in a training step. */
+ * (NULL without dropout), the next layer's input in a training step. z: the
+ * pre-activation x.W + b of a layer whose activation's derivative needs its input
+ * (fbp_act_needs_input), NULL for the others, which take it from h. gW, gb
+ * (as W, b): centered RMSprop's gradient average. RMSprop's square average is
+ * in sW, sb, its momentum buffer in vW, vb. */
 enum fbp_buf { FBP_BUF_W = 0, FBP_BUF_B, FBP_BUF_DW, FBP_BUF_DB, FBP_BUF_VW, FBP_BUF_VB,
-               FBP_BUF_SW, FBP_BUF_SB, FBP_BUF_H, FBP_BUF_DH, FBP_BUF_HD, FBP_NBUF };
+               FBP_BUF_SW, FBP_BUF_SB, FBP_BUF_H, FBP_BUF_DH, FBP_BUF_HD, FBP_BUF_Z, FBP_BUF_GW,
+               FBP_BUF_GB, FBP_NBUF };
 static inline const char *fbp_buf_name(int k)
 {
-    static const char *const names[FBP_NBUF] = {"W", "b", "dW", "db", "vW", "vb",
-                                                "sW", "sb", "h", "dh", "hd"};
+    static const char *const names[] = {"W", "b", "dW", "db", "vW", "vb",
+                                        "sW", "sb", "h", "dh", "hd", "z", "gW", "gb"};
+    FBP_STATIC_ASSERT(FBP_COUNT(names) == FBP_NBUF, "a name per buffer");
     return k >= 0 && k < FBP_NBUF ? names[k] : "";
 }
 
@@ -91,7 +113,8 @@ typedef struct fbp_step_opts {
     double weight_decay; /* weights only: coupled L2 (SGD, Adam), decoupled (AdamW) */
     double momentum, dampening; /* SGD */
     int nesterov;       /* SGD */
-    double beta1, beta2, eps; /* Adam, AdamW */
+    double beta1, beta2, eps; /* Adam, AdamW; RMSprop: beta2 is its alpha, and eps */
+    int centered;       /* RMSprop */
     int64_t t;          /* the optimizer's step, 1 on its first (bias correction, the
                          * first momentum step) */
     double clip_norm;   /* > 0: rescale the loss gradient to this global norm first */

@@ -11,7 +11,22 @@
 #ifndef FBP_INTERNAL_H
 #define FBP_INTERNAL_H
 
+#include <stdio.h>
+#include <stdlib.h>
+
 #include "fastbp.h"
+
+/* A switch's default: a code no case knows. The binding checks every code before
+ * any C runs, so this is a bug in fastbp; computing something else instead
+ * (the identity, Adam) would hide it, so the process stops with its name. */
+__attribute__((noreturn, cold)) static inline void fbp_bad_code(const char *file, int line,
+                                                                const char *what, int code)
+{
+    fprintf(stderr, "fastbp: %s:%d: unknown %s code %d (a bug in fastbp)\n", file, line, what,
+            code);
+    abort();
+}
+#define FBP_BAD_CODE(what, code) fbp_bad_code(__FILE__, __LINE__, what, (int)(code))
 
 /* ---- runtime dispatch by instruction set ---------------------------------------
  * Wheels target the portable baseline (x86-64: SSE2). A worker written once as an
@@ -160,6 +175,8 @@ static inline void fbp_chunk_range(fbp_idx n, fbp_idx t0, fbp_idx t1, fbp_idx *i
      * db (O,): dz = dy act'(y) and db (+)= column sums of dz in one pass (dz may     \
      * alias dy; NULL with act NONE). */                                               \
     void fbp_bias_act_##S(fbp_idx N, fbp_idx O, const T *b, int act, T *y);            \
+    /* dense.c. z, y (N, O): z += b, y = act(z) (z kept for the backward pass). */    \
+    void fbp_bias_act_keep_##S(fbp_idx N, fbp_idx O, const T *b, int act, T *z, T *y); \
     void fbp_act_backward_bias_grad_##S(fbp_idx N, fbp_idx O, int act, const T *dy,     \
                                         const T *y, const uint8_t *keep, T scale,      \
                                         T *dz, T *db, int accumulate);                  \
@@ -187,7 +204,7 @@ static inline void fbp_chunk_range(fbp_idx n, fbp_idx t0, fbp_idx t1, fbp_idx *i
     /* One parameter's optimizer step (PyTorch's rules), p, g (n,) and the state      \
      * v, s (n,) the optimizer keeps (NULL where it keeps none); wd: this tensor's.   \
      */                                                                                 \
-    void fbp_optimizer_step_##S(fbp_idx n, T *p, const T *g, T *v, T *s,               \
+    void fbp_optimizer_step_##S(fbp_idx n, T *p, const T *g, T *v, T *s, T *a,         \
                                 const fbp_step_opts *o, double wd);                    \
     double fbp_sumsq_##S(fbp_idx n, const T *x);
 

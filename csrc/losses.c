@@ -396,6 +396,7 @@ static void FN(loss_task)(void *p, fbp_idx b0, fbp_idx b1)
     for (fbp_idx blk = b0; blk < b1; blk++) {
         fbp_idx i0 = blk * c->bs, i1 = i0 + c->bs < c->n ? i0 + c->bs : c->n;
         double s;
+        _Static_assert(FBP_NLOSS == 4, "loss_task: a branch per loss");
         if (c->kind == FBP_LOSS_MSE)
             s = c->w ? FN(fbp_mse_rows_weighted)(i0, i1, c->C, c->z, c->t, c->w, c->dz, c->invN)
                      : FN(fbp_mse_block)(i0, i1, c->z, c->t, c->dz, c->invN);
@@ -403,6 +404,8 @@ static void FN(loss_task)(void *p, fbp_idx b0, fbp_idx b1)
             s = FN(fbp_bce_rows)(i0, i1, c->C, c->z, c->t, c->w, c->dz, c->invN, c->lo, c->hi);
         else if (c->kind == FBP_LOSS_POISSON)
             s = FN(fbp_poisson_rows)(i0, i1, c->C, c->z, c->t, c->w, c->dz, c->invN);
+        else if (c->kind != FBP_LOSS_XENT)
+            FBP_BAD_CODE("loss", c->kind);
         else if (c->labels)
             s = FN(fbp_xent_rows_labels)(i0, i1, c->C, c->z, c->labels, c->w, c->dz, c->invN,
                                          c->lo, c->hi);

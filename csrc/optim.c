@@ -99,6 +99,8 @@ static void FN(flat_task)(void *q, fbp_idx t0, fbp_idx t1)
             p[i] -= a * v[i];
         }
         break;
+    default:
+        FBP_BAD_CODE("flat op", c->op);
     }
 }
 
@@ -146,9 +148,9 @@ void FN(fbp_momentum)(fbp_idx n, T *p, const T *g, T *v, T lr, T mu)
  * AdamW: p *= 1 - lr wd first, then Adam without the L2 term. The scalars are
  * formed in double, as PyTorch's Python code forms them, then cast to T. */
 struct FN(opt_ctx) {
-    int kind, first, nesterov;
+    int kind, first, nesterov, centered;
     fbp_idx n;
-    T *p, *v, *s;
+    T *p, *v, *s, *a;
     const T *g;
     T lr, wd, mu, damp1, w1, b1, b2, omb2, step_size, bc2s, eps, decay;
 };
@@ -230,8 +232,55 @@ FBP_INLINE void FN(skadam_range)(fbp_idx i0, fbp_idx i1, T *restrict p, const T 
     }
 }
 
+/* ---- torch.optim.RMSprop, in its order of operations: g += wd p; s = alpha s +
+ * (1 - alpha) g g; centered: a = lerp(a, g, 1 - alpha), avg = sqrt(s - a a) + eps,
+ * else avg = sqrt(s) + eps; with momentum v = mu v + g / avg, p -= lr v; else
+ * p -= lr g / avg. */
+FBP_INLINE void FN(rmsprop_range)(fbp_idx i0, fbp_idx i1, T *restrict p, const T *restrict g,
+                                  T *restrict v, T *restrict s, T *restrict a, T wd, T alpha,
+                                  T oma, T eps, T lr, T mu, int decay, int centered, int mom,
+                                  int low)
+{
+    for (fbp_idx i = i0; i < i1; i++) {
+        T gi = decay ? g[i] + wd * p[i] : g[i];
+        T si = s[i] * alpha + gi * gi * oma;
+        s[i] = si;
+        T avg;
+        if (centered) {
+            T ai = FN(lerp)(a[i], gi, oma, low);
+            a[i] = ai;
+            avg = SQRT(si + -(ai * ai)) + eps;
+        } else {
+            avg = SQRT(si) + eps;
+        }
+        if (mom) {
+            T vi = v[i] * mu + gi / avg;
+            v[i] = vi;
+            p[i] = p[i] + vi * -lr;
+        } else {
+            p[i] = p[i] + -lr * (gi / avg);
+        }
+    }
+}
+
 FBP_INLINE void FN(opt_range_body)(const struct FN(opt_ctx) *c, fbp_idx i0, fbp_idx i1)
 {
+    /* c->kind: AdamW runs as Adam with its decay factor (fbp_optimizer_step) */
+    _Static_assert(FBP_NOPT == 6, "opt_range_body: a branch per optimizer");
+    if (c->kind == FBP_OPT_RMSPROP) {
+        const int decay = c->wd != (T)0, low = c->w1 < (T)0.5;
+#define RMS_CASE(dec, cen, mom)                                                              \
+        FN(rmsprop_range)(i0, i1, c->p, c->g, c->v, c->s, c->a, c->wd, c->b2, c->w1, c->eps,     \
+                          c->lr, c->mu, dec, cen, mom, low)
+        if (c->centered)
+            c->v ? (decay ? RMS_CASE(1, 1, 1) : RMS_CASE(0, 1, 1))
+                 : (decay ? RMS_CASE(1, 1, 0) : RMS_CASE(0, 1, 0));
+        else
+            c->v ? (decay ? RMS_CASE(1, 0, 1) : RMS_CASE(0, 0, 1))
+                 : (decay ? RMS_CASE(1, 0, 0) : RMS_CASE(0, 0, 0));
+#undef RMS_CASE
+        return;
+    }
     if (c->kind == FBP_OPT_SKSGD) {
         const int decay = c->wd != (T)0;
 #define SKSGD_CASE(dec, mom, nest) \
@@ -269,6 +318,8 @@ FBP_INLINE void FN(opt_range_body)(const struct FN(opt_ctx) *c, fbp_idx i0, fbp_
 #undef SGD_CASE
         return;
     }
+    if (c->kind != FBP_OPT_ADAM)
+        FBP_BAD_CODE("optimizer", c->kind);
     const int coupled = c->wd != (T)0, decoupled = c->decay != (T)1, low = c->w1 < (T)0.5;
 #define ADAM_CASE(cp, dc, lo)                                                                      \
     FN(adam_range)(i0, i1, c->p, c->g, c->v, c->s, c->wd, c->decay, c->w1, c->b2, c->omb2,        \
@@ -294,15 +345,22 @@ static void FN(opt_task)(void *q, fbp_idx t0, fbp_idx t1)
 /* One tensor's step of optimizer o (its t: the optimizer's step, from 1); wd is
  * this tensor's decay (the weights', or 0 for biases). v: momentum buffer or
  * Adam's first moment (NULL: plain SGD), s: Adam's second moment. All (n,). */
-void FN(fbp_optimizer_step)(fbp_idx n, T *p, const T *g, T *v, T *s, const fbp_step_opts *o,
-                            double wd)
+void FN(fbp_optimizer_step)(fbp_idx n, T *p, const T *g, T *v, T *s, T *a,
+                            const fbp_step_opts *o, double wd)
 {
     struct FN(opt_ctx) c = {0};
     c.kind = o->optimizer == FBP_OPT_ADAMW ? FBP_OPT_ADAM : o->optimizer;
     c.n = n, c.p = p, c.g = g, c.s = s;
     c.lr = (T)o->lr;
     c.decay = (T)1;
-    if (o->optimizer == FBP_OPT_SKSGD) {
+    _Static_assert(FBP_NOPT == 6, "fbp_optimizer_step: a branch per optimizer");
+    if (o->optimizer == FBP_OPT_RMSPROP) {
+        c.v = o->momentum != 0.0 ? v : NULL;
+        c.a = o->centered ? a : NULL;
+        c.centered = o->centered;
+        c.wd = (T)wd, c.mu = (T)o->momentum, c.eps = (T)o->eps;
+        c.b2 = (T)o->beta2, c.w1 = (T)(1.0 - o->beta2);
+    } else if (o->optimizer == FBP_OPT_SKSGD) {
         c.v = o->momentum != 0.0 ? v : NULL;
         c.nesterov = o->nesterov;
         c.wd = (T)wd, c.mu = (T)o->momentum;
@@ -320,7 +378,7 @@ void FN(fbp_optimizer_step)(fbp_idx n, T *p, const T *g, T *v, T *s, const fbp_s
         c.first = o->t <= 1;
         c.nesterov = o->nesterov;
         c.wd = (T)wd, c.mu = (T)o->momentum, c.damp1 = (T)(1.0 - o->dampening);
-    } else {
+    } else if (o->optimizer == FBP_OPT_ADAM || o->optimizer == FBP_OPT_ADAMW) {
         double bc1 = 1.0 - pow(o->beta1, (double)o->t), bc2 = 1.0 - pow(o->beta2, (double)o->t);
         c.v = v;
         if (o->optimizer == FBP_OPT_ADAMW)
@@ -329,11 +387,14 @@ void FN(fbp_optimizer_step)(fbp_idx n, T *p, const T *g, T *v, T *s, const fbp_s
             c.wd = (T)wd;
         c.w1 = (T)(1.0 - o->beta1), c.b2 = (T)o->beta2, c.omb2 = (T)(1.0 - o->beta2);
         c.step_size = (T)(o->lr / bc1), c.bc2s = (T)pow(bc2, 0.5), c.eps = (T)o->eps;
+    } else {
+        FBP_BAD_CODE("optimizer", o->optimizer);
     }
     /* a pass streams p and g; the momentum buffer and Adam's moments add to it
      * (Adam reads four arrays and writes three), and so does the work a thread
      * takes: a 256 x 256 float64 Adam step is ~2x faster on two threads */
-    int cost = (c.kind == FBP_OPT_ADAM || c.kind == FBP_OPT_SKADAM ? 4 : c.v ? 2 : 1) *
+    int cost = (c.kind == FBP_OPT_ADAM || c.kind == FBP_OPT_SKADAM || c.kind == FBP_OPT_RMSPROP
+                    ? 4 : c.v ? 2 : 1) *
                FBP_COST_MEM;
     fbp_parallel(fbp_threads_for(n, cost), fbp_nblocks(n, FBP_CHUNK), FN(opt_task), &c);
 }

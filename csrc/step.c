@@ -105,9 +105,9 @@ static void FN(fbp_update)(const fbp_mlp *m, const fbp_step_opts *opt, double wd
             }
     }
     for (int l = 0; l < L; l++) {
-        FN(fbp_optimizer_step)(sz[l] * sz[l + 1], P(W, l), P(DW, l), P(VW, l), P(SW, l), opt,
+        FN(fbp_optimizer_step)(sz[l] * sz[l + 1], P(W, l), P(DW, l), P(VW, l), P(SW, l), P(GW, l), opt,
                                wd);
-        FN(fbp_optimizer_step)(sz[l + 1], P(B, l), P(DB, l), P(VB, l), P(SB, l), opt, 0.0);
+        FN(fbp_optimizer_step)(sz[l + 1], P(B, l), P(DB, l), P(VB, l), P(SB, l), P(GB, l), opt, 0.0);
     }
 }
 
@@ -146,9 +146,13 @@ static void FN(fbp_mlp_step)(const fbp_mlp *m, fbp_idx N, const T *x, const int6
     /* forward */
     for (int l = 0; l < L; l++) {
         const T *in = l == 0 ? x : DROPS(l - 1) ? P(HD, l - 1) : P(H, l - 1);
+        T *z = P(Z, l); /* kept for the backward pass, where the activation needs it */
         FN(fbp_gemm)(0, 0, N, sz[l + 1], sz[l], (T)1, in, sz[l], P(W, l), sz[l + 1], (T)0,
-                     P(H, l), sz[l + 1]);
-        FN(fbp_bias_act)(N, sz[l + 1], P(B, l), m->act[l], P(H, l));
+                     z ? z : P(H, l), sz[l + 1]);
+        if (z)
+            FN(fbp_bias_act_keep)(N, sz[l + 1], P(B, l), m->act[l], z, P(H, l));
+        else
+            FN(fbp_bias_act)(N, sz[l + 1], P(B, l), m->act[l], P(H, l));
         if (DROPS(l))
             FN(fbp_dropout)(N, sz[l + 1], P(H, l), P(HD, l), m->keep[l], m->drop[l], opt->seed,
                             opt->step, l, opt->row0);
@@ -161,14 +165,24 @@ static void FN(fbp_mlp_step)(const fbp_mlp *m, fbp_idx N, const T *x, const int6
     T *top = P(H, L - 1), *dtop = P(DH, L - 1);
     if (opt->count_correct && (labels || m->loss == FBP_LOSS_BCE))
         out->ncorrect = FN(fbp_count_correct)(m->loss, N, C, top, labels, t);
-    if (m->loss == FBP_LOSS_XENT)
+    _Static_assert(FBP_NLOSS == 4, "fbp_mlp_step: a case per loss");
+    switch (m->loss) {
+    case FBP_LOSS_XENT:
         out->loss = FN(fbp_softmax_xent)(N, C, top, labels, t, w, opt->norm, opt->loss_eps, dtop);
-    else if (m->loss == FBP_LOSS_MSE)
+        break;
+    case FBP_LOSS_MSE:
         out->loss = FN(fbp_mse)(N, C, top, t, w, opt->norm, dtop);
-    else if (m->loss == FBP_LOSS_POISSON)
+        break;
+    case FBP_LOSS_POISSON:
         out->loss = FN(fbp_poisson)(N, C, top, t, w, opt->norm, dtop);
-    else
+        break;
+    case FBP_LOSS_BCE:
         out->loss = FN(fbp_bce)(N, C, top, t, w, opt->norm, opt->loss_eps, dtop);
+        break;
+    default:
+        FBP_BAD_CODE("loss", m->loss);
+    }
+    /* decoupled decay (AdamW) is no term of the loss */
     const int coupled = wd != 0.0 && opt->optimizer != FBP_OPT_ADAMW;
     if (coupled) {
         double ss = 0.0;
@@ -194,7 +208,9 @@ static void FN(fbp_mlp_step)(const fbp_mlp *m, fbp_idx N, const T *x, const int6
         const T *in = l == 0 ? x : DROPS(l - 1) ? P(HD, l - 1) : P(H, l - 1);
         const uint8_t *keep = DROPS(l) ? m->keep[l] : NULL;
         T scale = keep ? (T)(1.0 / (1.0 - m->drop[l])) : (T)0;
-        FN(fbp_act_backward_bias_grad)(N, O, m->act[l], dz, P(H, l), keep, scale, dz, P(DB, l), 0);
+        /* the activation's backward input: its output, or the kept pre-activation */
+        const T *bin = P(Z, l) ? P(Z, l) : P(H, l);
+        FN(fbp_act_backward_bias_grad)(N, O, m->act[l], dz, bin, keep, scale, dz, P(DB, l), 0);
         if (l > 0)
             FN(fbp_gemm)(0, 1, N, I, O, (T)1, dz, O, P(W, l), O, (T)0, P(DH, l - 1), I);
         if (fused) {
@@ -205,8 +221,8 @@ static void FN(fbp_mlp_step)(const fbp_mlp *m, fbp_idx N, const T *x, const int6
             if (mode == FBP_MODE_GRAD && wd != 0.0) /* the gradient of loss + reg */
                 FN(fbp_axpy)(I * O, (T)wd, P(W, l), P(DW, l));
             if (layerwise) {
-                FN(fbp_optimizer_step)(I * O, P(W, l), P(DW, l), P(VW, l), P(SW, l), opt, wd);
-                FN(fbp_optimizer_step)(O, P(B, l), P(DB, l), P(VB, l), P(SB, l), opt, 0.0);
+                FN(fbp_optimizer_step)(I * O, P(W, l), P(DW, l), P(VW, l), P(SW, l), P(GW, l), opt, wd);
+                FN(fbp_optimizer_step)(O, P(B, l), P(DB, l), P(VB, l), P(SB, l), P(GB, l), opt, 0.0);
             }
         }
     }

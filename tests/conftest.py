@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import fastbp
+from fastbp import ops
 
 # The suite checks that results do not depend on the thread count, so every kernel
 # that has parts splits them over the threads it is given, however small: the pool
@@ -24,7 +25,32 @@ import fastbp
 fastbp._core._force_parallel(True)
 
 DTYPES = [np.float32, np.float64]
-ACTS = [None, "relu", "sigmoid", "tanh"]
+# the activations, from the registry (fastbp.ops): every test parametrized over
+# them picks up a new one without anyone listing it
+ACT_NAMES = [a.name for a in ops.ACTIVATIONS.values() if a.kernels]
+ACTS = [None] + ACT_NAMES
+#: every public kernel function of fastbp the registries name, plus the rest
+PUBLIC_KERNELS = tuple(dict.fromkeys(
+    ["dense_forward", "dense_backward"]
+    + [k for a in ops.ACTIVATIONS.values() for k in a.kernels or ()]
+    + [l.kernel for l in ops.LOSSES.values()]
+    + ["sgd_update", "clip_by_value", "clip_by_global_norm", "global_norm"]))
+
+
+def act_kernels(name):
+    """fastbp's (forward(x, out=None), backward(dy, y, out=None)) of a registered
+    activation: the functions its registry entry names, with its kernel_kwargs."""
+    a = ops.ACTIVATIONS[name]
+    f, b = (getattr(fastbp, k) for k in a.kernels)
+    kw = dict(a.kernel_kwargs)
+    return (lambda x, **k: f(x, **kw, **k)), (lambda dy, y, **k: b(dy, y, **kw, **k))
+
+
+def bwd_in(activation, x, y):
+    """What activation's backward takes: its forward output y, or for those whose
+    derivative needs it (fastbp.ops backward_input "input") its input x."""
+    a = ops.activation("bwd_in", activation, allow_none=True)
+    return x if a.backward_input == "input" else y
 
 # (N, I, O): unit, batch 1, primes, single input, I > 256, wide, tall, square.
 SHAPES = [

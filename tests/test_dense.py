@@ -8,7 +8,7 @@ import pytest
 import fastbp
 from fastbp import reference as ref
 
-from conftest import (ACTS, ALL_SHAPES, DTYPES, NUMGRAD_TOL, assert_close, dense_data,
+from conftest import (ACTS, bwd_in, ALL_SHAPES, DTYPES, NUMGRAD_TOL, assert_close, dense_data,
                       dense_inputs, raises, rel_err, shape_id)
 
 
@@ -310,7 +310,7 @@ def test_forward_bias_wrong_length(rng):
         fastbp.dense_forward(x, W, np.ones(3))
 
 
-@pytest.mark.parametrize("act", ["gelu", "ReLU", 1, ["relu"]])
+@pytest.mark.parametrize("act", ["swish", "ReLU", 1, ["relu"]])
 def test_forward_unknown_activation(rng, act):
     x, W, b = dense_inputs(rng)
     with raises(ValueError, f"unknown activation {act!r}"):
@@ -429,7 +429,12 @@ def test_dense_forward_explicit_loops(activation):
     rng = np.random.default_rng(2)
     x, W, b = dense_inputs(rng, 3, 4, 2, activation)
     fwd = {None: lambda v: v, "relu": lambda v: max(v, 0.0),
-           "sigmoid": lambda v: 1 / (1 + math.exp(-v)), "tanh": math.tanh}[activation]
+           "sigmoid": lambda v: 1 / (1 + math.exp(-v)), "tanh": math.tanh,
+           "gelu": lambda v: v * (1 + math.erf(v / math.sqrt(2))) / 2,
+           "gelu_tanh": lambda v: v * (1 + math.tanh(math.sqrt(2 / math.pi) *
+                                                     (v + 0.044715 * v ** 3))) / 2,
+           "silu": lambda v: v / (1 + math.exp(-v)),
+           }[activation]
     y = ref.dense_forward(x, W, b, activation)
     for n in range(3):
         for o in range(2):
@@ -449,7 +454,7 @@ def test_dense_backward_matches_numerical(activation, N, I, O):
     def loss():
         return np.sum(G * ref.dense_forward(x, W, b, activation))
 
-    y = ref.dense_forward(x, W, b, activation)
+    y = bwd_in(activation, ref.dense_forward(x, W, b, None), ref.dense_forward(x, W, b, activation))
     dx, dW, db = ref.dense_backward(G, x, W, y, activation)
     assert dx.shape == (N, I) and dW.shape == (I, O) and db.shape == (O,)
     assert rel_err(dx, ref.numerical_gradient(loss, x)) < NUMGRAD_TOL
@@ -460,4 +465,4 @@ def test_dense_backward_matches_numerical(activation, N, I, O):
 def test_dense_unknown_activation():
     x = np.ones((2, 2))
     with pytest.raises(ValueError):
-        ref.dense_forward(x, x, None, "gelu")
+        ref.dense_forward(x, x, None, "swish")

@@ -9,7 +9,7 @@ from fastbp import MLP
 from fastbp import reference as ref
 
 SIZES = [5, 7, 6, 3]
-ACTIVATIONS = ["relu", "sigmoid", "tanh"]
+from conftest import ACT_NAMES as ACTIVATIONS  # fastbp.ops' activations
 TARGETS = [("softmax_cross_entropy", "labels"), ("softmax_cross_entropy", "probs"),
            ("mse", "values")]
 TARGET_IDS = ["xent-labels", "xent-probs", "mse"]

@@ -4,6 +4,7 @@ layer classes against fastbp.reference."""
 import numpy as np
 import pytest
 
+from fastbp import ops
 from fastbp import reference as ref
 from fastbp.layers import (Add, Dense, Layer, MSELoss, Mul, ReLU, Sequential, Sigmoid,
                            SoftmaxCrossEntropy, Tanh)
@@ -307,7 +308,7 @@ W64, B64 = _wb()
     ((W64, B64.astype(np.float32)), {}, TypeError,
      r"Dense: b must have W's dtype float64, got float32"),
     ((W64, B64, "softmax"), {}, ValueError, r"Dense: activation must be one of None, "
-                                            r"'identity', 'relu', 'sigmoid', 'tanh', got 'softmax'"),
+                                            r"" + ", ".join(repr(n) for n in ops.ACTIVATIONS) + ", got 'softmax'"),
     ((W64, B64, "ReLU"), {}, ValueError, r"got 'ReLU'"),
     ((W64, B64, 1), {}, ValueError, r"got 1"),
     ((W64, B64, ["relu"]), {}, ValueError, r"got \['relu'\]"),

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 import fastbp
-from fastbp import MLP
+from fastbp import MLP, ops
 from fastbp.model import epoch_order
 from fastbp import reference as ref
 
-ACTIVATIONS = ["relu", "sigmoid", "tanh"]
+from conftest import ACT_NAMES as ACTIVATIONS  # fastbp.ops' activations
 # (loss name, kind of target)
 TARGETS = [("softmax_cross_entropy", "labels"), ("softmax_cross_entropy", "probs"),
            ("mse", "values")]
@@ -272,7 +272,8 @@ def test_init_std_and_biases(act):
     for l, (fi, fo) in enumerate(zip(sizes[:-1], sizes[1:]), start=1):
         W, b = model.params[f"W{l}"], model.params[f"b{l}"]
         assert W.shape == (fi, fo) and W.dtype == np.float32
-        want = np.sqrt(2 / fi) if act == "relu" else np.sqrt(2 / (fi + fo))
+        he = ops.ACTIVATIONS[act].init == "he"  # the first hidden layer's default
+        want = np.sqrt(2 / fi) if he else np.sqrt(2 / (fi + fo))
         assert W.std() == pytest.approx(want, rel=0.03)
         assert abs(W.mean()) < 0.05 * want
         assert b.shape == (fo,) and not b.any()
@@ -668,8 +669,8 @@ def test_per_layer_activations_match_reference(acts):
 def test_activation_list_is_checked():
     with pytest.raises(ValueError, match="got 1 activations for 2 hidden layers"):
         MLP([4, 5, 6, 3], ["relu"])
-    with pytest.raises(ValueError, match="unknown activation 'gelu'"):
-        MLP([4, 5, 6, 3], ["relu", "gelu"])
+    with pytest.raises(ValueError, match="unknown activation 'swish'"):
+        MLP([4, 5, 6, 3], ["relu", "swish"])
 
 
 def test_reference_momentum_needs_a_velocity():
@@ -843,7 +844,7 @@ def test_load_refuses_a_huge_compressed_member_before_reading_it(tmp_path):
     (dict(W1=np.zeros((3, 4), np.complex64)), TypeError, "'W1' has dtype complex64"),
     (dict(W1=np.zeros((3, 4), np.float64)), TypeError, "'W1' has dtype float64, expected float32"),
     (dict(dtype=np.str_("int8")), ValueError, "dtype must be 'float32' or 'float64'"),
-    (dict(activation=np.str_("gelu")), ValueError, "describes no valid model"),
+    (dict(activation=np.str_("swish")), ValueError, "describes no valid model"),
 ])
 def test_load_rejects_bad_members(tmp_path, change, exc, msg):
     m = _good()

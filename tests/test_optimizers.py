@@ -318,7 +318,7 @@ def test_shorthand_is_sgd_and_cannot_mix_with_optimizer():
             a.fit(x, t, epochs=1, optimizer=optim.Adam(), **kw)
     with raises(TypeError, "give lr (plain SGD) or optimizer="):
         a.train_step(x, t)
-    with raises(TypeError, "optimizer must be a fastbp.optim optimizer (SGD, Adam, AdamW), "
+    with raises(TypeError, "optimizer must be a fastbp.optim optimizer (SGD, Adam, AdamW, RMSprop), "
                            "got str"):
         a.train_step(x, t, optimizer="adam")
     pytest.importorskip("torch")

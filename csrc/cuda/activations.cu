@@ -20,6 +20,7 @@ template <class T> __global__ void act_bwd_kernel(idx n, int act, const T *dy, c
 
 template <class T> static int act_forward(cudaStream_t s, idx n, int act, const T *x, T *y)
 {
+    TRY(act_ok(act));
     if (n > 0)
         act_fwd_kernel<T><<<ew_blocks(n), EW_THREADS, 0, s>>>(n, act, x, y);
     LAUNCH_TRY();
@@ -29,6 +30,7 @@ template <class T> static int act_forward(cudaStream_t s, idx n, int act, const 
 template <class T>
 static int act_backward(cudaStream_t s, idx n, int act, const T *dy, const T *y, T *dx)
 {
+    TRY(act_ok(act));
     if (n > 0)
         act_bwd_kernel<T><<<ew_blocks(n), EW_THREADS, 0, s>>>(n, act, dy, y, dx);
     LAUNCH_TRY();

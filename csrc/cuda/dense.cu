@@ -15,6 +15,7 @@ template <class T> __global__ void bias_act_kernel(idx N, idx O, const T *b, int
 
 template <class T> int k_bias_act(cudaStream_t s, idx N, idx O, const T *b, int act, T *y)
 {
+    TRY(act_ok(act));
     if (N <= 0 || O <= 0 || (!b && act == FBP_ACT_NONE))
         return 0;
     unsigned nt = O >= 256 ? 256 : (unsigned)((O + 31) / 32 * 32);
@@ -65,6 +66,7 @@ template <class T>
 int k_act_backward_bias_grad(cudaStream_t s, idx N, idx O, int act, const T *dy, const T *y,
                              T *dz, T *db, int accumulate)
 {
+    TRY(act_ok(act));
     if (O <= 0)
         return 0;
     if (act == FBP_ACT_NONE && dz == dy)

@@ -107,38 +107,81 @@ __device__ __forceinline__ float d_exp(float v) { return expf(v); }
 __device__ __forceinline__ double d_exp(double v) { return exp(v); }
 __device__ __forceinline__ float d_tanh(float v) { return tanhf(v); }
 __device__ __forceinline__ double d_tanh(double v) { return tanh(v); }
+__device__ __forceinline__ float d_erf(float v) { return erff(v); }
+__device__ __forceinline__ double d_erf(double v) { return erf(v); }
+
+/* The host side of every launcher that takes an activation refuses a code
+ * outside the table before launching (act_ok); inside a kernel, a code no case
+ * knows traps (the launch then fails with an error) instead of computing the
+ * identity. */
+static inline int act_ok(int act)
+{
+    return act >= 0 && act < FBP_NACT ? 0 : fbpc_fail("unknown activation code %d", act);
+}
+
+/* sigmoid(v), exact in both tails: e <= 1 never overflows */
+template <class T> __device__ __forceinline__ T d_sigmoid(T v)
+{
+    T e = d_exp(-(v < (T)0 ? -v : v));
+    T r = (T)1 / ((T)1 + e);
+    return v < (T)0 ? e * r : r;
+}
 
 /* act(v); as fbp_act_apply (NaN stays NaN, sigmoid exact in both tails). */
 template <class T> __device__ __forceinline__ T act_apply(int act, T v)
 {
+    static_assert(FBP_NACT == 7, "act_apply: a case per activation");
     switch (act) {
+    case FBP_ACT_NONE:
+        return v;
     case FBP_ACT_RELU:
         return v < (T)0 ? (T)0 : v;
-    case FBP_ACT_SIGMOID: { /* e <= 1 never overflows */
-        T e = d_exp(-(v < (T)0 ? -v : v));
-        T r = (T)1 / ((T)1 + e);
-        return v < (T)0 ? e * r : r;
-    }
+    case FBP_ACT_SIGMOID:
+        return d_sigmoid(v);
     case FBP_ACT_TANH:
         return d_tanh(v);
+    case FBP_ACT_GELU:
+        return v * (T)0.5 * ((T)1 + d_erf(v * (T)0.70710678118654752440));
+    case FBP_ACT_SILU:
+        return v * d_sigmoid(v);
+    case FBP_ACT_GELU_TANH:
+        return (T)0.5 * v *
+               ((T)1 + d_tanh((T)0.79788456080286535588 * (v + (T)0.044715 * v * v * v)));
     default:
-        return v;
+        __trap();
     }
+    return v;
 }
 
-/* act'(y) from the forward output y; as fbp_act_mask. */
+/* act'(y) from the backward input y (the output, or GELU's input); as fbp_act_mask. */
 template <class T> __device__ __forceinline__ T act_mask(int act, T y)
 {
+    static_assert(FBP_NACT == 7, "act_mask: a case per activation");
     switch (act) {
+    case FBP_ACT_NONE:
+        return (T)1;
     case FBP_ACT_RELU:
         return (T)(y > (T)0);
     case FBP_ACT_SIGMOID:
         return y * ((T)1 - y);
     case FBP_ACT_TANH:
         return (T)1 - y * y;
-    default:
-        return (T)1;
+    case FBP_ACT_GELU:
+        return (T)0.5 * ((T)1 + d_erf(y * (T)0.70710678118654752440)) +
+               y * d_exp((T)-0.5 * y * y) * (T)0.39894228040143267794;
+    case FBP_ACT_SILU: {
+        T s = d_sigmoid(y);
+        return s * ((T)1 + y * ((T)1 - s));
     }
+    case FBP_ACT_GELU_TANH: {
+        T th = d_tanh((T)0.79788456080286535588 * (y + (T)0.044715 * y * y * y));
+        T dinner = (T)0.79788456080286535588 * ((T)1 + (T)(3 * 0.044715) * y * y);
+        return (T)0.5 * ((T)1 + th) + (T)0.5 * y * ((T)1 - th * th) * dinner;
+    }
+    default:
+        __trap();
+    }
+    return (T)1;
 }
 
 /* ---- reductions: a fixed butterfly in each warp, then warp 0 over the warp

@@ -279,6 +279,12 @@ extern "C" int fbpc_mlp_create(fbpc_mlp **out, int dev, int dsize, int L, const 
     *out = nullptr;
     if (L < 1 || cap < 1 || (dsize != 4 && dsize != 8))
         return fbpc_fail("fbpc_mlp_create: bad arguments");
+    /* the step implements these losses (the others are refused by name in Python) */
+    static_assert(FBP_NLOSS == 4, "fbpc_mlp_create: decide for each loss");
+    if (loss != FBP_LOSS_XENT && loss != FBP_LOSS_MSE)
+        return fbpc_fail("fbpc_mlp_create: loss code %d is not implemented on the GPU", loss);
+    for (int l = 0; l < L; l++)
+        TRY(act_ok(act[l]));
     DEVICE_GUARD(dev);
     fbpc_mlp *m = new fbpc_mlp();
     m->dev = dev;

@@ -45,28 +45,23 @@ from ._core import (  # noqa: E402
     global_norm,
     mse_loss,
     poisson_loss,
-    relu_backward,
-    relu_forward,
     set_num_threads,
     sgd_update,
-    sigmoid_backward,
-    sigmoid_forward,
     softmax_cross_entropy,
-    tanh_backward,
-    tanh_forward,
 )
 from ._blas import get_blas, set_blas  # noqa: E402
 from ._threadpool import local_threads  # noqa: E402  (also registers the pool with threadpoolctl)
 from ._config import show_config  # noqa: E402
 from .model import MLP  # noqa: E402
 from .gradcheck import gradient_check  # noqa: E402
-from . import distributed, layers, optim, reference  # noqa: E402
+from . import distributed, layers, ops, optim, reference  # noqa: E402
 
 __all__ = [
     "MLP",
     "distributed",
     "gradient_check",
     "layers",
+    "ops",
     "optim",
     "reference",
     "binary_cross_entropy",
@@ -80,15 +75,16 @@ __all__ = [
     "local_threads",
     "mse_loss",
     "poisson_loss",
-    "relu_backward",
-    "relu_forward",
     "set_blas",
     "set_num_threads",
     "sgd_update",
     "show_config",
-    "sigmoid_backward",
-    "sigmoid_forward",
     "softmax_cross_entropy",
-    "tanh_backward",
-    "tanh_forward",
 ]
+
+# The activations' kernels: the functions each registry entry names (fastbp.ops),
+# so that a new activation is exported without a list here to keep in step.
+for _name in dict.fromkeys(k for a in ops.ACTIVATIONS.values() for k in a.kernels or ()):
+    globals()[_name] = getattr(_core, _name)
+    __all__.append(_name)
+del _name

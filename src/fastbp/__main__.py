@@ -27,6 +27,7 @@ import warnings
 
 import numpy as np
 
+from . import ops
 from .bench import BLOCK, OPTIMIZERS, SIZES
 from .model import epoch_order
 
@@ -811,7 +812,8 @@ def build_parser(prog=None):
                         "distinct whole numbers: classification), and said")
     t.add_argument("--hidden", type=_count, nargs="+", default=[128], metavar="WIDTH",
                    help="hidden layer widths, one per layer (default: 128)")
-    t.add_argument("--activation", choices=["relu", "sigmoid", "tanh"], default="relu",
+    t.add_argument("--activation", choices=[a for a in ops.hidden_names() if a != "identity"],
+                   default="relu",
                    help="the hidden layers' activation")
     t.add_argument("--optimizer", choices=["sgd", "adam", "adamw"], default="sgd",
                    help="the optimizer")

@@ -49,6 +49,7 @@ cdef extern from "fbp_api.h" nogil:
         double lr, weight_decay, momentum, dampening
         int nesterov
         double beta1, beta2, eps
+        int centered
         int64_t t
         double clip_norm, clip_value
         uint64_t seed

@@ -23,6 +23,8 @@ import zipfile
 
 import numpy as np
 
+from . import ops
+
 BLAS_INT_MAX = 2**31 - 1
 MAX_LAYERS = 10_000
 MAX_EPOCHS = 10_000_000
@@ -230,6 +232,19 @@ def _integer(zf, name, path, default, most=None):
     return int(a)
 
 
+def _settings(info):
+    """Settings that reach every state an optimizer may keep: its defaults with each
+    state-switching flag off and on."""
+    flags = [k for k in ("momentum", "centered") if k in info.defaults]
+    out = []
+    for bits in range(1 << len(flags)):
+        s = dict(info.defaults)
+        for i, k in enumerate(flags):
+            s[k] = 1.0 if bits >> i & 1 else 0.0
+        out.append(s)
+    return out
+
+
 def _training_state(zf, path, names, L, dt, wanted):
     """The optional members a model file has since checkpoints resume training:
     seed, dropout, step and epoch counters, the optimizer's name, step count and
@@ -242,14 +257,18 @@ def _training_state(zf, path, names, L, dt, wanted):
         d = _read(zf, "dropout", path, shape=(L - 1,), kinds="f")
         out["dropout"] = [float(p) for p in d]
     opt = _string(zf, "optimizer", path) if "optimizer" in names else ""
-    if opt not in ("", "SGD", "Adam", "AdamW"):
-        _fail(path, f"optimizer must be 'SGD', 'Adam', 'AdamW' or '', got {opt!r}")
+    public = [o for o in ops.OPTIMIZERS.values() if o.public]
+    if opt and opt not in [o.name for o in public]:
+        _fail(path, f"optimizer must be one of {', '.join(repr(o.name) for o in public)} or '', "
+                    f"got {opt!r}")
     out["optimizer"] = opt or None
-    kinds = [k for k in ("vW", "vb", "sW", "sb") if f"state_{k}1" in names]
-    if opt in ("Adam", "AdamW") and kinds and kinds != ["vW", "vb", "sW", "sb"]:
-        _fail(path, f"an {opt} state needs vW, vb, sW and sb, got {kinds}")
-    if opt == "SGD" and kinds not in ([], ["vW", "vb"]):
-        _fail(path, f"an SGD state holds vW and vb only, got {kinds}")
+    kinds = [k for k in ops.state_buffers(ops.STATE_BUFFERS) if f"state_{k}1" in names]
+    if opt:  # the state of one of its settings (fastbp.ops: the optimizer's state kinds)
+        info = ops.OPTIMIZERS[opt]
+        allowed = sorted({ops.state_buffers(info.state(s)) for s in _settings(info)} - {()})
+        if kinds and tuple(kinds) not in allowed:
+            _fail(path, f"an {opt} state holds {' or '.join(', '.join(a) for a in allowed)}; "
+                        f"got {kinds}")
     if kinds and not opt:
         _fail(path, "optimizer state without an optimizer name")
     for k in kinds:

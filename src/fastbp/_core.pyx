@@ -85,15 +85,33 @@ cdef extern from "fastbp.h" nogil:
                       int64_t s1, const fbp_step_opts *opt, fbp_epoch_out *out)
 
 
-# ---- codes (csrc/fbp_api.h) --------------------------------------------------------
+# ---- codes (csrc/fbp_api.h), checked against the registries (fastbp.ops) ----------------
+
+from fastbp import ops as _ops
+
+
+def _agree(what, registry, int count, name_of):
+    """The registry and the C table name the same ops with the same codes."""
+    c_names = {name_of(k).decode(): k for k in range(count)}
+    r_names = {e.name: e.code for e in registry.values()}
+    if c_names != r_names:
+        raise ImportError(f"fastbp._core: the {what} of csrc/fbp_api.h {c_names} and of "
+                          f"fastbp.ops {r_names} disagree; rebuild, or fix the one that lags")
+
+
+_agree("activations", _ops.ACTIVATIONS, FBP_NACT, fbp_act_name)
+_agree("losses", _ops.LOSSES, FBP_NLOSS, fbp_loss_name)
+_agree("optimizers", _ops.OPTIMIZERS, FBP_NOPT, fbp_opt_name)
 
 #: activation name -> code; None and "identity" are the affine layer
 ACTIVATIONS = {None: FBP_ACT_NONE}
-ACTIVATIONS.update({fbp_act_name(k).decode(): k for k in range(FBP_NACT)})
+ACTIVATIONS.update({a.name: a.code for a in _ops.ACTIVATIONS.values()})
+#: activation code -> name
+ACT_NAMES = {a.code: a.name for a in _ops.ACTIVATIONS.values()}
 #: loss name -> code
-LOSSES = {fbp_loss_name(k).decode(): k for k in range(FBP_NLOSS)}
+LOSSES = {l.name: l.code for l in _ops.LOSSES.values()}
 #: optimizer name -> code
-OPTIMIZERS = {fbp_opt_name(k).decode(): k for k in range(FBP_NOPT)}
+OPTIMIZERS = {o.name: o.code for o in _ops.OPTIMIZERS.values()}
 #: the buffers of an MLP workspace, in the order of their codes
 BUFFERS = tuple(fbp_buf_name(k).decode() for k in range(FBP_NBUF))
 STEP_FORWARD, STEP_LOSS, STEP_GRAD, STEP_TRAIN, STEP_UPDATE, STEP_BACKWARD = (
@@ -106,12 +124,7 @@ BLAS_INT_MAX = 2**31 - 1
 
 
 def _act_code(fn, activation):
-    try:
-        return ACTIVATIONS[activation]
-    except (KeyError, TypeError):
-        raise ValueError(
-            f"{fn}: unknown activation {activation!r}; expected one of "
-            "None, 'identity', 'relu', 'sigmoid', 'tanh'") from None
+    return _ops.activation(fn, activation, allow_none=True).code
 
 
 # ---- CPU dispatch, BLAS, threads -----------------------------------------------------
@@ -591,6 +604,8 @@ cdef object _act_forward(str fn, int act, object x, object out):
     cdef const fbp_backend *be
     cdef int rc
     x = _float_input(fn, "x", x, &dx)
+    if dx.device >= 0:
+        _ops.require(fn, "cuda", "activation", [ACT_NAMES[act]])
     out = _out_buffer(fn, "out", out, &do, _shape(&dx), &dx, x)
     _same_device(fn, ["x", "out"], [_dp(&dx), _dp(&do)])
     _no_overlap(fn, "out", &do, ["x"], [_dp(&dx)], ("x",))
@@ -606,6 +621,8 @@ cdef object _act_backward(str fn, int act, object dy, object y, object out):
     cdef const fbp_backend *be
     cdef int rc
     dy = _float_input(fn, "dy", dy, &ddy)
+    if ddy.device >= 0:
+        _ops.require(fn, "cuda", "activation", [ACT_NAMES[act]])
     y = _float_view(fn, "y", y, &dy_, -1, &ddy, dy)
     if _shape(&dy_) != _shape(&ddy):
         raise ValueError(f"{fn}: dy and y must have the same shape, got {_shape(&ddy)} "
@@ -620,6 +637,20 @@ cdef object _act_backward(str fn, int act, object dy, object y, object out):
                              dy_.ptr, do.ptr)
     _check(rc, be)
     return out
+
+
+def activation_forward(activation, x, out=None):
+    """y = act(x) for any registered activation name (fastbp.ops), as its own
+    <name>_forward gives it: the generic entry the layers call."""
+    fn = "activation_forward"
+    return _act_forward(fn, _act_code(fn, activation), x, out)
+
+
+def activation_backward(activation, dy, y, out=None):
+    """dx = dy * act'(.), y the activation's backward input (fastbp.ops
+    backward_input: its forward output, or its input x)."""
+    fn = "activation_backward"
+    return _act_backward(fn, _act_code(fn, activation), dy, y, out)
 
 
 def relu_forward(x, out=None):
@@ -650,6 +681,39 @@ def tanh_forward(x, out=None):
 def tanh_backward(dy, y, out=None):
     """dx = dy * (1 - y**2), y the forward output."""
     return _act_backward("tanh_backward", FBP_ACT_TANH, dy, y, out)
+
+
+def gelu_forward(x, approximate="none", out=None):
+    """y = x Phi(x) = x (1 + erf(x / sqrt(2))) / 2, or with approximate="tanh"
+    x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))) / 2, as torch.nn.functional.gelu.
+    ``out`` may be ``x`` (in place)."""
+    fn = "gelu_forward"
+    return _act_forward(fn, _gelu_code(fn, approximate), x, out)
+
+
+def gelu_backward(dy, x, approximate="none", out=None):
+    """dx = dy * gelu'(x), x the forward INPUT (GELU's derivative needs it)."""
+    fn = "gelu_backward"
+    return _act_backward(fn, _gelu_code(fn, approximate), dy, x, out)
+
+
+def silu_forward(x, out=None):
+    """y = x sigmoid(x) (SiLU, Swish), as torch.nn.functional.silu. ``out`` may
+    be ``x`` (in place)."""
+    return _act_forward("silu_forward", ACTIVATIONS["silu"], x, out)
+
+
+def silu_backward(dy, x, out=None):
+    """dx = dy * s (1 + x (1 - s)), s = sigmoid(x), x the forward INPUT."""
+    return _act_backward("silu_backward", ACTIVATIONS["silu"], dy, x, out)
+
+
+def _gelu_code(fn, approximate):
+    if approximate == "none":
+        return ACTIVATIONS["gelu"]
+    if approximate == "tanh":
+        return ACTIVATIONS["gelu_tanh"]
+    raise ValueError(f"{fn}: approximate must be 'none' or 'tanh', got {approximate!r}")
 
 
 # ---- dense layer -----------------------------------------------------------------------------
@@ -684,6 +748,8 @@ def dense_forward(x, W, b, activation=None, out=None):
     _same_device(fn, ["x", "W", "b", "out"], descs)
     _no_overlap(fn, "out", &dy, ["x", "W", "b"], descs[:3])
     cdef void *pb = NULL if b is None else db.ptr
+    if dx.device >= 0:
+        _ops.require(fn, "cuda", "activation", [ACT_NAMES[act]])
     be = _backend(dx.device)
     with nogil:
         rc = be.dense_forward(dx.device, dx.stream, dx.itemsize, N, I, O, dx.ptr, dW.ptr, pb, act,
@@ -764,6 +830,8 @@ def dense_backward(dy, x, W, y=None, activation=None, *, dx=None, dW=None, db=No
     cdef void *vdz = NULL if dz is None else ddz.ptr
     cdef void *vdx = NULL if dx is None else ddx.ptr
     cdef int acc = accumulate
+    if ddy.device >= 0:
+        _ops.require(fn, "cuda", "activation", [ACT_NAMES[act]])
     be = _backend(ddy.device)
     with nogil:
         rc = be.dense_backward(ddy.device, ddy.stream, ddy.itemsize, N, I, O, ddy.ptr, dx_.ptr,
@@ -1162,6 +1230,7 @@ cdef class MLPWorkspace:
     cdef double *drop_c
     cdef uint8_t **keep_c
     cdef void **table
+    cdef Py_ssize_t *nbytes_c
     cdef readonly dict buffers
     cdef readonly list keep
     cdef readonly object xb, lb, tb, wb, grad
@@ -1173,6 +1242,7 @@ cdef class MLPWorkspace:
     def __cinit__(self, W, b, activation, loss, Py_ssize_t cap, state=None, dropout=None):
         fn = "MLPWorkspace"
         self.table = NULL
+        self.nbytes_c = NULL
         self.sizes_c = NULL
         self.act_c = NULL
         self.drop_c = NULL
@@ -1208,16 +1278,16 @@ cdef class MLPWorkspace:
             _describe(fn, f"W[{l}]", W[l], &d)
             sizes.append(d.shape[d.ndim - 1] if d.ndim else -1)
         state = dict(state or {})
+        state_names = _ops.state_buffers(_ops.STATE_BUFFERS)
         for key in state:
-            if key not in ("vW", "vb", "sW", "sb"):
-                raise ValueError(f"{fn}: unknown optimizer state {key!r}")
+            if key not in state_names:
+                raise ValueError(f"{fn}: unknown optimizer state {key!r}; expected one of "
+                                 f"{state_names}")
         for l in range(L):
-            for name, group, shape in (("W", W, (sizes[l], sizes[l + 1])),
-                                       ("b", b, (sizes[l + 1],)),
-                                       ("vW", state.get("vW"), (sizes[l], sizes[l + 1])),
-                                       ("vb", state.get("vb"), (sizes[l + 1],)),
-                                       ("sW", state.get("sW"), (sizes[l], sizes[l + 1])),
-                                       ("sb", state.get("sb"), (sizes[l + 1],))):
+            wshape, bshape = (sizes[l], sizes[l + 1]), (sizes[l + 1],)
+            for name, group in (("W", W), ("b", b)) + tuple(
+                    (k, state.get(k)) for k in state_names):
+                shape = wshape if name.endswith("W") else bshape
                 if group is None:
                     continue
                 a = group[l]
@@ -1242,12 +1312,17 @@ cdef class MLPWorkspace:
         self.dtype = dt
         self.cap = cap
         self.grad, dW, db = _grad_block(sizes, dt)
+        needs_z = [_ops.ACTIVATIONS[ACT_NAMES[a]].backward_input == "input" for a in acts]
         bufs = {"W": list(W), "b": list(b), "dW": dW, "db": db,
                 "h": [np.zeros((cap, s), dt) for s in sizes[1:]],
                 "dh": [np.zeros((cap, s), dt) for s in sizes[1:]],
                 "hd": ([np.zeros((cap, sizes[l + 1]), dt) if drops[l] > 0 else None
-                        for l in range(L)] if any(drops) else None)}
-        for key in ("vW", "vb", "sW", "sb"):
+                        for l in range(L)] if any(drops) else None),
+                # the pre-activations, only for the layers whose activation's
+                # derivative needs its input (the others take it from h)
+                "z": ([np.zeros((cap, sizes[l + 1]), dt) if needs_z[l] else None
+                       for l in range(L)] if any(needs_z) else None)}
+        for key in state_names:
             bufs[key] = list(state[key]) if state.get(key) is not None else None
         self.buffers = bufs
         self.keep = [np.zeros((cap, sizes[l + 1]), np.uint8) if drops[l] > 0 else None
@@ -1262,7 +1337,9 @@ cdef class MLPWorkspace:
         self.drop_c = <double *>calloc(L, sizeof(double))
         self.keep_c = <uint8_t **>calloc(L, sizeof(uint8_t *))
         self.table = <void **>calloc(FBP_NBUF * L, sizeof(void *))
+        self.nbytes_c = <Py_ssize_t *>calloc(FBP_NBUF * L, sizeof(Py_ssize_t))
         if (self.sizes_c == NULL or self.table == NULL or self.act_c == NULL or
+                self.nbytes_c == NULL or
                 self.drop_c == NULL or self.keep_c == NULL):
             raise MemoryError()
         for l in range(L + 1):
@@ -1279,6 +1356,7 @@ cdef class MLPWorkspace:
             for l in range(L):
                 if group is not None and group[l] is not None:
                     self.table[k * L + l] = cnp.PyArray_DATA(<cnp.ndarray>group[l])
+                    self.nbytes_c[k * L + l] = group[l].nbytes
         self.m.dsize = dt.itemsize
         self.m.L = <int>L
         self.m.sizes = self.sizes_c
@@ -1294,6 +1372,7 @@ cdef class MLPWorkspace:
 
     def __dealloc__(self):
         free(self.table)
+        free(self.nbytes_c)
         free(self.sizes_c)
         free(self.act_c)
         free(self.drop_c)
@@ -1310,28 +1389,16 @@ cdef class MLPWorkspace:
     cdef int refuse_overlap(self, str fn, str name, const Desc *d) except -1:
         """A batch must not share memory with any buffer of the step (a parameter
         as x would be read after the step starts to update it)."""
-        cdef Py_ssize_t nd = d.size * d.itemsize, nb, l, rows
-        cdef int k
+        cdef Py_ssize_t nd = d.size * d.itemsize, i
         cdef char *p
         if nd == 0:
             return 0
-        for k in range(FBP_NBUF):
-            if self.m.buf[k] == NULL:
-                continue
-            for l in range(self.m.L):
-                p = <char *>self.m.buf[k][l]
-                if p == NULL:
-                    continue
-                if k == FBP_BUF_W or k == FBP_BUF_DW or k == FBP_BUF_VW or k == FBP_BUF_SW:
-                    rows = self.sizes_c[l]
-                elif k == FBP_BUF_H or k == FBP_BUF_DH or k == FBP_BUF_HD:
-                    rows = self.cap
-                else:
-                    rows = 1
-                nb = rows * self.sizes_c[l + 1] * self.m.dsize
-                if d.ptr < p + nb and p < d.ptr + nd:
-                    raise ValueError(f"{fn}: {name} overlaps the model's {BUFFERS[k]}{l + 1} "
-                                     "in memory; pass a copy")
+        for i in range(FBP_NBUF * self.m.L):
+            p = <char *>self.table[i]
+            if p != NULL and d.ptr < p + self.nbytes_c[i] and p < d.ptr + nd:
+                raise ValueError(f"{fn}: {name} overlaps the model's "
+                                 f"{BUFFERS[i // self.m.L]}{i % self.m.L + 1} in memory; "
+                                 "pass a copy")
         return 0
 
     def __getattr__(self, name):  # ws.W, ws.dW, ws.h, ...
@@ -1357,11 +1424,12 @@ cdef class StepOptions:
     scikit-learn's log_loss (the gradient is not clipped).
     """
     cdef fbp_step_opts o
+    cdef readonly tuple need_state  # the workspace buffers its optimizer updates
 
     def __cinit__(self, int mode=FBP_MODE_TRAIN, optimizer="SGD", lr=0.0, weight_decay=0.0,
                   momentum=0.0, dampening=0.0, nesterov=False, betas=(0.9, 0.999), eps=1e-8,
                   t=1, clip_norm=0.0, clip_value=0.0, seed=0, step=0, row0=0, norm=0.0,
-                  count_correct=False, alpha=0.0, loss_eps=0.0):
+                  count_correct=False, alpha=0.0, loss_eps=0.0, centered=False):
         fn = "StepOptions"
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"{fn}: unknown optimizer {optimizer!r}; expected one of "
@@ -1373,6 +1441,7 @@ cdef class StepOptions:
         self.o.momentum = _real(fn, "momentum", momentum)
         self.o.dampening = _real(fn, "dampening", dampening)
         self.o.nesterov = bool(nesterov)
+        self.o.centered = bool(centered)
         self.o.beta1 = _real(fn, "betas[0]", betas[0])
         self.o.beta2 = _real(fn, "betas[1]", betas[1])
         self.o.eps = _real(fn, "eps", eps)
@@ -1388,6 +1457,12 @@ cdef class StepOptions:
         self.o.loss_eps = _real(fn, "loss_eps", loss_eps)
         if not 0.0 <= self.o.loss_eps < 0.5:
             raise ValueError(f"{fn}: loss_eps must be in [0, 0.5), got {loss_eps!r}")
+        # what the step needs, decided once here (a step allocates nothing)
+        self.need_state = _ops.state_buffers(_ops.OPTIMIZERS[optimizer].state(self.settings()))
+
+    def settings(self):
+        """The options an optimizer's registry entry reads (fastbp.ops)."""
+        return {"momentum": self.o.momentum, "centered": bool(self.o.centered)}
 
     property mode:
         def __get__(self): return self.o.mode
@@ -1512,7 +1587,7 @@ cdef int _gpu_unsupported(str fn, object ws, StepOptions opts, bint weighted) ex
         what = "a step from given gradients (mode UPDATE)"
     elif o.mode == FBP_MODE_BACKWARD:
         what = "a data-parallel step (mode BACKWARD)"
-    elif o.optimizer != FBP_OPT_SGD:
+    elif not _ops.supports("cuda_step", "optimizer", fbp_opt_name(o.optimizer).decode()):
         what = f"optimizer {fbp_opt_name(o.optimizer).decode()!r}"
     elif o.nesterov:
         what = "nesterov=True"
@@ -1632,14 +1707,11 @@ cdef inline void _advance(StepOptions opts, int64_t steps) noexcept:
 
 
 cdef int _check_state(str fn, MLPWorkspace ws, StepOptions opts) except -1:
-    """The workspace holds the state the optimizer updates."""
+    """The workspace holds the state the optimizer updates (fastbp.ops says which)."""
     cdef fbp_step_opts *o = &opts.o
-    cdef bint sgd = o.optimizer == FBP_OPT_SGD or o.optimizer == FBP_OPT_SKSGD
-    need = (("vW", "vb") if sgd and o.momentum != 0.0 else
-            ("vW", "vb", "sW", "sb") if not sgd else ())
-    if not ws.has_state(need):
+    if not ws.has_state(opts.need_state):
         raise ValueError(f"{fn}: the {fbp_opt_name(o.optimizer).decode()} step needs a "
-                         f"workspace built with its state {need}")
+                         f"workspace built with its state {opts.need_state}")
     return 0
 
 

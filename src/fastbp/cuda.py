@@ -28,7 +28,7 @@ import numpy as np
 
 import functools
 
-from . import _core
+from . import _core, ops
 from ._core import BUFFERS, LOSSES, STEP_FORWARD, STEP_GRAD, STEP_LOSS, STEP_TRAIN  # noqa: F401
 
 _KERNELS = ("clip_by_global_norm", "clip_by_value", "dense_backward", "dense_forward",
@@ -295,9 +295,9 @@ class CudaMLP:
             acts = [_core._act_code(fn, activation)] * (L - 1) + [_core.ACTIVATIONS[None]]
         if loss not in LOSSES:
             raise ValueError(f"{fn}: unknown loss {loss!r}; expected one of {sorted(LOSSES)}")
-        if loss in ("binary_cross_entropy", "poisson"):
-            raise NotImplementedError(f"{fn}: loss {loss!r} is not supported on "
-                                      "the GPU yet (docs/cuda.md lists what is)")
+        ops.require(fn, "cuda_step", "loss", [loss])
+        ops.require(fn, "cuda_step", "activation",
+                    [_core.ACT_NAMES[a] for a in acts])
         cap = operator.index(cap)
         if cap < 1:
             raise ValueError(f"{fn}: cap must be >= 1, got {cap}")

@@ -32,6 +32,7 @@ import numbers
 import numpy as np
 
 from . import _core
+from . import ops as _ops
 
 
 class Layer:
@@ -71,9 +72,6 @@ class Mul:
         return np.multiply(dout, self.y), np.multiply(dout, self.x)
 
 
-_DENSE_ACTIVATIONS = (None, "identity", "relu", "sigmoid", "tanh")
-
-
 def _is_int(v):
     return isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))
 
@@ -99,19 +97,20 @@ def _float_dtype(fn, dtype):
 
 
 def _dense_init(n_in, n_out, activation, dtype, seed):
-    """He (relu, identity, None) or Xavier (sigmoid, tanh) normal W, zero b."""
+    """Normal W with the activation's default init (fastbp.ops: He's std or
+    Xavier's), zero b."""
     rng = np.random.default_rng(seed)
-    std = np.sqrt(2.0 / n_in) if activation in (None, "identity", "relu") else \
-        np.sqrt(2.0 / (n_in + n_out))
+    init = _ops.activation("Dense", activation, allow_none=True).init
+    std = np.sqrt(2.0 / n_in) if init == "he" else np.sqrt(2.0 / (n_in + n_out))
     W = (rng.standard_normal((n_in, n_out)) * std).astype(dtype)
     return W, np.zeros(n_out, dtype)
 
 
 def _check_activation(fn, activation):
     if not (activation is None or (isinstance(activation, str)
-                                   and activation in _DENSE_ACTIVATIONS)):
-        raise ValueError(f"{fn}: activation must be one of None, 'identity', 'relu', "
-                         f"'sigmoid', 'tanh', got {activation!r}")
+                                   and activation in _ops.ACTIVATIONS)):
+        names = ", ".join(repr(n) for n in _ops.ACTIVATIONS)
+        raise ValueError(f"{fn}: activation must be one of None, {names}, got {activation!r}")
 
 
 def _check_wb(fn, W, b):
@@ -198,7 +197,7 @@ class Dense(Layer):
         self.activation = activation
         self.dW = np.zeros(W.shape, W.dtype)
         self.db = np.zeros(b.shape, b.dtype)
-        self.x = self.y = None
+        self.x = self.y = self.z = None
 
     @classmethod
     def init(cls, n_in, n_out, activation=None, dtype=np.float32, seed=0):
@@ -216,42 +215,80 @@ class Dense(Layer):
 
     def forward(self, x):
         self.x = x
-        self.y = _core.dense_forward(x, self.W, self.b, self.activation)
+        if _ops.activation("Dense", self.activation, True).backward_input == "input":
+            # its derivative needs the pre-activation: kept, then the activation
+            self.z = _core.dense_forward(x, self.W, self.b, None)
+            self.y = _core.activation_forward(self.activation, self.z)
+        else:
+            self.z = None
+            self.y = _core.dense_forward(x, self.W, self.b, self.activation)
         return self.y
 
     def backward(self, dout):
-        dx, _, _ = _core.dense_backward(dout, self.x, self.W, self.y, self.activation,
-                                        dW=self.dW, db=self.db)
+        dx, _, _ = _core.dense_backward(dout, self.x, self.W,
+                                        self.y if self.z is None else self.z,
+                                        self.activation, dW=self.dW, db=self.db)
         return dx
 
 
 class _Activation(Layer):
+    """An activation layer: forward keeps what its backward takes (fastbp.ops
+    backward_input: the output y, or the input x)."""
     _fwd = _bwd = None
+    name = None
 
     def forward(self, x):
-        self.y = type(self)._fwd(x)
+        self.y = self._fwd(x)
+        self._bin = x if _ops.ACTIVATIONS[self.name].backward_input == "input" else self.y
         return self.y
 
     def backward(self, dout):
-        return type(self)._bwd(dout, self.y)
+        return self._bwd(dout, self._bin)
 
 
 class ReLU(_Activation):
     """y = max(x, 0); backward masks by y > 0 (gradient 0 at 0)."""
+    name = "relu"
     _fwd = staticmethod(_core.relu_forward)
     _bwd = staticmethod(_core.relu_backward)
 
 
 class Sigmoid(_Activation):
     """y = 1 / (1 + exp(-x)); backward multiplies by y (1 - y)."""
+    name = "sigmoid"
     _fwd = staticmethod(_core.sigmoid_forward)
     _bwd = staticmethod(_core.sigmoid_backward)
 
 
 class Tanh(_Activation):
     """y = tanh(x); backward multiplies by 1 - y^2."""
+    name = "tanh"
     _fwd = staticmethod(_core.tanh_forward)
     _bwd = staticmethod(_core.tanh_backward)
+
+
+class GELU(_Activation):
+    """y = x Phi(x) (approximate="none", PyTorch's default) or its tanh form
+    (approximate="tanh"); backward from the input x."""
+
+    def __init__(self, approximate="none"):
+        if approximate not in ("none", "tanh"):
+            raise ValueError(f"GELU: approximate must be 'none' or 'tanh', got {approximate!r}")
+        self.approximate = approximate
+        self.name = "gelu" if approximate == "none" else "gelu_tanh"
+
+    def _fwd(self, x):
+        return _core.gelu_forward(x, self.approximate)
+
+    def _bwd(self, dout, x):
+        return _core.gelu_backward(dout, x, self.approximate)
+
+
+class SiLU(_Activation):
+    """y = x sigmoid(x); backward from the input x."""
+    name = "silu"
+    _fwd = staticmethod(_core.silu_forward)
+    _bwd = staticmethod(_core.silu_backward)
 
 
 class SoftmaxCrossEntropy:

@@ -16,15 +16,13 @@ import warnings
 import numpy as np
 
 from . import _core
+from . import ops as _ops
 from . import optim as _optim
 from ._checkpoint import MAX_COUNT
 
-_HIDDEN = ("relu", "sigmoid", "tanh", "identity")
-_LOSSES = tuple(_core.LOSSES)
+_HIDDEN = _ops.hidden_names()
+_LOSSES = tuple(_ops.LOSSES)
 _DEVICES = ("cpu", "cuda")
-#: the optimizer state buffers of each kind of state ("v": momentum or first
-#: moment, "s": second moment)
-_STATE = {"v": ("vW", "vb"), "s": ("sW", "sb")}
 #: seconds of work per native call of fit on the CPU: the interval at which an
 #: interrupt (Ctrl-C) is seen
 _CHUNK_SECONDS = 0.05
@@ -266,8 +264,8 @@ class MLP:
         self._layer_acts = acts + ["identity"]
         self._dropout = _check_dropout(dropout, len(self.sizes) - 2)
         self.dropout = dropout if isinstance(dropout, numbers.Real) else list(self._dropout)
-        if init is None:
-            init = "he" if (acts[:1] or ["relu"])[0] == "relu" else "xavier"
+        if init is None:  # the first hidden layer's (fastbp.ops); He without one
+            init = _ops.ACTIVATIONS[acts[0]].init if acts else "he"
         rng = np.random.default_rng(seed)
         params = {}
         for l, (fan_in, fan_out) in enumerate(zip(self.sizes[:-1], self.sizes[1:]), start=1):
@@ -374,7 +372,7 @@ class MLP:
         """Zeros for the optimizer's state when it is new to the model (another
         kind than the last step's, or state it did not keep); otherwise the state
         carries on, as it does for one torch.optim object."""
-        need = [name for kind in optimizer.state for name in _STATE[kind]]
+        need = _ops.state_buffers(optimizer.state)
         if optimizer.name == self._opt_name and all(self._state.get(k) is not None for k in need):
             return
         W, b = self._param_lists()
@@ -411,8 +409,9 @@ class MLP:
                 raise TypeError(f"{fn}: give lr (plain SGD) or optimizer=")
             return _optim.SGD(lr, momentum=momentum, weight_decay=weight_decay)
         if not isinstance(optimizer, _optim.Optimizer):
-            raise TypeError(f"{fn}: optimizer must be a fastbp.optim optimizer (SGD, Adam, "
-                            f"AdamW), got {type(optimizer).__name__}")
+            names = ", ".join(o.name for o in _ops.OPTIMIZERS.values() if o.public)
+            raise TypeError(f"{fn}: optimizer must be a fastbp.optim optimizer ({names}), "
+                            f"got {type(optimizer).__name__}")
         if lr is not None or momentum or weight_decay:
             raise ValueError(f"{fn}: lr=, momentum= and weight_decay= are the shorthand for "
                              "SGD; with optimizer= set them on the optimizer")
@@ -872,7 +871,7 @@ class MLP:
             if classify:
                 record["accuracy"] = correct / outputs
             if Xv is not None:
-                val_reg = optimizer.weight_decay if optimizer.name != "AdamW" else 0.0
+                val_reg = 0.0 if _ops.OPTIMIZERS[optimizer.name].decoupled else optimizer.weight_decay
                 if run is None:
                     try:
                         record["val_loss"] = self.loss(Xv, yv, val_reg)
@@ -1241,8 +1240,8 @@ class MLP:
         a = self.activation
         acts = np.str_(a) if isinstance(a, str) else np.asarray(a, dtype=np.str_)
         st = self.optimizer_state
-        extra = {f"state_{k}{l + 1}": v for k in ("vW", "vb", "sW", "sb") if k in st
-                 for l, v in enumerate(st[k])}
+        extra = {f"state_{k}{l + 1}": v for k in _ops.state_buffers(_ops.STATE_BUFFERS)
+                 if k in st for l, v in enumerate(st[k])}
         extra["had_validation"] = np.asarray(self.had_validation_, np.bool_)
         if self.lr_schedule_ is not None:  # a named schedule's plan, which a resume continues
             extra["lr_schedule"] = np.str_(self.lr_schedule_[0])

@@ -33,6 +33,8 @@ import os
 
 import numpy as np
 
+from . import ops as _ops
+
 #: the opset a graph is stamped with unless export(opset=...) says otherwise,
 #: and the IR version written with it. onnx's helper writes the newest of both
 #: (IR 14 / opset 28 in onnx 1.23), which ONNX Runtime releases older than that
@@ -52,12 +54,22 @@ OUTPUT, PROBABILITIES = "output", "probabilities"
 #: estimator outputs, named as skl2onnx names them for scikit-learn's MLPs
 LABEL, VARIABLE = "label", "variable"
 
-#: ONNX operator of each activation name: fastbp's (MLP) and scikit-learn's
-#: (estimators); None for the identity
-_OPS = {"identity": None, "relu": "Relu", "sigmoid": "Sigmoid", "logistic": "Sigmoid",
-        "tanh": "Tanh", "exp": "Exp", "softmax": "Softmax"}
-_HIDDEN = ("identity", "relu", "sigmoid", "logistic", "tanh")
-_OUT = ("identity", "logistic", "softmax", "exp")
+def _lowerings():
+    """The ONNX lowering of each activation name: fastbp's (MLP) and scikit-learn's
+    (estimators), from fastbp.ops; None for the identity. The output activations
+    are the losses' links, and "exp" (scikit-learn's Poisson regressor)."""
+    low = {}
+    for a in _ops.ACTIVATIONS.values():
+        low[a.name] = low[a.sklearn or a.name] = a.onnx
+    hidden = tuple(low)
+    low.setdefault("exp", _ops.onnx_unary("Exp"))  # Poisson's log link, inverted
+    for l in _ops.LOSSES.values():
+        low.setdefault(l.out_activation, _ops.onnx_unary(l.proba) if l.proba else None)
+    outs = tuple(dict.fromkeys([l.out_activation for l in _ops.LOSSES.values()] + ["exp"]))
+    return low, hidden, outs
+
+
+_OPS, _HIDDEN, _OUT = _lowerings()
 
 
 def _onnx():
@@ -190,6 +202,8 @@ class _Graph:
         return name
 
     def op(self, op_type, inputs, output, **attrs):
+        if op_type == "Softmax":  # over the classes (opset 13's definition)
+            attrs.setdefault("axis", 1)
         self.nodes.append(self.h.make_node(op_type, inputs, [output], name=output, **attrs))
         return output
 
@@ -199,14 +213,10 @@ class _Graph:
         transposition: Gemm's Y = A B + C with C, the bias, broadcast over rows."""
         x, L = self.x0, len(Ws)
         for l, (W, b, act) in enumerate(zip(Ws, bs, acts), start=1):
-            op = _OPS[act]
-            z = last if l == L and op is None else f"z{l}"
+            lower = _OPS[act]
+            z = last if l == L and lower is None else f"z{l}"
             self.op("Gemm", [x, self.const(f"W{l}", W), self.const(f"b{l}", b)], z)
-            if op is not None:
-                x = self.op(op, [z], last if l == L else f"h{l}",
-                            **({"axis": 1} if op == "Softmax" else {}))
-            else:
-                x = z
+            x = z if lower is None else lower(self, z, last if l == L else f"h{l}")
         return x
 
     def output(self, name, elem, shape):
@@ -220,9 +230,11 @@ class _Graph:
 
 
 def _mlp_graph(model, probabilities, onnx, input_dtype=None):
-    if probabilities and model.loss_name not in ("softmax_cross_entropy", "binary_cross_entropy"):
+    proba = _ops.LOSSES[model.loss_name].proba
+    if probabilities and proba is None:
+        names = " or ".join(repr(l.name) for l in _ops.LOSSES.values() if l.proba)
         raise ValueError(f"fastbp.onnx: probabilities=True needs a classification loss "
-                         f"('softmax_cross_entropy' or 'binary_cross_entropy'); this model's "
+                         f"({names}); this model's "
                          f"loss is {model.loss_name!r}, whose outputs are values")
     p = model.get_params()
     L = model.n_layers
@@ -232,9 +244,7 @@ def _mlp_graph(model, probabilities, onnx, input_dtype=None):
     O = model.sizes[-1]
     g.output(OUTPUT, g.elem, ["N", O])
     if probabilities:
-        soft = model.loss_name == "softmax_cross_entropy"
-        g.op("Softmax" if soft else "Sigmoid", [OUTPUT], PROBABILITIES,
-             **({"axis": 1} if soft else {}))
+        g.op(proba, [OUTPUT], PROBABILITIES)
         g.output(PROBABILITIES, g.elem, ["N", O])
     return g.build("fastbp_mlp", model.sizes[0], repr(model))
 

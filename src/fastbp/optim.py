@@ -18,7 +18,9 @@ schedule) and the history so far.
 import math
 import numbers
 
-__all__ = ["SGD", "Adam", "AdamW", "ConstantLR", "StepLR", "CosineAnnealingLR",
+from . import ops as _ops
+
+__all__ = ["SGD", "Adam", "AdamW", "RMSprop", "ConstantLR", "StepLR", "CosineAnnealingLR",
            "InverseScalingLR", "ReduceLROnPlateau", "LambdaLR", "make_schedule"]
 
 
@@ -43,9 +45,12 @@ class Optimizer:
     """The settings of an optimizer (its state lives in the model it trains)."""
 
     name = None
-    #: the per-parameter state buffers the step updates ("v": momentum or the
-    #: first moment, "s": the second moment)
-    state = ()
+
+    @property
+    def state(self):
+        """The kinds of per-parameter state its step updates with these settings
+        (fastbp.ops.STATE_BUFFERS: "v" momentum or first moment, "s" second moment)."""
+        return _ops.OPTIMIZERS[self.name].state(self)
 
     def options(self):
         """The keyword arguments of fastbp._core.StepOptions for this optimizer."""
@@ -80,10 +85,6 @@ class SGD(Optimizer):
         if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
             raise ValueError("SGD: Nesterov momentum requires a momentum and zero dampening")
 
-    @property
-    def state(self):
-        return ("v",) if self.momentum != 0.0 else ()
-
     def options(self):
         return dict(optimizer="SGD", lr=self.lr, weight_decay=self.weight_decay,
                     momentum=self.momentum, dampening=self.dampening, nesterov=self.nesterov)
@@ -95,8 +96,6 @@ class Adam(Optimizer):
     p -= lr / (1 - beta1^t) m / (sqrt(v) / sqrt(1 - beta2^t) + eps)."""
 
     name = "Adam"
-    state = ("v", "s")
-    _default_wd = 0.0
 
     def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=None):
         owner = type(self).__name__
@@ -108,7 +107,8 @@ class Adam(Optimizer):
         self.betas = (_real(owner, "betas[0]", b1, lo=0.0, hi=1.0, hi_open=True),
                       _real(owner, "betas[1]", b2, lo=0.0, hi=1.0, hi_open=True))
         self.eps = _real(owner, "eps", eps, lo=0.0)
-        wd = self._default_wd if weight_decay is None else weight_decay
+        wd = _ops.OPTIMIZERS[self.name].defaults["weight_decay"] if weight_decay is None \
+            else weight_decay
         self.weight_decay = _real(owner, "weight_decay", wd, lo=0.0)
 
     def options(self):
@@ -121,7 +121,32 @@ class AdamW(Adam):
     lr weight_decay (weights only) before the Adam step, which has no L2 term."""
 
     name = "AdamW"
-    _default_wd = 1e-2
+
+
+class RMSprop(Optimizer):
+    """RMSprop, as torch.optim.RMSprop: g = grad + weight_decay p (weights only;
+    coupled L2); s = alpha s + (1 - alpha) g^2; centered: a = lerp(a, g, 1 - alpha)
+    and avg = sqrt(s - a^2) + eps, else avg = sqrt(s) + eps; with momentum
+    buf = momentum buf + g / avg and p -= lr buf, else p -= lr g / avg."""
+
+    name = "RMSprop"
+
+    def __init__(self, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
+                 centered=False):
+        self.lr = _real("RMSprop", "lr", lr, lo=0.0)
+        self.alpha = _real("RMSprop", "alpha", alpha, lo=0.0)
+        self.eps = _real("RMSprop", "eps", eps, lo=0.0)
+        self.weight_decay = _real("RMSprop", "weight_decay", weight_decay, lo=0.0)
+        self.momentum = _real("RMSprop", "momentum", momentum, lo=0.0)
+        if not isinstance(centered, (bool, int)):
+            raise TypeError(f"RMSprop: centered must be a bool, got {centered!r}")
+        self.centered = bool(centered)
+
+    def options(self):
+        # the step keeps RMSprop's alpha in beta2 (csrc/fbp_api.h)
+        return dict(optimizer="RMSprop", lr=self.lr, weight_decay=self.weight_decay,
+                    momentum=self.momentum, betas=(0.0, self.alpha), eps=self.eps,
+                    centered=self.centered)
 
 
 # ---- learning-rate schedules ----------------------------------------------------------

@@ -15,19 +15,24 @@ Conventions
 * float32 and float64 are supported.  Computation happens in the input
   dtype and array outputs keep that dtype (float32 is never upcast).
   Scalar losses are returned as Python ``float``.
-* Activation backward functions take the *output* ``y`` of the forward pass
-  (not its input), as the compiled kernels do.
+* Activation backward functions take what fastbp.ops names as the activation's
+  backward input, as the compiled kernels do: the *output* ``y`` of the forward
+  pass for relu, sigmoid and tanh, its *input* ``x`` for those whose derivative
+  needs it.
 """
 
 import math
 
 import numpy as np
 
+from . import ops as _ops
+
 __all__ = [
     "relu_forward", "relu_backward",
     "sigmoid_forward", "sigmoid_backward",
     "tanh_forward", "tanh_backward",
     "identity_forward", "identity_backward",
+    "gelu_forward", "gelu_backward", "silu_forward", "silu_backward",
     "ACTIVATIONS",
     "dense_forward", "dense_backward",
     "one_hot", "softmax_cross_entropy", "mse_loss", "binary_cross_entropy", "poisson_loss",
@@ -85,6 +90,50 @@ def tanh_backward(dy, y):
     return np.asarray(dy) * (1 - y * y)
 
 
+def gelu_forward(x, approximate="none"):
+    """GELU, as torch.nn.functional.gelu: y = x Phi(x) = x (1 + erf(x / sqrt(2))) / 2,
+    or approximate="tanh": x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))) / 2."""
+    x = np.asarray(x)
+    v = x.astype(np.float64)  # in float64 for float32 too, as the kernel (fbp_act.h)
+    if approximate == "tanh":
+        y = 0.5 * v * (1 + np.tanh(math.sqrt(2 / math.pi) * (v + 0.044715 * v * v * v)))
+    else:
+        y = v * 0.5 * (1 + _erf(v * math.sqrt(0.5)))
+    return y.astype(x.dtype)
+
+
+def gelu_backward(dy, x, approximate="none"):
+    """GELU gradient from the forward INPUT x: dx = dy (Phi(x) + x phi(x)), or
+    the tanh form's derivative."""
+    x = np.asarray(x)
+    v = x.astype(np.float64)
+    if approximate == "tanh":
+        b = math.sqrt(2 / math.pi)
+        th = np.tanh(b * (v + 0.044715 * v * v * v))
+        d = 0.5 * (1 + th) + 0.5 * v * (1 - th * th) * (b * (1 + 3 * 0.044715 * v * v))
+    else:
+        d = 0.5 * (1 + _erf(v * math.sqrt(0.5))) + v * np.exp(-0.5 * v * v) / math.sqrt(2 * math.pi)
+    return np.asarray(dy) * d.astype(x.dtype)
+
+
+def silu_forward(x):
+    """SiLU: y = x * sigmoid(x) (the stable sigmoid above)."""
+    x = np.asarray(x)
+    return x * sigmoid_forward(x)
+
+
+def silu_backward(dy, x):
+    """SiLU gradient from the forward INPUT x: dx = dy s (1 + x (1 - s))."""
+    x = np.asarray(x)
+    s = sigmoid_forward(x)
+    return np.asarray(dy) * (s * (1 + x * (1 - s)))
+
+
+def _erf(x):
+    """erf elementwise in x's dtype (math.erf, which NumPy lacks)."""
+    return np.vectorize(math.erf, otypes=[np.float64])(np.asarray(x, np.float64))
+
+
 def identity_forward(x):
     """Identity activation: y = x."""
     return np.asarray(x)
@@ -102,6 +151,9 @@ ACTIVATIONS = {
     "relu": (relu_forward, relu_backward),
     "sigmoid": (sigmoid_forward, sigmoid_backward),
     "tanh": (tanh_forward, tanh_backward),
+    "gelu": (gelu_forward, gelu_backward),
+    "gelu_tanh": (lambda x: gelu_forward(x, "tanh"), lambda dy, x: gelu_backward(dy, x, "tanh")),
+    "silu": (silu_forward, silu_backward),
 }
 
 
@@ -131,7 +183,8 @@ def dense_forward(x, W, b, activation=None):
 
 
 def dense_backward(dy, x, W, y, activation=None):
-    """Dense layer gradients, given the forward output y.
+    """Dense layer gradients, given the activation's backward input y: the forward
+    output, or the pre-activation z = x @ W + b (fastbp.ops backward_input).
 
     dy (N, O), x (N, I), W (I, O), y (N, O)  ->  (dx (N, I), dW (I, O), db (O,))
 
@@ -452,6 +505,25 @@ def optimizer_step(p, g, state, opt, t, weight_decay):
         lr_t = lr * math.sqrt(1 - b2 ** t) / (1 - b1 ** t)
         p += T(-lr_t) * m / (np.sqrt(v) + T(opt.get("eps", 1e-8)))
         return p
+    if opt["name"] == "RMSprop":  # torch.optim.RMSprop, its order of operations
+        if weight_decay != 0:
+            g = g + T(weight_decay) * p
+        alpha, eps = opt.get("alpha", 0.99), opt.get("eps", 1e-8)
+        s = state["s"]
+        s[...] = s * T(alpha) + g * g * T(1 - alpha)
+        if opt.get("centered", False):
+            a = state["g"]
+            a[...] = _lerp(a, g, T(1 - alpha))
+            avg = np.sqrt(s - a * a) + T(eps)
+        else:
+            avg = np.sqrt(s) + T(eps)
+        if opt.get("momentum", 0.0) != 0:
+            v = state["v"]
+            v[...] = v * T(opt["momentum"]) + g / avg
+            p += v * T(-lr)
+        else:
+            p += T(-lr) * (g / avg)
+        return p
     if opt["name"] == "SGD":
         if weight_decay != 0:
             g = g + T(weight_decay) * p
@@ -513,10 +585,12 @@ def mlp_forward(params, x, activation, L=None, dropout=None, drop_key=None):
     """
     if L is None:
         L = _n_layers(params)
-    hs, h, factors = [], np.asarray(x), []
+    hs, h, factors, pre = [], np.asarray(x), [], []
     for l in range(1, L + 1):
-        h = dense_forward(h, params[f"W{l}"], params[f"b{l}"], _hidden_act(activation, l, L))
+        z = dense_forward(h, params[f"W{l}"], params[f"b{l}"], None)
+        h = _activation(_hidden_act(activation, l, L))[0](z)
         hs.append(h)
+        pre.append(z)
         p = dropout[l - 1] if dropout is not None and l < L else 0.0
         if drop_key is not None and p > 0:
             seed, step, row0 = drop_key
@@ -527,6 +601,7 @@ def mlp_forward(params, x, activation, L=None, dropout=None, drop_key=None):
             factor = None
         factors.append(factor)
     mlp_forward.masks = factors
+    mlp_forward.pre = pre  # the pre-activations, some activations' backward input
     return hs
 
 
@@ -624,7 +699,7 @@ def mlp_loss_and_grads(params, x, t, activation, loss, weight_decay=0.0, sample_
     x = np.asarray(x)
     weight_decay = _alpha_decay(weight_decay, alpha, x.shape[0], sample_weight, norm)
     hs = mlp_forward(params, x, activation, L, dropout, drop_key)
-    factors = mlp_forward.masks
+    factors, pre = mlp_forward.masks, mlp_forward.pre
     value, dh = _loss(loss, hs[-1], t, sample_weight, norm)
     if loss_eps:
         value = _log_loss_clipped(loss, hs[-1], t, loss_eps, sample_weight, norm)
@@ -641,7 +716,10 @@ def mlp_loss_and_grads(params, x, t, activation, loss, weight_decay=0.0, sample_
         if factors[l - 1] is not None:  # back through this layer's dropout first
             dh = dh * factors[l - 1][0] * factors[l - 1][1]
         W = params[f"W{l}"]
-        dh, dW, db = dense_backward(dh, inp, W, hs[l - 1], _hidden_act(activation, l, L))
+        act = _hidden_act(activation, l, L)
+        a = _ops.ACTIVATIONS["identity" if act is None else act]
+        bin_ = pre[l - 1] if a.backward_input == "input" else hs[l - 1]
+        dh, dW, db = dense_backward(dh, inp, W, bin_, act)
         if weight_decay:
             dW = dW + W.dtype.type(weight_decay) * W
         grads[f"W{l}"], grads[f"b{l}"] = dW, db
@@ -682,8 +760,7 @@ def mlp_train_step(params, x, t, lr, activation, loss, weight_decay=0.0, clip_no
                      "weight_decay": weight_decay}
     wd = _alpha_decay(optimizer.get("weight_decay", 0.0), alpha, np.shape(x)[0],
                       sample_weight, None)
-    sgd_state = ("v",) if optimizer.get("momentum", 0.0) != 0 else ()
-    needs = {"SGD": sgd_state, "sklearn_sgd": sgd_state}.get(optimizer["name"], ("v", "s"))
+    needs = _ops.OPTIMIZERS[optimizer["name"]].state(optimizer)
     if state is None:
         if needs and velocity is None:
             raise ValueError("mlp_train_step: momentum != 0 needs a velocity dict (zeros at "

@@ -61,6 +61,7 @@ except ImportError as _e:  # scipy or scikit-learn missing, or a scikit-learn to
 
 from . import _core
 from ._threadpool import local_threads
+from . import ops as _ops
 
 try:  # scikit-learn >= 1.7: iprint only where SciPy still takes it
     from sklearn.utils.fixes import _get_additional_lbfgs_options_dict
@@ -71,11 +72,11 @@ except ImportError:  # pragma: no cover
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
 _STOCHASTIC_SOLVERS = ["sgd", "adam"]
-#: scikit-learn's hidden activation names -> fastbp's
-_ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
+#: scikit-learn's hidden activation names -> fastbp's, and fastbp's own names for
+#: the activations scikit-learn lacks (an extension, docs/sklearn.md); fastbp.ops
+_ACTIVATIONS = {(a.sklearn or a.name): a.name for a in _ops.ACTIVATIONS.values()}
 #: the output activation -> the engine's loss (the canonical link of each)
-_LOSSES = {"softmax": "softmax_cross_entropy", "logistic": "binary_cross_entropy",
-           "identity": "mse", "exp": "poisson"}
+_LOSSES = {l.out_activation: l.name for l in _ops.LOSSES.values()}
 #: the module fastbp.sklearn's warnings are attributed to, for warning filters:
 #: scikit-learn's MLP module, so that a filter written for scikit-learn's
 #: estimators, filterwarnings("ignore", category=ConvergenceWarning,
@@ -172,7 +173,7 @@ class _BaseMLP(BaseEstimator):
 
     _parameter_constraints: dict = {
         "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
-        "activation": [StrOptions({"identity", "logistic", "tanh", "relu"})],
+        "activation": [StrOptions(set(_ACTIVATIONS))],
         "solver": [StrOptions({"lbfgs", "sgd", "adam"})],
         "alpha": [Interval(Real, 0, None, closed="left")],
         "batch_size": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
