@@ -339,9 +339,12 @@ def test_measured_costs_keep_a_small_loop_on_the_caller(measured_costs, restore_
     """A loop of a few microseconds is not worth a hand-off on any machine; a loop
     of milliseconds is (or the backoff says why not)."""
     fastbp.set_num_threads(2)
-    small = np.linspace(-1, 1, 32768, dtype=np.float32)
     big = np.linspace(-1, 1, 1 << 22, dtype=np.float32)
     fastbp.relu_forward(big, out=np.empty_like(big))  # workers started, costs measured
+    # about 4 us of work by the pool's own measure (also in a sanitizer build,
+    # where every pass is slower): below any hand-off floor (>= 10 us per thread)
+    n = max(64, int(4000 / fastbp._core.pool_info()["pass_ns"]))
+    small = np.linspace(-1, 1, n, dtype=np.float32)
     before = _jobs_considered()
     for _ in range(20):
         fastbp.relu_forward(small, out=np.empty_like(small))
