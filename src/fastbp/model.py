@@ -560,17 +560,23 @@ class MLP:
         every method does), checked: its shape, and no NaN or inf (as fit)."""
         if self.device == "cuda" and hasattr(x, "__cuda_array_interface__"):
             return x
-        a = np.asarray(x)
-        if a.dtype.kind not in "biuf":
-            raise TypeError(f"{fn}: X must hold real numbers (converted to the model's "
-                            f"{self.dtype.name}), got dtype {a.dtype}")
-        a = np.asarray(a, dtype=self.dtype)
-        if a.ndim != 2 or a.shape[1] != self.sizes[0]:
-            raise ValueError(f"{fn}: X must have shape (n, {self.sizes[0]}), got {a.shape}")
+        a = self._rows(fn, x)
         if not np.isfinite(a).all():
             r, c = np.argwhere(~np.isfinite(a))[0]
             raise ValueError(f"{fn}: X must be finite, got {a[r, c]} at row {r}, column {c} "
                              "(fit refuses NaN and inf too; impute or drop those rows)")
+        return a
+
+    def _rows(self, fn, x):
+        """x as a C-contiguous (n, inputs) array of the model's dtype (converted
+        from any real dtype: the MLP's dtype rule), its kind and shape checked."""
+        a = np.asarray(x)
+        if a.dtype.kind not in "biuf":
+            raise TypeError(f"{fn}: X must hold real numbers (converted to the model's "
+                            f"{self.dtype.name}), got dtype {a.dtype}")
+        a = np.ascontiguousarray(a, dtype=self.dtype)
+        if a.ndim != 2 or a.shape[1] != self.sizes[0]:
+            raise ValueError(f"{fn}: X must have shape (n, {self.sizes[0]}), got {a.shape}")
         return a
 
     def _check_finite_params(self, fn):
@@ -1073,13 +1079,7 @@ class MLP:
     def _check_inputs(self, fn, X, y):
         """X (n, I) of the model's dtype and y as the loss wants it, checked once:
         shapes, label range, and no NaN or inf anywhere."""
-        X = np.asarray(X)
-        if X.dtype.kind not in "biuf":
-            raise TypeError(f"{fn}: X must hold real numbers (converted to the model's "
-                            f"{self.dtype.name}), got dtype {X.dtype}")
-        X = np.ascontiguousarray(X, dtype=self.dtype)
-        if X.ndim != 2 or X.shape[1] != self.sizes[0]:
-            raise ValueError(f"{fn}: X must have shape (n, {self.sizes[0]}), got {X.shape}")
+        X = self._rows(fn, X)
         if X.shape[0] == 0:
             raise ValueError(f"{fn}: X has no rows")
         if not np.isfinite(X).all():
