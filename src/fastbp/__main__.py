@@ -70,7 +70,7 @@ def _numpy_fit(model, X, y, args, loss):
             idx = order[s:s + B]
             ref.mlp_train_step(params, X[idx], y[idx], args.lr, model.activation, loss,
                                weight_decay=args.weight_decay, momentum=args.momentum,
-                               velocity=velocity)
+                               velocity=velocity, matmul_precision=model.matmul_precision)
     return params
 
 
@@ -113,11 +113,18 @@ def cmd_train(args):
     n_out = int(ytr.max()) + 1 if classify else 1
     loss = "softmax_cross_entropy" if classify else "mse"
     sizes = [Xtr.shape[1], *args.hidden, n_out]
-    model = fastbp.MLP(sizes, args.activation, loss, dtype=dtype, seed=args.seed)
+    try:
+        model = fastbp.MLP(sizes, args.activation, loss, dtype=dtype, seed=args.seed,
+                           matmul_precision=args.matmul_precision)
+    except TypeError as e:  # bfloat16 with --dtype float64
+        print(f"fastbp train: {e}", file=sys.stderr)
+        return 2
     init = {k: v.copy() for k, v in model.params.items()}
     print(f"fastbp {fastbp.__version__}: {args.data} ({task}), train {Xtr.shape[0]} / "
           f"test {Xte.shape[0]}, net {'-'.join(map(str, sizes))} {args.activation}, "
-          f"{dtype.name}, {fastbp.get_num_threads()} thread(s)")
+          f"{dtype.name}" + (f" (bfloat16 products, {fastbp.get_bf16_provider()})"
+                             if args.matmul_precision == "bfloat16" else "") +
+          f", {fastbp.get_num_threads()} thread(s)")
     t0 = time.perf_counter()
     progress = _stderr_is_terminal() if args.progress is None else args.progress
     hist = model.fit(Xtr, ytr, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
@@ -135,7 +142,8 @@ def cmd_train(args):
         print("fastbp train: the loss diverged (%s) %s; lower --lr" % diverged, file=sys.stderr)
         return 1
     if args.compare_numpy:
-        ref_model = fastbp.MLP(sizes, args.activation, loss, dtype=dtype, seed=args.seed)
+        ref_model = fastbp.MLP(sizes, args.activation, loss, dtype=dtype, seed=args.seed,
+                               matmul_precision=args.matmul_precision)
         for k, v in init.items():
             ref_model.params[k][...] = v
         t0 = time.perf_counter()
@@ -164,6 +172,9 @@ def cmd_bench(args):
     if args.contention:
         from .bench_contention import main as contention_main
         return contention_main(args)
+    if args.matmul_precision == "bfloat16":
+        from .bench_bf16 import main as bf16_main
+        return bf16_main(args)
     from .bench import main as bench_main
 
     return bench_main(args)
@@ -318,6 +329,9 @@ def build_parser(prog=None):
     t.add_argument("--momentum", type=_momentum, default=0.0, help="SGD momentum")
     t.add_argument("--dtype", choices=["float32", "float64"], default="float32",
                    help="the model's floating-point type")
+    t.add_argument("--matmul-precision", choices=["float32", "bfloat16"], default="float32",
+                   help="bfloat16: every product's operands rounded to bfloat16, "
+                        "accumulated in float32 (float32 models)")
     t.add_argument("--seed", type=_seed, default=0,
                    help="seed of the split, the initial weights and the batch order")
     t.add_argument("--threads", type=_threads, default=None,
@@ -364,6 +378,9 @@ def build_parser(prog=None):
                         "the caller's work between steps, with a NumPy matmul between "
                         "steps, beside a busy process) for fastbp at its default threads "
                         "and on one thread, NumPy's step and PyTorch's")
+    b.add_argument("--matmul-precision", choices=["float32", "bfloat16"], default="float32",
+                   help="bfloat16: instead, the bfloat16 step (medium, large, wide by "
+                        "default) against its bf16 floor, torch.autocast and the float32 step")
     b.add_argument("--datasets", type=_workload, nargs="+", default=None, metavar="NAME",
                    help=f"--vs-sklearn's workloads (default: all: "
                         f"{' '.join(SKLEARN_WORKLOADS)})")
