@@ -51,9 +51,14 @@ def fastbp_bf16_step(size, optimizer="sgd"):
 def torch_autocast_step(size, optimizer="sgd"):
     """PyTorch CPU eager, forward and loss under torch.autocast("cpu",
     torch.bfloat16) (its bf16 products go to oneDNN); float32 parameters and
-    optimizer, as PyTorch's mixed-precision recipe."""
+    optimizer, as PyTorch's mixed-precision recipe; fastbp's thread count."""
     import torch
 
+    import fastbp
+
+    # as many threads as fastbp's: once MKL is loaded (FASTBP_BLAS=auto measures
+    # it), torch starts with one
+    torch.set_num_threads(fastbp.get_num_threads())
     N, widths = bench.SIZES[size]
     x, labels = bench.make_batch(size)
     xt, yt = torch.from_numpy(x), torch.from_numpy(labels)
@@ -77,21 +82,21 @@ def torch_autocast_step(size, optimizer="sgd"):
     return step
 
 
-def contenders(size, with_torch=None):
-    """{name: callable} of every contender at size."""
+def contenders(size, with_torch=None, only=None):
+    """{name: callable} of every contender at size (or only the one named)."""
     from . import _bf16
 
     if with_torch is None:
         with_torch = bench.have_torch()
-    fns = {}
+    makers = {}
     if _bf16.get_bf16_provider() == "onednn":
-        fns["floor-bf16"] = BF16Floor(size)
-    fns["fastbp-bf16"] = fastbp_bf16_step(size)
+        makers["floor-bf16"] = lambda: BF16Floor(size)
+    makers["fastbp-bf16"] = lambda: fastbp_bf16_step(size)
     if with_torch:
-        fns["torch-autocast"] = torch_autocast_step(size)
-    fns["fastbp-fp32"] = bench.fastbp_step(size)
-    fns["floor-fp32"] = bench.floor_step(size)
-    return fns
+        makers["torch-autocast"] = lambda: torch_autocast_step(size)
+    makers["fastbp-fp32"] = lambda: bench.fastbp_step(size)
+    makers["floor-fp32"] = lambda: bench.floor_step(size)
+    return {k: make() for k, make in makers.items() if only is None or k == only}
 
 
 def run(sizes=None, repeat=None, threads=None, with_torch=None):
