@@ -23,7 +23,7 @@ Which one runs: ``FASTBP_BF16`` (``auto``, ``onednn`` or ``emulated``) when the
 first bfloat16 product runs, then ``fastbp.set_bf16_provider(name)``. ``auto``
 takes oneDNN where it is installed and the CPU has bfloat16 hardware, else the
 emulated path. Why oneDNN and not MKL's ``cblas_gemm_bf16bf16f32``:
-docs/performance.md ("bfloat16 matmul precision").
+docs/bf16.md ("The provider decision").
 """
 import ctypes
 import glob
