@@ -946,3 +946,50 @@ def test_summary_lists_layers_shapes_and_parameter_counts(capsys):
     lines = []
     m.summary(print_fn=lines.append)
     assert lines == out
+
+
+def test_train_step_sees_a_changed_optimizer():
+    """train_step keeps its checked settings between calls (_step_plan): a
+    changed optimizer attribute, clip or shorthand lr must still take effect."""
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((16, 5)).astype(np.float32)
+    y = rng.integers(0, 3, 16)
+
+    def run(changes):
+        m = fastbp.MLP([5, 8, 3], seed=0)
+        opt = fastbp.optim.SGD(0.1, momentum=0.9)
+        for change in changes:
+            kw = change(opt) or {}
+            m.train_step(X, y, optimizer=opt, **kw)
+        return m
+
+    same = run([lambda o: None] * 3)
+    lr_changed = run([lambda o: None, lambda o: setattr(o, "lr", 0.01), lambda o: None])
+    clipped = run([lambda o: None, lambda o: {"clip_norm": 1e-3}, lambda o: None])
+    assert not np.array_equal(same.params["W1"], lr_changed.params["W1"])
+    assert not np.array_equal(same.params["W1"], clipped.params["W1"])
+    # the lr change, replayed from scratch with two optimizers, gives the same bits
+    m = fastbp.MLP([5, 8, 3], seed=0)
+    m.train_step(X, y, optimizer=fastbp.optim.SGD(0.1, momentum=0.9))
+    opt2 = fastbp.optim.SGD(0.01, momentum=0.9)
+    m.train_step(X, y, optimizer=opt2)
+    m.train_step(X, y, optimizer=opt2)
+    for k in m.params:
+        assert np.array_equal(m.params[k], lr_changed.params[k])
+    # a bad value set on the optimizer is refused, and the model is unchanged
+    opt = fastbp.optim.SGD(0.1)
+    m.train_step(X, y, optimizer=opt)
+    before = {k: v.copy() for k, v in m.params.items()}
+    opt.lr = "x"
+    with pytest.raises(TypeError, match="lr must be a real number"):
+        m.train_step(X, y, optimizer=opt)
+    for k in before:
+        assert np.array_equal(m.params[k], before[k])
+    # the shorthand: a new lr is a new SGD
+    a, b = fastbp.MLP([5, 8, 3], seed=0), fastbp.MLP([5, 8, 3], seed=0)
+    a.train_step(X, y, lr=0.1)
+    a.train_step(X, y, lr=0.2)
+    b.train_step(X, y, optimizer=fastbp.optim.SGD(0.1))
+    b.train_step(X, y, optimizer=fastbp.optim.SGD(0.2))
+    for k in a.params:
+        assert np.array_equal(a.params[k], b.params[k])

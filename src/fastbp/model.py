@@ -300,7 +300,7 @@ class MLP:
         self._opt_name, self._opt_t, self._state = None, 0, {}
         self._opts_key = self._opts = None
         self._dp_opts_key = self._dp_opts = None
-        self._sgd_key = self._sgd = None
+        self._step_plan = None  # train_step's last settings (train_step)
         self._dp = None  # fastbp.distributed's session with the last communicator
         self.matmul_precision = matmul_precision
         self._engine = _CUDA(self) if device == "cuda" else _CPU(self)
@@ -484,31 +484,40 @@ class MLP:
 
             return distributed.train_step(self, x, t, lr, weight_decay, momentum, optimizer,
                                           clip_norm, clip_value, sample_weight, comm)
-        if optimizer is None:  # the shorthand's SGD, made again only when it changes
-            key = (type(lr), lr, type(momentum), momentum, type(weight_decay), weight_decay)
-            if key != self._sgd_key:
-                self._sgd = self._optimizer(fn, None, lr, momentum, weight_decay)
-                self._sgd_key = key
-            optimizer = self._sgd
+        # the settings of the last call, checked and built once: a loop that calls
+        # with the same optimizer (unchanged) and clips skips the checks below
+        key = (type(lr), lr, type(momentum), momentum, type(weight_decay), weight_decay,
+               clip_norm, clip_value)
+        plan = self._step_plan
+        if (plan is not None and plan[0] is optimizer and plan[1] == key
+                and (optimizer is None or optimizer.__dict__ == plan[2])
+                and self._state is plan[3] and self._opt_name == plan[4]):
+            opts = plan[5]
+            saved = None
         else:
+            self._step_plan = None
+            given = optimizer
             optimizer = self._optimizer(fn, optimizer, lr, momentum, weight_decay)
-        if clip_norm is not None or clip_value is not None:
-            self._check_clip(fn, clip_norm, clip_value)
+            if clip_norm is not None or clip_value is not None:
+                self._check_clip(fn, clip_norm, clip_value)
+            # a new kind of optimizer replaces the state (new arrays, the old ones
+            # untouched); a step that then refuses its inputs puts the old one back
+            saved = self._opt_name, self._opt_t, self._state
+            self._ensure_state(optimizer)
+            opts = self._train_options(optimizer, clip_norm, clip_value)
+            self._step_plan = (given, key, None if given is None else dict(given.__dict__),
+                               self._state, self._opt_name, opts)
         if self.step_ >= MAX_COUNT or self._opt_t >= MAX_COUNT:
             self._check_counters(fn, 1)
-        # a new kind of optimizer replaces the state (new arrays, the old ones
-        # untouched); a step that then refuses its inputs puts the old one back
-        saved = self._opt_name, self._opt_t, self._state
-        self._ensure_state(optimizer)
-        opts = self._train_options(optimizer, clip_norm, clip_value)
         opts.t, opts.step = self._opt_t + 1, self.step_
         if self.device == "cpu":
             x, t, sample_weight = self._as_dtype(x, t, sample_weight)
         try:
             out = self._engine.step(x, t, opts, self._batch(x), sample_weight)
         except (TypeError, ValueError):
-            if self.device == "cpu":
+            if self.device == "cpu" and saved is not None:
                 self._opt_name, self._opt_t, self._state = saved
+                self._step_plan = None
             raise
         except BaseException:  # KeyboardInterrupt: the step may have run
             self._count_steps(opts)
@@ -1238,7 +1247,7 @@ class MLP:
                             "live on the GPU (save() writes them to a file, get_params() "
                             "copies them to NumPy)")
         state = self.__dict__.copy()
-        for k in ("_engine", "_opts", "_opts_key", "_dp_opts", "_dp_opts_key"):
+        for k in ("_engine", "_opts", "_opts_key", "_dp_opts", "_dp_opts_key", "_step_plan"):
             state[k] = None
         return state
 
