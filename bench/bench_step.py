@@ -1,7 +1,9 @@
 """The training step per size (fastbp.bench.SIZES): fastbp, the NumPy reference,
 the GEMM floor and PyTorch CPU; `python -m fastbp bench` prints the same
-comparison as a table, timed the same way. And a whole fit: digits, 30 epochs,
-batch 32, 64-128-10, against the GEMMs of its 1290 steps and scikit-learn."""
+comparison as a table, timed the same way; "fastbp-fit" is the step inside
+fit (one native loop over many batches). And a whole fit: digits, 30 epochs,
+batch 32, 64-128-10, against the GEMMs of its 1290 steps (from C) and
+scikit-learn."""
 import warnings
 
 import numpy as np
@@ -13,7 +15,7 @@ from bench.benchutil import have_torch, run
 
 from fastbp import _blas
 
-CONTENDERS = ["fastbp", "numpy"] + (["torch"] if have_torch() else []) + \
+CONTENDERS = ["fastbp", "fastbp-fit", "numpy"] + (["torch"] if have_torch() else []) + \
     [f"floor-{p}" for p in _blas.available()]
 
 
@@ -57,30 +59,13 @@ def digits():
 
 
 def fit_floor(X):
-    """The GEMMs of the fit's steps alone, NumPy into preallocated outputs: per
-    batch h = x W1, z = h W2, dW2 = h^T dz, dh = dz W2^T, dW1 = x^T dh."""
-    n, I = X.shape
-    r = np.random.default_rng(0)
-    W1 = r.standard_normal((I, HIDDEN)).astype(np.float32)
-    W2 = r.standard_normal((HIDDEN, 10)).astype(np.float32)
-    bufs = {}
-    for B in {BATCH, n % BATCH or BATCH}:
-        bufs[B] = (np.empty((B, HIDDEN), np.float32), np.empty((B, 10), np.float32),
-                   r.standard_normal((B, 10)).astype(np.float32), np.empty((B, HIDDEN), np.float32))
-    dW1, dW2 = np.empty_like(W1), np.empty_like(W2)
-    mm = np.matmul
-
-    def floor():
-        for _ in range(EPOCHS):
-            for s in range(0, n, BATCH):
-                x = X[s:s + BATCH]
-                h, z, dz, dh = bufs[x.shape[0]]
-                mm(x, W1, out=h)
-                mm(h, W2, out=z)
-                mm(h.T, dz, out=dW2)
-                mm(dz, W2.T, out=dh)
-                mm(x.T, dh, out=dW1)
-    return floor
+    """The GEMMs of the fit's steps alone, from C through fastbp's BLAS
+    (fastbp._core.StepFloor: per batch h = x W1, z = h W2, dW2 = h^T dz,
+    dh = dz W2^T, dW1 = x^T dh, no Python between them); every batch counted
+    full, so the floor is a little above the fit's own products."""
+    steps = -(-X.shape[0] // BATCH) * EPOCHS
+    floor = bench._core_floor([64, HIDDEN, 10], BATCH)
+    return lambda: floor.run(steps, fastbp.get_num_threads())
 
 
 @pytest.mark.parametrize("contender", ["fastbp", "floor", "sklearn"])

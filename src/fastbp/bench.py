@@ -107,6 +107,33 @@ def fastbp_step(size, dtype=np.float32, optimizer="sgd"):
     return lambda: model.train_step(x, labels, optimizer=opt)
 
 
+#: bytes of training data the fit contender cycles through (few batches at the
+#: large sizes, 512 at digits size, so that fit's per-call work is under 1%)
+FIT_BYTES = 32 << 20
+
+
+def fastbp_fit(size, dtype=np.float32, optimizer="sgd"):
+    """fastbp's fit: one epoch of `steps` batches of the size's shape per call,
+    shuffled, one native loop (the step a user's fit runs: row gathering
+    included). time_steps divides its time by `steps`."""
+    import fastbp
+
+    N, widths = SIZES[size]
+    steps = int(min(512, max(8, FIT_BYTES // (N * widths[0] * np.dtype(dtype).itemsize))))
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((N * steps, widths[0])).astype(dtype)
+    y = rng.integers(0, widths[-1], N * steps)
+    model = fastbp.MLP(widths, "relu", dtype=dtype, seed=0)
+    cls, kw = make_optimizer(optimizer)
+    opt = cls(**kw)
+
+    def fit():
+        model.fit(X, y, epochs=1, batch_size=N, optimizer=opt, progress=False)
+    fit.steps = steps
+    fit()
+    return fit
+
+
 def numpy_step(size, dtype=np.float32, optimizer="sgd"):
     from . import reference as ref
 
@@ -159,6 +186,13 @@ class StepFloor:
         self.c_time(1)
 
 
+def _core_floor(widths, N, dtype=np.float32, n_state=0):
+    """fastbp._core.StepFloor for any net (bench/'s whole-fit floor)."""
+    from . import _core
+
+    return _core.StepFloor(widths, N, dtype, n_state)
+
+
 def floor_step(size, dtype=np.float32, optimizer="sgd", provider=None):
     """The step's products from C through a provider (default: fastbp's)."""
     return StepFloor(size, dtype, optimizer, provider)
@@ -199,10 +233,10 @@ def torch_step(size, dtype=np.float32, optimizer="sgd"):
     return step
 
 
-CONTENDERS = {"fastbp": fastbp_step, "floor": floor_step, "numpy": numpy_step,
-              "torch": torch_step}
+CONTENDERS = {"fastbp": fastbp_step, "fastbp-fit": fastbp_fit, "floor": floor_step,
+              "numpy": numpy_step, "torch": torch_step}
 #: the contenders of a table row besides the floors, which come one per provider
-STEP_CONTENDERS = ("fastbp", "numpy", "torch")
+STEP_CONTENDERS = ("fastbp", "fastbp-fit", "numpy", "torch")
 
 
 def have_torch():
@@ -231,7 +265,8 @@ def calls_per_block(fn, block=BLOCK, warmup=0.05):
 
 
 def time_steps(fns, repeat=None, block=BLOCK, settle=SETTLE, rounds=ROUNDS):
-    """Median seconds per call of each fn.
+    """Median seconds per call of each fn (per step for one with a `steps`
+    attribute, which runs that many steps a call).
 
     Contenders take turns in rounds; each turn sleeps ``settle`` seconds first,
     so that the previous contender's thread pools (NumPy's, PyTorch's, the BLAS
@@ -251,7 +286,7 @@ def time_steps(fns, repeat=None, block=BLOCK, settle=SETTLE, rounds=ROUNDS):
             t0 = time.perf_counter()
             for _ in range(k):
                 fn()
-            samples[name].append((time.perf_counter() - t0) / k)
+            samples[name].append((time.perf_counter() - t0) / k / getattr(fn, "steps", 1))
     return {name: float(np.median(s)) for name, s in samples.items()}
 
 
@@ -289,7 +324,7 @@ def format_table(rows):
     "own floor" is the floor through the provider fastbp uses."""
     has_torch = any("torch" in r["ms"] for r in rows)
     head = f"{'size':<7} {'net':<22} {'floor ms':>9} {'by':>9} {'own floor':>10} " \
-           f"{'fastbp ms':>10} {'fastbp/floor':>13} " \
+           f"{'fastbp ms':>10} {'fastbp/floor':>13} {'fit/floor':>10} " \
            f"{'numpy/floor':>12}" + (f" {'torch/floor':>12}" if has_torch else "") + \
            f" {'vs numpy':>9}" + (f" {'vs torch':>9}" if has_torch else "")
     lines = [head, "-" * len(head)]
@@ -299,7 +334,9 @@ def format_table(rows):
         own = ms.get(f"floor-{r.get('fastbp_provider')}", ms["floor"])
         line = f"{r['size']:<7} {net:<22} {ms['floor']:>9.3f} " \
                f"{r.get('floor_provider', ''):>9} {own:>10.3f} {ms['fastbp']:>10.3f} " \
-               f"{q['fastbp']:>12.2f}x {q['numpy']:>11.2f}x"
+               f"{q['fastbp']:>12.2f}x " + \
+               (f"{q['fastbp-fit']:>9.2f}x" if "fastbp-fit" in q else f"{'-':>10}") + \
+               f" {q['numpy']:>11.2f}x"
         if has_torch:
             line += f" {q['torch']:>11.2f}x" if "torch" in q else f" {'-':>12}"
         line += f" {ms['numpy'] / ms['fastbp']:>8.2f}x"
