@@ -166,6 +166,14 @@ typedef struct fbp_mlp {
      * wb (cap,) sample weights */
     void *xb, *tb, *wb;
     int64_t *lb;
+    /* matmul precision (enum fbp_mm; 0 float32). FBP_MM_BF16 (float32 models):
+     * w16[l] (sizes[l], sizes[l+1]) and a16[l] (cap, sizes[l]) hold the bf16
+     * copies of the weights (made once per step) and of each layer's input,
+     * g16 (cap, max sizes[l+1]) that of a layer's output gradient; each has room
+     * for float32 elements (bf16.c's two paths). */
+    int mm;
+    void **w16, **a16;
+    void *g16;
 } fbp_mlp;
 
 /* What an epoch (or a run of its batches) returns. loss_sum and weight_sum are
@@ -198,5 +206,44 @@ FBP_API int fbp_mlp_step(const fbp_mlp *m, int64_t N, const void *x, const int64
 FBP_API int fbp_mlp_epoch(const fbp_mlp *m, int64_t n, const void *X, const int64_t *labels,
                           const void *t, const void *w, const int64_t *order, int64_t B,
                           int64_t s0, int64_t s1, const fbp_step_opts *opt, fbp_epoch_out *out);
+
+/* ---- bf16.c: bfloat16 matmul precision ----------------------------------------------- */
+
+/* A row-major bfloat16 GEMM with float32 accumulation, as oneDNN's
+ * dnnl_gemm_bf16bf16f32: C (M, N) = alpha op(A) (M, K) op(B) (K, N) + beta C, A and
+ * B the bf16 bits (uint16), transa/transb 'N' or 'T'; returns 0 on success. */
+typedef int (*fbp_gemm_bf16_fn)(char transa, char transb, int64_t M, int64_t N, int64_t K,
+                                float alpha, const uint16_t *A, int64_t lda,
+                                const uint16_t *B, int64_t ldb, float beta, float *C,
+                                int64_t ldc);
+/* The provider's bf16 GEMM (src/fastbp/_bf16.py), or NULL: the emulated path
+ * (operands rounded to bf16 values held in float32, then the float32 BLAS). */
+FBP_API void fbp_set_gemm_bf16(fbp_gemm_bf16_fn fn);
+FBP_API int fbp_bf16_native(void);
+/* The first nonzero status the provider returned since the last clear (the
+ * binding raises it after a call); clear != 0 resets it. */
+FBP_API int fbp_bf16_status(int clear);
+/* x (n,) float32 -> y (n,): x rounded to bfloat16 (nearest, ties to even), as
+ * bf16 bits (native) or as bf16 values in float32; split over the pool. */
+FBP_API void fbp_bf16_copy(int native, fbp_idx n, const float *x, void *y);
+/* Row-major C (M, N) = alpha op(A) op(B) + beta C with A, B bf16 buffers (native:
+ * bits; else float32 values) and float32 C, cut into blocks as fbp_gemm. */
+FBP_API void fbp_gemm_bf16(int native, int ta, int tb, fbp_idx M, fbp_idx N, fbp_idx K,
+                           float alpha, const void *A, fbp_idx lda, const void *B, fbp_idx ldb,
+                           float beta, float *C, fbp_idx ldc);
+/* dense_forward / dense_backward (float32) with bf16 products; x16 (N, I), W16
+ * (I, O), g16 (N, O): the caller's bf16 buffers (room for float32 elements). */
+FBP_API int fbp_dense_forward_bf16(int64_t N, int64_t In, int64_t O, const float *x,
+                                   const float *W, const float *b, int act, float *y,
+                                   void *x16, void *W16);
+FBP_API int fbp_dense_backward_bf16(int64_t N, int64_t In, int64_t O, const float *dy,
+                                    const float *x, const float *W, const float *y, int act,
+                                    float *dz, float *dx, float *dW, float *db, int accumulate,
+                                    void *x16, void *W16, void *g16);
+/* fbp_step_floor's products in bf16 through the provider (bf16 operands h16, dz16,
+ * W16; float32 h, dh, dW); -1 without a provider. */
+FBP_API double fbp_step_floor_bf16(int L, const fbp_idx *widths, fbp_idx N, void *const *h16,
+                                   void *const *dz16, float *const *h, float *const *dh,
+                                   void *const *W16, float *const *dW, int reps);
 
 #endif /* FASTBP_H */

@@ -84,6 +84,15 @@ static inline const char *fbp_opt_name(int k)
     return k >= 0 && k < FBP_NOPT ? names[k] : "";
 }
 
+/* Matmul precision: float32 products, or bfloat16 operands (rounded to nearest
+ * even) with float32 accumulation (csrc/bf16.c; float32 models, CPU only). */
+enum fbp_mm { FBP_MM_F32 = 0, FBP_MM_BF16 = 1, FBP_NMM };
+static inline const char *fbp_mm_name(int k)
+{
+    static const char *const names[FBP_NMM] = {"float32", "bfloat16"};
+    return k >= 0 && k < FBP_NMM ? names[k] : "";
+}
+
 /* An MLP workspace's buffers, per layer l of L (sizes (L+1,) the widths):
  * W, dW, vW, sW (sizes[l], sizes[l+1]); b, db, vb, sb (sizes[l+1],); h, dh, hd, z
  * (cap, sizes[l+1]). vW, vb: SGD's momentum or Adam's first moment; sW, sb:

@@ -161,6 +161,25 @@ static inline void fbp_chunk_range(fbp_idx n, fbp_idx t0, fbp_idx t1, fbp_idx *i
     *i1 = t1 * FBP_CHUNK < n ? t1 * FBP_CHUNK : n;
 }
 
+/* ---- how a GEMM is cut (runtime.c) ------------------------------------------------
+ * C (M, N) = op(A) op(B) with inner dim K is cut into nb blocks of its rows
+ * (rows 1) or columns, each a multiple of FBP_GEMM_UNIT (the BLAS kernels'
+ * register blocking divides it), a function of the shape and the machine's CPU
+ * count alone, never of the thread count; each block is one single-threaded
+ * BLAS call, so any threads give bitwise the same C. fbp_gemm and bf16.c's
+ * fbp_gemm_bf16 cut alike. */
+#define FBP_GEMM_UNIT 16
+void fbp_gemm_cut(fbp_idx M, fbp_idx N, fbp_idx K, int *rows, fbp_idx *units, fbp_idx *nb);
+
+/* Block b of nb over total rows (or columns) in `units` units: [*i0, *i1). */
+static inline void fbp_gemm_block(fbp_idx total, fbp_idx units, fbp_idx nb, fbp_idx b,
+                                  fbp_idx *i0, fbp_idx *i1)
+{
+    fbp_idx e = units * (b + 1) / nb * FBP_GEMM_UNIT;
+    *i0 = units * b / nb * FBP_GEMM_UNIT;
+    *i1 = e < total ? e : total;
+}
+
 /* ---- the typed kernels one file calls in another ------------------------------------
  * Compiled once per element type from one source (fbp_generic.h): T float with
  * suffix _f32, T double with _f64. Shapes as in fastbp.h. */

@@ -61,9 +61,6 @@ static inline void blas_one_thread(void)
  * as many blocks as CPUs, since each block re-packs the other operand (2-4%
  * per extra block when one thread runs them all; docs/threads.md). */
 #define GEMM_PAR_MIN ((double)(1 << 20))
-/* Blocks are multiples of this many rows or columns (the BLAS kernels' register
- * blocking divides it). */
-#define GEMM_UNIT 16
 
 struct copy_ctx {
     size_t nbytes;
@@ -95,6 +92,34 @@ const char *fbp_last_error(void) { return ""; }
 const fbp_backend fbp_cpu = {.last_error = fbp_last_error, .bce = fbp_bce,
                              FBP_BACKEND_ENTRIES(ENTRY)};
 #undef ENTRY
+
+/* Rows (or columns) of the smallest of nb blocks of total, cut as fbp_gemm_block. */
+static fbp_idx smallest_block(fbp_idx total, fbp_idx units, fbp_idx nb)
+{
+    fbp_idx least = total;
+    for (fbp_idx b = 0; b < nb; b++) {
+        fbp_idx i0, i1;
+        fbp_gemm_block(total, units, nb, b, &i0, &i1);
+        least = i1 - i0 < least ? i1 - i0 : least;
+    }
+    return least;
+}
+
+void fbp_gemm_cut(fbp_idx M, fbp_idx N, fbp_idx K, int *rows, fbp_idx *units, fbp_idx *nb)
+{
+    /* Split the longer side of C: each block then re-reads (packs) the whole of
+     * the other operand, and that operand is the smaller one. */
+    int r = M >= N;
+    fbp_idx total = r ? M : N, u = fbp_nblocks(total, FBP_GEMM_UNIT);
+    double other = (double)(r ? N : M) * (double)K;
+    fbp_idx most = fbp_machine_cpus() < 64 ? fbp_machine_cpus() : 64;
+    fbp_idx n = u < most ? u : most;
+    while (n > 1 && (double)smallest_block(total, u, n) * other < GEMM_PAR_MIN)
+        n--;
+    *rows = r;
+    *units = u;
+    *nb = n;
+}
 
 #define BLAS_S g_sgemm
 #define BLAS_D g_dgemm
@@ -131,16 +156,15 @@ struct FN(gemm_ctx) {
 };
 
 /* Blocks [b0, b1) of C: block b is units [units b / nb, units (b + 1) / nb) of
- * GEMM_UNIT rows (or columns), one BLAS call each. Row i of op(A) starts at
+ * FBP_GEMM_UNIT rows (or columns), one BLAS call each. Row i of op(A) starts at
  * A + i lda, or at column i of A; column j of op(B) at B + j, or at row j of B. */
 static void FN(gemm_task)(void *p, fbp_idx b0, fbp_idx b1)
 {
     const struct FN(gemm_ctx) *c = p;
     fbp_idx total = c->rows ? c->M : c->N;
     for (fbp_idx b = b0; b < b1; b++) {
-        fbp_idx i0 = c->units * b / c->nblocks * GEMM_UNIT;
-        fbp_idx i1 = c->units * (b + 1) / c->nblocks * GEMM_UNIT;
-        i1 = i1 < total ? i1 : total;
+        fbp_idx i0, i1;
+        fbp_gemm_block(total, c->units, c->nblocks, b, &i0, &i1);
         fbp_idx M = c->rows ? i1 - i0 : c->M, N = c->rows ? c->N : i1 - i0;
         const T *A = c->rows ? c->A + (c->ta ? i0 : i0 * c->lda) : c->A;
         const T *B = c->rows ? c->B : c->B + (c->tb ? i0 * c->ldb : i0);
@@ -150,18 +174,6 @@ static void FN(gemm_task)(void *p, fbp_idx b0, fbp_idx b1)
                       c->ldc);
         fbp_note_gemm(sizeof(T), (double)M * (double)N * (double)c->K, fbp_now_ns() - t0);
     }
-}
-
-/* Rows (or columns) of the smallest of nb blocks of total, cut as gemm_task cuts. */
-static fbp_idx FN(smallest_block)(fbp_idx total, fbp_idx units, fbp_idx nb)
-{
-    fbp_idx least = total;
-    for (fbp_idx b = 0; b < nb; b++) {
-        fbp_idx i0 = units * b / nb * GEMM_UNIT, i1 = units * (b + 1) / nb * GEMM_UNIT;
-        fbp_idx rows = (i1 < total ? i1 : total) - i0;
-        least = rows < least ? rows : least;
-    }
-    return least;
 }
 
 void FN(fbp_gemm)(int ta, int tb, fbp_idx M, fbp_idx N, fbp_idx K, T alpha,
@@ -177,15 +189,9 @@ void FN(fbp_gemm)(int ta, int tb, fbp_idx M, fbp_idx N, fbp_idx K, T alpha,
         return;
     }
     blas_one_thread();
-    /* Split the longer side of C: each block then re-reads (packs) the whole of
-     * the other operand, and that operand is the smaller one. */
-    int rows = M >= N;
-    fbp_idx total = rows ? M : N, units = fbp_nblocks(total, GEMM_UNIT);
-    double other = (double)(rows ? N : M) * (double)K;
-    fbp_idx most = fbp_machine_cpus() < 64 ? fbp_machine_cpus() : 64;
-    fbp_idx nb = units < most ? units : most;
-    while (nb > 1 && (double)FN(smallest_block)(total, units, nb) * other < GEMM_PAR_MIN)
-        nb--;
+    int rows;
+    fbp_idx units, nb;
+    fbp_gemm_cut(M, N, K, &rows, &units, &nb);
     struct FN(gemm_ctx) c = {ta, tb, rows, M, N, K, lda, ldb, ldc, units, nb,
                              alpha, beta, A, B, C};
     if (nb == 1) {

@@ -111,6 +111,25 @@ static void FN(fbp_update)(const fbp_mlp *m, const fbp_step_opts *opt, double wd
     }
 }
 
+/* One product of the step: C = alpha op(A) op(B) + beta C. bf 0: float32, through
+ * fbp_gemm on A, B; else bfloat16 matmul precision (float32 models only), through
+ * bf16.c on the operands' bf16 copies A16, B16 (bf 2: the provider's bf16 GEMM,
+ * 1: emulated). */
+static void FN(step_gemm)(int bf, int ta, int tb, fbp_idx M, fbp_idx N, fbp_idx K, T alpha,
+                          const T *A, const void *A16, fbp_idx lda, const T *B, const void *B16,
+                          fbp_idx ldb, T beta, T *C, fbp_idx ldc)
+{
+    if (bf)
+        fbp_gemm_bf16(bf == 2, ta, tb, M, N, K, (float)alpha, A16, lda, B16, ldb, (float)beta,
+                      (float *)C, ldc);
+    else
+        FN(fbp_gemm)(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+/* Buffer x's bf16 copy (bf16.c) of n elements, when the step runs in bf16. */
+#define BF16_COPY(n, x, x16) \
+    do { if (bf) fbp_bf16_copy(bf == 2, (n), (const float *)(x), (x16)); } while (0)
+
 static void FN(fbp_mlp_step)(const fbp_mlp *m, fbp_idx N, const T *x, const int64_t *labels,
                              const T *t, const T *w, const fbp_step_opts *opt, fbp_step_out *out)
 {
@@ -142,13 +161,20 @@ static void FN(fbp_mlp_step)(const fbp_mlp *m, fbp_idx N, const T *x, const int6
         FN(fbp_update)(m, opt, wd, out);
         return;
     }
+    /* bfloat16 matmul precision: this step's bf16 copies of the weights, made
+     * before any of them changes (2: the provider's bf16 GEMM, 1: emulated) */
+    const int bf = sizeof(T) == sizeof(float) && m->mm == FBP_MM_BF16
+                       ? 1 + fbp_bf16_native() : 0;
+    for (int l = 0; bf && l < L; l++)
+        BF16_COPY(sz[l] * sz[l + 1], P(W, l), m->w16[l]);
 
     /* forward */
     for (int l = 0; l < L; l++) {
         const T *in = l == 0 ? x : DROPS(l - 1) ? P(HD, l - 1) : P(H, l - 1);
         T *z = P(Z, l); /* kept for the backward pass, where the activation needs it */
-        FN(fbp_gemm)(0, 0, N, sz[l + 1], sz[l], (T)1, in, sz[l], P(W, l), sz[l + 1], (T)0,
-                     z ? z : P(H, l), sz[l + 1]);
+        BF16_COPY(N * sz[l], in, m->a16[l]);
+        FN(step_gemm)(bf, 0, 0, N, sz[l + 1], sz[l], (T)1, in, bf ? m->a16[l] : NULL, sz[l],
+                      P(W, l), bf ? m->w16[l] : NULL, sz[l + 1], (T)0, z ? z : P(H, l), sz[l + 1]);
         if (z)
             FN(fbp_bias_act_keep)(N, sz[l + 1], P(B, l), m->act[l], z, P(H, l));
         else
@@ -211,13 +237,18 @@ static void FN(fbp_mlp_step)(const fbp_mlp *m, fbp_idx N, const T *x, const int6
         /* the activation's backward input: its output, or the kept pre-activation */
         const T *bin = P(Z, l) ? P(Z, l) : P(H, l);
         FN(fbp_act_backward_bias_grad)(N, O, m->act[l], dz, bin, keep, scale, dz, P(DB, l), 0);
+        /* bf16: the layer's input copy a16[l] is the forward's; dz's is made here */
+        const void *a16 = bf ? m->a16[l] : NULL, *g16 = bf ? m->g16 : NULL;
+        BF16_COPY(N * O, dz, m->g16);
         if (l > 0)
-            FN(fbp_gemm)(0, 1, N, I, O, (T)1, dz, O, P(W, l), O, (T)0, P(DH, l - 1), I);
+            FN(step_gemm)(bf, 0, 1, N, I, O, (T)1, dz, g16, O, P(W, l), bf ? m->w16[l] : NULL, O,
+                          (T)0, P(DH, l - 1), I);
         if (fused) {
-            FN(fbp_gemm)(1, 0, I, O, N, -lr, in, I, dz, O, (T)1 - lr * (T)wd, P(W, l), O);
+            FN(step_gemm)(bf, 1, 0, I, O, N, -lr, in, a16, I, dz, g16, O, (T)1 - lr * (T)wd,
+                          P(W, l), O);
             FN(fbp_axpy)(O, -lr, P(DB, l), P(B, l));
         } else {
-            FN(fbp_gemm)(1, 0, I, O, N, (T)1, in, I, dz, O, (T)0, P(DW, l), O);
+            FN(step_gemm)(bf, 1, 0, I, O, N, (T)1, in, a16, I, dz, g16, O, (T)0, P(DW, l), O);
             if (mode == FBP_MODE_GRAD && wd != 0.0) /* the gradient of loss + reg */
                 FN(fbp_axpy)(I * O, (T)wd, P(W, l), P(DW, l));
             if (layerwise) {
@@ -278,5 +309,6 @@ static void FN(fbp_mlp_epoch)(const fbp_mlp *m, fbp_idx n, const T *X, const int
 
 #undef P
 #undef DROPS
+#undef BF16_COPY
 
 #endif

@@ -50,6 +50,7 @@ from ._core import (  # noqa: E402
     softmax_cross_entropy,
 )
 from ._blas import get_blas, set_blas  # noqa: E402
+from ._bf16 import get_bf16_provider, set_bf16_provider  # noqa: E402
 from ._threadpool import local_threads  # noqa: E402  (also registers the pool with threadpoolctl)
 from ._config import show_config  # noqa: E402
 from .model import MLP  # noqa: E402
@@ -70,11 +71,13 @@ __all__ = [
     "dense_backward",
     "dense_forward",
     "get_blas",
+    "get_bf16_provider",
     "get_num_threads",
     "global_norm",
     "local_threads",
     "mse_loss",
     "poisson_loss",
+    "set_bf16_provider",
     "set_blas",
     "set_num_threads",
     "sgd_update",

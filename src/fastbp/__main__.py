@@ -263,7 +263,7 @@ def _numpy_fit(model, X, y, args, loss):
             idx = order[s:s + B]
             ref.mlp_train_step(params, X[idx], y[idx], args.lr, model.activation, loss,
                                weight_decay=args.weight_decay, momentum=args.momentum,
-                               velocity=velocity)
+                               velocity=velocity, matmul_precision=model.matmul_precision)
     return params
 
 
@@ -374,13 +374,18 @@ def cmd_train(args):
     sizes = [X.shape[1], *args.hidden, n_out]
     default_lr = DATASETS[source][2] if source in DATASETS else (0.1 if classify else 0.01)
     optimizer, lr = _optimizer(args, default_lr)
-    model = fastbp.MLP(sizes, args.activation, loss, dtype=dtype, seed=args.seed,
-                       dropout=args.dropout)
+    try:
+        model = fastbp.MLP(sizes, args.activation, loss, dtype=dtype, seed=args.seed,
+                           dropout=args.dropout, matmul_precision=args.matmul_precision)
+    except TypeError as e:  # bfloat16 with --dtype float64
+        raise UsageError(str(e)) from None
     init = {k: v.copy() for k, v in model.params.items()}
     print(f"fastbp {fastbp.__version__}: {label}, {n} rows x {X.shape[1]} features, target "
           f"{target!r}: {task} ({why})")
     print(f"train {len(tr)} / test {len(te)} rows, net {'-'.join(map(str, sizes))} "
-          f"{args.activation}, {args.optimizer} lr {lr:g}, {dtype.name}, "
+          f"{args.activation}, {args.optimizer} lr {lr:g}, {dtype.name}"
+          + (f" (bfloat16 products, {fastbp.get_bf16_provider()})"
+             if args.matmul_precision == "bfloat16" else "") + ", "
           f"{fastbp.get_num_threads()} thread(s)")
     progress = _stderr_is_terminal() if args.progress is None else args.progress
     verbose = 1 if args.verbose else (2 if progress else 0)
@@ -426,7 +431,8 @@ def cmd_train(args):
     print(f"fastbp     {metric} {score:.4f} on {len(te)} held-out rows   fit "
           f"{t_fast * 1e3:8.1f} ms ({args.epochs} epochs{stopped}, batch {args.batch_size})")
     if args.compare_numpy:
-        ref_model = fastbp.MLP(sizes, args.activation, loss, dtype=dtype, seed=args.seed)
+        ref_model = fastbp.MLP(sizes, args.activation, loss, dtype=dtype, seed=args.seed,
+                               matmul_precision=args.matmul_precision)
         for k, v in init.items():
             ref_model.params[k][...] = v
         args.lr = lr
@@ -625,6 +631,9 @@ def cmd_bench(args):
     if args.contention:
         from .bench_contention import main as contention_main
         return contention_main(args)
+    if args.matmul_precision == "bfloat16":
+        from .bench_bf16 import main as bf16_main
+        return bf16_main(args)
     from .bench import main as bench_main
 
     return bench_main(args)
@@ -837,6 +846,9 @@ def build_parser(prog=None):
                    help="rows held out for the test score (stratified by class)")
     t.add_argument("--dtype", choices=["float32", "float64"], default="float32",
                    help="the model's floating-point type")
+    t.add_argument("--matmul-precision", choices=["float32", "bfloat16"], default="float32",
+                   help="bfloat16: every product's operands rounded to bfloat16, "
+                        "accumulated in float32 (float32 models)")
     t.add_argument("--seed", type=_seed, default=0,
                    help="seed of the split, the initial weights and the batch order")
     t.add_argument("--threads", type=_threads, default=None,
@@ -924,6 +936,9 @@ def build_parser(prog=None):
                         "the caller's work between steps, with a NumPy matmul between "
                         "steps, beside a busy process) for fastbp at its default threads "
                         "and on one thread, NumPy's step and PyTorch's")
+    b.add_argument("--matmul-precision", choices=["float32", "bfloat16"], default="float32",
+                   help="bfloat16: instead, the bfloat16 step (medium, large, wide by "
+                        "default) against its bf16 floor, torch.autocast and the float32 step")
     b.add_argument("--datasets", type=_workload, nargs="+", default=None, metavar="NAME",
                    help=f"--vs-sklearn's workloads (default: all: "
                         f"{' '.join(SKLEARN_WORKLOADS)})")

@@ -38,10 +38,14 @@ cdef extern from "fbp_api.h" nogil:
         FBP_BUF_DH
         FBP_BUF_HD
         FBP_NBUF
+        FBP_MM_F32
+        FBP_MM_BF16
+        FBP_NMM
     const char *fbp_act_name(int k)
     const char *fbp_loss_name(int k)
     const char *fbp_opt_name(int k)
     const char *fbp_buf_name(int k)
+    const char *fbp_mm_name(int k)
 
     ctypedef struct fbp_step_opts:
         int mode

@@ -6,7 +6,7 @@ def config():
     """The build configuration as a dict (versions, threads, kernels, BLAS)."""
     import numpy as np
 
-    from . import __version__, _blas, _core
+    from . import __version__, _bf16, _blas, _core
 
     return {
         "fastbp": __version__,
@@ -17,6 +17,7 @@ def config():
         "pool": _core.pool_info(),
         "kernels": _core.cpu_dispatch(),
         "blas": _blas.info(),
+        "bf16": _bf16.info(),
     }
 
 
@@ -34,3 +35,8 @@ def show_config():
           f"{', '.join(b['available'])}; FASTBP_BLAS or fastbp.set_blas to choose)")
     print(f"           {b['version']} ({b['threads']} threads)")
     print(f"           {b['library']}")
+    f = info["bf16"]
+    path = {"onednn": f"oneDNN's bf16 GEMM ({f['version']})",
+            "emulated": "emulated (operands rounded to bfloat16, float32 BLAS)"}[f["path"]]
+    print(f"  bf16:    matmul_precision='bfloat16' runs {path}; {f['chosen_by']}")
+    print(f"           {f['note']}")

@@ -22,7 +22,7 @@ import warnings as _warnings
 import numpy as np
 cimport numpy as cnp
 from cpython.pycapsule cimport PyCapsule_GetPointer
-from libc.stdint cimport int64_t, uint64_t, uint8_t, uintptr_t
+from libc.stdint cimport int64_t, uint16_t, uint64_t, uint8_t, uintptr_t
 from libc.stdlib cimport calloc, free, malloc
 
 from fastbp._api cimport *
@@ -74,6 +74,10 @@ cdef extern from "fastbp.h" nogil:
         void *tb
         void *wb
         int64_t *lb
+        int mm
+        void **w16
+        void **a16
+        void *g16
     ctypedef struct fbp_epoch_out:
         double loss_sum, weight_sum, grad_norm
         int64_t ncorrect
@@ -718,10 +722,12 @@ def _gelu_code(fn, approximate):
 
 # ---- dense layer -----------------------------------------------------------------------------
 
-def dense_forward(x, W, b, activation=None, out=None):
+def dense_forward(x, W, b, activation=None, out=None, *, matmul_precision="float32"):
     """y = act(x @ W + b) with x (N, I), W (I, O), b (O,) or None -> y (N, O).
 
-    One GEMM, then bias and activation in one fused pass.
+    One GEMM, then bias and activation in one fused pass. matmul_precision
+    "bfloat16" (float32 arrays, CPU): x and W rounded to bfloat16 for the
+    product, accumulated in float32 (fastbp._bf16).
     """
     fn = "dense_forward"
     cdef Desc dx, dW, db, dy
@@ -739,6 +745,7 @@ def dense_forward(x, W, b, activation=None, out=None):
             raise ValueError(f"{fn}: b must have shape ({O},) to match W {_shape(&dW)}, "
                              f"got {_shape(&db)}")
     _check_blas_dims(fn, [("N", N), ("I", I), ("O", O)])
+    cdef int mm = _matmul_precision(fn, matmul_precision, _dtype(x), dx.device >= 0)
     x = _contig(fn, "x", x, &dx)
     W = _contig(fn, "W", W, &dW)
     if b is not None:
@@ -750,6 +757,9 @@ def dense_forward(x, W, b, activation=None, out=None):
     cdef void *pb = NULL if b is None else db.ptr
     if dx.device >= 0:
         _ops.require(fn, "cuda", "activation", [ACT_NAMES[act]])
+    if mm:
+        _dense_forward_bf16(&dx, &dW, pb, act, &dy)
+        return out
     be = _backend(dx.device)
     with nogil:
         rc = be.dense_forward(dx.device, dx.stream, dx.itemsize, N, I, O, dx.ptr, dW.ptr, pb, act,
@@ -759,7 +769,7 @@ def dense_forward(x, W, b, activation=None, out=None):
 
 
 def dense_backward(dy, x, W, y=None, activation=None, *, dx=None, dW=None, db=None,
-                   dz=None, accumulate=False, need_dx=True):
+                   dz=None, accumulate=False, need_dx=True, matmul_precision="float32"):
     """Backward of dense_forward; returns (dx, dW, db).
 
     dy, y (N, O) with y the forward output (needed unless activation is None),
@@ -770,6 +780,8 @@ def dense_backward(dy, x, W, y=None, activation=None, *, dx=None, dW=None, db=No
     (both must be given) instead of overwriting them. dz: optional (N, O)
     workspace for the masked gradient; it may be ``dy`` itself to overwrite dy.
     need_dx=False skips dx (the first layer) and returns None for it.
+    matmul_precision "bfloat16" (float32 arrays, CPU): the products' operands
+    (dz, W, x) rounded to bfloat16, accumulated in float32.
     """
     fn = "dense_backward"
     cdef Desc ddy, dx_, dW_, dy_, ddz, ddx, ddW, ddb
@@ -795,6 +807,7 @@ def dense_backward(dy, x, W, y=None, activation=None, *, dx=None, dW=None, db=No
     else:
         y = None
     _check_blas_dims(fn, [("N", N), ("I", I), ("O", O)])
+    cdef int mm = _matmul_precision(fn, matmul_precision, _dtype(dy), ddy.device >= 0)
     dy = _contig(fn, "dy", dy, &ddy)
     x = _contig(fn, "x", x, &dx_)
     W = _contig(fn, "W", W, &dW_)
@@ -832,6 +845,9 @@ def dense_backward(dy, x, W, y=None, activation=None, *, dx=None, dW=None, db=No
     cdef int acc = accumulate
     if ddy.device >= 0:
         _ops.require(fn, "cuda", "activation", [ACT_NAMES[act]])
+    if mm:
+        _dense_backward_bf16(&ddy, &dx_, &dW_, vy, act, vdz, vdx, &ddW, &ddb, acc)
+        return dx, dW, db
     be = _backend(ddy.device)
     with nogil:
         rc = be.dense_backward(ddy.device, ddy.stream, ddy.itemsize, N, I, O, ddy.ptr, dx_.ptr,
@@ -1238,6 +1254,9 @@ cdef class MLPWorkspace:
     cdef readonly object dtype
     cdef readonly Py_ssize_t cap
     cdef readonly int loss_code, device
+    cdef readonly str matmul_precision
+    cdef list bf16_bufs
+    cdef void **bf16_table
 
     def __cinit__(self, W, b, activation, loss, Py_ssize_t cap, state=None, dropout=None):
         fn = "MLPWorkspace"
@@ -1247,6 +1266,8 @@ cdef class MLPWorkspace:
         self.act_c = NULL
         self.drop_c = NULL
         self.keep_c = NULL
+        self.bf16_table = NULL
+        self.matmul_precision = "float32"
         self.device = -1
         cdef Py_ssize_t L = len(W), l
         cdef Desc d
@@ -1377,6 +1398,30 @@ cdef class MLPWorkspace:
         free(self.act_c)
         free(self.drop_c)
         free(self.keep_c)
+        free(self.bf16_table)
+
+    def set_matmul_precision(self, precision):
+        """The products' precision from the next step on: "float32", or
+        "bfloat16" (float32 workspaces): its bf16 buffers (csrc/fastbp.h's
+        fbp_mlp.w16, a16, g16) are allocated on the first use and kept."""
+        fn = "MLPWorkspace.set_matmul_precision"
+        cdef int mm = _matmul_precision(fn, precision, self.dtype)
+        cdef Py_ssize_t L = self.m.L, l
+        if mm and self.bf16_table == NULL:
+            s = self.sizes
+            self.bf16_bufs = ([np.zeros(s[l] * s[l + 1], np.float32) for l in range(L)] +
+                              [np.zeros(self.cap * s[l], np.float32) for l in range(L)] +
+                              [np.zeros(self.cap * max(s[1:]), np.float32)])
+            self.bf16_table = <void **>calloc(2 * L, sizeof(void *))
+            if self.bf16_table == NULL:
+                raise MemoryError()
+            for l in range(2 * L):
+                self.bf16_table[l] = cnp.PyArray_DATA(<cnp.ndarray>self.bf16_bufs[l])
+            self.m.w16 = self.bf16_table
+            self.m.a16 = self.bf16_table + L
+            self.m.g16 = cnp.PyArray_DATA(<cnp.ndarray>self.bf16_bufs[2 * L])
+        self.m.mm = mm
+        self.matmul_precision = precision
 
     @property
     def has_momentum(self):
@@ -1682,6 +1727,8 @@ def mlp_step(ws, x, target, StepOptions opts not None, sample_weight=None, *,
             return None
         with nogil:
             rc = fbp_mlp_step(&cws.m, N, px, pl, pt, pw, &opts.o, &out)
+        if cws.m.mm:
+            _bf16_check()
         if mode == FBP_MODE_TRAIN or mode == FBP_MODE_UPDATE:
             _advance(opts, 1)
         return out.loss, out.reg, out.grad_norm, out.ncorrect
@@ -1812,5 +1859,12 @@ def mlp_epoch(MLPWorkspace ws, X, target, sample_weight, order, Py_ssize_t batch
         out.batches = <double *>dl.ptr
     with nogil:
         fbp_mlp_epoch(&ws.m, n, dX.ptr, pl, pt, pw, <int64_t *>do.ptr, B, first, last, &o, &out)
+    if ws.m.mm:
+        _bf16_check()
     _advance(opts, last - first)
     return out.loss_sum, out.weight_sum, out.grad_norm, out.ncorrect
+
+
+# ---- bfloat16 matmul precision -------------------------------------------------------------
+
+include "_bf16.pxi"

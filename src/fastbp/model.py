@@ -114,6 +114,8 @@ class _CPU:
         points at the current parameter and state arrays; rebuilt otherwise."""
         m, ws = self.model, self.ws
         if ws is not None and N <= ws.cap and self._current():
+            if ws.matmul_precision != m.matmul_precision:
+                ws.set_matmul_precision(m.matmul_precision)
             return ws
         st = m.training_state
         W, b = st.param_lists()
@@ -122,6 +124,7 @@ class _CPU:
                                      m._dropout + [0.0] if any(m._dropout) else None)
         self.arrays = list(st.params.values()) + [
             a for group in st.buffers.values() if group is not None for a in group]
+        self.ws.set_matmul_precision(m.matmul_precision)
         return self.ws
 
     def step(self, x, t, opts, N, sample_weight=None):
@@ -194,6 +197,14 @@ class MLP:
         (one rate, or one per hidden layer, in [0, 1)); predict, loss and
         gradient use the plain network. The masks are a function of (seed,
         training step, layer, row, column).
+    matmul_precision : "float32" (default) or "bfloat16" (float32 models on the
+        CPU): the operands of every matrix product (in train_step, fit, loss,
+        gradient, predict, predict_proba) are rounded to bfloat16, the products
+        accumulate in float32; parameters, optimizer state, activations, losses
+        and gradients stay float32. Faster where the CPU has bfloat16 hardware
+        and oneDNN is installed (fastbp.show_config() says which path runs;
+        docs/performance.md). A setting of this process, like the thread count:
+        an attribute that can be changed between calls, not written by save().
 
     Attributes: ``step_`` and ``epoch_`` count the training steps and the epochs
     of fit over the model's life; ``loss_curve_`` and ``val_loss_curve_`` hold
@@ -210,7 +221,8 @@ class MLP:
     """
 
     def __init__(self, sizes, activation="relu", loss="softmax_cross_entropy",
-                 dtype=np.float32, seed=0, init=None, device="cpu", dropout=0.0):
+                 dtype=np.float32, seed=0, init=None, device="cpu", dropout=0.0,
+                 matmul_precision="float32"):
         self.sizes = _check_sizes(sizes)
         acts = _check_activations(activation, len(self.sizes) - 2)
         if loss not in _LOSSES:
@@ -252,7 +264,18 @@ class MLP:
         self.history_ = {}
         self._options = StepOptions()  # train_step's and a local fit's
         self._sgd_key = self._sgd = None
+        self.matmul_precision = matmul_precision
         self._engine = _CUDA(self) if device == "cuda" else _CPU(self)
+
+    @property
+    def matmul_precision(self):
+        """"float32" or "bfloat16": the precision of the products' operands."""
+        return self._matmul_precision
+
+    @matmul_precision.setter
+    def matmul_precision(self, value):
+        _core._matmul_precision("MLP", value, self.dtype, self.device == "cuda")
+        self._matmul_precision = value
 
     # ---- the training state's fields, under the names the model always had ----------------
     def _field(name, doc=None):
@@ -491,7 +514,8 @@ class MLP:
         h = x
         W, b = self._param_lists()
         for l in range(self.n_layers):
-            h = _core.dense_forward(h, W[l], b[l], self._layer_acts[l])
+            h = _core.dense_forward(h, W[l], b[l], self._layer_acts[l],
+                                    matmul_precision=self._matmul_precision)
         if not np.isfinite(h).all():  # the output (n, outputs): a cheap check
             self._check_finite_params("predict")
         return h
@@ -514,7 +538,8 @@ class MLP:
         hs, h = [], self._input(x)
         W, b = self._param_lists()
         for l in range(self.n_layers - 1):
-            h = _core.dense_forward(h, W[l], b[l], self._layer_acts[l])
+            h = _core.dense_forward(h, W[l], b[l], self._layer_acts[l],
+                                    matmul_precision=self._matmul_precision)
             hs.append(h)
         return hs
 
@@ -738,6 +763,8 @@ class MLP:
         """A copy of this model (same class, on the CPU) with parameters cast to dtype."""
         new = type(self)(self.sizes, self.activation, self.loss_name, dtype=dtype, seed=self.seed,
                          dropout=self.dropout)
+        if np.dtype(dtype) == np.float32:
+            new.matmul_precision = self.matmul_precision
         for k, v in self.get_params().items():
             new._params[k][...] = v
         return new
@@ -755,6 +782,7 @@ class MLP:
         return state
 
     def __setstate__(self, state):
+        state.setdefault("_matmul_precision", "float32")  # pickled before the option
         self.__dict__.update(state)
         self._options = StepOptions()
         self._engine = _CPU(self)
@@ -859,5 +887,7 @@ class MLP:
     def __repr__(self):
         dev = "" if self.device == "cpu" else f", device={self.device!r}"
         drop = "" if not any(self._dropout) else f", dropout={self.dropout!r}"
+        mm = ("" if self._matmul_precision == "float32" else
+              f", matmul_precision={self._matmul_precision!r}")
         return (f"MLP(sizes={self.sizes}, activation={self.activation!r}, "
-                f"loss={self.loss_name!r}, dtype={self.dtype.name}{drop}{dev})")
+                f"loss={self.loss_name!r}, dtype={self.dtype.name}{drop}{mm}{dev})")

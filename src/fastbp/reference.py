@@ -34,7 +34,7 @@ __all__ = [
     "identity_forward", "identity_backward",
     "gelu_forward", "gelu_backward", "silu_forward", "silu_backward",
     "ACTIVATIONS",
-    "dense_forward", "dense_backward",
+    "dense_forward", "dense_backward", "to_bfloat16", "matmul",
     "one_hot", "softmax_cross_entropy", "mse_loss", "binary_cross_entropy", "poisson_loss",
     "sgd_update", "clip_by_value", "clip_by_global_norm", "clip_grad_norm",
     "dropout_keep", "optimizer_step",
@@ -167,22 +167,48 @@ def _activation(name):
 
 
 # ---------------------------------------------------------------------------
+# Matrix products: float32, or bfloat16 operands with float32 accumulation
+# ---------------------------------------------------------------------------
+
+def to_bfloat16(x):
+    """float32 x rounded to the nearest bfloat16 (ties to even), held in float32:
+    the top 16 bits of the rounded float32. NaN stays NaN; overflow gives inf."""
+    u = np.asarray(x, np.float32).view(np.uint32)
+    rounded = (u + np.uint32(0x7FFF) + ((u >> 16) & np.uint32(1))) & np.uint32(0xFFFF0000)
+    nan = (u & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000)
+    return np.where(nan, u | np.uint32(0x00400000), rounded).astype(np.uint32).view(np.float32)
+
+
+def matmul(a, b, matmul_precision="float32"):
+    """a @ b; with matmul_precision "bfloat16" (float32 operands), a and b are
+    first rounded to bfloat16 (to_bfloat16) and the product accumulates in
+    float32 (PyTorch's set_float32_matmul_precision("medium") contract)."""
+    if matmul_precision == "bfloat16":
+        return to_bfloat16(a) @ to_bfloat16(b)
+    if matmul_precision != "float32":
+        raise ValueError(f"matmul_precision must be 'float32' or 'bfloat16', "
+                         f"got {matmul_precision!r}")
+    return np.asarray(a) @ np.asarray(b)
+
+
+# ---------------------------------------------------------------------------
 # Dense layer
 # ---------------------------------------------------------------------------
 
-def dense_forward(x, W, b, activation=None):
+def dense_forward(x, W, b, activation=None, matmul_precision="float32"):
     """Dense layer: y = act(x @ W + b).
 
-    x (N, I), W (I, O), b (O,) or None  ->  y (N, O).
+    x (N, I), W (I, O), b (O,) or None  ->  y (N, O). The product in
+    matmul_precision (matmul).
     """
     forward, _ = _activation(activation)
-    z = np.asarray(x) @ np.asarray(W)
+    z = matmul(x, W, matmul_precision)
     if b is not None:
         z = z + np.asarray(b)
     return forward(z)
 
 
-def dense_backward(dy, x, W, y, activation=None):
+def dense_backward(dy, x, W, y, activation=None, matmul_precision="float32"):
     """Dense layer gradients, given the activation's backward input y: the forward
     output, or the pre-activation z = x @ W + b (fastbp.ops backward_input).
 
@@ -192,13 +218,15 @@ def dense_backward(dy, x, W, y, activation=None):
         dx = dz @ W.T
         dW = x.T @ dz
         db = sum_n dz[n]
+
+    with the products in matmul_precision (matmul).
     """
     _, backward = _activation(activation)
     x = np.asarray(x)
     W = np.asarray(W)
     dz = backward(np.asarray(dy), np.asarray(y))
-    dx = dz @ W.T
-    dW = x.T @ dz
+    dx = matmul(dz, W.T, matmul_precision)
+    dW = matmul(x.T, dz, matmul_precision)
     db = dz.sum(axis=0)
     return dx, dW, db
 
@@ -573,7 +601,8 @@ def _hidden_act(activation, l, L):
     return activation[l - 1] if isinstance(activation, (list, tuple)) else activation
 
 
-def mlp_forward(params, x, activation, L=None, dropout=None, drop_key=None):
+def mlp_forward(params, x, activation, L=None, dropout=None, drop_key=None,
+                matmul_precision="float32"):
     """Forward pass of an MLP: list of layer outputs [h1, ..., hL].
 
     params: dict W1, b1, ..., WL, bL with Wl (in, out).  Hidden layers apply
@@ -582,12 +611,13 @@ def mlp_forward(params, x, activation, L=None, dropout=None, drop_key=None):
     hidden layer) and drop_key = (seed, step, row0), each hidden layer's output is
     followed by h * keep / (1 - p) (dropout_keep), which the next layer reads;
     the list holds the outputs before dropout, and mlp_forward.masks the factors.
+    matmul_precision: of every product (matmul).
     """
     if L is None:
         L = _n_layers(params)
     hs, h, factors, pre = [], np.asarray(x), [], []
     for l in range(1, L + 1):
-        z = dense_forward(h, params[f"W{l}"], params[f"b{l}"], None)
+        z = dense_forward(h, params[f"W{l}"], params[f"b{l}"], None, matmul_precision)
         h = _activation(_hidden_act(activation, l, L))[0](z)
         hs.append(h)
         pre.append(z)
@@ -679,7 +709,8 @@ def _alpha_decay(weight_decay, alpha, N, sample_weight, norm):
 
 
 def mlp_loss_and_grads(params, x, t, activation, loss, weight_decay=0.0, sample_weight=None,
-                       dropout=None, drop_key=None, norm=None, *, alpha=0.0, loss_eps=0.0):
+                       dropout=None, drop_key=None, norm=None, *, alpha=0.0, loss_eps=0.0,
+                       matmul_precision="float32"):
     """Loss and gradients of an MLP on the batch (x, t).
 
     loss: "softmax_cross_entropy" (t integer labels (N,) or probabilities
@@ -692,13 +723,14 @@ def mlp_loss_and_grads(params, x, t, activation, loss, weight_decay=0.0, sample_
         grads[Wl] = dtotal/dWl (includes weight_decay * Wl), grads[bl] likewise.
     alpha: scikit-learn's L2 term, adding alpha / (the batch's total weight) to
     weight_decay; loss_eps > 0: the loss reported as scikit-learn's clipped
-    log-loss (_log_loss_clipped), the gradients unchanged.
+    log-loss (_log_loss_clipped), the gradients unchanged. matmul_precision: of
+    every product (matmul); the rest stays in the parameters' dtype.
     Returns (total: float, grads dict keyed like params).
     """
     L = _n_layers(params)
     x = np.asarray(x)
     weight_decay = _alpha_decay(weight_decay, alpha, x.shape[0], sample_weight, norm)
-    hs = mlp_forward(params, x, activation, L, dropout, drop_key)
+    hs = mlp_forward(params, x, activation, L, dropout, drop_key, matmul_precision)
     factors, pre = mlp_forward.masks, mlp_forward.pre
     value, dh = _loss(loss, hs[-1], t, sample_weight, norm)
     if loss_eps:
@@ -719,7 +751,7 @@ def mlp_loss_and_grads(params, x, t, activation, loss, weight_decay=0.0, sample_
         act = _hidden_act(activation, l, L)
         a = _ops.ACTIVATIONS["identity" if act is None else act]
         bin_ = pre[l - 1] if a.backward_input == "input" else hs[l - 1]
-        dh, dW, db = dense_backward(dh, inp, W, bin_, act)
+        dh, dW, db = dense_backward(dh, inp, W, bin_, act, matmul_precision)
         if weight_decay:
             dW = dW + W.dtype.type(weight_decay) * W
         grads[f"W{l}"], grads[f"b{l}"] = dW, db
@@ -741,7 +773,7 @@ def clip_grad_norm(grads, max_norm):
 def mlp_train_step(params, x, t, lr, activation, loss, weight_decay=0.0, clip_norm=None,
                    momentum=0.0, velocity=None, *, optimizer=None, state=None, step=None,
                    clip_value=None, sample_weight=None, dropout=None, drop_key=None,
-                   alpha=0.0, loss_eps=0.0):
+                   alpha=0.0, loss_eps=0.0, matmul_precision="float32"):
     """One training step of an MLP, in place; returns the loss before the update
     (with 0.5 weight_decay sum ||W||^2 for coupled decay: SGD, Adam).
 
@@ -753,7 +785,8 @@ def mlp_train_step(params, x, t, lr, activation, loss, weight_decay=0.0, clip_no
     updated in place (velocity: the SGD momentum buffers, keyed like params, the
     older spelling); step: the optimizer's step t (1 on its first; needed by
     Adam and AdamW, and by SGD with dampening). alpha, loss_eps: as
-    mlp_loss_and_grads (scikit-learn's L2 term and reported log-loss).
+    mlp_loss_and_grads (scikit-learn's L2 term and reported log-loss);
+    matmul_precision: of every product (matmul).
     """
     if optimizer is None:
         optimizer = {"name": "SGD", "lr": lr, "momentum": momentum,
@@ -767,7 +800,8 @@ def mlp_train_step(params, x, t, lr, activation, loss, weight_decay=0.0, clip_no
                              "the start), kept from step to step; one made here would be lost")
         state = {k: {"v": v} for k, v in (velocity or {}).items()}
     value, grads = mlp_loss_and_grads(params, x, t, activation, loss, 0.0, sample_weight,
-                                      dropout, drop_key, loss_eps=loss_eps)
+                                      dropout, drop_key, loss_eps=loss_eps,
+                                      matmul_precision=matmul_precision)
     return value + _apply_update(params, grads, optimizer, state, step, clip_value, clip_norm,
                                  wd)
 

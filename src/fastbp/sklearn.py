@@ -26,6 +26,9 @@ Extras scikit-learn's MLP lacks (docs/sklearn.md):
     class_weight  (MLPClassifier) None, "balanced", a {label: weight} dict (or for
                multilabel targets a list of them), multiplying sample_weight as
                sklearn.utils.class_weight.compute_sample_weight gives it
+    matmul_precision  "float32" (default) or "bfloat16": every product's operands
+               rounded to bfloat16, accumulated in float32 (fastbp.MLP's option);
+               computes in float32 when dtype is None, refuses dtype float64
 
 Sparse inputs are accepted and made dense (the engine is dense).
 """
@@ -202,6 +205,7 @@ class _BaseMLP(BaseEstimator):
                   np.dtype],
         "n_threads": [None, Interval(Integral, 1, 4096, closed="both")],  # the pool's range
         "dropout": [Interval(Real, 0, 1, closed="left"), "array-like"],
+        "matmul_precision": [StrOptions({"float32", "bfloat16"})],
     }
 
     # ---- the network ------------------------------------------------------------------------
@@ -215,13 +219,21 @@ class _BaseMLP(BaseEstimator):
         return self.n_threads
 
     def _compute_dtype(self, X_dtype):
-        """The dtype the engine computes in: the dtype parameter, or X's."""
+        """The dtype the engine computes in: the dtype parameter, or X's (float32
+        with matmul_precision "bfloat16", which needs float32)."""
+        bf16 = self._matmul_precision() == "bfloat16"
         if self.dtype is None:
-            return np.dtype(X_dtype)
+            return np.dtype(np.float32) if bf16 else np.dtype(X_dtype)
         dt = np.dtype(self.dtype)
         if dt not in (np.float32, np.float64):
             raise ValueError(f"dtype must be float32, float64 or None, got {self.dtype!r}")
+        if bf16 and dt != np.float32:
+            raise ValueError(f"matmul_precision='bfloat16' rounds float32 operands; expected "
+                             f"dtype float32 or None, got {dt}")
         return dt
+
+    def _matmul_precision(self):
+        return getattr(self, "matmul_precision", "float32")  # estimators pickled before it
 
     def _model_dtype(self):
         """The dtype of the fitted network (predictions are computed in it)."""
@@ -270,8 +282,10 @@ class _BaseMLP(BaseEstimator):
 
     def _workspace(self, cap, dtype, state=None, dropout=None):
         acts = [_ACTIVATIONS[self.activation]] * (self.n_layers_ - 2) + ["identity"]
-        return _core.MLPWorkspace(self.coefs_, self.intercepts_, acts, self._engine_loss(),
-                                  cap, state, dropout)
+        ws = _core.MLPWorkspace(self.coefs_, self.intercepts_, acts, self._engine_loss(),
+                                cap, state, dropout)
+        ws.set_matmul_precision(self._matmul_precision())
+        return ws
 
     def _targets(self, y, dtype):
         """y (n, outputs) as the engine wants it: class indices (softmax) or floats."""
@@ -626,7 +640,8 @@ class _BaseMLP(BaseEstimator):
             for i in range(self.n_layers_ - 1):
                 act = hidden if i != self.n_layers_ - 2 else None
                 h = _core.dense_forward(h, np.asarray(self.coefs_[i], dtype),
-                                        np.asarray(self.intercepts_[i], dtype), act)
+                                        np.asarray(self.intercepts_[i], dtype), act,
+                                        matmul_precision=self._matmul_precision())
         h = h.astype(out_dtype, copy=False)
         if self.out_activation_ == "softmax":
             tmp = h - h.max(axis=1)[:, np.newaxis]
@@ -695,7 +710,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 dtype=None, n_threads=None, dropout=0.0, class_weight=None):
+                 dtype=None, n_threads=None, dropout=0.0, class_weight=None,
+                 matmul_precision="float32"):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -723,6 +739,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         self.n_threads = n_threads
         self.dropout = dropout
         self.class_weight = class_weight
+        self.matmul_precision = matmul_precision
 
     def _validate_input(self, X, y, incremental, reset):
         X, y = validate_data(self, X, y, accept_sparse=["csr", "csc"], multi_output=True,
@@ -851,7 +868,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 dtype=None, n_threads=None, dropout=0.0):
+                 dtype=None, n_threads=None, dropout=0.0, matmul_precision="float32"):
         self.loss = loss
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -879,6 +896,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         self.dtype = dtype
         self.n_threads = n_threads
         self.dropout = dropout
+        self.matmul_precision = matmul_precision
 
     def predict(self, X):
         """Predict using the multi-layer perceptron model: (n_samples,) or
