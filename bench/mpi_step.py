@@ -45,7 +45,7 @@ def measure(size, comm, rounds, block):
         plain.train_step(x, y, lr)
         dp.train_step(x, y, lr, comm=comm)
     ws = dp._engine.workspace(N)
-    opts = dp._dp_opts
+    opts = fastbp.distributed._SESSIONS[dp].options.opts  # the data-parallel steps' own
     times = {k: [] for k in ("plain", "step", "backward", "allreduce", "update")}
 
     def reps(fn):

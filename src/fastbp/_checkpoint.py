@@ -199,9 +199,9 @@ def read_model(cls, path):
             es["params"] = ({name: _read(zf, f"es_{name}", path) for name in wanted}
                             if es["params"] else None)
             es["epoch"] = extra["epoch"]
-        model._restore_training_state(extra["optimizer"], extra["optimizer_t"], state,
-                                      extra["step"], extra["epoch"], curves, had,
-                                      extra["lr_schedule"], es)
+        model.training_state.restore(extra["optimizer"], extra["optimizer_t"], state,
+                                     extra["step"], extra["epoch"], curves, had,
+                                     extra["lr_schedule"], es)
     _warn_nonfinite(path, model)
     return model
 
@@ -211,7 +211,8 @@ def _warn_nonfinite(path, model):
     NaN or inf: such a model predicts NaN, and fit refuses it."""
     bad = [f"{k!r} ({int(np.size(v) - np.isfinite(v).sum())} of {np.size(v)})"
            for k, v in model._params.items() if not np.isfinite(v).all()]
-    bad += [f"state {k}{l + 1}" for k, group in model._state.items() if group is not None
+    bad += [f"state {k}{l + 1}" for k, group in model.training_state.buffers.items()
+            if group is not None
             for l, v in enumerate(group) if not np.isfinite(v).all()]
     if bad:
         warnings.warn(f"MLP.load: {path}: NaN or inf in {', '.join(bad)}; the model predicts "

@@ -41,11 +41,13 @@ import contextlib
 import hashlib
 import sys
 import traceback
-import warnings
+import weakref
 
 import numpy as np
 
 from . import _core
+from ._runners import Runner, StepOptions, epoch_order
+from ._train import check_clip, make_optimizer
 
 __all__ = ["shard", "shard_range", "broadcast_model", "abort_on_error", "is_synced",
            "local_order", "epoch_plan"]
@@ -84,8 +86,6 @@ def local_order(n, seed, epoch, rank=0, shuffle=True):
     """The order in which rank ``rank`` visits its n rows in epoch ``epoch`` of a
     data-parallel fit. Rank 0 takes ``fastbp.model.epoch_order`` (so a fit on one
     rank is the plain fit), rank p > 0 a permutation keyed by (seed, epoch, p)."""
-    from .model import epoch_order
-
     if not shuffle or rank == 0:
         return epoch_order(n, seed, epoch, shuffle)
     return np.random.default_rng([int(seed), int(epoch), int(rank)]).permutation(n)
@@ -169,7 +169,7 @@ def abort_on_error(comm=None):
 
 
 @contextlib.contextmanager
-def _guard(comm):
+def guard(comm):
     """What train_step and fit run under: agreed errors leave, any other
     exception on one rank of several aborts the job."""
     try:
@@ -180,13 +180,10 @@ def _guard(comm):
         _abort(comm, e)
 
 
-def _signature(model, **settings):
-    """What must be equal on every rank, by name."""
-    sig = {"sizes": list(model.sizes), "dtype": model.dtype.name,
-           "activations": list(model._layer_acts), "loss": model.loss_name,
-           "dropout": list(model._dropout), "device": model.device}
-    sig.update(settings)
-    return sig
+def _signature(state, **settings):
+    """What must be equal on every rank, by name: the network (its
+    TrainingState's) and settings."""
+    return dict(state.network, **settings)
 
 
 def _digest(sig):
@@ -237,6 +234,8 @@ class _Session:
         self.loss = np.zeros(1)
         self.synced_step = None   # model.step_ after the last step taken with comm
         self.key = self.digest = self.settings = None
+        # the data-parallel steps' own: they change its mode, norm and row0
+        self.options = StepOptions()
 
     def allreduce(self, a, op=None):
         """a (float64 array) summed (or op) over the ranks, in place."""
@@ -261,62 +260,66 @@ def check_comm(fn, comm):
                         f"(it has no {missing[0]}); pass an mpi4py.MPI.Comm, or None")
 
 
+#: each model's session with the last communicator it trained with (weak: a
+#: session does not keep its model alive)
+_SESSIONS = weakref.WeakKeyDictionary()
+
+
 def _session(model, comm):
-    dp = getattr(model, "_dp", None)
+    dp = _SESSIONS.get(model)
     if dp is None or dp.comm is not comm:
         check_comm("train_step", comm)
-        dp = model._dp = _Session(comm)
+        dp = _SESSIONS[model] = _Session(comm)
     return dp
 
 
-def _sync(model, dp, root=0):
+def _sync(model, state, dp, root=0):
     """broadcast_model without its check (the caller has agreed the signature)."""
     comm = dp.comm
     meta = None
     if dp.rank == root:
-        es = model.early_stopping_state
-        meta = (model.seed, model._opt_name, model._opt_t, model.step_, model.epoch_,
-                sorted(k for k, v in model._state.items() if v is not None),
-                (list(model.loss_curve_), list(model.val_loss_curve_),
-                 list(model.had_validation_)), model.lr_schedule_,
+        es = state.early_stopping_state
+        meta = (model.seed, state.optimizer, state.t, state.step, state.epoch,
+                sorted(k for k, v in state.buffers.items() if v is not None),
+                (list(state.loss_curve), list(state.val_loss_curve),
+                 list(state.had_validation)), state.lr_schedule,
                 None if es is None else (es["best"], es["wait"], es["best_epoch"],
                                          es["best_params"] is not None))
     seed, opt_name, opt_t, step, epoch, names, curves, plan, es = comm.bcast(meta, root=root)
-    for a in model._params.values():
+    for a in state.params.values():
         comm.Bcast(a, root=root)
-    W, b = model._param_lists()
-    state = {}
+    W, b = state.param_lists()
+    buffers = {}
     for name in names:
-        mine = model._state.get(name)
+        mine = state.buffers.get(name)
         like = W if name.endswith("W") else b
         if mine is None or any(m.shape != p.shape for m, p in zip(mine, like)):
             mine = [np.zeros_like(p) for p in like]
         for a in mine:
             comm.Bcast(a, root=root)
-        state[name] = mine
-    model._state = state
-    model._opt_name, model._opt_t = opt_name, opt_t
-    model.step_, model.epoch_ = step, epoch
+        buffers[name] = mine
+    state.buffers = buffers
+    state.optimizer, state.t = opt_name, opt_t
+    state.step, state.epoch = step, epoch
     # ReduceLROnPlateau replays the curves; a resumed fit continues the plan and
     # the early-stopping run
-    model.loss_curve_, model.val_loss_curve_, model.had_validation_ = curves
-    model.lr_schedule_ = plan
+    state.loss_curve, state.val_loss_curve, state.had_validation = curves
+    state.lr_schedule = plan
     if es is None:
-        model._early_stop = None
+        state.early_stop = None
     else:
         params = None
         if es[3]:
-            params = {k: np.empty_like(v) for k, v in model._params.items()}
+            params = {k: np.empty_like(v) for k, v in state.params.items()}
             if dp.rank == root:
-                params = {k: v.copy() for k, v in model._early_stop["params"].items()}
+                params = {k: v.copy() for k, v in state.early_stop["params"].items()}
             for a in params.values():
                 comm.Bcast(a, root=root)
-        model._early_stop = {"best": es[0], "wait": es[1], "best_epoch": es[2],
-                             "params": params, "epoch": epoch}
-    if seed != model.seed:
-        model.seed = seed
-        model._opts_key = model._dp_opts_key = None  # the dropout seed is in the options
-    dp.synced_step = model.step_
+        state.early_stop = {"best": es[0], "wait": es[1], "best_epoch": es[2],
+                            "params": params, "epoch": epoch}
+    # the dropout seed (the step options caches key on it)
+    model.seed = seed
+    dp.synced_step = state.step
 
 
 def broadcast_model(model, comm, root=0):
@@ -328,59 +331,62 @@ def broadcast_model(model, comm, root=0):
     (sizes, dtype, activations, loss, dropout, device); a mismatch raises the same
     ValueError on every rank. Collective: every rank of comm must call it."""
     dp = _session(model, comm)
-    with _guard(comm):
-        sigs = comm.allgather(_signature(model))
+    state = model.training_state
+    with guard(comm):
+        sigs = comm.allgather(_signature(state))
         if any(s != sigs[0] for s in sigs):
             _raise_disagreement("broadcast_model", [None] * dp.size, sigs)
         if model.device != "cpu":
             raise _agreed(NotImplementedError("broadcast_model: data-parallel training is "
                                               "implemented for device='cpu' models"))
-        _sync(model, dp, root)
+        _sync(model, state, dp, root)
 
 
 def is_synced(model, comm):
     """Whether every rank holds bitwise the same parameters, optimizer state and
     counters (a digest of each rank's, compared on every rank). Collective."""
+    state = model.training_state
     h = hashlib.blake2b(digest_size=16)
-    for a in model._params.values():
+    for a in state.params.values():
         h.update(np.ascontiguousarray(a).tobytes())
-    for k in sorted(model._state):
-        for a in model._state[k] or ():
+    for k in sorted(state.buffers):
+        for a in state.buffers[k] or ():
             h.update(k.encode() + np.ascontiguousarray(a).tobytes())
-    h.update(repr((model._opt_name, model._opt_t, model.step_, model.epoch_,
-                   model.loss_curve_, model.val_loss_curve_, model.had_validation_,
-                   model.lr_schedule_)).encode())
+    h.update(repr((state.optimizer, state.t, state.step, state.epoch,
+                   state.loss_curve, state.val_loss_curve, state.had_validation,
+                   state.lr_schedule)).encode())
     digests = comm.allgather(h.hexdigest())
     return all(d == digests[0] for d in digests)
 
 
 # ---- train_step ------------------------------------------------------------------------
 
-def train_step(model, x, t, lr, weight_decay, momentum, optimizer, clip_norm, clip_value,
-               sample_weight, comm):
-    """model.train_step(..., comm=comm): the data-parallel step (module docstring)."""
+def train_step(model, state, engine, comm, x, t, lr, weight_decay, momentum, optimizer,
+               clip_norm, clip_value, sample_weight):
+    """model.train_step(..., comm=comm): the data-parallel step (module docstring)
+    on the model's TrainingState and CPU engine (fastbp.model._CPU)."""
     fn = "train_step"
     dp = _session(model, comm)
-    with _guard(comm):
+    with guard(comm):
         err, N, w, digest, ws = None, 0, 0.0, 0.0, None
         # a new kind of optimizer replaces the state; a refused step puts it back
-        saved = model._opt_name, model._opt_t, model._state
+        saved = state.saved_optimizer()
         try:  # every check before the first collective call, then agreed on
             if model.device != "cpu":
                 raise NotImplementedError(f"{fn}: comm= (data-parallel training) is "
                                           "implemented for device='cpu' models")
-            optimizer = model._optimizer(fn, optimizer, lr, momentum, weight_decay)
-            model._check_clip(fn, clip_norm, clip_value)
-            model._check_counters(fn, 1)
-            model._ensure_state(optimizer)
-            opts = model._train_options(optimizer, clip_norm, clip_value, data_parallel=True)
-            key = (model._dp_opts_key, tuple(_signature(model).items()))
+            optimizer = make_optimizer(fn, optimizer, lr, momentum, weight_decay)
+            check_clip(fn, clip_norm, clip_value)
+            state.check_counters(fn, 1)
+            state.ensure_optimizer(optimizer)
+            opts = dp.options.get(optimizer, clip_norm, clip_value, False, model.seed)
+            key = (dp.options.key, tuple(_signature(state).items()))
             if key != dp.key:
                 dp.key, dp.digest = key, _digest(key)
                 dp.settings = f"{optimizer!r}, clip_norm={clip_norm}, clip_value={clip_value}"
             digest = dp.digest
             N = _rows(fn, model, x)
-            ws = model._engine.workspace(max(N, 1))
+            ws = engine.workspace(max(N, 1))
             if N:
                 opts.mode = _core.STEP_BACKWARD
                 _core.mlp_step(ws, x, t, opts, sample_weight, check_only=True)
@@ -397,7 +403,7 @@ def train_step(model, x, t, lr, weight_decay, momentum, optimizer, clip_norm, cl
         try:
             if infos[:, 2].any() or (infos[:, 3] != infos[0, 3]).any():
                 got = comm.allgather((_describe_error(err), dict(
-                    _signature(model), **{"optimizer and clipping": dp.settings})))
+                    _signature(state), **{"optimizer and clipping": dp.settings})))
                 _raise_disagreement(fn, [g[0] for g in got], [g[1] for g in got], err)
             if not infos[:, 0].any():
                 raise _agreed(ValueError(f"{fn}: empty batch on every rank"))
@@ -405,15 +411,15 @@ def train_step(model, x, t, lr, weight_decay, momentum, optimizer, clip_norm, cl
                 raise _agreed(ValueError(f"{fn}: the sample weights of all the ranks sum "
                                          f"to {W}"))
         except Exception:  # agreed errors, raised on every rank alike
-            model._opt_name, model._opt_t, model._state = saved
+            state.put_back(saved)
             raise
         if infos[:, 4].any():  # a first step, or one of the models trained elsewhere since
-            _sync(model, dp)
-            model._ensure_state(optimizer)
-            opts = model._train_options(optimizer, clip_norm, clip_value, data_parallel=True)
-            ws = model._engine.workspace(max(N, 1))
+            _sync(model, state, dp)
+            state.ensure_optimizer(optimizer)
+            opts = dp.options.get(optimizer, clip_norm, clip_value, False, model.seed)
+            ws = engine.workspace(max(N, 1))
         first = int(np.argmax(infos[:, 0] > 0))  # the rank that adds the decay term
-        opts.t, opts.step = model._opt_t + 1, model.step_
+        state.start_steps(opts)
         dp.loss[0] = 0.0
         if N:
             opts.mode, opts.norm = _core.STEP_BACKWARD, W
@@ -427,9 +433,8 @@ def train_step(model, x, t, lr, weight_decay, momentum, optimizer, clip_norm, cl
         opts.mode = _core.STEP_UPDATE
         _core.mlp_step(ws, None, None, opts)
         req.Wait()
-        model._opt_t += 1
-        model.step_ += 1
-        dp.synced_step = model.step_
+        state.count_steps(opts)  # the update moved opts past the step
+        dp.synced_step = state.step
         return float(dp.loss[0])
 
 
@@ -448,16 +453,26 @@ def _rows(fn, model, x):
 
 # ---- fit -------------------------------------------------------------------------------
 
-class _FitRun:
-    """The data-parallel parts of one fit: agreed at its start (agree), then
-    called once per epoch."""
+class DataParallelRunner(Runner):
+    """fit's epoch runner over the ranks of comm (fastbp._runners has the
+    interface): agreed at the fit's start (agree), then called once per epoch.
+    model's TrainingState state and CPU engine (fastbp.model._CPU) train."""
 
-    def __init__(self, model, comm):
-        self.model, self.dp = model, _session(model, comm)
+    distributed = True
+
+    def __init__(self, model, state, engine, comm):
+        super().__init__(model)
+        self.dp, self.state, self.engine = _session(model, comm), state, engine
+        self.options = self.dp.options
         self.comm = comm
+        self.prints = self.dp.rank == 0
         self.bufs = None
 
     agreed = staticmethod(_agreed)
+
+    def check_failed(self, exc):
+        """A rank's check failed: the ranks agree on it first (agree raises)."""
+        return exc
 
     def order(self, n, seed, epoch, shuffle):
         return local_order(n, seed, epoch, self.dp.rank, shuffle)
@@ -477,7 +492,7 @@ class _FitRun:
         model everywhere. Returns (every rank's rows, global class counts or None,
         whether any rank has weights, the total weight)."""
         dp, model = self.dp, self.model
-        sig = _signature(model, **settings)
+        sig = _signature(self.state, **settings)
         got = self.comm.allgather((_describe_error(err), sig, n, weighted, wsum, counts))
         errs = [g[0] for g in got]
         sigs = [g[1] for g in got]
@@ -486,16 +501,19 @@ class _FitRun:
         if model.device != "cpu":
             raise _agreed(NotImplementedError("fit: comm= (data-parallel training) is "
                                               "implemented for device='cpu' models"))
-        _sync(model, dp)
+        _sync(model, self.state, dp)
         self.counts = np.array([g[2] for g in got], np.int64)
         self.weighted = any(g[3] for g in got)
+        wsum = float(sum(g[4] for g in got))
+        if self.weighted and not wsum > 0:
+            raise _agreed(ValueError("fit: the sample weights of all the ranks' training "
+                                     "rows sum to 0"))
         total = None if counts is None else np.sum([g[5] for g in got], axis=0)
-        return self.counts, total, self.weighted, float(sum(g[4] for g in got))
+        return self.counts, total, self.weighted, wsum
 
-    def epoch(self, X, y, w, order, B, opts):
-        """One epoch of data-parallel steps (epoch_plan): (the global mean loss,
-        the global right answers)."""
-        model, dp = self.model, self.dp
+    def run_epoch(self, X, y, w, order, B, opts):
+        """One epoch of data-parallel steps (epoch_plan): the global sums."""
+        dp = self.dp
         rank, n = dp.rank, X.shape[0]
         rows = _batch_rows(self.counts, B)
         S = rows.shape[1]
@@ -512,7 +530,7 @@ class _FitRun:
             Wb = rows.sum(axis=0).astype(np.float64)
         row0 = rows[:rank].sum(axis=0)
         first = np.argmax(rows > 0, axis=0)
-        ws = model._engine.workspace(B)
+        ws = self.engine.workspace(B)
         if self.bufs is None or self.bufs[0].shape[0] != B:  # the gathered batch
             self.bufs = (np.empty((B, X.shape[1]), X.dtype), np.empty((B,) + y.shape[1:], y.dtype),
                          None if w is None else np.empty(B, w.dtype))
@@ -520,7 +538,6 @@ class _FitRun:
         total = np.zeros(2)
         for s in range(S):
             r = int(mine[s])
-            opts.t, opts.step = model._opt_t + 1, model.step_
             if r:
                 idx = order[s * B:s * B + r]
                 np.take(X, idx, axis=0, out=xb[:r])
@@ -540,20 +557,20 @@ class _FitRun:
                 ws.grad.fill(0)
             dp.reduce_grad(ws)
             opts.mode = _core.STEP_UPDATE
-            _core.mlp_step(ws, None, None, opts)
-            model._opt_t += 1
-            model.step_ += 1
+            _core.mlp_step(ws, None, None, opts)  # moves opts past the step
         dp.allreduce(total)
-        dp.synced_step = model.step_
+        dp.synced_step = opts.step
         self.last = (order[(S - 1) * B:(S - 1) * B + int(mine[S - 1])], int(rows[:, S - 1].sum()))
-        return float(total[0] / Wb.sum()), int(total[1])
+        return float(total[0]), float(Wb.sum()), int(total[1])
 
     def evaluate(self, Xv, yv, weight_decay, score_key):
         """(val_loss, score) over every rank's validation rows: the mean loss plus
         the decay term, and the accuracy or R^2 of the concatenation."""
         model, dp = self.model, self.dp
         n = Xv.shape[0]
-        loss, reg = model._eval(Xv, yv, _core.STEP_LOSS, weight_decay)[:2]
+        loss, reg = self.engine.step(Xv, yv, _core.StepOptions(_core.STEP_LOSS,
+                                                               weight_decay=weight_decay),
+                                     max(n, 1))[:2]
         out = model.predict(Xv)
         if score_key == "val_accuracy":  # the right rows, as model.score counts them
             if model.loss_name == "softmax_cross_entropy":
@@ -569,12 +586,12 @@ class _FitRun:
         b = dp.allreduce(np.array([np.sum((t - out) ** 2), np.sum((t - mean) ** 2)]))
         return float(a[0] / a[1] + reg), float(1.0 - b[0] / b[1]) if b[1] > 0 else 0.0
 
-    def grad_norms(self, X, y):
+    def grad_norms(self, X, y, order, B):
         """model.grad_norms on the epoch's last global batch (gradient of the plain
         network, no weights), every rank's rows of it summed."""
         model, dp = self.model, self.dp
         idx, N = self.last
-        ws = model._engine.workspace(max(len(idx), 1))
+        ws = self.engine.workspace(max(len(idx), 1))
         if len(idx):
             opts = _core.StepOptions(_core.STEP_GRAD, norm=float(N))
             _core.mlp_step(ws, X[idx], y[idx], opts)

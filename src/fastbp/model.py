@@ -5,27 +5,31 @@ shaped (in, out)), its optimizer's state, and a workspace (layer outputs,
 gradients, the C pointer table) allocated once per batch capacity, so that after
 the first step a ``train_step`` allocates nothing. All math runs in
 fastbp._core (csrc/step.c), or on a GPU with ``device="cuda"``
-(fastbp.cuda.CudaMLP, csrc/cuda/step.cu).
+(fastbp.cuda.CudaMLP, csrc/cuda/step.cu). What training changes (parameters,
+optimizer state, counters, curves) is the model's TrainingState
+(fastbp._state); fit's loop is fastbp._train, its epoch runners fastbp._runners.
 """
-import math
 import numbers
 import operator
-import time
 import warnings
 
 import numpy as np
 
 from . import _core
+from . import _train
 from . import ops as _ops
-from . import optim as _optim
 from ._checkpoint import MAX_COUNT
+from ._runners import StepOptions, epoch_order  # noqa: F401  (epoch_order: public here)
+from ._state import TrainingState
+from ._train import DivergedWarning  # noqa: F401  (public here)
+
+# the one interval of fastbp._runners, read here at each fit so that a test
+# can shorten it (tests/test_interrupt.py)
+from ._runners import CHUNK_SECONDS as _CHUNK_SECONDS
 
 _HIDDEN = _ops.hidden_names()
 _LOSSES = tuple(_ops.LOSSES)
 _DEVICES = ("cpu", "cuda")
-#: seconds of work per native call of fit on the CPU: the interval at which an
-#: interrupt (Ctrl-C) is seen
-_CHUNK_SECONDS = 0.05
 
 
 def _check_sizes(sizes):
@@ -81,49 +85,6 @@ def _check_dropout(dropout, n_hidden):
     return rates
 
 
-class DivergedWarning(RuntimeWarning):
-    """fit stopped because the loss was not finite: ``epoch`` (1-based, of that
-    fit) and ``loss`` say where and what."""
-
-    def __init__(self, message, epoch=None, loss=None):
-        super().__init__(message)
-        self.epoch, self.loss = epoch, loss
-
-
-def _verbosity(verbose):
-    """fit's verbose as a level: 0 (False, None, 0) silent, 1 (True, 1) one line
-    per epoch, 2 a progress bar (tqdm)."""
-    if verbose is None or verbose is False:
-        return 0
-    if verbose is True:
-        return 1
-    if isinstance(verbose, numbers.Integral) and 0 <= verbose <= 2:
-        return int(verbose)
-    raise ValueError(f"fit: verbose must be 0, 1, 2 or a bool, got {verbose!r}")
-
-
-def _epoch_line(k, epochs, record, score_key, seconds):
-    """One epoch's line, as Keras prints it: "Epoch 3/30 - loss: 0.1234 -
-    accuracy: 0.9500 - val_loss: 0.1500 - val_accuracy: 0.9400 - 12ms"."""
-    parts = [f"Epoch {k}/{epochs}", f"loss: {record['loss']:.4f}"]
-    if "accuracy" in record:
-        parts.append(f"accuracy: {record['accuracy']:.4f}")
-    if "val_loss" in record:
-        parts.append(f"val_loss: {record['val_loss']:.4f}")
-        parts.append(f"{score_key}: {record[score_key]:.4f}")
-    parts.append(f"{seconds * 1e3:.0f}ms" if seconds < 1 else f"{seconds:.2f}s")
-    return " - ".join(parts)
-
-
-def epoch_order(n, seed, epoch, shuffle=True):
-    """The rows of epoch ``epoch`` of a fit (0 for a model's first epoch), in the
-    order fit visits them: a function of the seed and the epoch number alone, so
-    a fit resumed from a checkpoint continues with the same orders."""
-    if not shuffle:
-        return np.arange(n)
-    return np.random.default_rng([int(seed), int(epoch)]).permutation(n)
-
-
 class _CPU:
     """The CPU engine: a workspace over the model's own parameter arrays."""
 
@@ -134,13 +95,13 @@ class _CPU:
         """Whether the workspace was built on the model's present parameter and
         state arrays (the same objects, in order). A plain loop: it allocates
         nothing, so a training step stays allocation-free."""
-        m, arrays, n = self.model, self.arrays, len(self.arrays)
+        st, arrays, n = self.model.training_state, self.arrays, len(self.arrays)
         i = 0
-        for a in m._params.values():
+        for a in st.params.values():
             if i == n or arrays[i] is not a:
                 return False
             i += 1
-        for group in m._state.values():
+        for group in st.buffers.values():
             if group is not None:
                 for a in group:
                     if i == n or arrays[i] is not a:
@@ -156,12 +117,13 @@ class _CPU:
             if ws.matmul_precision != m.matmul_precision:
                 ws.set_matmul_precision(m.matmul_precision)
             return ws
-        W, b = m._param_lists()
+        st = m.training_state
+        W, b = st.param_lists()
         cap = max(N, ws.cap if ws is not None else 0)
-        self.ws = _core.MLPWorkspace(W, b, m._layer_acts, m.loss_name, cap, m._state,
+        self.ws = _core.MLPWorkspace(W, b, m._layer_acts, m.loss_name, cap, st.buffers,
                                      m._dropout + [0.0] if any(m._dropout) else None)
-        self.arrays = list(m._params.values()) + [
-            a for group in m._state.values() if group is not None for a in group]
+        self.arrays = list(st.params.values()) + [
+            a for group in st.buffers.values() if group is not None for a in group]
         self.ws.set_matmul_precision(m.matmul_precision)
         return self.ws
 
@@ -253,6 +215,9 @@ class MLP:
     resumed fit continues; ``early_stopping_state`` the early-stopping run a
     next fit continues (all saved with the model). ``history_`` is the history
     of the last fit, kept epoch by epoch (also when the fit is interrupted).
+    ``training_state`` is the object that holds all of that, the parameters and
+    the optimizer's state (fastbp._state.TrainingState): what fit and
+    fastbp.distributed change.
     """
 
     def __init__(self, sizes, activation="relu", loss="softmax_cross_entropy",
@@ -292,16 +257,13 @@ class MLP:
             params[f"W{l}"] = (np.zeros((fan_in, fan_out), dtype) if std == 0 else
                                (rng.standard_normal((fan_in, fan_out)) * std).astype(dtype))
             params[f"b{l}"] = np.zeros(fan_out, dtype)
-        self._params = params
-        self.step_, self.epoch_, self.history_ = 0, 0, {}
-        self.loss_curve_, self.val_loss_curve_, self.had_validation_ = [], [], []
-        self.lr_schedule_ = None   # (name, total epochs) of a named schedule's plan
-        self._early_stop = None    # the early-stopping run a next fit continues
-        self._opt_name, self._opt_t, self._state = None, 0, {}
-        self._opts_key = self._opts = None
-        self._dp_opts_key = self._dp_opts = None
+        self._params = params  # the state's own dict, never rebound
+        self.training_state = TrainingState(params, {
+            "sizes": list(self.sizes), "dtype": dtype.name, "activations": list(self._layer_acts),
+            "loss": loss, "dropout": list(self._dropout), "device": device})
+        self.history_ = {}
+        self._options = StepOptions()  # train_step's and a local fit's
         self._step_plan = None  # train_step's last settings (train_step)
-        self._dp = None  # fastbp.distributed's session with the last communicator
         self.matmul_precision = matmul_precision
         self._engine = _CUDA(self) if device == "cuda" else _CPU(self)
 
@@ -314,6 +276,20 @@ class MLP:
     def matmul_precision(self, value):
         _core._matmul_precision("MLP", value, self.dtype, self.device == "cuda")
         self._matmul_precision = value
+
+    # ---- the training state's fields, under the names the model always had ----------------
+    def _field(name, doc=None):
+        return property(lambda self: getattr(self.training_state, name),
+                        lambda self, v: setattr(self.training_state, name, v), doc=doc)
+
+    step_ = _field("step", "training steps over the model's life")
+    epoch_ = _field("epoch", "epochs of fit over the model's life")
+    loss_curve_ = _field("loss_curve", "each epoch's training loss")
+    val_loss_curve_ = _field("val_loss_curve", "each epoch's validation loss (or NaN)")
+    had_validation_ = _field("had_validation", "whether each epoch had a validation set")
+    lr_schedule_ = _field("lr_schedule", "(name, total epochs) of a named schedule's plan")
+    _opt_t = _field("t")  # the optimizer's step count
+    del _field
 
     # ---- parameters and optimizer state -------------------------------------------------
     @property
@@ -347,35 +323,20 @@ class MLP:
                 self._params[k][...] = v
 
     def _param_lists(self):
-        L, p = self.n_layers, self._params
-        return [p[f"W{l}"] for l in range(1, L + 1)], [p[f"b{l}"] for l in range(1, L + 1)]
+        return self.training_state.param_lists()
 
     @property
     def optimizer_state(self):
         """{"optimizer": name or None, "t": its step count, "vW": [...], "vb": [...],
         "sW": [...], "sb": [...]}: the state the model keeps for its optimizer."""
-        st = {"optimizer": self._opt_name, "t": self._opt_t}
-        st.update({k: v for k, v in self._state.items() if v is not None})
+        ts = self.training_state
+        st = {"optimizer": ts.optimizer, "t": ts.t}
+        st.update({k: v for k, v in ts.buffers.items() if v is not None})
         if self.device == "cuda":
             g = self._engine.gpu
             if g.vW is not None:
                 st["vW"], st["vb"] = [v.get() for v in g.vW], [v.get() for v in g.vb]
         return st
-
-    def _restore_training_state(self, optimizer, t, state, step, epoch, curves,
-                                had_validation=None, lr_schedule=None, early_stop=None):
-        """Put back what save() wrote (MLP.load): the optimizer's name, step
-        count and state, the step and epoch counters, the loss curves and their
-        validation flags, the named schedule's plan and the early-stopping run."""
-        self._opt_name, self._opt_t = optimizer, t
-        self._state = {k: [np.array(a, self.dtype) for a in v] for k, v in state.items()}
-        self.step_, self.epoch_ = step, epoch
-        self.loss_curve_, self.val_loss_curve_ = ([float(v) for v in c] for c in curves)
-        if had_validation is None:  # a file from before the flags: NaN meant no validation
-            had_validation = [v == v for v in self.val_loss_curve_]
-        self.had_validation_ = [bool(v) for v in had_validation]
-        self.lr_schedule_ = lr_schedule
-        self._early_stop = early_stop
 
     @property
     def early_stopping_state(self):
@@ -385,67 +346,14 @@ class MLP:
         that epoch's parameters (or None)}. Saved with the model. A fit that
         stops early, or puts back the best parameters over later ones, ends the
         run (None); so does a fit without early stopping."""
-        es = self._early_stop
-        if es is None or es["epoch"] != self.epoch_:
-            return None
-        return {"best": es["best"], "wait": es["wait"], "best_epoch": es["best_epoch"],
-                "best_params": es["params"]}
+        return self.training_state.early_stopping_state
 
     def _ensure_state(self, optimizer):
-        """Zeros for the optimizer's state when it is new to the model (another
-        kind than the last step's, or state it did not keep); otherwise the state
-        carries on, as it does for one torch.optim object."""
-        need = _ops.state_buffers(optimizer.state)
-        if optimizer.name == self._opt_name and all(self._state.get(k) is not None for k in need):
-            return
-        W, b = self._param_lists()
-        self._state = {}
-        for name in need:
-            like = W if name.endswith("W") else b
-            self._state[name] = [np.zeros_like(a) for a in like]
-        self._opt_name, self._opt_t = optimizer.name, 0
-        if self.device == "cuda" and optimizer.name == "SGD" and optimizer.momentum:
+        """The optimizer's state, fresh when it is new to the model
+        (TrainingState.ensure_optimizer), on the GPU too."""
+        if (self.training_state.ensure_optimizer(optimizer) and self.device == "cuda"
+                and optimizer.name == "SGD" and optimizer.momentum):
             self._engine.gpu.reset_momentum()
-
-    def _train_options(self, optimizer, clip_norm, clip_value, count_correct=False,
-                       data_parallel=False):
-        """The StepOptions of a training step with optimizer, built once per setting;
-        data-parallel steps keep their own (fastbp.distributed changes their mode,
-        norm and row0 from call to call)."""
-        key = (type(optimizer).__name__, tuple(sorted(optimizer.__dict__.items())), clip_norm,
-               clip_value, count_correct)
-        if key != (self._dp_opts_key if data_parallel else self._opts_key):
-            opts = _core.StepOptions(
-                _core.STEP_TRAIN, clip_norm=clip_norm or 0.0, clip_value=clip_value or 0.0,
-                seed=self.seed, count_correct=count_correct, **optimizer.options())
-            if data_parallel:
-                self._dp_opts_key, self._dp_opts = key, opts
-            else:
-                self._opts_key, self._opts = key, opts
-        return self._dp_opts if data_parallel else self._opts
-
-    @staticmethod
-    def _optimizer(fn, optimizer, lr, momentum, weight_decay):
-        """The optimizer of a call: the one given, or SGD from the shorthand."""
-        if optimizer is None:
-            if lr is None:
-                raise TypeError(f"{fn}: give lr (plain SGD) or optimizer=")
-            return _optim.SGD(lr, momentum=momentum, weight_decay=weight_decay)
-        if not isinstance(optimizer, _optim.Optimizer):
-            names = ", ".join(o.name for o in _ops.OPTIMIZERS.values() if o.public)
-            raise TypeError(f"{fn}: optimizer must be a fastbp.optim optimizer ({names}), "
-                            f"got {type(optimizer).__name__}")
-        if lr is not None or momentum or weight_decay:
-            raise ValueError(f"{fn}: lr=, momentum= and weight_decay= are the shorthand for "
-                             "SGD; with optimizer= set them on the optimizer")
-        return optimizer
-
-    @staticmethod
-    def _check_clip(fn, clip_norm, clip_value):
-        for name, v in (("clip_norm", clip_norm), ("clip_value", clip_value)):
-            if v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Real)
-                                  or not v > 0 or not math.isfinite(v)):
-                raise ValueError(f"{fn}: {name} must be > 0 or None, got {v}")
 
     @staticmethod
     def _batch(x):
@@ -479,50 +387,50 @@ class MLP:
         parameters and optimizer state (fastbp.distributed, docs/distributed.md).
         """
         fn = "train_step"
+        st = self.training_state
         if comm is not None:
-            from . import distributed
-
-            return distributed.train_step(self, x, t, lr, weight_decay, momentum, optimizer,
-                                          clip_norm, clip_value, sample_weight, comm)
+            return _train.train_step_data_parallel(
+                self, st, self._engine, comm, x, t, lr, weight_decay, momentum, optimizer,
+                clip_norm, clip_value, sample_weight)
         # the settings of the last call, checked and built once: a loop that calls
         # with the same optimizer (unchanged) and clips skips the checks below
         key = (type(lr), lr, type(momentum), momentum, type(weight_decay), weight_decay,
-               clip_norm, clip_value)
+               clip_norm, clip_value, self.seed)
         plan = self._step_plan
         if (plan is not None and plan[0] is optimizer and plan[1] == key
                 and (optimizer is None or optimizer.__dict__ == plan[2])
-                and self._state is plan[3] and self._opt_name == plan[4]):
+                and st.buffers is plan[3] and st.optimizer == plan[4]):
             opts = plan[5]
             saved = None
         else:
             self._step_plan = None
             given = optimizer
-            optimizer = self._optimizer(fn, optimizer, lr, momentum, weight_decay)
+            optimizer = _train.make_optimizer(fn, optimizer, lr, momentum, weight_decay)
             if clip_norm is not None or clip_value is not None:
-                self._check_clip(fn, clip_norm, clip_value)
+                _train.check_clip(fn, clip_norm, clip_value)
             # a new kind of optimizer replaces the state (new arrays, the old ones
             # untouched); a step that then refuses its inputs puts the old one back
-            saved = self._opt_name, self._opt_t, self._state
+            saved = st.saved_optimizer()
             self._ensure_state(optimizer)
-            opts = self._train_options(optimizer, clip_norm, clip_value)
+            opts = self._options.get(optimizer, clip_norm, clip_value, False, self.seed)
             self._step_plan = (given, key, None if given is None else dict(given.__dict__),
-                               self._state, self._opt_name, opts)
-        if self.step_ >= MAX_COUNT or self._opt_t >= MAX_COUNT:
-            self._check_counters(fn, 1)
-        opts.t, opts.step = self._opt_t + 1, self.step_
+                               st.buffers, st.optimizer, opts)
+        if st.step >= MAX_COUNT or st.t >= MAX_COUNT:
+            st.check_counters(fn, 1)
+        st.start_steps(opts)
         if self.device == "cpu":
             x, t, sample_weight = self._as_dtype(x, t, sample_weight)
         try:
             out = self._engine.step(x, t, opts, self._batch(x), sample_weight)
         except (TypeError, ValueError):
             if self.device == "cpu" and saved is not None:
-                self._opt_name, self._opt_t, self._state = saved
+                st.put_back(saved)
                 self._step_plan = None
             raise
         except BaseException:  # KeyboardInterrupt: the step may have run
-            self._count_steps(opts)
+            st.count_steps(opts)
             raise
-        self._count_steps(opts)
+        st.count_steps(opts)
         return out[0] + out[1]
 
     def _as_dtype(self, x, t, w=None):
@@ -540,24 +448,6 @@ class MLP:
         if isinstance(w, np.ndarray) and w.dtype != dt and w.dtype.kind in "biuf":
             w = w.astype(dt)
         return x, t, w
-
-    def _check_counters(self, fn, steps, epochs=0):
-        """Refuse, before any step, a call whose steps or epochs would take a
-        counter past MAX_COUNT (2**53): the most a model file holds, so that a
-        model can always be saved and loaded again, and int64 never wraps."""
-        for name, now, more in (("step_", self.step_, steps),
-                                ("optimizer step count", self._opt_t, steps),
-                                ("epoch_", self.epoch_, epochs)):
-            if now + more > MAX_COUNT:
-                raise ValueError(f"{fn}: the model's {name} is {now}; {more} more would pass "
-                                 f"2**53 = {MAX_COUNT}, the most a model counts (and a model "
-                                 "file holds)")
-
-    def _count_steps(self, opts):
-        """The step counters from opts, which the native call advanced past the
-        steps it ran (also when Ctrl-C is raised as the call returns, before any
-        statement after it)."""
-        self._opt_t, self.step_ = opts.t - 1, opts.step
 
     def _eval(self, x, t, mode, weight_decay):
         opts = _core.StepOptions(mode, weight_decay=weight_decay)
@@ -757,358 +647,8 @@ class MLP:
                     patience=patience, min_delta=min_delta, restore_best=restore_best,
                     callbacks=callbacks, sample_weight=sample_weight, class_weight=class_weight,
                     verbose=verbose, total_epochs=total_epochs)
-        if comm is None:
-            return self._fit(X, y, None, **args)
-        from . import distributed
-
-        distributed.check_comm("fit", comm)
-        with distributed._guard(comm):
-            return self._fit(X, y, distributed._FitRun(self, comm), **args)
-
-    def _fit(self, X, y, run, epochs, batch_size, lr, weight_decay, momentum, clip_norm,
-             shuffle, seed, validation, progress, log_grad_norms, optimizer, clip_value,
-             lr_schedule, early_stopping, validation_fraction, patience, min_delta,
-             restore_best, callbacks, sample_weight, class_weight, verbose, total_epochs):
-        """fit's body; run: fastbp.distributed's part of a data-parallel fit, or None."""
-        from tqdm.auto import tqdm
-
-        fn = "fit"
-        err = None
-        try:  # with run, every check is local: the ranks agree on the outcome below
-            if lr is None and optimizer is None:
-                lr = 0.1
-            optimizer = self._optimizer(fn, optimizer, lr, momentum, weight_decay)
-            self._check_clip(fn, clip_norm, clip_value)
-            for name, v in (("epochs", epochs), ("batch_size", batch_size),
-                            ("patience", patience)):
-                if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
-                    raise ValueError(f"fit: {name} must be an integer >= 1, got {v!r}")
-            if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-                raise ValueError(f"fit: seed must be an integer >= 0, got {seed!r}")
-            if (isinstance(min_delta, bool) or not isinstance(min_delta, numbers.Real)
-                    or not (math.isfinite(min_delta) and min_delta >= 0)):
-                raise ValueError(f"fit: min_delta must be a finite number >= 0, got {min_delta!r}")
-            if total_epochs is not None and (
-                    isinstance(total_epochs, bool) or not isinstance(total_epochs, numbers.Integral)
-                    or total_epochs < 1):
-                raise ValueError(f"fit: total_epochs must be an integer >= 1 or None, got "
-                                 f"{total_epochs!r}")
-            _optim.make_schedule(lr_schedule, 1)  # a known name, or a schedule (else its error)
-            X, y = self._check_inputs(fn, X, y)
-            w64 = self._sample_weights(fn, y, sample_weight, class_weight, check_sum=False,
-                                       cast=False)
-            w = None if w64 is None else self._sample_weights(fn, y, sample_weight, class_weight,
-                                                              check_sum=False)
-            keep = None
-            if validation is not None:
-                try:
-                    Xv, yv = validation
-                except (TypeError, ValueError):
-                    raise ValueError("fit: validation must be a pair (X, y)") from None
-                Xv, yv = self._check_inputs("fit (validation)", Xv, yv)
-            elif early_stopping:
-                keep, val = self._hold_out_rows(X, y, validation_fraction, seed)
-            else:
-                Xv = None
-            self._check_training_weights(fn, w64, w, keep, check_sum=run is None,
-                                         what=" and ".join(k for k, v in (
-                                             ("sample_weight", sample_weight),
-                                             ("class_weight", class_weight)) if v is not None))
-        except (TypeError, ValueError) as e:
-            if run is None:
-                raise
-            err = e
-        if run is not None:
-            balanced = isinstance(class_weight, str) and class_weight == "balanced"
-            C = self.sizes[-1]
-            settings = dict(
-                optimizer=repr(optimizer), clip=(clip_norm, clip_value), epochs=epochs,
-                batch_size=batch_size, shuffle=shuffle, seed=seed, lr_schedule=(
-                    lr_schedule if lr_schedule is None or isinstance(lr_schedule, str)
-                    else type(lr_schedule).__name__),
-                validation=validation is not None, early_stopping=early_stopping,
-                validation_fraction=validation_fraction, patience=patience,
-                min_delta=min_delta, restore_best=restore_best, log_grad_norms=log_grad_norms,
-                class_weight=class_weight if class_weight is None or balanced else "dict",
-                targets=np.ndim(y) if err is None else None, total_epochs=total_epochs)
-            ok = err is None
-            # the weight of the training rows (the held-out ones left out), in the
-            # model's dtype, as the steps will use it
-            w_train = None if not ok or w is None else (w if keep is None else w[keep])
-            counts, total_counts, _, wsum = run.agree(
-                err, settings, (len(keep) if keep is not None else X.shape[0]) if ok else 0,
-                ok and w is not None,
-                float(np.sum(w_train, dtype=np.float64)) if w_train is not None else 0.0,
-                np.bincount(y, minlength=C) if ok and balanced else None)
-            if run.weighted and not wsum > 0:
-                raise run.agreed(ValueError(f"{fn}: the sample weights of all the ranks' "
-                                            "training rows sum to 0"))
-            if balanced:  # the classes' counts over every rank's rows
-                w = self._sample_weights(fn, y, sample_weight, class_weight, check_sum=False,
-                                         counts=(total_counts, int(total_counts.sum())))
-        if keep is not None:
-            X, y, w, Xv, yv = X[keep], y[keep], None if w is None else w[keep], X[val], y[val]
-        n = X.shape[0]
-        B = min(int(batch_size), n if run is None else int(counts.max()))
-        # the model's own state, checked on the model that will train (with run,
-        # rank 0's, the same on every rank: each raises the same error)
-        try:
-            self._check_finite_model(fn)
-            schedule, plan = self._plan_schedule(fn, lr_schedule, epochs, total_epochs)
-            base_lr = optimizer.lr
-            _optim.check_schedule(fn, schedule, base_lr, self.epoch_, self.epoch_ + epochs - 1)
-            self._check_counters(fn, epochs * -(-(n if run is None else int(counts.max())) // B),
-                                 epochs)
-        except (TypeError, ValueError) as e:
-            if run is not None:
-                raise run.agreed(e)
-            raise
-        self.lr_schedule_ = plan
-        classify = self.loss_name == "binary_cross_entropy" or (
-            self.loss_name == "softmax_cross_entropy" and y.ndim == 1)
-        outputs = n if run is None else int(counts.sum())
-        score_key = "val_r2" if self.loss_name in ("mse", "poisson") else "val_accuracy"
-        hist = {"loss": [], "lr": []}
-        if classify:
-            hist["accuracy"] = []
-        if Xv is not None:
-            hist["val_loss"], hist[score_key] = [], []
-        if log_grad_norms:
-            hist["grad_norms"] = []
-        self.history_ = hist
-        level = _verbosity(verbose if progress is None else progress)
-        es = self._early_stopping_run(early_stopping)
-        triggered = False
-        # verbose=2: a bar that stays; 1: one line per epoch (print); 0: nothing
-        bar = tqdm(range(epochs), disable=level != 2, unit="epoch", leave=True)
-        lines = level == 1 and (run is None or run.dp.rank == 0)
-        for i_fit in bar:
-            t_epoch = time.perf_counter()
-            epoch = self.epoch_
-            lr_e = schedule.lr(epoch, base_lr, {"loss": self.loss_curve_,
-                                                "val_loss": self.val_loss_curve_,
-                                                "had_validation": self.had_validation_})
-            if not (lr_e >= 0 and math.isfinite(lr_e)):
-                raise ValueError(f"fit: the schedule gave lr {lr_e!r} at epoch {epoch}")
-            optimizer.lr = lr_e
-            try:
-                if run is None:
-                    order = epoch_order(n, seed, epoch, shuffle)
-                    mean_loss, correct = self._epoch(X, y, w, order, B, optimizer, clip_norm,
-                                                     clip_value, classify)
-                else:
-                    order = run.order(n, seed, epoch, shuffle)
-                    self._ensure_state(optimizer)
-                    opts = self._train_options(optimizer, clip_norm, clip_value, classify,
-                                               data_parallel=True)
-                    mean_loss, correct = run.epoch(X, y, w, order, B, opts)
-            finally:
-                optimizer.lr = base_lr
-            # the epoch's record is measured first and then written at once, so an
-            # interrupt during the validation pass leaves the history and epoch_ as
-            # they were (the epoch's steps are counted in step_)
-            record = {"loss": mean_loss, "lr": lr_e}
-            if classify:
-                record["accuracy"] = correct / outputs
-            if Xv is not None:
-                val_reg = 0.0 if _ops.OPTIMIZERS[optimizer.name].decoupled else optimizer.weight_decay
-                if run is None:
-                    try:
-                        record["val_loss"] = self.loss(Xv, yv, val_reg)
-                        record[score_key] = self.score(Xv, yv)
-                    except ValueError:  # the inputs were checked: the parameters diverged
-                        record["val_loss"] = record[score_key] = math.nan
-                else:
-                    record["val_loss"], record[score_key] = run.evaluate(Xv, yv, val_reg,
-                                                                         score_key)
-            if log_grad_norms:
-                if run is None:
-                    last = order[(n - 1) // B * B:]
-                    record["grad_norms"] = self.grad_norms(X[last], y[last])
-                else:
-                    record["grad_norms"] = run.grad_norms(X, y)
-            for k, v in record.items():
-                hist[k].append(v)
-            self.loss_curve_.append(mean_loss)
-            self.val_loss_curve_.append(record.get("val_loss", math.nan))
-            self.had_validation_.append("val_loss" in record)
-            self.epoch_ += 1
-            post = {name: f"{record[k]:.4f}" for k, name in
-                    (("loss", "loss"), ("accuracy", "acc"), (score_key, score_key)) if k in record}
-            bar.set_postfix(post, refresh=False)
-            if lines:
-                print(_epoch_line(i_fit + 1, epochs, record, score_key,
-                                  time.perf_counter() - t_epoch), flush=True)
-            if not math.isfinite(mean_loss):  # the same number on every rank
-                # epochs counted from 1, as the history and the epoch lines count them
-                warnings.warn(DivergedWarning(
-                    f"fit: the loss diverged ({mean_loss}) at epoch {i_fit + 1} of this fit (the "
-                    f"model's epoch {epoch + 1}); training stopped, the parameters are not "
-                    f"finite: lower the learning rate (it was {lr_e:g})", i_fit + 1, mean_loss),
-                    stacklevel=3)
-                break
-            stop = False
-            if es is not None:
-                v = hist["val_loss"][-1]
-                improved = v < es["best"] - min_delta  # False for NaN: no improvement
-                if run is not None:  # rank 0's decision
-                    improved = run.from_rank0(improved)
-                if improved:
-                    es.update(best=v, wait=0, best_epoch=epoch, params=self.get_params())
-                else:
-                    es["wait"] += 1
-                    stop = triggered = es["wait"] >= patience
-                es["epoch"] = self.epoch_
-            for cb in callbacks:
-                stop = bool(cb(self, epoch, hist)) or stop
-            if run is not None:  # any rank's callback stops every rank
-                stop = run.any(stop)
-            if stop:
-                break
-        bar.close()
-        if es is not None:
-            restore = (restore_best and es["params"] is not None
-                       and es["best_epoch"] != self.epoch_ - 1)
-            if restore:
-                self.set_params(es["params"])
-            if restore or triggered:  # the run is over: a next fit starts its own
-                self._early_stop = None
-        return hist
-
-    def _early_stopping_run(self, early_stopping):
-        """The early-stopping state this fit updates (None without early
-        stopping): the model's, if its last epoch was part of it (a resumed
-        run), else a new one."""
-        es = self._early_stop
-        if not early_stopping:
-            self._early_stop = None  # this fit's epochs end any run
-            return None
-        if es is None or es["epoch"] != self.epoch_:
-            es = {"best": math.inf, "wait": 0, "best_epoch": -1, "params": None,
-                  "epoch": self.epoch_}
-        self._early_stop = es
-        return es
-
-    def _plan_schedule(self, fn, lr_schedule, epochs, total_epochs):
-        """(the schedule, its plan: (name, total epochs) for "step" and "cosine",
-        else None). A named schedule's horizon is total_epochs; without it, this
-        fit's epochs on a new model, or the plan the model trained with when
-        this fit stays inside it; anything else is ambiguous, and refused."""
-        named = isinstance(lr_schedule, str) and lr_schedule in _optim.HORIZON_SCHEDULES
-        done = self.epoch_
-        if total_epochs is not None:
-            if not named:
-                raise ValueError(f"{fn}: total_epochs sizes the 'step' and 'cosine' schedules "
-                                 f"(their horizon); lr_schedule={lr_schedule!r} has none")
-            if total_epochs < done + epochs:
-                raise ValueError(f"{fn}: total_epochs={total_epochs} is less than the model's "
-                                 f"{done} epochs so far plus this fit's {epochs}")
-            horizon = int(total_epochs)
-        elif not named:
-            horizon = None
-        elif done == 0:
-            horizon = int(epochs)
-        else:
-            plan = self.lr_schedule_
-            if plan is not None and plan[0] == lr_schedule and done + epochs <= plan[1]:
-                horizon = plan[1]  # a resumed run continues its plan
-            else:
-                have = ("it trained without one" if plan is None else
-                        f"its {plan[0]!r} plan ends at epoch {plan[1]}")
-                raise ValueError(
-                    f"{fn}: lr_schedule={lr_schedule!r} needs its horizon: the model has "
-                    f"trained {done} epochs and {have}, so this fit's {epochs} epochs could "
-                    f"be the whole schedule or its end. Give total_epochs=, the epochs of "
-                    f"the whole plan from the model's first (e.g. {done + epochs} to end "
-                    f"it with this fit)")
-        schedule = _optim.make_schedule(lr_schedule, horizon or 1)
-        return schedule, (None if horizon is None else (lr_schedule, horizon))
-
-    def _check_finite_model(self, fn):
-        """fit refuses a model whose parameters or optimizer state hold NaN or
-        inf (a damaged checkpoint, a diverged run): every output and gradient
-        would be NaN."""
-        for k, v in self.get_params().items() if self.device == "cuda" else self._params.items():
-            if not np.isfinite(v).all():
-                raise ValueError(f"{fn}: the model's parameter {k!r} holds NaN or inf "
-                                 f"({int(v.size - np.isfinite(v).sum())} of {v.size} values); "
-                                 "it cannot train from there: set_params() new values, or "
-                                 "build or load another model")
-        for k, group in self._state.items():
-            for l, v in enumerate(group or ()):
-                if not np.isfinite(v).all():
-                    raise ValueError(f"{fn}: the optimizer state {k}{l + 1} holds NaN or inf; "
-                                     "it cannot train from there (a fit with another kind of "
-                                     "optimizer starts a fresh state)")
-
-    def _check_training_weights(self, fn, w64, w, keep, check_sum=True, what="sample_weight"):
-        """The weights as the steps will use them, after the hold-out split and
-        the cast: w64 the rows' weights as given (sample_weight times
-        class_weight, float64), w the same in the model's dtype, keep the
-        training rows when early stopping holds some out. They must be finite
-        in the model's dtype, and (check_sum; a data-parallel fit checks the sum
-        over its ranks) sum to more than 0 over the training rows."""
-        if w is None:
-            return
-        t = self.dtype.name
-        if not np.isfinite(w).all():
-            i = int(np.argmax(~np.isfinite(w)))
-            raise ValueError(f"{fn}: the weight of row {i} is {w64[i]:.3g} (from {what}), past "
-                             f"the range of {t}, the model's dtype (its "
-                             f"largest number is {float(np.finfo(self.dtype).max):.3g}): scale "
-                             "the weights down (only their ratios matter)")
-        if not check_sum or np.sum(w if keep is None else w[keep], dtype=np.float64) > 0:
-            return
-        if keep is not None and np.sum(w, dtype=np.float64) > 0:
-            raise ValueError(f"{fn}: the sample weights of the {len(keep)} training rows sum "
-                             f"to 0: early stopping's held-out validation rows hold all the "
-                             "weight (pass validation=, or weight the training rows)")
-        if np.sum(w64 if keep is None else w64[keep]) > 0:
-            raise ValueError(f"{fn}: the sample weights sum to 0 in {t}, the model's dtype "
-                             f"(they are below its smallest positive number, "
-                             f"{float(np.finfo(self.dtype).smallest_subnormal):.3g}): scale the "
-                             "weights up (only their ratios matter)")
-        raise ValueError(f"{fn}: the sample weights sum to 0")
-
-    def _epoch(self, X, y, w, order, B, optimizer, clip_norm, clip_value, classify):
-        """One epoch: (mean loss over the rows, right answers)."""
-        self._ensure_state(optimizer)
-        n = X.shape[0]
-        nb = -(-n // B)
-        if self.device == "cpu":
-            opts = self._train_options(optimizer, clip_norm, clip_value, classify)
-            ws = self._engine.workspace(B)
-            total = weight = 0.0
-            correct, s, chunk = 0, 0, 1
-            opts.t, opts.step = self._opt_t + 1, self.step_
-            try:
-                while s < nb:  # native calls of about _CHUNK_SECONDS: an interrupt lands between
-                    e = min(nb, s + chunk)
-                    t0 = time.perf_counter()
-                    # running sums: the epoch's loss does not depend on the chunks
-                    total, weight, _, hits = _core.mlp_epoch(ws, X, y, w, order, B, s, e, opts,
-                                                             total, weight)
-                    dt = time.perf_counter() - t0
-                    correct += hits
-                    chunk = max(1, min(4 * chunk, int(_CHUNK_SECONDS * (e - s) / max(dt, 1e-6))))
-                    s = e
-            finally:
-                self._count_steps(opts)
-            return total / weight, correct
-        total = weight = 0.0
-        correct = 0
-        opts = self._train_options(optimizer, clip_norm, clip_value, classify)
-        opts.t, opts.step = self._opt_t + 1, self.step_
-        try:
-            for s in range(nb):
-                idx = order[s * B:(s + 1) * B]
-                loss, reg, _, hits = self._engine.step(X[idx], y[idx], opts, len(idx),
-                                                       None if w is None else w[idx])
-                bw = len(idx) if w is None else float(w[idx].sum())
-                total, weight, correct = total + (loss + reg) * bw, weight + bw, correct + hits
-        finally:
-            self._count_steps(opts)
-        return total / weight, correct
+        return _train.fit(self, self.training_state, self._engine, self._options, comm, X, y,
+                          _CHUNK_SECONDS, **args)
 
     def _check_inputs(self, fn, X, y):
         """X (n, I) of the model's dtype and y as the loss wants it, checked once:
@@ -1247,13 +787,14 @@ class MLP:
                             "live on the GPU (save() writes them to a file, get_params() "
                             "copies them to NumPy)")
         state = self.__dict__.copy()
-        for k in ("_engine", "_opts", "_opts_key", "_dp_opts", "_dp_opts_key", "_step_plan"):
-            state[k] = None
+        state["_engine"] = state["_options"] = state["_step_plan"] = None
         return state
 
     def __setstate__(self, state):
         state.setdefault("_matmul_precision", "float32")  # pickled before the option
         self.__dict__.update(state)
+        self._options = StepOptions()
+        self._step_plan = None
         self._engine = _CPU(self)
 
     # ---- persistence -------------------------------------------------------------------

@@ -11,8 +11,9 @@ warnings), while every training step is one native call (csrc/step.c): the
 solvers are scikit-learn's update rules ("sklearn_sgd", "sklearn_adam" in
 csrc/optim.c), its L2 term is alpha over each batch's sample count or weight
 sum (fbp_step_opts.alpha), its log-loss is reported with its clipped
-probabilities (fbp_step_opts.loss_eps), and an epoch of batches is one
-_core.mlp_epoch call. lbfgs runs SciPy's L-BFGS-B, as scikit-learn does, over
+probabilities (fbp_step_opts.loss_eps), and an epoch of batches runs in
+fastbp._runners.NativeRunner (_core.mlp_epoch calls), as MLP.fit's does. lbfgs
+runs SciPy's L-BFGS-B, as scikit-learn does, over
 the native loss and gradient (one mlp_step per evaluation).
 
 Extras scikit-learn's MLP lacks (docs/sklearn.md):
@@ -32,7 +33,6 @@ Extras scikit-learn's MLP lacks (docs/sklearn.md):
 Sparse inputs are accepted and made dense (the engine is dense).
 """
 import math
-import time
 import warnings
 from itertools import chain
 from numbers import Integral, Real
@@ -63,8 +63,13 @@ except ImportError as _e:  # scipy or scikit-learn missing, or a scikit-learn to
                       f"'fastbp[sklearn]' ({_e})") from _e
 
 from . import _core
+from ._runners import NativeRunner
 from ._threadpool import local_threads
 from . import ops as _ops
+
+# the one interval of fastbp._runners (MLP.fit's too), read here at each fit
+# so that a test can shorten it (tests/test_sklearn.py)
+from ._runners import CHUNK_SECONDS as _CHUNK_SECONDS
 
 try:  # scikit-learn >= 1.7: iprint only where SciPy still takes it
     from sklearn.utils.fixes import _get_additional_lbfgs_options_dict
@@ -99,9 +104,6 @@ def _warn(message, category=UserWarning):
     warnings.warn_explicit(message, category, frame.f_code.co_filename, frame.f_lineno,
                            module=WARNING_MODULE, registry=__warningregistry__,
                            module_globals=frame.f_globals)
-#: seconds of work per native call of an epoch: the interval at which an
-#: interrupt (Ctrl-C) is seen
-_CHUNK_SECONDS = 0.25
 
 
 def _pack(coefs_, intercepts_):
@@ -507,10 +509,10 @@ class _BaseMLP(BaseEstimator):
         # scikit-learn's squared loss is averaged over the outputs, its gradient not
         per_output = float(self.n_outputs_) if self.out_activation_ == "identity" else 1.0
         opts = opt.options(self, dtype)
-        # mlp_epoch moves opts past the steps it ran, even when Ctrl-C cuts the
+        # the runner moves opts past the steps it ran, even when Ctrl-C cuts the
         # fit short right after a call: the solver's step count is taken from it
         opts.t, opts.step = opt.t + 1, opt.t
-        chunk = 1
+        runner = NativeRunner(lambda rows: ws, seconds=_CHUNK_SECONDS)
         try:
             self.n_iter_ = 0
             for it in range(self.max_iter):
@@ -522,15 +524,9 @@ class _BaseMLP(BaseEstimator):
                     self._random_state.shuffle(perm)
                     sample_idx = sample_idx[perm]
                 opts.lr = opt.learning_rate if opt.solver == "sgd" else opt.learning_rate_init
-                s = 0
-                while s < nb:  # native calls of ~_CHUNK_SECONDS: an interrupt lands between
-                    e = min(nb, s + chunk)
-                    t0 = time.perf_counter()
-                    _core.mlp_epoch(ws, X_train, target, sample_weight_train, sample_idx, B, s, e,
-                                    opts, losses=losses[s:e])
-                    dt = time.perf_counter() - t0
-                    chunk = max(1, min(4 * chunk, int(_CHUNK_SECONDS * (e - s) / max(dt, 1e-6))))
-                    s = e
+                # each batch's (loss, reg) in losses: scikit-learn sums them its own way
+                runner.run_epoch(X_train, target, sample_weight_train, sample_idx, B, opts,
+                                 losses=losses)
                 accumulated_loss = 0.0
                 for (loss, reg), r in zip(losses.tolist(), rows):
                     accumulated_loss += (loss / per_output + reg) * r
