@@ -69,7 +69,9 @@ def _extensions():
     core = Extension(
         "fastbp._core",
         sources=sources,
-        depends=sorted(glob.glob("csrc/*.h")),
+        # the files _core.pyx includes or cimports: a change to one rebuilds it
+        depends=sorted(glob.glob("csrc/*.h") + glob.glob("src/fastbp/*.pxi")
+                       + glob.glob("src/fastbp/*.pxd")),
         include_dirs=[np.get_include(), "csrc"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION")],
         extra_compile_args=cflags,

@@ -83,3 +83,21 @@ def test_source_tree_without_its_extension_says_so(tmp_path):
     assert "fastbp's C extension (fastbp._core) is not built in" in last, r.stderr
     assert "build_ext --inplace" in last and "leave this directory off PYTHONPATH" in last
     assert "circular" not in last
+
+
+def test_sdist_ships_every_file_the_binding_includes():
+    """_core.pyx is split into include files (.pxi): each one must be in the
+    package data and in MANIFEST.in, or an sdist does not build."""
+    import fnmatch
+
+    src = os.path.join(ROOT, "src", "fastbp")
+    with open(os.path.join(src, "_core.pyx")) as f:
+        included = re.findall(r'^include "([^"]+)"', f.read(), re.M)
+    assert len(included) >= 5, included
+    data = _pyproject()["tool"]["setuptools"]["package-data"]["fastbp"]
+    with open(os.path.join(ROOT, "MANIFEST.in")) as f:
+        manifest = [ln.split()[2:] for ln in f if ln.startswith("recursive-include src/fastbp")]
+    for name in included:
+        assert os.path.exists(os.path.join(src, name)), name
+        assert any(fnmatch.fnmatch(name, p) for p in data), (name, data)
+        assert any(fnmatch.fnmatch(name, p) for ps in manifest for p in ps), (name, manifest)
