@@ -107,29 +107,32 @@ def fastbp_step(size, dtype=np.float32, optimizer="sgd"):
     return lambda: model.train_step(x, labels, optimizer=opt)
 
 
-#: bytes of training data the fit contender cycles through (few batches at the
-#: large sizes, 512 at digits size, so that fit's per-call work is under 1%)
-FIT_BYTES = 32 << 20
+#: the fit contender's data: at most this many bytes and 64 batches an epoch
+#: (digits itself is 45), and epochs enough for about 512 steps a call where a
+#: step is small, so that fit's work per call (its input checks) is under 1%
+FIT_BYTES = 8 << 20
 
 
 def fastbp_fit(size, dtype=np.float32, optimizer="sgd"):
-    """fastbp's fit: one epoch of `steps` batches of the size's shape per call,
-    shuffled, one native loop (the step a user's fit runs: row gathering
-    included). time_steps divides its time by `steps`."""
+    """fastbp's fit: `steps` training steps per call (epochs of up to 64
+    shuffled batches of the size's shape), one native loop: the step a user's
+    fit runs, row gathering included. time_steps divides its time by `steps`."""
     import fastbp
 
     N, widths = SIZES[size]
-    steps = int(min(512, max(8, FIT_BYTES // (N * widths[0] * np.dtype(dtype).itemsize))))
+    batches = int(min(64, max(4, FIT_BYTES // (N * widths[0] * np.dtype(dtype).itemsize))))
+    flops = 6.0 * N * sum(i * o for i, o in zip(widths[:-1], widths[1:]))
+    epochs = int(min(512 // batches, max(1, 5e9 / flops // batches)))
     rng = np.random.default_rng(0)
-    X = rng.standard_normal((N * steps, widths[0])).astype(dtype)
-    y = rng.integers(0, widths[-1], N * steps)
+    X = rng.standard_normal((N * batches, widths[0])).astype(dtype)
+    y = rng.integers(0, widths[-1], N * batches)
     model = fastbp.MLP(widths, "relu", dtype=dtype, seed=0)
     cls, kw = make_optimizer(optimizer)
     opt = cls(**kw)
 
     def fit():
-        model.fit(X, y, epochs=1, batch_size=N, optimizer=opt, progress=False)
-    fit.steps = steps
+        model.fit(X, y, epochs=epochs, batch_size=N, optimizer=opt, progress=False)
+    fit.steps = batches * epochs
     fit()
     return fit
 
