@@ -54,8 +54,8 @@ def _check_mlp(str fn, W, b, activation, loss, cap, str backend, dict state=None
     if loss not in LOSSES:
         raise ValueError(f"{fn}: unknown loss {loss!r}; expected one of {sorted(LOSSES)}")
     if not host:
-        _ops.require(fn, backend, "loss", [loss])
-        _ops.require(fn, backend, "activation", [ACT_NAMES[a] for a in acts])
+        _ops.BACKENDS[backend].require(
+            fn, [("loss", loss)] + [("activation", ACT_NAMES[a]) for a in acts])
     cap = operator.index(cap)
     if cap < 1:
         raise ValueError(f"{fn}: cap must be >= 1, got {cap}")
@@ -452,33 +452,24 @@ cdef object _sample_weight(str fn, object w, Desc *dw, Py_ssize_t N, object dtyp
 
 
 cdef int _gpu_unsupported(str fn, object ws, StepOptions opts, bint weighted) except -1:
-    """The GPU step implements SGD (momentum, weight decay) and clip_norm; anything
-    else is refused by name rather than computed differently."""
+    """What the step uses that the GPU step may lack (fastbp.ops.OPTIONS, the
+    optimizer), in the order a refusal names the first: the GPU step answers
+    what it runs, and refuses the rest by name rather than computing it
+    differently."""
     cdef fbp_step_opts *o = &opts.o
-    what = None
+    uses = []
     if o.mode == FBP_MODE_UPDATE:
-        what = "a step from given gradients (mode UPDATE)"
+        uses.append(("option", "update"))
     elif o.mode == FBP_MODE_BACKWARD:
-        what = "a data-parallel step (mode BACKWARD)"
-    elif not _ops.supports("cuda_step", "optimizer", fbp_opt_name(o.optimizer).decode()):
-        what = f"optimizer {fbp_opt_name(o.optimizer).decode()!r}"
-    elif o.nesterov:
-        what = "nesterov=True"
-    elif o.dampening != 0.0:
-        what = "dampening"
-    elif o.clip_value > 0.0:
-        what = "clip_value"
-    elif o.norm > 0.0:
-        what = "a data-parallel normalization (norm)"
-    elif o.alpha != 0.0:
-        what = "alpha (scikit-learn's L2 term)"
-    elif o.loss_eps > 0.0:
-        what = "loss_eps (scikit-learn's clipped log-loss)"
-    elif weighted:
-        what = "sample_weight"
-    if what is not None:
-        raise NotImplementedError(f"{fn}: {what} is not supported on the GPU yet "
-                                  "(docs/cuda.md lists what is)")
+        uses.append(("option", "backward"))
+    uses.append(("optimizer", fbp_opt_name(o.optimizer).decode()))
+    for used, option in ((o.nesterov, "nesterov"), (o.dampening != 0.0, "dampening"),
+                         (o.clip_value > 0.0, "clip_value"), (o.norm > 0.0, "norm"),
+                         (o.alpha != 0.0, "alpha"), (o.loss_eps > 0.0, "loss_eps"),
+                         (weighted, "sample_weight")):
+        if used:
+            uses.append(("option", option))
+    _ops.BACKENDS["cuda_step"].require(fn, uses)
     return 0
 
 
