@@ -208,10 +208,20 @@ def floor_contenders(size, dtype=np.float32, optimizer="sgd"):
     return {f"floor-{p}": StepFloor(size, dtype, optimizer, p) for p in _blas.available()}
 
 
-def torch_step(size, dtype=np.float32, optimizer="sgd"):
-    """PyTorch CPU eager: nn.Linear/ReLU, CrossEntropyLoss, torch.optim."""
+def torch_step(size, dtype=np.float32, optimizer="sgd", autocast=False):
+    """PyTorch CPU eager: nn.Linear/ReLU, CrossEntropyLoss, torch.optim, on
+    fastbp's thread count; autocast: the forward and loss under
+    torch.autocast("cpu", torch.bfloat16) (float32 parameters and optimizer,
+    PyTorch's mixed-precision recipe)."""
+    import contextlib
+
     import torch
 
+    import fastbp
+
+    # as many threads as fastbp's: once MKL is loaded (FASTBP_BLAS=auto measures
+    # it), torch starts with one
+    torch.set_num_threads(fastbp.get_num_threads())
     N, widths = SIZES[size]
     x, labels = make_batch(size, dtype)
     xt, yt = torch.from_numpy(x), torch.from_numpy(labels)
@@ -227,9 +237,14 @@ def torch_step(size, dtype=np.float32, optimizer="sgd"):
     opt = cls(net.parameters(), **kw)
     lossf = torch.nn.CrossEntropyLoss()
 
+    def context():
+        return (torch.autocast("cpu", dtype=torch.bfloat16) if autocast
+                else contextlib.nullcontext())
+
     def step():
         opt.zero_grad(set_to_none=False)
-        loss = lossf(net(xt), yt)
+        with context():
+            loss = lossf(net(xt), yt)
         loss.backward()
         opt.step()
     step()

@@ -49,37 +49,9 @@ def fastbp_bf16_step(size, optimizer="sgd"):
 
 
 def torch_autocast_step(size, optimizer="sgd"):
-    """PyTorch CPU eager, forward and loss under torch.autocast("cpu",
-    torch.bfloat16) (its bf16 products go to oneDNN); float32 parameters and
-    optimizer, as PyTorch's mixed-precision recipe; fastbp's thread count."""
-    import torch
-
-    import fastbp
-
-    # as many threads as fastbp's: once MKL is loaded (FASTBP_BLAS=auto measures
-    # it), torch starts with one
-    torch.set_num_threads(fastbp.get_num_threads())
-    N, widths = bench.SIZES[size]
-    x, labels = bench.make_batch(size)
-    xt, yt = torch.from_numpy(x), torch.from_numpy(labels)
-    layers = []
-    for l in range(len(widths) - 1):
-        layers.append(torch.nn.Linear(widths[l], widths[l + 1]))
-        if l < len(widths) - 2:
-            layers.append(torch.nn.ReLU())
-    net = torch.nn.Sequential(*layers)
-    cls, kw = bench.make_optimizer(optimizer, "torch")
-    opt = cls(net.parameters(), **kw)
-    lossf = torch.nn.CrossEntropyLoss()
-
-    def step():
-        opt.zero_grad(set_to_none=False)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            loss = lossf(net(xt), yt)
-        loss.backward()
-        opt.step()
-    step()
-    return step
+    """PyTorch CPU eager under torch.autocast("cpu", torch.bfloat16) (its bf16
+    products go to oneDNN): fastbp.bench.torch_step with autocast."""
+    return bench.torch_step(size, optimizer=optimizer, autocast=True)
 
 
 def contenders(size, with_torch=None, only=None):
