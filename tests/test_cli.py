@@ -66,8 +66,10 @@ def fake_bench(monkeypatch, tmp_path):
     calls), environment() is empty; the working directory is tmp_path."""
     calls = []
 
-    def run(sizes=None, repeat=None, threads=None, with_torch=None, optimizer="sgd"):
-        calls.append((sizes, repeat, threads) + ((optimizer,) if optimizer != "sgd" else ()))
+    def run(sizes=None, repeat=None, threads=None, with_torch=None, optimizer="sgd",
+            dtype=np.float32):
+        calls.append((sizes, repeat, threads) + ((optimizer,) if optimizer != "sgd" else ())
+                     + ((np.dtype(dtype).name,) if dtype != np.float32 else ()))
         return [{"size": s, "batch": bench.SIZES[s][0], "widths": bench.SIZES[s][1],
                  "ms": {"fastbp": 2.0, "floor": 1.0, "numpy": 4.0},
                  "ratio_to_floor": {"fastbp": 2.0, "floor": 1.0, "numpy": 4.0}}
@@ -147,6 +149,9 @@ def test_good_values_pass(capsys, fake_bench):
     assert main(["bench", "--sizes", "small", "--optimizer", "adam", "--repeat", "2"]) == 0
     assert fake_bench[-1] == (["small"], 2, None, "adam")
     assert "optimizer: Adam(lr=1e-06)" in capsys.readouterr().out
+    assert main(["bench", "--sizes", "digits", "--dtype", "float64", "--repeat", "2"]) == 0
+    assert fake_bench[-1] == (["digits"], 2, None, "float64")
+    assert "float64, optimizer: SGD" in capsys.readouterr().out
     assert main(TINY + ["--momentum", "0.9", "--weight-decay", "0", "--lr", "0.05",
                         "--threads", "1", "--hidden", "8", "4"]) == 0
     assert "64-8-4-10" in capsys.readouterr().out

@@ -103,6 +103,61 @@ def test_without_device_cuda_mlp_raises_runtime_error():
         cuda.CudaMLP([np.ones((3, 2), np.float32)], [np.zeros(2, np.float32)], cap=4)
 
 
+_W, _b = np.ones((3, 4)), np.zeros(4)
+BAD_LAYERS = [
+    (([_W], [], "relu", "mse", 4), ValueError, "f: need one W and one b per layer, got 1 and 0"),
+    (([_W, _W], [_b, _b], ["relu"], "mse", 4), ValueError,
+     "f: need one activation per layer (2), got 1"),
+    (([_W], [_b], "relu", "hinge", 4), ValueError, "f: unknown loss 'hinge'"),
+    (([_W], [_b], "relu", "mse", 0), ValueError, "f: cap must be >= 1, got 0"),
+    (([[1.0]], [_b], "relu", "mse", 4), TypeError,
+     "f: parameters must be float32 or float64 arrays, got list"),
+    (([_W.astype(int)], [_b], "relu", "mse", 4), TypeError,
+     "f: parameters must be 2-D float32 or float64 arrays, got int64 of 2 dimensions"),
+    (([np.ones(3)], [_b], "relu", "mse", 4), TypeError,
+     "f: parameters must be 2-D float32 or float64 arrays, got float64 of 1 dimensions"),
+    (([_W, np.ones((4, 2), np.float32)], [_b, np.zeros(2)], "relu", "mse", 4), TypeError,
+     "f: W[1] must be a float64 array"),
+    (([_W], [np.zeros(3)], "relu", "mse", 4), ValueError, "f: b[0] must have shape (4,), got (3,)"),
+    (([_W, np.ones((3, 2))], [_b, np.zeros(2)], "relu", "mse", 4), ValueError,
+     "f: W[1] must have shape (4, 2), got (3, 2)"),
+]
+
+
+@pytest.mark.parametrize("args,exc,msg", BAD_LAYERS, ids=[b[2] for b in BAD_LAYERS])
+@pytest.mark.parametrize("backend", ["cpu", "cuda_step"])
+def test_cpu_and_gpu_workspaces_check_layers_in_one_place(args, exc, msg, backend):
+    """MLPWorkspace and CudaMLP check W, b, the activations, the loss and cap
+    with one function (fastbp._core._check_mlp): the same messages."""
+    with pytest.raises(exc, match=re.escape(msg)):
+        fastbp._core._check_mlp("f", *args, backend)
+    if backend == "cpu":
+        with pytest.raises(exc, match=re.escape(msg.replace("f:", "MLPWorkspace:"))):
+            fastbp._core.MLPWorkspace(*args)
+
+
+def test_gpu_layers_are_copied_in_so_need_not_be_writable():
+    W, b = _W.copy(), _b.copy()
+    W.flags.writeable = False
+    with pytest.raises(ValueError, match=r"f: W\[0\] is read-only"):
+        fastbp._core._check_mlp("f", [W], [b], "relu", "mse", 4, "cpu")
+    sizes, acts, dt = fastbp._core._check_mlp("f", [W], [b], "relu", "mse", 4, "cuda_step")
+    assert (sizes, dt) == ([3, 4], np.float64)
+    # no memory behind them (zero strides): only the shapes are read
+    big = 2**31
+    Wb = np.lib.stride_tricks.as_strided(np.zeros(1), (3, big), (0, 0))
+    bb = np.lib.stride_tricks.as_strided(np.zeros(1), (big,), (0,))
+    with pytest.raises(ValueError, match="f: width 1 = 2147483648 exceeds the BLAS 32-bit"):
+        fastbp._core._check_mlp("f", [Wb], [bb], "relu", "mse", 4, "cuda_step")
+
+
+def test_gpu_layers_refuse_what_the_gpu_step_lacks():
+    with pytest.raises(NotImplementedError, match="f: loss 'binary_cross_entropy' is not "
+                                                  "supported on the GPU yet"):
+        fastbp._core._check_mlp("f", [_W], [_b], "relu", "binary_cross_entropy", 4, "cuda_step")
+    fastbp._core._check_mlp("f", [_W], [_b], "relu", "binary_cross_entropy", 4, "cpu")
+
+
 # ---- (b) the build -----------------------------------------------------------------------
 
 @pytest.mark.skipif(shutil.which("nvcc") is None or os.environ.get("FASTBP_TEST_CUDA_BUILD") != "1",

@@ -186,3 +186,51 @@ def test_optimizer_entry(o):
     if "cuda_step" not in o.backends:
         with pytest.raises(NotImplementedError, match=f"optimizer '{o.name}'"):
             ops.require("f", "cuda_step", "optimizer", [o.name])
+
+
+# ---- backends: each answers what it runs ---------------------------------------------------
+
+REGISTRIES = {"activation": ops.ACTIVATIONS, "loss": ops.LOSSES, "optimizer": ops.OPTIMIZERS}
+
+
+@pytest.mark.parametrize("backend", list(ops.BACKENDS))
+def test_backend_answers_from_the_registry(backend):
+    """A backend's answer for an op is its registry entry's `backends`; the CPU
+    runs every op and option; a refusal has one form for every backend."""
+    be = ops.BACKENDS[backend]
+    where = {"cpu": "here", "cuda": "on CUDA arrays", "cuda_step": "on the GPU"}[backend]
+    for kind, reg in REGISTRIES.items():
+        for name, entry in reg.items():
+            runs = backend in entry.backends
+            assert be.supports(kind, name) == ops.supports(backend, kind, name) == runs
+            assert runs or backend != "cpu", (kind, name)
+            if not runs:
+                with pytest.raises(NotImplementedError,
+                                   match=re.escape(f"f: {kind} {name!r} is not supported "
+                                                   f"{where} yet (docs/cuda.md lists what is)")):
+                    be.require("f", [(kind, name)])
+    for option, words in ops.OPTIONS.items():
+        assert be.supports("option", option) == (backend == "cpu")
+        if backend != "cpu":
+            with pytest.raises(NotImplementedError,
+                               match=re.escape(f"f: {words} is not supported {where} yet")):
+                be.require("f", [("option", option)])
+
+
+def test_backend_names_the_first_use_it_lacks():
+    be = ops.BACKENDS["cuda_step"]
+    be.require("f", [("optimizer", "SGD"), ("loss", "mse")])
+    with pytest.raises(NotImplementedError, match=r"f: optimizer 'Adam' is not"):
+        be.require("f", [("loss", "mse"), ("optimizer", "Adam"), ("option", "nesterov")])
+    ops.BACKENDS["cpu"].require("f", [("optimizer", "Adam"), ("option", "nesterov")])
+
+
+@pytest.mark.parametrize("l", [l for l in LOSSES if "cuda" not in l.backends],
+                         ids=lambda l: l.name)
+def test_loss_kernel_without_cuda_asks_the_backend(l):
+    """A loss kernel CUDA arrays lack asks the backend (fastbp._core's _require)
+    before anything else; the CUDA table's optional entry agrees at load."""
+    src = (ROOT / "src" / "fastbp" / "_kernels.pxi").read_text()
+    body = src[src.index(f"def {l.kernel}("):]
+    body = body[:body.index("\ndef ")]
+    assert f'_require(fn, dz.device, "loss", "{l.name}")' in body

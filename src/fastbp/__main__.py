@@ -910,6 +910,9 @@ def build_parser(prog=None):
     b.add_argument("--optimizer", choices=list(OPTIMIZERS), default="sgd",
                    help="the optimizer every contender trains with; the floor adds a "
                         "parallel copy of its state's bytes")
+    b.add_argument("--dtype", choices=["float32", "float64"], default="float32",
+                   help="the step table's floating-point type (every contender's, and "
+                        "the floors')")
     b.add_argument("--repeat", type=_count, default=None,
                    help="calls in each timed block (default: as many as take about "
                         f"{BLOCK} s); with --vs-sklearn, fits per estimator, the best "

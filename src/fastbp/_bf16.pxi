@@ -52,8 +52,9 @@ cdef int _bf16_check() except -1:
     return 0
 
 
-def _matmul_precision(str fn, object precision, object dtype, bint cuda=False):
-    """The code of a matmul precision for arrays or models of dtype, checked."""
+def _matmul_precision(str fn, object precision, object dtype, str backend="cpu"):
+    """The code of a matmul precision for arrays or models of dtype, checked;
+    backend (a fastbp.ops.BACKENDS name) answers whether it runs bfloat16."""
     if not isinstance(precision, str) or precision not in MATMUL_PRECISIONS:
         raise ValueError(f"{fn}: matmul_precision must be one of "
                          f"{tuple(MATMUL_PRECISIONS)}, got {precision!r}")
@@ -63,7 +64,8 @@ def _matmul_precision(str fn, object precision, object dtype, bint cuda=False):
     if np.dtype(dtype) != np.float32:
         raise TypeError(f"{fn}: matmul_precision={precision!r} rounds float32 operands; "
                         f"expected float32, got {np.dtype(dtype)}")
-    if cuda:
+    if not _ops.BACKENDS[backend].supports("option", "bfloat16"):
+        # its own words: they say what to use instead
         raise NotImplementedError(f"{fn}: matmul_precision={precision!r} is CPU only so far "
                                   "(cuBLAS bf16 with CUBLAS_COMPUTE_32F is not built); use "
                                   "matmul_precision='float32' on the GPU")

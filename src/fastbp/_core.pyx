@@ -14,6 +14,10 @@ the CUDA array's own library) after their shape has been checked; outputs
 and writable, since a copy would silently lose the result. The entry points
 of both backends have the same shapes (csrc/fbp_api.h), so each function has
 one path: describe, check, call ``backend.<kernel>(device, stream, dsize, ...)``.
+
+This file holds the declarations; the code is in the files it includes, one
+per section: _runtime.pxi, _desc.pxi, _kernels.pxi, _step.pxi, _bf16.pxi
+(docs/dev/architecture.md).
 """
 import operator
 import os as _os

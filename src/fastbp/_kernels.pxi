@@ -8,8 +8,7 @@ cdef object _act_forward(str fn, int act, object x, object out):
     cdef const fbp_backend *be
     cdef int rc
     x = _float_input(fn, "x", x, &dx)
-    if dx.device >= 0:
-        _ops.require(fn, "cuda", "activation", [ACT_NAMES[act]])
+    _require(fn, dx.device, "activation", ACT_NAMES[act])
     out = _out_buffer(fn, "out", out, &do, _shape(&dx), &dx, x)
     _same_device(fn, ["x", "out"], [_dp(&dx), _dp(&do)])
     _no_overlap(fn, "out", &do, ["x"], [_dp(&dx)], ("x",))
@@ -25,8 +24,7 @@ cdef object _act_backward(str fn, int act, object dy, object y, object out):
     cdef const fbp_backend *be
     cdef int rc
     dy = _float_input(fn, "dy", dy, &ddy)
-    if ddy.device >= 0:
-        _ops.require(fn, "cuda", "activation", [ACT_NAMES[act]])
+    _require(fn, ddy.device, "activation", ACT_NAMES[act])
     y = _float_view(fn, "y", y, &dy_, -1, &ddy, dy)
     if _shape(&dy_) != _shape(&ddy):
         raise ValueError(f"{fn}: dy and y must have the same shape, got {_shape(&ddy)} "
@@ -145,7 +143,8 @@ def dense_forward(x, W, b, activation=None, out=None, *, matmul_precision="float
             raise ValueError(f"{fn}: b must have shape ({O},) to match W {_shape(&dW)}, "
                              f"got {_shape(&db)}")
     _check_blas_dims(fn, [("N", N), ("I", I), ("O", O)])
-    cdef int mm = _matmul_precision(fn, matmul_precision, _dtype(x), dx.device >= 0)
+    cdef int mm = _matmul_precision(fn, matmul_precision, _dtype(x),
+                                    "cpu" if dx.device < 0 else "cuda")
     x = _contig(fn, "x", x, &dx)
     W = _contig(fn, "W", W, &dW)
     if b is not None:
@@ -155,8 +154,7 @@ def dense_forward(x, W, b, activation=None, out=None, *, matmul_precision="float
     _same_device(fn, ["x", "W", "b", "out"], descs)
     _no_overlap(fn, "out", &dy, ["x", "W", "b"], descs[:3])
     cdef void *pb = NULL if b is None else db.ptr
-    if dx.device >= 0:
-        _ops.require(fn, "cuda", "activation", [ACT_NAMES[act]])
+    _require(fn, dx.device, "activation", ACT_NAMES[act])
     if mm:
         _dense_forward_bf16(&dx, &dW, pb, act, &dy)
         return out
@@ -207,7 +205,8 @@ def dense_backward(dy, x, W, y=None, activation=None, *, dx=None, dW=None, db=No
     else:
         y = None
     _check_blas_dims(fn, [("N", N), ("I", I), ("O", O)])
-    cdef int mm = _matmul_precision(fn, matmul_precision, _dtype(dy), ddy.device >= 0)
+    cdef int mm = _matmul_precision(fn, matmul_precision, _dtype(dy),
+                                    "cpu" if ddy.device < 0 else "cuda")
     dy = _contig(fn, "dy", dy, &ddy)
     x = _contig(fn, "x", x, &dx_)
     W = _contig(fn, "W", W, &dW_)
@@ -243,8 +242,7 @@ def dense_backward(dy, x, W, y=None, activation=None, *, dx=None, dW=None, db=No
     cdef void *vdz = NULL if dz is None else ddz.ptr
     cdef void *vdx = NULL if dx is None else ddx.ptr
     cdef int acc = accumulate
-    if ddy.device >= 0:
-        _ops.require(fn, "cuda", "activation", [ACT_NAMES[act]])
+    _require(fn, ddy.device, "activation", ACT_NAMES[act])
     if mm:
         _dense_backward_bf16(&ddy, &dx_, &dW_, vy, act, vdz, vdx, &ddW, &ddb, acc)
         return dx, dW, db
@@ -353,6 +351,7 @@ def binary_cross_entropy(logits, target, out=None):
     cdef int rc
     cdef double loss = float("nan")
     z = _float_input(fn, "logits", logits, &dz, 2)
+    _require(fn, dz.device, "loss", "binary_cross_entropy")
     t = _float_view(fn, "target", target, &dt, -1, &dz, z)
     if _shape(&dt) != _shape(&dz):
         raise ValueError(f"{fn}: target must have the shape of logits {_shape(&dz)}, "
@@ -365,8 +364,6 @@ def binary_cross_entropy(logits, target, out=None):
     if N == 0:
         return loss, out
     be = _backend(dz.device)
-    if be.bce == NULL:
-        raise NotImplementedError(f"{fn} is not implemented for {_where(dz.device)} yet")
     with nogil:
         rc = be.bce(dz.device, dz.stream, dz.itemsize, N, C, dz.ptr, dt.ptr, do.ptr, &loss)
     _check(rc, be)
@@ -388,8 +385,7 @@ def poisson_loss(logmean, target, out=None):
     cdef int rc
     cdef double loss = float("nan")
     z = _float_input(fn, "logmean", logmean, &dz, 2)
-    if dz.device >= 0:
-        raise NotImplementedError(f"{fn} is not implemented for {_where(dz.device)} yet")
+    _require(fn, dz.device, "loss", "poisson")
     t = _float_view(fn, "target", target, &dt, -1, &dz, z)
     if _shape(&dt) != _shape(&dz):
         raise ValueError(f"{fn}: target must have the shape of logmean {_shape(&dz)}, "

@@ -227,6 +227,7 @@ def _set_wait_us(double us):
 # ---- backends ------------------------------------------------------------------------------
 
 cdef const fbp_backend *_cuda_table = NULL
+_CUDA_OPS = _ops.BACKENDS["cuda"]  # what CUDA arrays' kernels run (fastbp.ops)
 _cuda_mod = None
 
 
@@ -242,12 +243,27 @@ cdef object _cuda():
 cdef const fbp_backend *_backend(int dev) except NULL:
     """The table of the backend that owns device dev (-1: the CPU)."""
     global _cuda_table
+    cdef const fbp_backend *table
     if dev < 0:
         return &fbp_cpu
     if _cuda_table == NULL:
         cap = _cuda().backend_capsule()
-        _cuda_table = <const fbp_backend *>PyCapsule_GetPointer(cap, "fastbp.backend")
+        table = <const fbp_backend *>PyCapsule_GetPointer(cap, "fastbp.backend")
+        # an entry the table may lack, and fastbp.ops's answer, agree (as the codes do)
+        if (table.bce != NULL) != _CUDA_OPS.supports("loss", "binary_cross_entropy"):
+            raise RuntimeError("fastbp._core: csrc/cuda's table and fastbp.ops disagree on "
+                               "binary_cross_entropy; rebuild, or fix the one that lags")
+        _cuda_table = table
     return _cuda_table
+
+
+cdef int _require(str fn, int dev, str kind, str name) except -1:
+    """NotImplementedError unless the backend of device dev runs the op: fastbp.ops
+    answers (the CPU runs every op, which fastbp.ops asserts, so a NumPy array
+    asks nothing)."""
+    if dev >= 0:
+        _CUDA_OPS.require(fn, ((kind, name),))
+    return 0
 
 
 cdef inline int _check(int rc, const fbp_backend *be) except -1:

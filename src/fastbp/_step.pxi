@@ -25,6 +25,80 @@ def _grad_block(sizes, dt):
     return block, dW, db
 
 
+cdef inline bint _param_array(object a, bint host):
+    """A NumPy array, or (host False: parameters copied to the GPU) a CUDA array."""
+    return isinstance(a, np.ndarray) or (not host and _is_device(a))
+
+
+def _check_mlp(str fn, W, b, activation, loss, cap, str backend, dict state=None):
+    """An MLP's layers, checked in one place for the CPU workspace (MLPWorkspace)
+    and the GPU's (fastbp.cuda.CudaMLP): one W and one b per layer; activation,
+    one name for the hidden layers (the output layer is affine) or one per layer;
+    loss; cap >= 1; W[l] (sizes[l], sizes[l+1]) and b[l] (sizes[l+1],) of one
+    float dtype, within the BLAS's 32-bit dimensions. backend "cpu": the
+    workspace steps on these very arrays, so they (and the optimizer state
+    arrays in state, checked alike) must be writable NumPy arrays; "cuda_step":
+    they are copied in, and may be NumPy or CUDA arrays. Returns (sizes, the
+    activations' codes, dtype)."""
+    cdef Py_ssize_t L = len(W), l
+    cdef Desc d
+    cdef bint host = backend == "cpu"
+    if L < 1 or len(b) != L:
+        raise ValueError(f"{fn}: need one W and one b per layer, got {len(W)} and {len(b)}")
+    if isinstance(activation, (list, tuple)):
+        if len(activation) != L:
+            raise ValueError(f"{fn}: need one activation per layer ({L}), got {len(activation)}")
+        acts = [_act_code(fn, a) for a in activation]
+    else:
+        acts = [_act_code(fn, activation)] * (L - 1) + [FBP_ACT_NONE]
+    if loss not in LOSSES:
+        raise ValueError(f"{fn}: unknown loss {loss!r}; expected one of {sorted(LOSSES)}")
+    if not host:
+        _ops.BACKENDS[backend].require(
+            fn, [("loss", loss)] + [("activation", ACT_NAMES[a]) for a in acts])
+    cap = operator.index(cap)
+    if cap < 1:
+        raise ValueError(f"{fn}: cap must be >= 1, got {cap}")
+    if not _param_array(W[0], host):
+        raise TypeError(f"{fn}: parameters must be float32 or float64 arrays, "
+                        f"got {type(W[0]).__name__}")
+    _describe(fn, "W[0]", W[0], &d)
+    if d.kind != b'f' or (d.itemsize != 4 and d.itemsize != 8) or d.ndim != 2:
+        raise TypeError(f"{fn}: parameters must be 2-D float32 or float64 arrays, "
+                        f"got {_dtype(W[0])} of {d.ndim} dimensions")
+    dt = np.dtype(np.float32 if d.itemsize == 4 else np.float64)
+    sizes = [d.shape[0], d.shape[1]]
+    for l in range(1, L):
+        if not _param_array(W[l], host):
+            raise TypeError(f"{fn}: W[{l}] must be a {dt} array")
+        _describe(fn, f"W[{l}]", W[l], &d)
+        sizes.append(d.shape[d.ndim - 1] if d.ndim else -1)
+    state = state or {}
+    state_names = _ops.state_buffers(_ops.STATE_BUFFERS)
+    for key in state:
+        if key not in state_names:
+            raise ValueError(f"{fn}: unknown optimizer state {key!r}; expected one of "
+                             f"{state_names}")
+    for l in range(L):
+        wshape, bshape = (sizes[l], sizes[l + 1]), (sizes[l + 1],)
+        for name, group in (("W", W), ("b", b)) + tuple(
+                (k, state.get(k)) for k in state_names):
+            shape = wshape if name.endswith("W") else bshape
+            if group is None:
+                continue
+            a = group[l]
+            if not _param_array(a, host):
+                raise TypeError(f"{fn}: {name}[{l}] must be a {dt} array")
+            _describe(fn, f"{name}[{l}]", a, &d)
+            if d.kind != b'f' or d.itemsize != dt.itemsize or not d.native:
+                raise TypeError(f"{fn}: {name}[{l}] must be a {dt} array")
+            _need_shape(fn, f"{name}[{l}]", &d, shape)
+            if host:
+                _writable(fn, f"{name}[{l}]", &d)
+    _check_blas_dims(fn, [("cap", cap)] + [(f"width {i}", s) for i, s in enumerate(sizes)])
+    return sizes, acts, dt
+
+
 cdef class MLPWorkspace:
     """Everything an MLP step writes besides the parameters, allocated once.
 
@@ -70,55 +144,10 @@ cdef class MLPWorkspace:
         self.matmul_precision = "float32"
         self.device = -1
         cdef Py_ssize_t L = len(W), l
-        cdef Desc d
-        if L < 1 or len(b) != L:
-            raise ValueError(f"{fn}: need one W and one b per layer, got {len(W)} and {len(b)}")
-        if isinstance(activation, (list, tuple)):
-            if len(activation) != L:
-                raise ValueError(f"{fn}: need one activation per layer ({L}), got {len(activation)}")
-            acts = [_act_code(fn, a) for a in activation]
-        else:
-            acts = [_act_code(fn, activation)] * (L - 1) + [FBP_ACT_NONE]
-        if loss not in LOSSES:
-            raise ValueError(f"{fn}: unknown loss {loss!r}; expected one of {sorted(LOSSES)}")
-        self.loss_code = LOSSES[loss]
-        if cap < 1:
-            raise ValueError(f"{fn}: cap must be >= 1, got {cap}")
-        if not isinstance(W[0], np.ndarray):
-            raise TypeError(f"{fn}: parameters must be float32 or float64 arrays, "
-                            f"got {type(W[0]).__name__}")
-        _describe(fn, "W[0]", W[0], &d)
-        if d.kind != b'f' or (d.itemsize != 4 and d.itemsize != 8) or d.ndim != 2:
-            raise TypeError(f"{fn}: parameters must be 2-D float32 or float64 arrays, "
-                            f"got {W[0].dtype} of {d.ndim} dimensions")
-        dt = np.dtype(np.float32 if d.itemsize == 4 else np.float64)
-        sizes = [d.shape[0], d.shape[1]]
-        for l in range(1, L):
-            if not isinstance(W[l], np.ndarray):
-                raise TypeError(f"{fn}: W[{l}] must be a {dt} array")
-            _describe(fn, f"W[{l}]", W[l], &d)
-            sizes.append(d.shape[d.ndim - 1] if d.ndim else -1)
         state = dict(state or {})
+        sizes, acts, dt = _check_mlp(fn, W, b, activation, loss, cap, "cpu", state)
+        self.loss_code = LOSSES[loss]
         state_names = _ops.state_buffers(_ops.STATE_BUFFERS)
-        for key in state:
-            if key not in state_names:
-                raise ValueError(f"{fn}: unknown optimizer state {key!r}; expected one of "
-                                 f"{state_names}")
-        for l in range(L):
-            wshape, bshape = (sizes[l], sizes[l + 1]), (sizes[l + 1],)
-            for name, group in (("W", W), ("b", b)) + tuple(
-                    (k, state.get(k)) for k in state_names):
-                shape = wshape if name.endswith("W") else bshape
-                if group is None:
-                    continue
-                a = group[l]
-                if not isinstance(a, np.ndarray):
-                    raise TypeError(f"{fn}: {name}[{l}] must be a {dt} array")
-                _describe(fn, f"{name}[{l}]", a, &d)
-                if d.kind != b'f' or d.itemsize != dt.itemsize or not d.native:
-                    raise TypeError(f"{fn}: {name}[{l}] must be a {dt} array")
-                _need_shape(fn, f"{name}[{l}]", &d, shape)
-                _writable(fn, f"{name}[{l}]", &d)
         if dropout is None:
             drops = [0.0] * L
         else:
@@ -126,7 +155,6 @@ cdef class MLPWorkspace:
             if len(drops) != L or drops[L - 1] != 0.0 or not all(0.0 <= p < 1.0 for p in drops):
                 raise ValueError(f"{fn}: dropout must be one rate in [0, 1) per layer, "
                                  f"the output layer's 0, got {dropout!r}")
-        _check_blas_dims(fn, [("cap", cap)] + [(f"width {i}", s) for i, s in enumerate(sizes)])
         self.sizes = tuple(int(s) for s in sizes)
         self.activations = tuple(acts)
         self.dropout = tuple(drops)
@@ -424,33 +452,24 @@ cdef object _sample_weight(str fn, object w, Desc *dw, Py_ssize_t N, object dtyp
 
 
 cdef int _gpu_unsupported(str fn, object ws, StepOptions opts, bint weighted) except -1:
-    """The GPU step implements SGD (momentum, weight decay) and clip_norm; anything
-    else is refused by name rather than computed differently."""
+    """What the step uses that the GPU step may lack (fastbp.ops.OPTIONS, the
+    optimizer), in the order a refusal names the first: the GPU step answers
+    what it runs, and refuses the rest by name rather than computing it
+    differently."""
     cdef fbp_step_opts *o = &opts.o
-    what = None
+    uses = []
     if o.mode == FBP_MODE_UPDATE:
-        what = "a step from given gradients (mode UPDATE)"
+        uses.append(("option", "update"))
     elif o.mode == FBP_MODE_BACKWARD:
-        what = "a data-parallel step (mode BACKWARD)"
-    elif not _ops.supports("cuda_step", "optimizer", fbp_opt_name(o.optimizer).decode()):
-        what = f"optimizer {fbp_opt_name(o.optimizer).decode()!r}"
-    elif o.nesterov:
-        what = "nesterov=True"
-    elif o.dampening != 0.0:
-        what = "dampening"
-    elif o.clip_value > 0.0:
-        what = "clip_value"
-    elif o.norm > 0.0:
-        what = "a data-parallel normalization (norm)"
-    elif o.alpha != 0.0:
-        what = "alpha (scikit-learn's L2 term)"
-    elif o.loss_eps > 0.0:
-        what = "loss_eps (scikit-learn's clipped log-loss)"
-    elif weighted:
-        what = "sample_weight"
-    if what is not None:
-        raise NotImplementedError(f"{fn}: {what} is not supported on the GPU yet "
-                                  "(docs/cuda.md lists what is)")
+        uses.append(("option", "backward"))
+    uses.append(("optimizer", fbp_opt_name(o.optimizer).decode()))
+    for used, option in ((o.nesterov, "nesterov"), (o.dampening != 0.0, "dampening"),
+                         (o.clip_value > 0.0, "clip_value"), (o.norm > 0.0, "norm"),
+                         (o.alpha != 0.0, "alpha"), (o.loss_eps > 0.0, "loss_eps"),
+                         (weighted, "sample_weight")):
+        if used:
+            uses.append(("option", option))
+    _ops.BACKENDS["cuda_step"].require(fn, uses)
     return 0
 
 

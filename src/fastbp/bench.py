@@ -293,9 +293,10 @@ def time_steps(fns, repeat=None, block=BLOCK, settle=SETTLE, rounds=ROUNDS):
     return {name: float(np.median(s)) for name, s in samples.items()}
 
 
-def run(sizes=None, repeat=None, threads=None, with_torch=None, optimizer="sgd"):
+def run(sizes=None, repeat=None, threads=None, with_torch=None, optimizer="sgd",
+        dtype=np.float32):
     """Time every contender at every size, each training with optimizer (a key
-    of OPTIMIZERS); returns a list of result rows."""
+    of OPTIMIZERS) in dtype; returns a list of result rows."""
     import fastbp
 
     if threads is not None:
@@ -306,15 +307,15 @@ def run(sizes=None, repeat=None, threads=None, with_torch=None, optimizer="sgd")
 
     rows = []
     for size in sizes or list(SIZES):
-        fns = {name: CONTENDERS[name](size, optimizer=optimizer) for name in STEP_CONTENDERS
-               if name != "torch" or with_torch}
-        fns.update(floor_contenders(size, optimizer=optimizer))
+        fns = {name: CONTENDERS[name](size, dtype, optimizer=optimizer)
+               for name in STEP_CONTENDERS if name != "torch" or with_torch}
+        fns.update(floor_contenders(size, dtype, optimizer=optimizer))
         t = time_steps(fns, repeat)
         floors = {k[len("floor-"):]: v for k, v in t.items() if k.startswith("floor-")}
         best = min(floors, key=floors.get)
         t["floor"] = floors[best]
         row = {"size": size, "batch": SIZES[size][0], "widths": SIZES[size][1],
-               "optimizer": optimizer, "floor_provider": best,
+               "optimizer": optimizer, "dtype": np.dtype(dtype).name, "floor_provider": best,
                "fastbp_provider": _blas.get_blas(),
                "ms": {k: v * 1e3 for k, v in t.items()}}
         row["ratio_to_floor"] = {k: v / t["floor"] for k, v in t.items()}
@@ -401,7 +402,8 @@ def main(args):
     import fastbp
 
     optimizer = getattr(args, "optimizer", "sgd")
-    rows = run(args.sizes, args.repeat, args.threads, optimizer=optimizer)
+    dtype = np.dtype(getattr(args, "dtype", "float32"))
+    rows = run(args.sizes, args.repeat, args.threads, optimizer=optimizer, dtype=dtype)
     from ._blas import info
 
     cls, kw, n_state = OPTIMIZERS[optimizer]
@@ -409,7 +411,7 @@ def main(args):
             f"{fastbp.get_num_threads()} BLAS thread(s), through each installed provider " \
             f"({', '.join(info()['available'])})" + \
             (f", + a parallel copy of the {n_state} state buffer(s)" if n_state else "")
-    print(f"optimizer: {cls}({', '.join(f'{k}={v}' for k, v in kw.items())}); "
+    print(f"{dtype.name}, optimizer: {cls}({', '.join(f'{k}={v}' for k, v in kw.items())}); "
           f"fastbp's BLAS: {info()['provider']} ({info()['version'].split(' DYNAMIC')[0]})")
     print(f"floor: {floor}")
     print(format_table(rows))

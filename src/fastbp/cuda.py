@@ -28,7 +28,7 @@ import numpy as np
 
 import functools
 
-from . import _core, ops
+from . import _core
 from ._core import BUFFERS, LOSSES, STEP_FORWARD, STEP_GRAD, STEP_LOSS, STEP_TRAIN  # noqa: F401
 
 _KERNELS = ("clip_by_global_norm", "clip_by_value", "dense_backward", "dense_forward",
@@ -284,48 +284,10 @@ class CudaMLP:
     def __init__(self, W, b, activation="relu", loss="softmax_cross_entropy", cap=1, *,
                  device=None, graph=None):
         fn = "CudaMLP"
-        L = len(W)
-        if L < 1 or len(b) != L:
-            raise ValueError(f"{fn}: need one W and one b per layer, got {len(W)} and {len(b)}")
-        if isinstance(activation, (list, tuple)):
-            if len(activation) != L:
-                raise ValueError(f"{fn}: need one activation per layer ({L}), got {len(activation)}")
-            acts = [_core._act_code(fn, a) for a in activation]
-        else:
-            acts = [_core._act_code(fn, activation)] * (L - 1) + [_core.ACTIVATIONS[None]]
-        if loss not in LOSSES:
-            raise ValueError(f"{fn}: unknown loss {loss!r}; expected one of {sorted(LOSSES)}")
-        ops.require(fn, "cuda_step", "loss", [loss])
-        ops.require(fn, "cuda_step", "activation",
-                    [_core.ACT_NAMES[a] for a in acts])
-        cap = operator.index(cap)
-        if cap < 1:
-            raise ValueError(f"{fn}: cap must be >= 1, got {cap}")
         W = [a if _on_device(a) else np.asarray(a) for a in W]
         b = [a if _on_device(a) else np.asarray(a) for a in b]
-
-        def meta(a):
-            if _on_device(a):
-                return describe(fn, "parameter", a)[1:3]
-            return a.shape, a.dtype
-        shape0, dt = meta(W[0])
-        if dt not in (np.float32, np.float64):
-            raise TypeError(f"{fn}: parameters must be float32 or float64 arrays, got {dt}")
-        if len(shape0) != 2:
-            raise ValueError(f"{fn}: W[0] must be 2-D, got shape {shape0}")
-        sizes = [int(shape0[0])] + [int(meta(w)[0][-1]) for w in W]
-        for l in range(L):
-            for name, a, shape in ((f"W[{l}]", W[l], (sizes[l], sizes[l + 1])),
-                                   (f"b[{l}]", b[l], (sizes[l + 1],))):
-                ash, adt = meta(a)
-                if adt != dt:
-                    raise TypeError(f"{fn}: {name} must be a {dt} array")
-                if tuple(ash) != shape:
-                    raise ValueError(f"{fn}: {name} must have shape {shape}, got {tuple(ash)}")
-        for i, s in enumerate([cap] + sizes):
-            if s > _core.BLAS_INT_MAX:
-                raise ValueError(f"{fn}: {'cap' if i == 0 else f'width {i - 1}'} = {s} exceeds "
-                                 f"the BLAS 32-bit dimension limit {_core.BLAS_INT_MAX}")
+        sizes, acts, dt = _core._check_mlp(fn, W, b, activation, loss, cap, "cuda_step")
+        cap = operator.index(cap)
         if device is None:
             device = 0 if isinstance(W[0], np.ndarray) else describe(fn, "W[0]", W[0])[5]
         if graph is None:

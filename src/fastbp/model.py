@@ -148,8 +148,7 @@ class _CUDA:
             raise RuntimeError("MLP(device='cuda'): fastbp.cuda is not available (a build "
                                "with FASTBP_CUDA=1 and a CUDA device are needed; docs/cuda.md)")
         if any(model._dropout):
-            raise NotImplementedError("MLP(device='cuda'): dropout is not supported on the GPU "
-                                      "yet (docs/cuda.md lists what is)")
+            _ops.BACKENDS["cuda_step"].require("MLP(device='cuda')", [("option", "dropout")])
         self.cuda, self.model = cuda, model
         W, b = model._param_lists()
         self.gpu = cuda.CudaMLP(W, b, model._layer_acts, model.loss_name, cap=1)
@@ -274,7 +273,8 @@ class MLP:
 
     @matmul_precision.setter
     def matmul_precision(self, value):
-        _core._matmul_precision("MLP", value, self.dtype, self.device == "cuda")
+        _core._matmul_precision("MLP", value, self.dtype,
+                                "cuda_step" if self.device == "cuda" else "cpu")
         self._matmul_precision = value
 
     # ---- the training state's fields, under the names the model always had ----------------

@@ -15,31 +15,73 @@ import math
 from dataclasses import dataclass, field
 
 __all__ = ["Activation", "Loss", "OptimizerInfo", "ACTIVATIONS", "LOSSES", "OPTIMIZERS",
+           "Backend", "BACKENDS", "OPTIONS", "supports", "require",
            "activation", "hidden_names", "sklearn_activation", "optimizer_info",
            "state_buffers", "STATE_BUFFERS"]
 
 
-#: where an op runs: "cpu" (csrc/, every op), "cuda" (its standalone kernels on CUDA
-#: arrays, csrc/cuda/), "cuda_step" (in the GPU MLP's training step, csrc/cuda/step.cu)
-BACKENDS = ("cpu", "cuda", "cuda_step")
+#: the step's options that not every backend runs, each with the words its
+#: refusal names it by ("mlp_step: nesterov=True is not supported on the GPU yet")
+OPTIONS = {
+    "update": "a step from given gradients (mode UPDATE)",
+    "backward": "a data-parallel step (mode BACKWARD)",
+    "nesterov": "nesterov=True",
+    "dampening": "dampening",
+    "clip_value": "clip_value",
+    "norm": "a data-parallel normalization (norm)",
+    "alpha": "alpha (scikit-learn's L2 term)",
+    "loss_eps": "loss_eps (scikit-learn's clipped log-loss)",
+    "sample_weight": "sample_weight",
+    "dropout": "dropout",
+    "bfloat16": "matmul_precision='bfloat16'",
+}
 
 _KIND = {"activation": "ACTIVATIONS", "loss": "LOSSES", "optimizer": "OPTIMIZERS"}
 
 
+@dataclass(frozen=True)
+class Backend:
+    """Where ops run, answering what it runs: an op (kind "activation", "loss",
+    "optimizer") where its registry entry lists the backend, an option (kind
+    "option", an OPTIONS key) where `options` has it (None: every option).
+    where: how a refusal names the place ("on the GPU")."""
+    name: str
+    where: str
+    options: frozenset = None
+
+    def supports(self, kind, name):
+        if kind == "option":
+            return self.options is None or name in self.options
+        return self.name in globals()[_KIND[kind]][name].backends
+
+    def require(self, fn, uses):
+        """NotImplementedError naming the first of uses, (kind, name) pairs, that
+        this backend does not run: the one refusal of every backend and caller."""
+        for kind, name in uses:
+            if not self.supports(kind, name):
+                what = OPTIONS[name] if kind == "option" else f"{kind} {name!r}"
+                raise NotImplementedError(f"{fn}: {what} is not supported {self.where} yet "
+                                          "(docs/cuda.md lists what is)")
+
+
+#: where an op runs: "cpu" (csrc/, every op and option), "cuda" (its standalone
+#: kernels on CUDA arrays, csrc/cuda/), "cuda_step" (in the GPU MLP's training step,
+#: csrc/cuda/step.cu: SGD with momentum, weight decay and clip_norm, none of OPTIONS)
+BACKENDS = {b.name: b for b in (
+    Backend("cpu", "here"),
+    Backend("cuda", "on CUDA arrays", frozenset()),
+    Backend("cuda_step", "on the GPU", frozenset()),
+)}
+
+
 def supports(backend, kind, name):
-    """Whether backend runs the op `name` of kind ("activation", "loss",
-    "optimizer"): a backend answers what it supports from here, rather than each
-    caller keeping its own chain of refusals."""
-    return backend in globals()[_KIND[kind]][name].backends
+    """Whether backend (a BACKENDS name) runs the op or option `name` of kind."""
+    return BACKENDS[backend].supports(kind, name)
 
 
 def require(fn, backend, kind, names):
-    """NotImplementedError naming the first op of names the backend lacks."""
-    where = {"cuda": "on CUDA arrays", "cuda_step": "on the GPU"}.get(backend, "here")
-    for name in names:
-        if not supports(backend, kind, name):
-            raise NotImplementedError(f"{fn}: {kind} {name!r} is not supported {where} yet "
-                                      "(docs/cuda.md lists what is)")
+    """NotImplementedError naming the first of names (of one kind) the backend lacks."""
+    BACKENDS[backend].require(fn, [(kind, name) for name in names])
 
 
 # ---- activations -------------------------------------------------------------------
@@ -277,9 +319,12 @@ def state_buffers(kinds):
 
 
 def _check_counts():
-    # codes are dense from 0, as the C tables index them
+    # codes are dense from 0, as the C tables index them; the CPU runs every op
+    # (fastbp._core asks a backend only for CUDA arrays and the GPU step)
     for reg in (ACTIVATIONS, LOSSES, OPTIMIZERS):
         assert sorted(e.code for e in reg.values()) == list(range(len(reg))), reg
+        assert all("cpu" in e.backends and set(e.backends) <= set(BACKENDS)
+                   for e in reg.values()), reg
 
 
 _check_counts()
