@@ -601,6 +601,40 @@ def test_loss_curve_does_not_depend_on_the_chunks(monkeypatch):
     np.testing.assert_array_equal(fits[0].coefs_[0], fits[1].coefs_[0])
 
 
+def test_sgd_and_adam_run_the_epoch_loop_of_mlp_fit(monkeypatch):
+    """fit and partial_fit (sgd, adam) run MLP.fit's epoch loop,
+    fastbp._train.run_epochs, with scikit-learn's rules as its policy: every
+    epoch the estimator counts went through that loop."""
+    from fastbp import _train
+
+    loop, epochs = _train.run_epochs, []
+
+    def counting(runner, policy, it, *args):
+        def counted():
+            for i in it:
+                epochs[-1] += 1
+                yield i
+        epochs.append(0)
+        return loop(runner, policy, counted(), *args)
+
+    monkeypatch.setattr(_train, "run_epochs", counting)
+    X, y = _data("multiclass")
+    for solver in ("sgd", "adam"):
+        est = MLPClassifier(hidden_layer_sizes=(4,), solver=solver, max_iter=3, random_state=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            est.fit(X, y)
+        assert epochs[-1] == est.n_iter_ == len(est.loss_curve_) == 3
+        est.partial_fit(X, y)
+        assert epochs[-1] == est.n_iter_ == 1 and len(est.loss_curve_) == 4
+    reg = MLPRegressor(hidden_layer_sizes=(4,), early_stopping=True, n_iter_no_change=1,
+                       tol=1e9, max_iter=50, random_state=0).fit(*_data("regression"))
+    assert epochs[-1] == reg.n_iter_ == len(reg.validation_scores_) == 3  # stopped by the rule
+    m = fastbp.MLP([6, 4, 3], loss="softmax_cross_entropy", seed=0)
+    m.fit(X, y, epochs=2)
+    assert epochs == [3, 1, 3, 1, 3, 2]
+
+
 CHILD = r"""
 import json, time, warnings
 import numpy as np

@@ -1,7 +1,8 @@
 """Epoch runners: how one epoch of training steps is run.
 
-fit's loop (fastbp._train) drives one runner per fit; scikit-learn's estimators
-(fastbp.sklearn) drive NativeRunner themselves. Every runner has
+The epoch loop (fastbp._train.run_epochs) drives one runner per fit: MLP.fit's
+and scikit-learn's estimators' (fastbp.sklearn, a NativeRunner) alike. Every
+runner has
 
     run_epoch(X, y, w, order, B, opts) -> (loss_sum, weight_sum, correct)
 
@@ -124,17 +125,17 @@ class NativeRunner(Runner):
     results do not depend on where an epoch is cut.
 
     workspace: a function of the batch rows B giving the MLPWorkspace to train
-    (the model's own may be rebuilt between epochs)."""
+    (the model's own may be rebuilt between epochs); losses: None, or a
+    float64 array (batches, 2) that receives each batch's (loss, reg) of the
+    last epoch (scikit-learn's estimators sum them their own way)."""
 
-    def __init__(self, workspace, model=None, options=None, seconds=CHUNK_SECONDS):
+    def __init__(self, workspace, model=None, options=None, seconds=CHUNK_SECONDS, losses=None):
         super().__init__(model, options)
-        self.workspace, self.seconds = workspace, seconds
+        self.workspace, self.seconds, self.losses = workspace, seconds, losses
         self.chunk = 1  # batches per call, grown (x4 at most) to fill `seconds`
 
-    def run_epoch(self, X, y, w, order, B, opts, losses=None):
-        """losses: a float64 array (batches, 2) that receives each batch's
-        (loss, reg), or None."""
-        ws = self.workspace(B)
+    def run_epoch(self, X, y, w, order, B, opts):
+        ws, losses = self.workspace(B), self.losses
         nb = -(-X.shape[0] // B)
         total = weight = 0.0
         correct = s = 0

@@ -1,4 +1,11 @@
-"""MLP.fit's loop: the checks, the epochs, validation, early stopping, callbacks.
+"""The epoch loop, and MLP.fit: the checks, the epochs, validation, early
+stopping, callbacks.
+
+``run_epochs(runner, policy, ...)`` is the one epoch loop: of MLP.fit, and of
+the scikit-learn estimators' sgd and adam (fastbp.sklearn). A policy says what
+happens around each epoch (its order and step options before; its record and
+whether to stop after): FitPolicy here is MLP.fit's, fastbp.sklearn's
+_SklearnPolicy is scikit-learn's _fit_stochastic.
 
 ``fit(model, X, y, comm=None, **settings)`` is MLP.fit's body. It checks
 everything before the first step, then runs the epochs through an epoch
@@ -8,7 +15,7 @@ itself does not know which: the runner gives the epoch's order, runs it, and
 answers what the ranks must agree on (a single process agrees with itself).
 
 What training changes lives in the model's TrainingState (fastbp._state); the
-loop writes an epoch's record to it at once, after the epoch, so that Ctrl-C
+policy writes an epoch's record to it at once, after the epoch, so that Ctrl-C
 leaves the history and the counters of the completed epochs.
 """
 import math
@@ -114,8 +121,6 @@ def _fit(model, state, runner, X, y, epochs, batch_size, lr, weight_decay, momen
          shuffle, seed, validation, progress, log_grad_norms, optimizer, clip_value,
          lr_schedule, early_stopping, validation_fraction, patience, min_delta,
          restore_best, callbacks, sample_weight, class_weight, verbose, total_epochs):
-    from tqdm.auto import tqdm
-
     fn = "fit"
     err = None
     try:  # with several ranks every check is local: the ranks agree on the outcome below
@@ -153,7 +158,7 @@ def _fit(model, state, runner, X, y, epochs, batch_size, lr, weight_decay, momen
         elif early_stopping:
             keep, val = model._hold_out_rows(X, y, validation_fraction, seed)
         else:
-            Xv = None
+            Xv = yv = None
         # a data-parallel fit checks the weights' sum over every rank's rows instead
         _check_training_weights(fn, model.dtype, w64, w, keep,
                                 check_sum=not runner.distributed,
@@ -187,7 +192,6 @@ def _fit(model, state, runner, X, y, epochs, batch_size, lr, weight_decay, momen
                                   counts=(total_counts, int(total_counts.sum())))
     if keep is not None:
         X, y, w, Xv, yv = X[keep], y[keep], None if w is None else w[keep], X[val], y[val]
-    n = X.shape[0]
     B = min(int(batch_size), int(counts.max()))
     # the model's own state, checked on the model that will train (with several
     # ranks, rank 0's, the same on every rank: each raises the same error)
@@ -200,97 +204,173 @@ def _fit(model, state, runner, X, y, epochs, batch_size, lr, weight_decay, momen
     except (TypeError, ValueError) as e:
         raise runner.agreed(e)
     state.lr_schedule = plan
-    classify = model.loss_name == "binary_cross_entropy" or (
-        model.loss_name == "softmax_cross_entropy" and y.ndim == 1)
-    outputs = int(counts.sum())
-    score_key = "val_r2" if model.loss_name in ("mse", "poisson") else "val_accuracy"
-    hist = {"loss": [], "lr": []}
-    if classify:
-        hist["accuracy"] = []
-    if Xv is not None:
-        hist["val_loss"], hist[score_key] = [], []
-    if log_grad_norms:
-        hist["grad_norms"] = []
-    model.history_ = hist
-    level = verbosity(verbose if progress is None else progress)
-    es = _early_stopping_run(state, early_stopping)
-    triggered = False
-    # verbose=2: a bar that stays; 1: one line per epoch (print); 0: nothing
-    bar = tqdm(range(epochs), disable=level != 2, unit="epoch", leave=True)
-    lines = level == 1 and runner.prints
-    for i_fit in bar:
-        t_epoch = time.perf_counter()
-        epoch = state.epoch
-        lr_e = schedule.lr(epoch, base_lr, {"loss": state.loss_curve,
-                                            "val_loss": state.val_loss_curve,
-                                            "had_validation": state.had_validation})
-        if not (lr_e >= 0 and math.isfinite(lr_e)):
-            raise ValueError(f"fit: the schedule gave lr {lr_e!r} at epoch {epoch}")
-        optimizer.lr = lr_e
-        try:
-            order = runner.order(n, seed, epoch, shuffle)
-            model._ensure_state(optimizer)
-            opts = runner.step_options(optimizer, clip_norm, clip_value, classify)
-            state.start_steps(opts)
-            try:
-                total, weight, correct = runner.run_epoch(X, y, w, order, B, opts)
-            finally:
-                state.count_steps(opts)
-            mean_loss = total / weight
-        finally:
-            optimizer.lr = base_lr
-        # the epoch's record is measured first and then written at once, so an
-        # interrupt during the validation pass leaves the history and epoch_ as
-        # they were (the epoch's steps are counted in step_)
-        record = {"loss": mean_loss, "lr": lr_e}
-        if classify:
-            record["accuracy"] = correct / outputs
-        if Xv is not None:
-            val_reg = 0.0 if _ops.OPTIMIZERS[optimizer.name].decoupled else optimizer.weight_decay
-            record["val_loss"], record[score_key] = runner.evaluate(Xv, yv, val_reg, score_key)
-        if log_grad_norms:
-            record["grad_norms"] = runner.grad_norms(X, y, order, B)
-        for k, v in record.items():
-            hist[k].append(v)
-        state.end_epoch(mean_loss, record.get("val_loss"))
-        post = {name: f"{record[k]:.4f}" for k, name in
-                (("loss", "loss"), ("accuracy", "acc"), (score_key, score_key)) if k in record}
-        bar.set_postfix(post, refresh=False)
-        if lines:
-            print(epoch_line(i_fit + 1, epochs, record, score_key,
-                             time.perf_counter() - t_epoch), flush=True)
-        if not math.isfinite(mean_loss):  # the same number on every rank
-            # epochs counted from 1, as the history and the epoch lines count them
-            warnings.warn(DivergedWarning(
-                f"fit: the loss diverged ({mean_loss}) at epoch {i_fit + 1} of this fit (the "
-                f"model's epoch {epoch + 1}); training stopped, the parameters are not "
-                f"finite: lower the learning rate (it was {lr_e:g})", i_fit + 1, mean_loss),
-                stacklevel=4)
-            break
-        stop = False
-        if es is not None:
-            v = hist["val_loss"][-1]
-            # False for NaN: no improvement; with several ranks, rank 0's decision
-            improved = runner.from_rank0(v < es["best"] - min_delta)
-            if improved:
-                es.update(best=v, wait=0, best_epoch=epoch, params=model.get_params())
-            else:
-                es["wait"] += 1
-                stop = triggered = es["wait"] >= patience
-            es["epoch"] = state.epoch
-        for cb in callbacks:
-            stop = bool(cb(model, epoch, hist)) or stop
-        if runner.any(stop):  # any rank's callback stops every rank
-            break
-    bar.close()
+    policy = FitPolicy(model, state, runner, optimizer, schedule, X, y, B, Xv, yv,
+                       outputs=int(counts.sum()), seed=seed, shuffle=shuffle,
+                       clip=(clip_norm, clip_value), log_grad_norms=log_grad_norms,
+                       verbose=verbose if progress is None else progress, epochs=epochs,
+                       early_stopping=early_stopping, min_delta=min_delta, patience=patience,
+                       callbacks=callbacks)
+    run_epochs(runner, policy, policy.bar, X, y, w, B)
+    policy.bar.close()
+    es = policy.es
     if es is not None:
         restore = (restore_best and es["params"] is not None
                    and es["best_epoch"] != state.epoch - 1)
         if restore:
             model.set_params(es["params"])
-        if restore or triggered:  # the run is over: a next fit starts its own
+        if restore or policy.triggered:  # the run is over: a next fit starts its own
             state.early_stop = None
-    return hist
+    return policy.hist
+
+
+# ---- the epoch loop and MLP.fit's policy ------------------------------------------------
+
+def run_epochs(runner, policy, epochs, X, y, w, B):
+    """The epoch loop of MLP.fit and of the scikit-learn estimators' sgd and
+    adam (fastbp.sklearn): the runner runs each epoch's steps over the rows X,
+    y, w in batches of B; the policy decides everything else, in three calls:
+
+        policy.before_epoch(i) -> (order, opts)
+            epoch i of this call (0, 1, ... from ``epochs``, a range or a
+            progress bar over one): its rows' order and its StepOptions,
+            set for its first step
+        policy.steps_ran(opts)
+            after the epoch's steps, also when one raised (Ctrl-C is raised
+            between two native calls): the step counters, taken from opts
+        policy.after_epoch(i, sums) -> stop
+            sums: run_epoch's (loss_sum, weight_sum, correct); records the
+            epoch and says whether training stops
+
+    MLP.fit's policy is FitPolicy (below); scikit-learn's follows its
+    _fit_stochastic (fastbp.sklearn._SklearnPolicy)."""
+    for i in epochs:
+        order, opts = policy.before_epoch(i)
+        try:
+            sums = runner.run_epoch(X, y, w, order, B, opts)
+        finally:
+            policy.steps_ran(opts)
+        if policy.after_epoch(i, sums):
+            break
+
+
+class FitPolicy:
+    """MLP.fit's side of run_epochs: each epoch's lr (the schedule) and order
+    (the seed and the model's epoch), its record in ``hist`` and the
+    TrainingState, its line or progress-bar figures, validation, the
+    divergence check, early stopping and the callbacks.
+
+    X, y, B: the training rows and the batch rows (as run_epochs gets them);
+    Xv, yv: the validation rows or None; outputs: the training rows over
+    every rank. It makes the fit's history (model.history_), its progress
+    bar (``bar``, which run_epochs iterates) and its early-stopping run
+    (``es``, None without), in the order fit made them before the loop."""
+
+    def __init__(self, model, state, runner, optimizer, schedule, X, y, B, Xv, yv, *, outputs,
+                 seed, shuffle, clip, log_grad_norms, verbose, epochs, early_stopping,
+                 min_delta, patience, callbacks):
+        from tqdm.auto import tqdm
+
+        self.model, self.state, self.runner = model, state, runner
+        self.optimizer, self.schedule, self.base_lr = optimizer, schedule, optimizer.lr
+        self.X, self.y, self.B, self.Xv, self.yv, self.outputs = X, y, B, Xv, yv, outputs
+        self.seed, self.shuffle, self.clip = seed, shuffle, clip
+        self.log_grad_norms, self.epochs = log_grad_norms, epochs
+        self.min_delta, self.patience, self.callbacks = min_delta, patience, callbacks
+        self.classify = model.loss_name == "binary_cross_entropy" or (
+            model.loss_name == "softmax_cross_entropy" and y.ndim == 1)
+        self.score_key = "val_r2" if model.loss_name in ("mse", "poisson") else "val_accuracy"
+        hist = {"loss": [], "lr": []}
+        if self.classify:
+            hist["accuracy"] = []
+        if Xv is not None:
+            hist["val_loss"], hist[self.score_key] = [], []
+        if log_grad_norms:
+            hist["grad_norms"] = []
+        self.hist = model.history_ = hist
+        level = verbosity(verbose)
+        self.es = _early_stopping_run(state, early_stopping)
+        self.triggered = False  # early stopping ended the run
+        # verbose=2: a bar that stays; 1: one line per epoch (print); 0: nothing
+        self.bar = tqdm(range(epochs), disable=level != 2, unit="epoch", leave=True)
+        self.lines = level == 1 and runner.prints
+
+    def before_epoch(self, i):
+        state, optimizer = self.state, self.optimizer
+        self.t_epoch = time.perf_counter()
+        self.epoch = epoch = state.epoch
+        lr_e = self.schedule.lr(epoch, self.base_lr, {"loss": state.loss_curve,
+                                                      "val_loss": state.val_loss_curve,
+                                                      "had_validation": state.had_validation})
+        if not (lr_e >= 0 and math.isfinite(lr_e)):
+            raise ValueError(f"fit: the schedule gave lr {lr_e!r} at epoch {epoch}")
+        self.lr_e = optimizer.lr = lr_e  # the epoch's steps' lr; steps_ran puts base_lr back
+        try:
+            self.order = self.runner.order(self.X.shape[0], self.seed, epoch, self.shuffle)
+            self.model._ensure_state(optimizer)
+            opts = self.runner.step_options(optimizer, *self.clip, self.classify)
+            state.start_steps(opts)
+        except BaseException:
+            optimizer.lr = self.base_lr
+            raise
+        return self.order, opts
+
+    def steps_ran(self, opts):
+        try:
+            self.state.count_steps(opts)
+        finally:
+            self.optimizer.lr = self.base_lr
+
+    def after_epoch(self, i, sums):
+        total, weight, correct = sums
+        model, state, runner, hist, score_key = (self.model, self.state, self.runner,
+                                                 self.hist, self.score_key)
+        mean_loss, epoch, lr_e = total / weight, self.epoch, self.lr_e
+        # the epoch's record is measured first and then written at once, so an
+        # interrupt during the validation pass leaves the history and epoch_ as
+        # they were (the epoch's steps are counted in step_)
+        record = {"loss": mean_loss, "lr": lr_e}
+        if self.classify:
+            record["accuracy"] = correct / self.outputs
+        if self.Xv is not None:
+            optimizer = self.optimizer
+            val_reg = 0.0 if _ops.OPTIMIZERS[optimizer.name].decoupled else optimizer.weight_decay
+            record["val_loss"], record[score_key] = runner.evaluate(self.Xv, self.yv, val_reg,
+                                                                    score_key)
+        if self.log_grad_norms:
+            record["grad_norms"] = runner.grad_norms(self.X, self.y, self.order, self.B)
+        for k, v in record.items():
+            hist[k].append(v)
+        state.end_epoch(mean_loss, record.get("val_loss"))
+        post = {name: f"{record[k]:.4f}" for k, name in
+                (("loss", "loss"), ("accuracy", "acc"), (score_key, score_key)) if k in record}
+        self.bar.set_postfix(post, refresh=False)
+        if self.lines:
+            print(epoch_line(i + 1, self.epochs, record, score_key,
+                             time.perf_counter() - self.t_epoch), flush=True)
+        if not math.isfinite(mean_loss):  # the same number on every rank
+            # epochs counted from 1, as the history and the epoch lines count them;
+            # stacklevel: after_epoch, run_epochs, _fit, fit, MLP.fit, its caller
+            warnings.warn(DivergedWarning(
+                f"fit: the loss diverged ({mean_loss}) at epoch {i + 1} of this fit (the "
+                f"model's epoch {epoch + 1}); training stopped, the parameters are not "
+                f"finite: lower the learning rate (it was {lr_e:g})", i + 1, mean_loss),
+                stacklevel=6)
+            return True
+        stop = False
+        es = self.es
+        if es is not None:
+            v = hist["val_loss"][-1]
+            # False for NaN: no improvement; with several ranks, rank 0's decision
+            improved = runner.from_rank0(v < es["best"] - self.min_delta)
+            if improved:
+                es.update(best=v, wait=0, best_epoch=epoch, params=model.get_params())
+            else:
+                es["wait"] += 1
+                stop = self.triggered = es["wait"] >= self.patience
+            es["epoch"] = state.epoch
+        for cb in self.callbacks:
+            stop = bool(cb(model, epoch, hist)) or stop
+        return runner.any(stop)  # any rank's callback stops every rank
 
 
 def _early_stopping_run(state, early_stopping):

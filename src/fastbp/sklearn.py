@@ -11,10 +11,11 @@ warnings), while every training step is one native call (csrc/step.c): the
 solvers are scikit-learn's update rules ("sklearn_sgd", "sklearn_adam" in
 csrc/optim.c), its L2 term is alpha over each batch's sample count or weight
 sum (fbp_step_opts.alpha), its log-loss is reported with its clipped
-probabilities (fbp_step_opts.loss_eps), and an epoch of batches runs in
-fastbp._runners.NativeRunner (_core.mlp_epoch calls), as MLP.fit's does. lbfgs
-runs SciPy's L-BFGS-B, as scikit-learn does, over
-the native loss and gradient (one mlp_step per evaluation).
+probabilities (fbp_step_opts.loss_eps), and sgd and adam run MLP.fit's epoch
+loop (fastbp._train.run_epochs) over a fastbp._runners.NativeRunner
+(_core.mlp_epoch calls), with scikit-learn's rules as its policy
+(_SklearnPolicy). lbfgs runs SciPy's L-BFGS-B, as scikit-learn does, over the
+native loss and gradient (one mlp_step per evaluation).
 
 Extras scikit-learn's MLP lacks (docs/sklearn.md):
     dtype      compute in np.float32 (or float64) whatever the input's dtype;
@@ -62,7 +63,7 @@ except ImportError as _e:  # scipy or scikit-learn missing, or a scikit-learn to
     raise ImportError(f"fastbp.sklearn needs scikit-learn >= 1.6 and SciPy: pip install "
                       f"'fastbp[sklearn]' ({_e})") from _e
 
-from . import _core
+from . import _core, _train
 from ._runners import NativeRunner
 from ._threadpool import local_threads
 from . import ops as _ops
@@ -170,6 +171,96 @@ class _Solver:
             for i, a in enumerate(group):
                 if a.dtype != dtype:
                     group[i] = a.astype(dtype)
+
+
+class _SklearnPolicy:
+    """scikit-learn's _fit_stochastic, epoch by epoch, as the policy of
+    fastbp._train.run_epochs (the loop MLP.fit runs too, with its own policy):
+    before an epoch, the shuffle of the sample indices (drawn from
+    random_state, from the last epoch's order) and the solver's learning rate;
+    after it, the loss as scikit-learn sums it, n_iter_, t_, loss_curve_, the
+    verbose line, the no-improvement count (the validation score or the
+    training loss, with tol), the learning-rate schedule, its stopping rule
+    (n_iter_no_change; 'adaptive' divides the rate instead) and the
+    ConvergenceWarning.
+
+    opts: the solver's StepOptions (opt.options), set for the fit's first
+    step; losses: the runner's (batches, 2) array of each batch's (loss, reg);
+    validation: (X_val, y_val, sample_weight_val), Nones without early_stopping."""
+
+    def __init__(self, est, opts, n_samples, B, losses, incremental, validation):
+        self.est, self.opt, self.opts, self.losses = est, est._optimizer, opts, losses
+        self.n_samples, self.incremental, self.validation = n_samples, incremental, validation
+        self.sample_idx = np.arange(n_samples, dtype=int)
+        nb = len(losses)
+        self.rows = [B] * (nb - 1) + [n_samples - (nb - 1) * B]  # each batch's rows
+        # scikit-learn's squared loss is averaged over the outputs, its gradient not
+        self.per_output = float(est.n_outputs_) if est.out_activation_ == "identity" else 1.0
+
+    def before_epoch(self, i):
+        est, opt = self.est, self.opt
+        if est.shuffle:
+            # sklearn.utils.shuffle(sample_idx, random_state=...) is resample's
+            # permutation: the same draws, without its ~80 us of input handling
+            # per epoch
+            perm = np.arange(self.n_samples)
+            est._random_state.shuffle(perm)
+            self.sample_idx = self.sample_idx[perm]
+        self.opts.lr = opt.learning_rate if opt.solver == "sgd" else opt.learning_rate_init
+        return self.sample_idx, self.opts
+
+    def steps_ran(self, opts):
+        # the runner moves opts past the steps it ran, even when Ctrl-C cuts the
+        # fit short right after a call: the solver's step count is taken from it
+        self.opt.t = opts.t - 1
+
+    def after_epoch(self, i, sums):
+        est, opt = self.est, self.opt
+        accumulated_loss = 0.0
+        for (loss, reg), r in zip(self.losses.tolist(), self.rows):
+            accumulated_loss += (loss / self.per_output + reg) * r
+
+        est.n_iter_ += 1
+        est.loss_ = accumulated_loss / self.n_samples
+
+        est.t_ += self.n_samples
+        est.loss_curve_.append(est.loss_)
+        if est.verbose:
+            print("Iteration %d, loss = %.8f" % (est.n_iter_, est.loss_))
+
+        # update no_improvement_count based on training loss or
+        # validation score according to early_stopping
+        early_stopping = est.early_stopping
+        est._update_no_improvement_count(early_stopping, *self.validation)
+
+        # for learning rate that needs to be updated at iteration end
+        opt.iteration_ends(est.t_)
+
+        if est._no_improvement_count > est.n_iter_no_change:
+            # not better than last `n_iter_no_change` iterations by tol
+            # stop or decrease learning rate
+            if early_stopping:
+                msg = ("Validation score did not improve more than "
+                       "tol=%f for %d consecutive epochs."
+                       % (est.tol, est.n_iter_no_change))
+            else:
+                msg = ("Training loss did not improve more than tol=%f"
+                       " for %d consecutive epochs." % (est.tol, est.n_iter_no_change))
+
+            is_stopping = opt.trigger_stopping(msg, est.verbose)
+            if is_stopping:
+                return True
+            else:
+                est._no_improvement_count = 0
+
+        if self.incremental:
+            return True
+
+        if est.n_iter_ == est.max_iter:
+            _warn("Stochastic Optimizer: Maximum iterations (%d) "
+                  "reached and the optimization hasn't converged yet."
+                  % est.max_iter, ConvergenceWarning)
+        return False
 
 
 class _BaseMLP(BaseEstimator):
@@ -489,7 +580,6 @@ class _BaseMLP(BaseEstimator):
             X_val = y_val = sample_weight_val = None
 
         n_samples = X_train.shape[0]
-        sample_idx = np.arange(n_samples, dtype=int)
 
         if self.batch_size == "auto":
             batch_size = min(200, n_samples)
@@ -504,76 +594,18 @@ class _BaseMLP(BaseEstimator):
         target = self._targets(y_train, dtype)
         X_train = np.ascontiguousarray(X_train)
         nb = -(-n_samples // B)
-        rows = [B] * (nb - 1) + [n_samples - (nb - 1) * B]
-        losses = np.empty((nb, 2))
-        # scikit-learn's squared loss is averaged over the outputs, its gradient not
-        per_output = float(self.n_outputs_) if self.out_activation_ == "identity" else 1.0
+        # each batch's (loss, reg) of an epoch: scikit-learn sums them its own way
+        runner = NativeRunner(lambda rows: ws, seconds=_CHUNK_SECONDS, losses=np.empty((nb, 2)))
         opts = opt.options(self, dtype)
-        # the runner moves opts past the steps it ran, even when Ctrl-C cuts the
-        # fit short right after a call: the solver's step count is taken from it
-        opts.t, opts.step = opt.t + 1, opt.t
-        runner = NativeRunner(lambda rows: ws, seconds=_CHUNK_SECONDS)
+        opts.t, opts.step = opt.t + 1, opt.t  # the first step's; the runner moves them on
+        policy = _SklearnPolicy(self, opts, n_samples, B, runner.losses, incremental,
+                                (X_val, y_val, sample_weight_val))
         try:
             self.n_iter_ = 0
-            for it in range(self.max_iter):
-                if self.shuffle:
-                    # sklearn.utils.shuffle(sample_idx, random_state=...) is
-                    # resample's permutation: the same draws, without its ~80 us
-                    # of input handling per epoch
-                    perm = np.arange(n_samples)
-                    self._random_state.shuffle(perm)
-                    sample_idx = sample_idx[perm]
-                opts.lr = opt.learning_rate if opt.solver == "sgd" else opt.learning_rate_init
-                # each batch's (loss, reg) in losses: scikit-learn sums them its own way
-                runner.run_epoch(X_train, target, sample_weight_train, sample_idx, B, opts,
-                                 losses=losses)
-                accumulated_loss = 0.0
-                for (loss, reg), r in zip(losses.tolist(), rows):
-                    accumulated_loss += (loss / per_output + reg) * r
-
-                self.n_iter_ += 1
-                self.loss_ = accumulated_loss / X_train.shape[0]
-
-                self.t_ += n_samples
-                self.loss_curve_.append(self.loss_)
-                if self.verbose:
-                    print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
-
-                # update no_improvement_count based on training loss or
-                # validation score according to early_stopping
-                self._update_no_improvement_count(early_stopping, X_val, y_val, sample_weight_val)
-
-                # for learning rate that needs to be updated at iteration end
-                opt.iteration_ends(self.t_)
-
-                if self._no_improvement_count > self.n_iter_no_change:
-                    # not better than last `n_iter_no_change` iterations by tol
-                    # stop or decrease learning rate
-                    if early_stopping:
-                        msg = ("Validation score did not improve more than "
-                               "tol=%f for %d consecutive epochs."
-                               % (self.tol, self.n_iter_no_change))
-                    else:
-                        msg = ("Training loss did not improve more than tol=%f"
-                               " for %d consecutive epochs." % (self.tol, self.n_iter_no_change))
-
-                    is_stopping = opt.trigger_stopping(msg, self.verbose)
-                    if is_stopping:
-                        break
-                    else:
-                        self._no_improvement_count = 0
-
-                if incremental:
-                    break
-
-                if self.n_iter_ == self.max_iter:
-                    _warn("Stochastic Optimizer: Maximum iterations (%d) "
-                          "reached and the optimization hasn't converged yet."
-                          % self.max_iter, ConvergenceWarning)
+            _train.run_epochs(runner, policy, range(self.max_iter), X_train, target,
+                              sample_weight_train, B)
         except KeyboardInterrupt:
             _warn("Training interrupted by user.")
-        finally:
-            opt.t = opts.t - 1
 
         if early_stopping:
             # restore best weights
