@@ -26,6 +26,9 @@ def run(benchmark, fn, group, contender):
     """Benchmark fn under group/contender; returns fn's last result."""
     benchmark.group = group
     benchmark.extra_info["contender"] = contender
+    # fastbp.bench.fastbp_fit runs `steps` steps a call: the summary's ratios
+    # are per step (pytest-benchmark's own table stays per call)
+    benchmark.extra_info["steps"] = getattr(fn, "steps", 1)
     if not benchmark.enabled:  # --benchmark-disable: run the body once, as a test
         return benchmark(fn)
     time.sleep(fbench.SETTLE)

@@ -30,8 +30,9 @@ def pytest_terminal_summary(terminalreporter, config):
         if b.stats is None or getattr(b, "has_error", False):
             continue
         s = b.stats
+        steps = b.extra_info.get("steps", 1)  # a call that runs several steps
         groups.setdefault(b.group, {})[b.extra_info.get("contender", b.name)] = (
-            s.median, s.iqr / s.median if s.median else 0.0)
+            s.median / steps, s.iqr / s.median if s.median else 0.0)
     tr = terminalreporter
     tr.write_sep("-", "ratio to floor (median time / floor median; < 1 is faster than the "
                  "floor); (+-x%) is the contender's spread, IQR / median")
