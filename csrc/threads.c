@@ -136,6 +136,7 @@ static int run_parts(uint32_t epoch, int worker, long *busy)
 }
 
 /* Wait until g_word differs from seen: spin for the window, then sleep. */
+#define SPIN_PURE 512 /* pause-spins (a few us) before the spin starts to yield */
 static unsigned long wait_for_job(unsigned long seen)
 {
     unsigned long w;
@@ -148,7 +149,13 @@ static unsigned long wait_for_job(unsigned long seen)
                 return w;
             if ((k & 63) == 63 && now_ns() - t0 > window)
                 break;
-            FBP_CPU_RELAX();
+            /* past the gaps between a step's kernels, spin politely: on a busy
+             * machine the core goes to whoever else is ready (the caller's own
+             * serial work, a neighbour), on a quiet one the yield returns at once */
+            if (k >= SPIN_PURE && (k & 15) == 15)
+                sched_yield();
+            else
+                FBP_CPU_RELAX();
         }
     }
     pthread_mutex_lock(&g_sleep_mu);
