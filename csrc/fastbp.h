@@ -124,6 +124,9 @@ FBP_API int fbp_set_force_parallel(int on);
 /* How long an idle worker spins before it sleeps (microseconds). */
 FBP_API void fbp_set_wait_us(double us);
 FBP_API double fbp_get_wait_us(void);
+/* Tests only: the spinning worker's hand-off latency the pool decides with
+ * (microseconds), as a spell of load would have left it. */
+FBP_API void fbp_set_handoff_us(double us);
 
 /* Detect the CPU (once) and use the widest dispatched copies up to max_level
  * (0 baseline, 1 AVX2+FMA, 2 AVX-512); returns the level in use. */

@@ -92,6 +92,11 @@ static _Atomic long g_serial_until;
 static long g_backoff_ns = BACKOFF_MIN_NS;
 static double g_gain;                    /* running mean of a job's (gain - cost) / time */
 static _Atomic long g_jobs, g_jobs_backoff; /* counters for fbp_pool_stats */
+/* Probes of a latency that keeps jobs on the caller (fbp_threads_for_ns): every
+ * PROBE_EVERY_NS at most, jobs are decided for PROBE_LEN_NS as on a quiet machine. */
+#define PROBE_EVERY_NS 100000000L
+#define PROBE_LEN_NS 2000000L
+static _Atomic long g_probe_until, g_next_probe;
 /* Tests: split every loop that has parts to split, whatever it costs, so that the
  * thread-count tests run the parallel paths at any size (fbp_set_force_parallel). */
 static _Atomic int g_force;
@@ -329,6 +334,21 @@ int fbp_threads_for_ns(double work_ns, int most)
     if (work_ns <= 0.0)
         return 1;
     double lat = (double)atomic_load_explicit(&g_lat_spin_ns, memory_order_relaxed);
+    if (lat > FBP_PART_MIN_NS && work_ns >= 4.0 * FBP_PART_MIN_NS && work_ns < 4.0 * lat) {
+        /* The latency alone keeps this work on the caller. It is measured only
+         * by jobs that run, so a spell of load that raised it would keep it
+         * (and every such job on the caller) for good: now and then the pool
+         * decides as a quiet machine would for a short while, and the jobs of
+         * that probe measure the latency again. */
+        long now = now_ns();
+        if (now < atomic_load_explicit(&g_probe_until, memory_order_relaxed)) {
+            lat = FBP_PART_MIN_NS;
+        } else if (now >= atomic_load_explicit(&g_next_probe, memory_order_relaxed)) {
+            atomic_store_explicit(&g_probe_until, now + PROBE_LEN_NS, memory_order_relaxed);
+            atomic_store_explicit(&g_next_probe, now + PROBE_EVERY_NS, memory_order_relaxed);
+            lat = FBP_PART_MIN_NS;
+        }
+    }
     double floor_ns = 2.0 * (lat > FBP_PART_MIN_NS ? lat : FBP_PART_MIN_NS);
     if (work_ns < 2.0 * floor_ns)
         return 1;
@@ -487,3 +507,8 @@ void fbp_set_wait_us(double us)
 }
 
 double fbp_get_wait_us(void) { return (double)atomic_load(&g_wait_ns) / 1000.0; }
+
+void fbp_set_handoff_us(double us)
+{
+    atomic_store(&g_lat_spin_ns, us <= 0 ? 0L : (long)(us * 1000.0));
+}

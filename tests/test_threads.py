@@ -4,6 +4,8 @@ import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 
+import time
+
 import numpy as np
 import pytest
 
@@ -358,6 +360,28 @@ def test_measured_costs_keep_a_small_loop_on_the_caller(measured_costs, restore_
     fastbp.tanh_forward(big, out=np.empty_like(big))
     assert _jobs_considered() == before + worth, (info, tanh_ns)
     assert worth or info["handoff_us"] > 100, info  # a quiet host splits the large loop
+
+
+def test_a_high_latency_left_by_load_is_measured_again(measured_costs, restore_threads):
+    """A hand-off latency is measured only by jobs that run; one that a spell of
+    load raised would keep every job it rules out on the caller for good. The
+    pool probes it now and then (every 0.1 s at most), and the probe's jobs
+    measure it again."""
+    fastbp.set_num_threads(2)
+    big = np.linspace(-1, 1, 1 << 22, dtype=np.float32)
+    fastbp.relu_forward(big, out=np.empty_like(big))  # workers started, costs measured
+    # a loop of about 100 us: worth splitting at the quiet floor (4 x 5 us), not
+    # at a hand-off latency of 1 ms
+    x = np.linspace(-1, 1, int(1e5 / fastbp._core.pool_info()["pass_ns"]), dtype=np.float32)
+    out = np.empty_like(x)
+    fastbp._core._set_handoff_us(1000.0)
+    before = _jobs_considered()
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < 0.5:
+        fastbp.relu_forward(x, out=out)
+    info = fastbp._core.pool_info()
+    assert _jobs_considered() > before, info
+    assert info["handoff_us"] < 1000.0, info
 
 
 def test_pool_measures_its_costs(measured_costs, restore_threads):

@@ -59,6 +59,7 @@ cdef extern from "fastbp.h" nogil:
                               int reps) nogil
     int fbp_set_force_parallel(int on)
     void fbp_set_wait_us(double us)
+    void fbp_set_handoff_us(double us)
     double fbp_get_wait_us()
     int fbp_init_cpu(int max_level)
     int fbp_poisson(int dev, void *stream, int dsize, int64_t N, int64_t C, const void *z,

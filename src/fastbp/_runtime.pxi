@@ -224,6 +224,11 @@ def _set_wait_us(double us):
     fbp_set_wait_us(us)
 
 
+def _set_handoff_us(double us):
+    """Tests: the hand-off latency the pool decides with, as load would leave it."""
+    fbp_set_handoff_us(us)
+
+
 # ---- backends ------------------------------------------------------------------------------
 
 cdef const fbp_backend *_cuda_table = NULL
