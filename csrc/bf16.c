@@ -94,8 +94,7 @@ void fbp_bf16_copy(int native, fbp_idx n, const float *x, void *y)
 /* ---- the product -------------------------------------------------------------------- */
 
 struct bf16_gemm_ctx {
-    int ta, tb, rows;
-    fbp_idx M, N, K, lda, ldb, ldc, units, nblocks;
+    struct fbp_gemm_geom g;
     float alpha, beta;
     const uint16_t *A, *B;
     float *C;
@@ -113,22 +112,19 @@ static void bf16_call(int ta, int tb, fbp_idx M, fbp_idx N, fbp_idx K, float alp
     }
 }
 
-/* Blocks [b0, b1) of C, as runtime.c's gemm_task: one provider call each. */
+/* Blocks [b0, b1) of C (fbp_gemm_block_at), one provider call each. */
 static void bf16_gemm_task(void *p, fbp_idx b0, fbp_idx b1)
 {
     const struct bf16_gemm_ctx *c = p;
-    fbp_idx total = c->rows ? c->M : c->N;
+    const struct fbp_gemm_geom *g = &c->g;
     for (fbp_idx b = b0; b < b1; b++) {
-        fbp_idx i0, i1;
-        fbp_gemm_block(total, c->units, c->nblocks, b, &i0, &i1);
-        fbp_idx M = c->rows ? i1 - i0 : c->M, N = c->rows ? c->N : i1 - i0;
-        const uint16_t *A = c->rows ? c->A + (c->ta ? i0 : i0 * c->lda) : c->A;
-        const uint16_t *B = c->rows ? c->B : c->B + (c->tb ? i0 * c->ldb : i0);
-        float *C = c->C + (c->rows ? i0 * c->ldc : i0);
+        fbp_idx M, N, oa, ob, oc;
+        fbp_gemm_block_at(g, b, &M, &N, &oa, &ob, &oc);
         long t0 = fbp_now_ns();
-        bf16_call(c->ta, c->tb, M, N, c->K, c->alpha, A, c->lda, B, c->ldb, c->beta, C, c->ldc);
+        bf16_call(g->ta, g->tb, M, N, g->K, c->alpha, c->A + oa, g->lda, c->B + ob, g->ldb,
+                  c->beta, c->C + oc, g->ldc);
         /* float32's slot: the estimate decides whether to go parallel, never a bit */
-        fbp_note_gemm(4, (double)M * (double)N * (double)c->K, fbp_now_ns() - t0);
+        fbp_note_gemm(4, (double)M * (double)N * (double)g->K, fbp_now_ns() - t0);
     }
 }
 
@@ -145,7 +141,7 @@ void fbp_gemm_bf16(int native, int ta, int tb, fbp_idx M, fbp_idx N, fbp_idx K, 
     int rows;
     fbp_idx units, nb;
     fbp_gemm_cut(M, N, K, &rows, &units, &nb);
-    struct bf16_gemm_ctx c = {ta, tb, rows, M, N, K, lda, ldb, ldc, units, nb,
+    struct bf16_gemm_ctx c = {{ta, tb, rows, M, N, K, lda, ldb, ldc, units, nb},
                               alpha, beta, A, B, C};
     if (nb == 1) {
         bf16_call(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);

@@ -180,6 +180,29 @@ static inline void fbp_gemm_block(fbp_idx total, fbp_idx units, fbp_idx nb, fbp_
     *i1 = e < total ? e : total;
 }
 
+/* A cut product: C (M, N) = op(A) op(B), inner dim K, row strides lda, ldb, ldc,
+ * cut as fbp_gemm_cut says (rows: C's rows, else its columns). */
+struct fbp_gemm_geom {
+    int ta, tb, rows;
+    fbp_idx M, N, K, lda, ldb, ldc, units, nblocks;
+};
+
+/* Block b of a cut product (fbp_gemm_block): its C is (*m, *n), and its op(A),
+ * op(B) and C start *oa, *ob, *oc elements into the whole product's. Row i of
+ * op(A) starts at A + i lda, or at column i of A; column j of op(B) at B + j, or
+ * at row j of B. */
+static inline void fbp_gemm_block_at(const struct fbp_gemm_geom *g, fbp_idx b, fbp_idx *m,
+                                     fbp_idx *n, fbp_idx *oa, fbp_idx *ob, fbp_idx *oc)
+{
+    fbp_idx i0, i1;
+    fbp_gemm_block(g->rows ? g->M : g->N, g->units, g->nblocks, b, &i0, &i1);
+    *m = g->rows ? i1 - i0 : g->M;
+    *n = g->rows ? g->N : i1 - i0;
+    *oa = g->rows ? (g->ta ? i0 : i0 * g->lda) : 0;
+    *ob = g->rows ? 0 : (g->tb ? i0 * g->ldb : i0);
+    *oc = g->rows ? i0 * g->ldc : i0;
+}
+
 /* ---- the typed kernels one file calls in another ------------------------------------
  * Compiled once per element type from one source (fbp_generic.h): T float with
  * suffix _f32, T double with _f64. Shapes as in fastbp.h. */

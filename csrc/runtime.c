@@ -148,31 +148,24 @@ static void FN(gemm_blas)(int ta, int tb, fbp_idx M, fbp_idx N, fbp_idx K, T alp
 }
 
 struct FN(gemm_ctx) {
-    int ta, tb, rows; /* rows: split C's rows, else its columns */
-    fbp_idx M, N, K, lda, ldb, ldc, units, nblocks;
+    struct fbp_gemm_geom g;
     T alpha, beta;
     const T *A, *B;
     T *C;
 };
 
-/* Blocks [b0, b1) of C: block b is units [units b / nb, units (b + 1) / nb) of
- * FBP_GEMM_UNIT rows (or columns), one BLAS call each. Row i of op(A) starts at
- * A + i lda, or at column i of A; column j of op(B) at B + j, or at row j of B. */
+/* Blocks [b0, b1) of C (fbp_gemm_block_at), one BLAS call each. */
 static void FN(gemm_task)(void *p, fbp_idx b0, fbp_idx b1)
 {
     const struct FN(gemm_ctx) *c = p;
-    fbp_idx total = c->rows ? c->M : c->N;
+    const struct fbp_gemm_geom *g = &c->g;
     for (fbp_idx b = b0; b < b1; b++) {
-        fbp_idx i0, i1;
-        fbp_gemm_block(total, c->units, c->nblocks, b, &i0, &i1);
-        fbp_idx M = c->rows ? i1 - i0 : c->M, N = c->rows ? c->N : i1 - i0;
-        const T *A = c->rows ? c->A + (c->ta ? i0 : i0 * c->lda) : c->A;
-        const T *B = c->rows ? c->B : c->B + (c->tb ? i0 * c->ldb : i0);
-        T *C = c->C + (c->rows ? i0 * c->ldc : i0);
+        fbp_idx M, N, oa, ob, oc;
+        fbp_gemm_block_at(g, b, &M, &N, &oa, &ob, &oc);
         long t0 = fbp_now_ns();
-        FN(gemm_blas)(c->ta, c->tb, M, N, c->K, c->alpha, A, c->lda, B, c->ldb, c->beta, C,
-                      c->ldc);
-        fbp_note_gemm(sizeof(T), (double)M * (double)N * (double)c->K, fbp_now_ns() - t0);
+        FN(gemm_blas)(g->ta, g->tb, M, N, g->K, c->alpha, c->A + oa, g->lda, c->B + ob, g->ldb,
+                      c->beta, c->C + oc, g->ldc);
+        fbp_note_gemm(sizeof(T), (double)M * (double)N * (double)g->K, fbp_now_ns() - t0);
     }
 }
 
@@ -192,7 +185,7 @@ void FN(fbp_gemm)(int ta, int tb, fbp_idx M, fbp_idx N, fbp_idx K, T alpha,
     int rows;
     fbp_idx units, nb;
     fbp_gemm_cut(M, N, K, &rows, &units, &nb);
-    struct FN(gemm_ctx) c = {ta, tb, rows, M, N, K, lda, ldb, ldc, units, nb,
+    struct FN(gemm_ctx) c = {{ta, tb, rows, M, N, K, lda, ldb, ldc, units, nb},
                              alpha, beta, A, B, C};
     if (nb == 1) {
         FN(gemm_blas)(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
