@@ -141,23 +141,29 @@ static int run_parts(uint32_t epoch, int worker, long *busy)
 }
 
 /* Wait until g_word differs from seen: spin for the window, then sleep. */
-#define SPIN_PURE 512 /* pause-spins (a few us) before the spin starts to yield */
-static unsigned long wait_for_job(unsigned long seen)
+#define SPIN_PURE_NS 10000L /* pure spinning (pauses) before the spin starts to yield */
+static unsigned long wait_for_job(unsigned long seen, int spin)
 {
     unsigned long w;
-    long window = atomic_load_explicit(&g_wait_ns, memory_order_relaxed);
+    long window = spin ? atomic_load_explicit(&g_wait_ns, memory_order_relaxed) : 0;
     if (window > 0) {
         long t0 = now_ns();
+        int polite = 0;
         for (unsigned k = 0;; k++) {
             w = atomic_load_explicit(&g_word, memory_order_acquire);
             if (w != seen)
                 return w;
-            if ((k & 63) == 63 && now_ns() - t0 > window)
-                break;
+            if ((k & 63) == 63) {
+                long dt = now_ns() - t0;
+                if (dt > window)
+                    break;
+                polite = dt > SPIN_PURE_NS;
+            }
             /* past the gaps between a step's kernels, spin politely: on a busy
              * machine the core goes to whoever else is ready (the caller's own
-             * serial work, a neighbour), on a quiet one the yield returns at once */
-            if (k >= SPIN_PURE && (k & 15) == 15)
+             * serial work, a neighbour), on a quiet one the yield returns at once.
+             * In time, not pauses: a pause takes 10 to 140 cycles by CPU. */
+            if (polite && (k & 15) == 15)
                 sched_yield();
             else
                 FBP_CPU_RELAX();
@@ -184,10 +190,14 @@ static void *worker_main(void *p)
     t_worker = 1;
     fbp_serial = 1;
     unsigned long seen = a.seen;
+    int spin = 1;
     for (;;) {
-        seen = wait_for_job(seen);
+        seen = wait_for_job(seen, spin);
         int nt = (int)(seen & NT_MASK);
-        if (a.id < nt)
+        /* a worker left out of a job (the thread count was lowered) sleeps until
+         * the next one instead of spinning beside those that run it */
+        spin = a.id < nt;
+        if (spin)
             run_parts((uint32_t)(seen >> NT_BITS), 1, NULL);
     }
     return NULL;
@@ -340,10 +350,11 @@ int fbp_threads_for_ns(double work_ns, int most)
          * (and every such job on the caller) for good: now and then the pool
          * decides as a quiet machine would for a short while, and the jobs of
          * that probe measure the latency again. */
-        long now = now_ns();
+        long now = now_ns(), until = atomic_load_explicit(&g_serial_until, memory_order_relaxed);
         if (now < atomic_load_explicit(&g_probe_until, memory_order_relaxed)) {
             lat = FBP_PART_MIN_NS;
-        } else if (now >= atomic_load_explicit(&g_next_probe, memory_order_relaxed)) {
+        } else if (now >= atomic_load_explicit(&g_next_probe, memory_order_relaxed) &&
+                   !(until && now < until)) { /* not while the backoff holds */
             atomic_store_explicit(&g_probe_until, now + PROBE_LEN_NS, memory_order_relaxed);
             atomic_store_explicit(&g_next_probe, now + PROBE_EVERY_NS, memory_order_relaxed);
             lat = FBP_PART_MIN_NS;
