@@ -142,10 +142,10 @@ static int run_parts(uint32_t epoch, int worker, long *busy)
 
 /* Wait until g_word differs from seen: spin for the window, then sleep. */
 #define SPIN_PURE_NS 10000L /* pure spinning (pauses) before the spin starts to yield */
-static unsigned long wait_for_job(unsigned long seen, int spin)
+static unsigned long wait_for_job(unsigned long seen)
 {
     unsigned long w;
-    long window = spin ? atomic_load_explicit(&g_wait_ns, memory_order_relaxed) : 0;
+    long window = atomic_load_explicit(&g_wait_ns, memory_order_relaxed);
     if (window > 0) {
         long t0 = now_ns();
         int polite = 0;
@@ -190,14 +190,10 @@ static void *worker_main(void *p)
     t_worker = 1;
     fbp_serial = 1;
     unsigned long seen = a.seen;
-    int spin = 1;
     for (;;) {
-        seen = wait_for_job(seen, spin);
+        seen = wait_for_job(seen);
         int nt = (int)(seen & NT_MASK);
-        /* a worker left out of a job (the thread count was lowered) sleeps until
-         * the next one instead of spinning beside those that run it */
-        spin = a.id < nt;
-        if (spin)
+        if (a.id < nt)
             run_parts((uint32_t)(seen >> NT_BITS), 1, NULL);
     }
     return NULL;
