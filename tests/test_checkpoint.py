@@ -427,7 +427,7 @@ def test_an_ambiguous_resume_is_refused_and_changes_nothing(tmp_path):
 
 
 def es_data():
-    """Noisy labels: the validation loss falls, then rises after epoch 7."""
+    """Noisy labels: the validation loss falls, then rises after epoch 8."""
     rng = np.random.default_rng(0)
     X = rng.standard_normal((80, 5))
     y = (X[:, 0] + X[:, 1] > 0).astype(np.int64) + (X[:, 2] > 1)
@@ -444,47 +444,47 @@ def es_model():
 
 
 def test_early_stopping_resumed_from_a_checkpoint_is_bitwise_the_uninterrupted_run(tmp_path):
-    """A checkpoint written by a callback at epoch 9 of a run that stops at
-    epoch 11 with its best at epoch 7; resumed, the run stops at the same
+    """A checkpoint written by a callback at epoch 10 of a run that stops at
+    epoch 12 with its best at epoch 8; resumed, the run stops at the same
     epoch and puts back the same parameters. Before, the resumed fit started
     a new early-stopping run (best = inf) and stopped elsewhere."""
     X, y = es_data()
     whole = es_model()
     hw = whole.fit(X, y, epochs=60, optimizer=optim.Adam(0.01), **ES)
-    assert len(hw["loss"]) == 11 and int(np.argmin(hw["val_loss"])) == 7
+    assert len(hw["loss"]) == 12 and int(np.argmin(hw["val_loss"])) == 8
     assert whole.early_stopping_state is None                  # stopped early: run over
 
     def checkpoint(model, epoch, history):
-        if epoch == 8:
+        if epoch == 9:
             model.save(tmp_path / "ckpt")
             return True                                        # "killed" right after
     part = es_model()
     hp = part.fit(X, y, epochs=60, optimizer=optim.Adam(0.01), callbacks=[checkpoint],
                   restore_best=False, **ES)
     st = MLP.load(tmp_path / "ckpt.npz").early_stopping_state
-    assert (st["best"], st["wait"], st["best_epoch"]) == (hw["val_loss"][7], 1, 7)
+    assert (st["best"], st["wait"], st["best_epoch"]) == (hw["val_loss"][8], 1, 8)
     resumed = MLP.load(tmp_path / "ckpt.npz")
-    hr = resumed.fit(X, y, epochs=60 - 9, optimizer=optim.Adam(0.01), **ES)
+    hr = resumed.fit(X, y, epochs=60 - 10, optimizer=optim.Adam(0.01), **ES)
     assert hp["val_loss"] + hr["val_loss"] == hw["val_loss"]
     assert_same_model(resumed, whole)
 
 
 def test_early_stopping_split_over_two_fits_is_the_uninterrupted_run():
-    """fit(9, restore_best=False) then fit(rest): the second continues the run
+    """fit(10, restore_best=False) then fit(rest): the second continues the run
     (the model keeps it); restoring the best parameters at the end of the
-    first would end it, since training would then not go on from epoch 9."""
+    first would end it, since training would then not go on from epoch 10."""
     X, y = es_data()
     whole = es_model()
     hw = whole.fit(X, y, epochs=60, optimizer=optim.Adam(0.01), **ES)
     part = es_model()
-    h1 = part.fit(X, y, epochs=9, optimizer=optim.Adam(0.01), **dict(ES, restore_best=False))
+    h1 = part.fit(X, y, epochs=10, optimizer=optim.Adam(0.01), **dict(ES, restore_best=False))
     assert part.early_stopping_state["wait"] == 1
-    h2 = part.fit(X, y, epochs=51, optimizer=optim.Adam(0.01), **ES)
+    h2 = part.fit(X, y, epochs=50, optimizer=optim.Adam(0.01), **ES)
     assert h1["val_loss"] + h2["val_loss"] == hw["val_loss"]
     assert_same_model(part, whole)
     # a first fit that restores its best parameters over later ones ends the run
     other = es_model()
-    other.fit(X, y, epochs=9, optimizer=optim.Adam(0.01), **ES)
+    other.fit(X, y, epochs=10, optimizer=optim.Adam(0.01), **ES)
     assert other.early_stopping_state is None
     # and a fit without early stopping ends it too
     other = es_model()

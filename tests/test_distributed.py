@@ -456,9 +456,9 @@ def test_a_data_parallel_fit_continues_the_early_stopping_run_and_the_plan():
     whole = es_model()
     hw = whole.fit(X, y, epochs=60, total_epochs=60, **kw, **ES)
     part = es_model()
-    h1 = part.fit(X, y, epochs=9, total_epochs=60, comm=MPI.COMM_SELF, **kw,
+    h1 = part.fit(X, y, epochs=10, total_epochs=60, comm=MPI.COMM_SELF, **kw,
                   **dict(ES, restore_best=False))
     assert part.early_stopping_state["wait"] == 1 and part.lr_schedule_ == ("cosine", 60)
-    h2 = part.fit(X, y, epochs=51, comm=MPI.COMM_SELF, **kw, **ES)
+    h2 = part.fit(X, y, epochs=50, comm=MPI.COMM_SELF, **kw, **ES)
     assert h1["val_loss"] + h2["val_loss"] == hw["val_loss"] and h1["lr"] + h2["lr"] == hw["lr"]
     assert_same_model(part, whole)

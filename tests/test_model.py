@@ -993,3 +993,57 @@ def test_train_step_sees_a_changed_optimizer():
     b.train_step(X, y, optimizer=fastbp.optim.SGD(0.2))
     for k in a.params:
         assert np.array_equal(a.params[k], b.params[k])
+
+
+# ---- the epoch order: csrc/fbp_rng.h's shuffle, its twin and its checks ---------------
+
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 10, 257, 2048])
+def test_epoch_order_matches_twin(n):
+    """fastbp._core.epoch_order is reference.epoch_order, element by element, for
+    seeds up to 2**64 - 1, epochs and ranks; each is a permutation of range(n)."""
+    for seed, epoch, rank in ((0, 0, 0), (7, 3, 0), (2**64 - 1, 2**40, 5), (1, 0, 1)):
+        got = fastbp._core.epoch_order(n, seed, epoch, rank)
+        assert got.dtype == np.int64 and got.shape == (n,)
+        np.testing.assert_array_equal(got, ref.epoch_order(n, seed, epoch, rank))
+        np.testing.assert_array_equal(np.sort(got), np.arange(n))
+
+
+def test_epoch_order_depends_on_seed_epoch_and_rank():
+    base = fastbp._core.epoch_order(100, 1, 2, 0)
+    for other in ((2, 2, 0), (1, 3, 0), (1, 2, 1)):
+        assert not np.array_equal(fastbp._core.epoch_order(100, *other), base), other
+    np.testing.assert_array_equal(epoch_order(100, 1, 2), base)
+
+
+def test_epoch_order_is_uniform():
+    """Each of the 3! orders of 3 rows, over 6000 epochs: within 5 sigma of 1000."""
+    counts = {}
+    for e in range(6000):
+        key = tuple(fastbp._core.epoch_order(3, 11, e))
+        counts[key] = counts.get(key, 0) + 1
+    assert len(counts) == 6
+    assert all(abs(c - 1000) < 5 * (6000 * (1 / 6) * (5 / 6)) ** 0.5 for c in counts.values())
+
+
+@pytest.mark.parametrize("args, exc, msg", [
+    ((-1, 0, 0), ValueError, "epoch_order: n must be in [0, 4294967296), got -1"),
+    ((2**32, 0, 0), ValueError, "n must be in [0, 4294967296)"),
+    ((3, -1, 0), ValueError, "seed must be in [0, 18446744073709551616), got -1"),
+    ((3, 2**64, 0), ValueError, "seed must be in"),
+    ((3, 0, -2), ValueError, "epoch must be in [0, 9223372036854775808), got -2"),
+    ((3, 0, 0, -1), ValueError, "rank must be in"),
+    ((3.0, 0, 0), TypeError, "epoch_order: n must be an integer, got float"),
+    ((3, True, 0), TypeError, "seed must be an integer, got bool"),
+    ((3, 0, "1"), TypeError, "epoch must be an integer, got str"),
+])
+def test_epoch_order_checks(args, exc, msg):
+    with pytest.raises(exc) as e:
+        fastbp._core.epoch_order(*args)
+    assert msg in str(e.value)
+
+
+def test_fit_refuses_a_seed_past_64_bits():
+    X, y = np.zeros((4, 3)), np.array([0, 1, 0, 1])
+    model = MLP([3, 2], seed=0)
+    with pytest.raises(ValueError, match=r"seed must be an integer in \[0, 2\*\*64\)"):
+        model.fit(X, y, epochs=1, seed=2**64, progress=False)

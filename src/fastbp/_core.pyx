@@ -33,6 +33,10 @@ from fastbp._api cimport *
 
 cnp.import_array()
 
+cdef extern from "fbp_rng.h" nogil:
+    uint64_t fbp_order_key(uint64_t seed, int64_t epoch, int64_t rank)
+    void fbp_permutation(int64_t n, uint64_t key, int64_t *out)
+
 cdef extern from "fastbp.h" nogil:
     ctypedef Py_ssize_t fbp_idx
     const fbp_backend fbp_cpu

@@ -36,10 +36,11 @@ CHUNK_SECONDS = 0.05
 def epoch_order(n, seed, epoch, shuffle=True):
     """The rows of epoch ``epoch`` of a fit (0 for a model's first epoch), in the
     order fit visits them: a function of the seed and the epoch number alone, so
-    a fit resumed from a checkpoint continues with the same orders."""
+    a fit resumed from a checkpoint continues with the same orders
+    (fastbp._core.epoch_order, a counter-based shuffle)."""
     if not shuffle:
         return np.arange(n)
-    return np.random.default_rng([int(seed), int(epoch)]).permutation(n)
+    return _core.epoch_order(n, seed, epoch)
 
 
 class StepOptions:

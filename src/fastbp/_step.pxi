@@ -581,6 +581,33 @@ cdef int _check_state(str fn, MLPWorkspace ws, StepOptions opts) except -1:
     return 0
 
 
+def epoch_order(n, seed, epoch, rank=0):
+    """The order (n,) int64 in which a fit visits its n rows in epoch ``epoch``
+    (rank ``rank``'s rows in a data-parallel fit): a permutation of range(n),
+    a function of (seed, epoch, rank) alone (csrc/fbp_rng.h; the NumPy twin is
+    fastbp.reference.epoch_order). n < 2**32, seed < 2**64, epoch and rank
+    >= 0."""
+    fn = "epoch_order"
+    cdef int64_t vals[4]
+    for i, (name, v, hi) in enumerate((("n", n, 1 << 32), ("seed", seed, 1 << 64),
+                                       ("epoch", epoch, 1 << 63), ("rank", rank, 1 << 63))):
+        try:
+            if isinstance(v, bool):
+                raise TypeError
+            v = operator.index(v)
+        except TypeError:
+            raise TypeError(f"{fn}: {name} must be an integer, got {type(v).__name__}") from None
+        if not 0 <= v < hi:
+            raise ValueError(f"{fn}: {name} must be in [0, {hi}), got {v}")
+        vals[i] = <int64_t>(<uint64_t>v)
+    out = np.empty(vals[0], np.int64)
+    cdef int64_t[::1] o = out
+    with nogil:
+        fbp_permutation(vals[0], fbp_order_key(<uint64_t>vals[1], vals[2], vals[3]),
+                        &o[0] if vals[0] > 0 else NULL)
+    return out
+
+
 cdef int _check_permutation(str fn, const int64_t *p, Py_ssize_t n) except -1:
     """p (n,) holds every index of range(n) once: one pass, not a sort (a caller
     that splits an epoch into many calls pays it per call)."""

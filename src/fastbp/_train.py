@@ -132,8 +132,9 @@ def _fit(model, state, runner, X, y, epochs, batch_size, lr, weight_decay, momen
                         ("patience", patience)):
             if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
                 raise ValueError(f"fit: {name} must be an integer >= 1, got {v!r}")
-        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-            raise ValueError(f"fit: seed must be an integer >= 0, got {seed!r}")
+        if (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)
+                or not 0 <= seed < 1 << 64):
+            raise ValueError(f"fit: seed must be an integer in [0, 2**64), got {seed!r}")
         if (isinstance(min_delta, bool) or not isinstance(min_delta, numbers.Real)
                 or not (math.isfinite(min_delta) and min_delta >= 0)):
             raise ValueError(f"fit: min_delta must be a finite number >= 0, got {min_delta!r}")

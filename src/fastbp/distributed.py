@@ -88,7 +88,7 @@ def local_order(n, seed, epoch, rank=0, shuffle=True):
     rank is the plain fit), rank p > 0 a permutation keyed by (seed, epoch, p)."""
     if not shuffle or rank == 0:
         return epoch_order(n, seed, epoch, shuffle)
-    return np.random.default_rng([int(seed), int(epoch), int(rank)]).permutation(n)
+    return _core.epoch_order(n, seed, epoch, rank)
 
 
 def _batch_rows(counts, B):

@@ -37,7 +37,7 @@ __all__ = [
     "dense_forward", "dense_backward", "to_bfloat16", "matmul",
     "one_hot", "softmax_cross_entropy", "mse_loss", "binary_cross_entropy", "poisson_loss",
     "sgd_update", "clip_by_value", "clip_by_global_norm", "clip_grad_norm",
-    "dropout_keep", "optimizer_step",
+    "dropout_keep", "epoch_order", "optimizer_step",
     "mlp_forward", "mlp_loss_and_grads", "mlp_train_step", "data_parallel_train_step",
     "numerical_gradient",
 ]
@@ -456,10 +456,11 @@ def numerical_gradient(f, x, eps=None):
 
 
 # ---------------------------------------------------------------------------
-# Dropout masks (twin of csrc/fbp_rng.h, csrc/dropout.c)
+# Dropout masks and epoch orders (twin of csrc/fbp_rng.h, csrc/dropout.c)
 # ---------------------------------------------------------------------------
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_ORDER_TAG = np.uint64(0xD1B54A32D192ED03)
 
 
 def _mix64(z):
@@ -471,6 +472,26 @@ def _mix64(z):
         z = z ^ (z >> np.uint64(27))
         z = z * np.uint64(0x94D049BB133111EB)
         return z ^ (z >> np.uint64(31))
+
+
+def epoch_order(n, seed, epoch, rank=0):
+    """The row order (n,) int64 of epoch ``epoch`` on rank ``rank`` of a fit:
+    Fisher-Yates from the back, position i swapping with j = floor(r_i (i + 1)
+    / 2^64), r_i = mix(key + i golden), key = mix(mix(mix(seed + tag) + epoch
+    golden) + rank golden). A pure function of (seed, epoch, rank)."""
+    with np.errstate(over="ignore"):
+        k = _mix64(np.array(seed, np.uint64) + _ORDER_TAG)
+        k = _mix64(k + np.array(epoch, np.uint64) * _GOLDEN)
+        k = _mix64(k + np.array(rank, np.uint64) * _GOLDEN)
+        r = _mix64(k + np.arange(n, dtype=np.uint64) * _GOLDEN)
+        # floor(r m / 2^64) from 32-bit halves (m = i + 1 < 2^32): exact
+        m = np.arange(1, n + 1, dtype=np.uint64)
+        lo32 = np.uint64(0xFFFFFFFF)
+        j = ((r >> np.uint64(32)) * m + (((r & lo32) * m) >> np.uint64(32))) >> np.uint64(32)
+    out = np.arange(n, dtype=np.int64)
+    for i in range(n - 1, 0, -1):
+        out[i], out[j[i]] = out[j[i]], out[i]
+    return out
 
 
 def dropout_keep(seed, step, layer, row0, N, O, p):
