@@ -96,6 +96,11 @@ void fbp_parallel(int nt, fbp_idx ntasks, fbp_task_fn fn, void *ctx);
 double fbp_pass_ns(void);
 double fbp_gemm_ns(int dsize);
 void fbp_note_gemm(int dsize, double madds, long ns);
+/* The time of one byte of a batch's row gather, as serial gathers run (-1 until
+ * one has): rows come from anywhere in the dataset, often past the caches, so a
+ * memory pass's cost does not predict it. */
+double fbp_gather_ns(void);
+void fbp_note_gather(double bytes, long ns);
 long fbp_now_ns(void);
 
 /* Threads for work_ns of work that splits into at most `most` parts: 1 unless
@@ -115,6 +120,7 @@ int fbp_threads_for_ns(double work_ns, int most);
  * fbp_pass_ns(). */
 #define FBP_COST_MEM 1 /* a pass over memory: relu, masks, mse, the updates */
 #define FBP_COST_EXP 4 /* an exp or a tanh per element */
+#define FBP_COST_GATHER 2 /* a gathered row, until fbp_gather_ns has measured one */
 #define FBP_NBLK_MAX 64
 #define FBP_RED_MIN ((fbp_idx)4096) /* smallest block of a flat reduction */
 #define FBP_CHUNK ((fbp_idx)4096)   /* elements per task of an elementwise loop */

@@ -81,6 +81,7 @@ static _Atomic long g_lat_wake_ns = 20000;
 static _Atomic long g_lat_spin_ns = 2000;
 static _Atomic long g_pass_ps = 0;       /* one element of a memory pass, picoseconds */
 static _Atomic long g_gemm_ps[2];        /* one multiply-add of sgemm, dgemm (0: unknown) */
+static _Atomic long g_gather_ps;         /* one byte of a batch's row gather (0: unknown) */
 /* Backoff: when jobs have recently cost more than the workers brought (a busy
  * neighbour took their cores, or they woke too late), everything runs on the
  * caller until g_serial_until, and the workers sleep; each failed try after it
@@ -91,6 +92,11 @@ static _Atomic long g_gemm_ps[2];        /* one multiply-add of sgemm, dgemm (0:
 static _Atomic long g_serial_until;
 static long g_backoff_ns = BACKOFF_MIN_NS;
 static double g_gain;                    /* running mean of a job's (gain - cost) / time */
+/* Set by a backoff, cleared by the next job: that job finds the workers asleep
+ * because of the backoff itself, so its wake-up is not weighed against the
+ * split (else one late wake-up backs off again, doubled: a quiet machine then
+ * stayed serial, the workers asleep, for as long as a process ran). */
+static int g_resuming;
 static _Atomic long g_jobs, g_jobs_backoff; /* counters for fbp_pool_stats */
 /* Probes of a latency that keeps jobs on the caller (fbp_threads_for_ns): every
  * PROBE_EVERY_NS at most, jobs are decided for PROBE_LEN_NS as on a quiet machine. */
@@ -251,8 +257,10 @@ static void account(int nparts, int mine, long busy, long wait, long t_pub, long
         /* no worker came within the whole job: the wake-up takes at least that */
         atomic_store(&g_lat_wake_ns, ewma(atomic_load(&g_lat_wake_ns), span));
     }
-    if (mine == 0)
-        return; /* the workers took every part: nothing to weigh them against */
+    int resuming = g_resuming;
+    g_resuming = 0;
+    if (mine == 0 || (resuming && all_asleep))
+        return; /* nothing to weigh the workers against, or a wake-up the backoff caused */
     double per_part = (double)busy / mine;
     double gain = (double)(nparts - mine) * per_part - (double)wait - (double)(span - busy - wait);
     g_gain += (gain / (double)(span > 0 ? span : 1) - g_gain) / 4.0;
@@ -260,6 +268,7 @@ static void account(int nparts, int mine, long busy, long wait, long t_pub, long
         atomic_store(&g_serial_until, t_end + g_backoff_ns);
         g_backoff_ns = g_backoff_ns * 2 < BACKOFF_MAX_NS ? g_backoff_ns * 2 : BACKOFF_MAX_NS;
         g_gain = 0.0;
+        g_resuming = 1;
     } else if (g_gain > 0.1) {
         g_backoff_ns = BACKOFF_MIN_NS;
     }
@@ -398,6 +407,20 @@ double fbp_gemm_ns(int dsize)
 {
     long ps = atomic_load_explicit(&g_gemm_ps[dsize == 8], memory_order_relaxed);
     return ps ? (double)ps / 1000.0 : -1.0;
+}
+
+double fbp_gather_ns(void)
+{
+    long ps = atomic_load_explicit(&g_gather_ps, memory_order_relaxed);
+    return ps ? (double)ps / 1000.0 : -1.0;
+}
+
+void fbp_note_gather(double bytes, long ns)
+{
+    if (bytes < 4096.0 || ns <= 0)
+        return;
+    long ps = (long)((double)ns * 1000.0 / bytes), old = atomic_load(&g_gather_ps);
+    atomic_store(&g_gather_ps, old ? ewma(old, ps) : ps);
 }
 
 void fbp_note_gemm(int dsize, double madds, long ns)
