@@ -378,12 +378,18 @@ int fbp_threads_for_ns(double work_ns, int most)
 }
 
 /* The cost of one element of a memory pass, measured once: a scaled copy over a
- * buffer that fits in L2, as the passes between a step's GEMMs mostly do. */
+ * buffer that fits in L2, as the passes between a step's GEMMs mostly do; the
+ * best of 64 passes (about 0.1 ms), since the best of 8 varied by process
+ * between the sustained rate and about 1.6 times it. */
 static void measure_pass(void)
 {
-    enum { NE = 16384, REPS = 8 };
+    enum { NE = 16384, REPS = 64 };
     static float a[NE], b[NE];
     long best = 0;
+    /* written first: untouched, a's pages would all map the kernel's one zero
+     * page, read from L1, and the pass would measure about half its cost */
+    for (int i = 0; i < NE; i++)
+        a[i] = (float)i, b[i] = 0.0f;
     for (int r = 0; r < REPS; r++) {
         long t0 = now_ns();
         for (int i = 0; i < NE; i++)
