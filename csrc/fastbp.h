@@ -116,8 +116,9 @@ FBP_API int fbp_cpu_count(void);
 FBP_API int fbp_pool_workers(int *create_error);
 /* What the pool has measured: out = {a sleeping worker's wake-up latency (us),
  * a spinning worker's hand-off latency (us), one element of a memory pass (ns),
- * parallel jobs run, jobs kept serial by the backoff, backoff left (ms)}. */
-FBP_API void fbp_pool_stats(double out[6]);
+ * parallel jobs run, jobs kept serial by the backoff, backoff left (ms), parallel
+ * jobs that found every worker asleep}. */
+FBP_API void fbp_pool_stats(double out[7]);
 /* Tests only: on != 0 splits every loop and product that has parts over the
  * thread count, whatever it costs; returns the previous setting. */
 FBP_API int fbp_set_force_parallel(int on);

@@ -61,6 +61,14 @@ static _Atomic int g_done;               /* parts of the current job finished */
 static _Atomic long g_first_ns;          /* a worker's first claim in the job, 0 if none */
 static _Atomic int g_nsleeping;          /* workers blocked on g_wake */
 static _Atomic long g_wait_ns = 50000;   /* the spin window; see fbp_set_wait_us */
+/* The caller's rhythm: the longest recent gap, under SEQ_GAP_MAX_NS, from the end
+ * of one job to the start of the next (a user's own work between two steps, a
+ * serial kernel between two parallel ones). An idle worker spins through twice
+ * it (and at least g_wait_ns, at most SEQ_GAP_MAX_NS), so that a sequence with
+ * such gaps keeps finding it awake instead of paying a wake-up per step. */
+#define SEQ_GAP_MAX_NS 1000000L
+static _Atomic long g_seq_gap_ns;
+static long g_last_end_ns; /* the last job's end; the caller that owns the pool writes it */
 static pthread_mutex_t g_sleep_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t g_wake = PTHREAD_COND_INITIALIZER;
 static pthread_mutex_t g_owner = PTHREAD_MUTEX_INITIALIZER; /* held by the dispatching caller */
@@ -97,7 +105,7 @@ static double g_gain;                    /* running mean of a job's (gain - cost
  * split (else one late wake-up backs off again, doubled: a quiet machine then
  * stayed serial, the workers asleep, for as long as a process ran). */
 static int g_resuming;
-static _Atomic long g_jobs, g_jobs_backoff; /* counters for fbp_pool_stats */
+static _Atomic long g_jobs, g_jobs_backoff, g_jobs_woke; /* counters for fbp_pool_stats */
 /* Probes of a latency that keeps jobs on the caller (fbp_threads_for_ns): every
  * PROBE_EVERY_NS at most, jobs are decided for PROBE_LEN_NS as on a quiet machine. */
 #define PROBE_EVERY_NS 100000000L
@@ -152,6 +160,9 @@ static unsigned long wait_for_job(unsigned long seen)
 {
     unsigned long w;
     long window = atomic_load_explicit(&g_wait_ns, memory_order_relaxed);
+    long rhythm = 2 * atomic_load_explicit(&g_seq_gap_ns, memory_order_relaxed);
+    if (window > 0 && rhythm > window)
+        window = rhythm < SEQ_GAP_MAX_NS ? rhythm : SEQ_GAP_MAX_NS;
     if (window > 0) {
         long t0 = now_ns();
         int polite = 0;
@@ -297,6 +308,8 @@ void fbp_parallel(int nt, fbp_idx ntasks, fbp_task_fn fn, void *ctx)
     fbp_idx np = ntasks < (fbp_idx)nt * PARTS_PER_THREAD ? ntasks : (fbp_idx)nt * PARTS_PER_THREAD;
     np = np < MAX_PARTS ? np : MAX_PARTS;
     int all_asleep = atomic_load(&g_nsleeping) >= g_nworkers;
+    if (all_asleep)
+        atomic_fetch_add_explicit(&g_jobs_woke, 1, memory_order_relaxed);
     g_job.fn = fn;
     g_job.ctx = ctx;
     g_job.ntasks = ntasks;
@@ -305,7 +318,11 @@ void fbp_parallel(int nt, fbp_idx ntasks, fbp_task_fn fn, void *ctx)
     atomic_store(&g_first_ns, 0);
     unsigned long w = atomic_load(&g_word);
     unsigned long epoch = (w >> NT_BITS) + 1;
-    long t_pub = now_ns();
+    long t_pub = now_ns(), gap = t_pub - g_last_end_ns,
+         seq = atomic_load_explicit(&g_seq_gap_ns, memory_order_relaxed);
+    /* the longest recent gap: a longer one replaces it, each job decays it by 1/8 */
+    seq = gap < SEQ_GAP_MAX_NS && gap > seq ? gap : seq - seq / 8;
+    atomic_store_explicit(&g_seq_gap_ns, seq, memory_order_relaxed);
     g_job.t_pub = t_pub;
     atomic_store_explicit(&g_claim, ((uint64_t)(uint32_t)epoch << 32) | ((uint64_t)np << 16),
                           memory_order_release);
@@ -325,6 +342,7 @@ void fbp_parallel(int nt, fbp_idx ntasks, fbp_task_fn fn, void *ctx)
             sched_yield();
     }
     long t_end = now_ns();
+    g_last_end_ns = t_end;
     account((int)np, mine, busy, t_end - t_idle, t_pub, t_end, all_asleep, fresh);
     pthread_mutex_unlock(&g_owner);
 }
@@ -442,7 +460,7 @@ long fbp_now_ns(void) { return now_ns(); }
 
 int fbp_set_force_parallel(int on) { return atomic_exchange(&g_force, on != 0); }
 
-void fbp_pool_stats(double out[6])
+void fbp_pool_stats(double out[7])
 {
     out[0] = (double)atomic_load(&g_lat_wake_ns) / 1000.0;
     out[1] = (double)atomic_load(&g_lat_spin_ns) / 1000.0;
@@ -451,6 +469,7 @@ void fbp_pool_stats(double out[6])
     out[4] = (double)atomic_load(&g_jobs_backoff);
     long until = atomic_load(&g_serial_until);
     out[5] = until > now_ns() ? (double)(until - now_ns()) / 1e6 : 0.0;
+    out[6] = (double)atomic_load(&g_jobs_woke);
 }
 
 /* ---- fork: the child has the caller's thread only ------------------------------ */

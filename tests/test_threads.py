@@ -388,3 +388,37 @@ def test_pool_measures_its_costs(measured_costs, restore_threads):
     info = fastbp._core.pool_info()
     assert 0 < info["pass_ns"] < 100
     assert 0 < info["handoff_us"] and 0 < info["wake_us"]
+
+
+def test_workers_stay_awake_through_the_callers_rhythm(measured_costs, restore_threads):
+    """A sequence of jobs with 300 us of the caller's own work between them (a
+    user's loop between two steps) keeps finding the worker awake: its spin
+    follows the caller's recent gaps (up to 1 ms) instead of a fixed 50 us,
+    after which each job paid a wake-up."""
+    fastbp.set_num_threads(2)
+    x = np.linspace(-1, 1, 1 << 16, dtype=np.float32)
+    out = np.empty_like(x)
+    previous = fastbp._core._force_parallel(True)
+    try:
+        def gap(us):
+            t0 = time.perf_counter()
+            while time.perf_counter() - t0 < us * 1e-6:
+                pass
+        for _ in range(10):  # the rhythm learned
+            fastbp.relu_forward(x, out=out)
+            gap(300)
+        woke = fastbp._core.pool_info()["jobs_woke"]
+        for _ in range(40):
+            fastbp.relu_forward(x, out=out)
+            gap(300)
+        woke = fastbp._core.pool_info()["jobs_woke"] - woke
+        # a fixed 50 us window wakes the worker for all 40; a preempted gap may still
+        assert woke <= 10, fastbp._core.pool_info()
+        # and after a pause of 3 ms (past 1 ms, the longest gap followed) it sleeps
+        fastbp.relu_forward(x, out=out)
+        time.sleep(0.003)
+        woke = fastbp._core.pool_info()["jobs_woke"]
+        fastbp.relu_forward(x, out=out)
+        assert fastbp._core.pool_info()["jobs_woke"] == woke + 1
+    finally:
+        fastbp._core._force_parallel(previous)

@@ -202,13 +202,14 @@ def pool_info():
     that could not start (0 if none), the idle workers' spin window, and what
     the pool has measured: a sleeping worker's wake-up and a spinning one's
     hand-off latency (us), one element of a memory pass (ns), parallel jobs
-    run, jobs the backoff kept on the caller, and the backoff left (ms)."""
+    run, those that found every worker asleep (woke), jobs the backoff kept on
+    the caller, and the backoff left (ms)."""
     cdef int err = 0
     cdef int n = fbp_pool_workers(&err)
-    cdef double st[6]
+    cdef double st[7]
     fbp_pool_stats(st)
     return {"workers": n, "create_error": err, "wait_us": fbp_get_wait_us(),
-            "wake_us": st[0], "handoff_us": st[1], "pass_ns": st[2], "jobs": int(st[3]),
+            "wake_us": st[0], "handoff_us": st[1], "pass_ns": st[2], "jobs": int(st[3]), "jobs_woke": int(st[6]),
             "jobs_backed_off": int(st[4]), "backoff_ms": st[5]}
 
 
