@@ -342,9 +342,10 @@ class FitPolicy:
         for k, v in record.items():
             hist[k].append(v)
         state.end_epoch(mean_loss, record.get("val_loss"))
-        post = {name: f"{record[k]:.4f}" for k, name in
-                (("loss", "loss"), ("accuracy", "acc"), (score_key, score_key)) if k in record}
-        self.bar.set_postfix(post, refresh=False)
+        if not self.bar.disable:  # formatting for a hidden bar cost 10 us an epoch
+            post = {name: f"{record[k]:.4f}" for k, name in
+                    (("loss", "loss"), ("accuracy", "acc"), (score_key, score_key)) if k in record}
+            self.bar.set_postfix(post, refresh=False)
         if self.lines:
             print(epoch_line(i + 1, self.epochs, record, score_key,
                              time.perf_counter() - self.t_epoch), flush=True)
