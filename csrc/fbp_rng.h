@@ -10,8 +10,8 @@
  * An epoch's row order is a Fisher-Yates shuffle whose draw at position i is
  * the same hash of (key of (seed, epoch, rank)) + i: a function of those alone,
  * as fit's resume from a checkpoint needs, at a few ns a row (NumPy's seeded
- * permutation took 20-50 us an epoch at digits size, 4% of its fit). The
- * NumPy twin is fastbp.reference.epoch_order.
+ * permutation was a visible part of a small net's fit: docs/performance.md).
+ * The NumPy twin is fastbp.reference.epoch_order.
  */
 #ifndef FBP_RNG_H
 #define FBP_RNG_H
